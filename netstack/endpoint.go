@@ -1,0 +1,229 @@
+package netstack
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	wgtun "golang.zx2c4.com/wireguard/tun"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// maxPacket is the largest IP packet a TUN can carry.
+const maxPacket = 65535
+
+// bufPool holds packet-sized buffers shared by every agent, so an idle agent
+// holds none on its write path.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, maxPacket); return &b }}
+
+// endpoint is a gVisor link endpoint whose wire is a TUN device: a reader
+// goroutine delivers each packet the agent sends, and WritePackets writes the
+// stack's packets straight to the device from the caller's goroutine (no
+// hand-off queue).
+type endpoint struct {
+	dev wgtun.Device
+	mtu uint32
+	// gw are the gateway's own addresses on this link: the only ICMP echo
+	// destinations that are answered.
+	gw []netip.Addr
+
+	mu         sync.RWMutex
+	dispatcher stack.NetworkDispatcher // guarded by mu
+
+	writeMu sync.Mutex // serialises writes so batches are not interleaved
+
+	stats *Stats
+	done  chan struct{}
+}
+
+var _ stack.LinkEndpoint = (*endpoint)(nil)
+
+// Stats counts what crossed one agent's link. Fields are updated atomically.
+type Stats struct {
+	PacketsIn, PacketsOut atomic.Uint64
+	BytesIn, BytesOut     atomic.Uint64
+	Dropped               atomic.Uint64
+}
+
+func newEndpoint(dev wgtun.Device, mtu uint32, gw []netip.Addr, stats *Stats) *endpoint {
+	return &endpoint{dev: dev, mtu: mtu, gw: gw, stats: stats, done: make(chan struct{})}
+}
+
+// readLoop delivers packets from the device until it is closed.
+func (e *endpoint) readLoop() {
+	defer close(e.done)
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	bufs := [][]byte{*bp}
+	sizes := []int{0}
+	for {
+		n, err := e.dev.Read(bufs, sizes, 0)
+		if err != nil {
+			if errors.Is(err, os.ErrClosed) {
+				return
+			}
+			// A transient read error (for example a packet too large for
+			// the buffer) must not stop the agent's link.
+			e.stats.Dropped.Add(1)
+			select {
+			case <-e.done:
+				return
+			default:
+			}
+			if isFatalRead(err) {
+				return
+			}
+			continue
+		}
+		for i := 0; i < n; i++ {
+			e.deliver(bufs[i][:sizes[i]])
+		}
+	}
+}
+
+func (e *endpoint) deliver(pkt []byte) {
+	if len(pkt) == 0 {
+		return
+	}
+	var proto tcpip.NetworkProtocolNumber
+	switch header.IPVersion(pkt) {
+	case header.IPv4Version:
+		proto = header.IPv4ProtocolNumber
+	case header.IPv6Version:
+		proto = header.IPv6ProtocolNumber
+	default:
+		e.stats.Dropped.Add(1)
+		return
+	}
+	if e.isForeignEcho(pkt) {
+		e.stats.Dropped.Add(1)
+		return
+	}
+	e.stats.PacketsIn.Add(1)
+	e.stats.BytesIn.Add(uint64(len(pkt)))
+	e.mu.RLock()
+	d := e.dispatcher
+	e.mu.RUnlock()
+	if d == nil {
+		return
+	}
+	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{
+		Payload: buffer.MakeWithView(buffer.NewViewWithData(pkt)),
+	})
+	d.DeliverNetworkPacket(proto, pb)
+	pb.DecRef()
+}
+
+// isForeignEcho reports an ICMP echo request to any address but the
+// gateway's own. The stack is promiscuous and would otherwise answer pings to
+// every address, telling the agent that hosts it cannot reach are up.
+func (e *endpoint) isForeignEcho(pkt []byte) bool {
+	var dst netip.Addr
+	switch header.IPVersion(pkt) {
+	case header.IPv4Version:
+		ip := header.IPv4(pkt)
+		if !ip.IsValid(len(pkt)) || ip.TransportProtocol() != header.ICMPv4ProtocolNumber {
+			return false
+		}
+		icmp := header.ICMPv4(ip.Payload())
+		if len(icmp) < header.ICMPv4MinimumSize || icmp.Type() != header.ICMPv4Echo {
+			return false
+		}
+		dst = netip.AddrFrom4(ip.DestinationAddress().As4())
+	case header.IPv6Version:
+		ip := header.IPv6(pkt)
+		if !ip.IsValid(len(pkt)) || ip.TransportProtocol() != header.ICMPv6ProtocolNumber {
+			return false
+		}
+		icmp := header.ICMPv6(ip.Payload())
+		if len(icmp) < header.ICMPv6MinimumSize || icmp.Type() != header.ICMPv6EchoRequest {
+			return false
+		}
+		dst = netip.AddrFrom16(ip.DestinationAddress().As16())
+	default:
+		return false
+	}
+	for _, a := range e.gw {
+		if a == dst {
+			return false
+		}
+	}
+	return true
+}
+
+func isFatalRead(err error) bool {
+	var pe *os.PathError
+	return errors.As(err, &pe) && errors.Is(pe.Err, os.ErrClosed)
+}
+
+// WritePackets implements stack.LinkWriter.
+func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	list := pkts.AsSlice()
+	e.writeMu.Lock()
+	defer e.writeMu.Unlock()
+	written := 0
+	for _, pkt := range list {
+		bp := bufPool.Get().(*[]byte)
+		n := 0
+		for _, s := range pkt.AsSlices() {
+			n += copy((*bp)[n:], s)
+		}
+		_, err := e.dev.Write([][]byte{(*bp)[:n]}, 0)
+		bufPool.Put(bp)
+		if err != nil {
+			if errors.Is(err, os.ErrClosed) {
+				if written == 0 {
+					return 0, &tcpip.ErrClosedForSend{}
+				}
+				break
+			}
+			// The kernel refused this packet (for example the interface
+			// is down); count it and go on, as a wire would lose it.
+			e.stats.Dropped.Add(1)
+			continue
+		}
+		e.stats.PacketsOut.Add(1)
+		e.stats.BytesOut.Add(uint64(n))
+		written++
+	}
+	return written, nil
+}
+
+func (e *endpoint) MTU() uint32                             { return e.mtu }
+func (e *endpoint) SetMTU(mtu uint32)                       { e.mtu = mtu }
+func (e *endpoint) MaxHeaderLength() uint16                 { return 0 }
+func (e *endpoint) LinkAddress() tcpip.LinkAddress          { return "" }
+func (e *endpoint) SetLinkAddress(tcpip.LinkAddress)        {}
+func (e *endpoint) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareNone }
+func (e *endpoint) AddHeader(*stack.PacketBuffer)           {}
+func (e *endpoint) ParseHeader(*stack.PacketBuffer) bool    { return true }
+func (e *endpoint) SetOnCloseAction(func())                 {}
+
+// Capabilities: packets come from the local kernel, which checksums them, so
+// the stack need not verify them again.
+func (e *endpoint) Capabilities() stack.LinkEndpointCapabilities {
+	return stack.CapabilityRXChecksumOffload
+}
+
+func (e *endpoint) Attach(d stack.NetworkDispatcher) {
+	e.mu.Lock()
+	e.dispatcher = d
+	e.mu.Unlock()
+}
+
+func (e *endpoint) IsAttached() bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.dispatcher != nil
+}
+
+// Wait waits for the reader to stop; it stops when the device is closed.
+func (e *endpoint) Wait() { <-e.done }
+
+// Close detaches the stack; the device is closed by its owner.
+func (e *endpoint) Close() { e.Attach(nil) }

@@ -1,0 +1,202 @@
+// Package netstack runs one agent's userspace TCP/IP stack (gVisor) on the
+// agent's TUN device and turns every new TCP or UDP flow into a request the
+// gateway decides. It knows gVisor and packets, never policy or YAML.
+package netstack
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+
+	wgtun "golang.zx2c4.com/wireguard/tun"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+const nicID tcpip.NICID = 1
+
+// Config describes one agent's stack.
+type Config struct {
+	// Device is the agent's TUN. The stack reads it until it is closed.
+	Device wgtun.Device
+	MTU    int
+	// Gateway are the gateway's own addresses on the agent's link.
+	Gateway []netip.Addr
+	// MaxInFlight bounds TCP handshakes being decided or dialled at once.
+	MaxInFlight int
+	// TCP is called, in a goroutine of its own, for every new TCP flow. It
+	// must call exactly one of Accept or Reject.
+	TCP func(*TCPRequest)
+	// UDP is called for the first datagram of every new UDP flow, on the
+	// packet path: it must not block. Returning false answers the agent
+	// with ICMP port unreachable.
+	UDP func(*UDPRequest) bool
+	// TCPBuffer sizes the stack's TCP send and receive buffers.
+	TCPBuffer int
+}
+
+// Stack is one agent's stack. Its identity is its link: every flow it hands
+// out arrived on this agent's TUN, whatever source address it claims.
+type Stack struct {
+	s     *stack.Stack
+	ep    *endpoint
+	dev   wgtun.Device
+	Stats Stats
+
+	closeOnce sync.Once
+}
+
+// New builds the stack on cfg.Device and starts reading it.
+func New(cfg Config) (*Stack, error) {
+	if cfg.Device == nil || cfg.TCP == nil || cfg.UDP == nil {
+		return nil, errors.New("netstack: device, TCP and UDP handlers are required")
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 256
+	}
+	if cfg.TCPBuffer <= 0 {
+		cfg.TCPBuffer = 4 << 20
+	}
+	ns := &Stack{dev: cfg.Device}
+	ns.s = stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
+		// The stack only terminates flows; it never routes between links.
+		HandleLocal: false,
+	})
+	if err := ns.tune(cfg); err != nil {
+		ns.s.Destroy()
+		return nil, err
+	}
+	ns.ep = newEndpoint(cfg.Device, uint32(cfg.MTU), cfg.Gateway, &ns.Stats)
+	if err := ns.s.CreateNICWithOptions(nicID, ns.ep, stack.NICOptions{Name: "agent"}); err != nil {
+		return nil, fmt.Errorf("create nic: %v", err)
+	}
+	// Promiscuous: accept packets for any destination, so every flow the
+	// agent opens reaches the forwarders. Spoofing: reply from that
+	// destination's address.
+	if err := ns.s.SetPromiscuousMode(nicID, true); err != nil {
+		return nil, fmt.Errorf("promiscuous mode: %v", err)
+	}
+	if err := ns.s.SetSpoofing(nicID, true); err != nil {
+		return nil, fmt.Errorf("spoofing: %v", err)
+	}
+	for _, a := range cfg.Gateway {
+		pa := tcpip.ProtocolAddress{AddressWithPrefix: tcpip.AddrFromSlice(a.AsSlice()).WithPrefix()}
+		pa.Protocol = ipv4.ProtocolNumber
+		if a.Is6() {
+			pa.Protocol = ipv6.ProtocolNumber
+		}
+		if err := ns.s.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); err != nil {
+			return nil, fmt.Errorf("add gateway address %s: %v", a, err)
+		}
+	}
+	ns.s.SetRouteTable([]tcpip.Route{
+		{Destination: header.IPv4EmptySubnet, NIC: nicID},
+		{Destination: header.IPv6EmptySubnet, NIC: nicID},
+	})
+
+	tcpFwd := tcp.NewForwarder(ns.s, 0, cfg.MaxInFlight, func(r *tcp.ForwarderRequest) {
+		cfg.TCP(&TCPRequest{r: r, Src: fromID(r.ID(), false), Dst: fromID(r.ID(), true), s: ns})
+	})
+	ns.s.SetTransportProtocolHandler(tcp.ProtocolNumber, tcpFwd.HandlePacket)
+	udpFwd := udp.NewForwarder(ns.s, func(r *udp.ForwarderRequest) bool {
+		return cfg.UDP(&UDPRequest{r: r, Src: fromID(r.ID(), false), Dst: fromID(r.ID(), true)})
+	})
+	ns.s.SetTransportProtocolHandler(udp.ProtocolNumber, udpFwd.HandlePacket)
+	go ns.ep.readLoop()
+	return ns, nil
+}
+
+func (ns *Stack) tune(cfg Config) error {
+	opts := []tcpip.SettableTransportProtocolOption{
+		ptr(tcpip.TCPSACKEnabled(true)),
+		&tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: cfg.TCPBuffer},
+		&tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: cfg.TCPBuffer},
+		ptr(tcpip.TCPModerateReceiveBufferOption(true)),
+	}
+	for _, o := range opts {
+		if err := ns.s.SetTransportProtocolOption(tcp.ProtocolNumber, o); err != nil {
+			return fmt.Errorf("tcp option %T: %v", o, err)
+		}
+	}
+	return nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// fromID converts a transport endpoint ID. In a forwarder request the
+// "local" side is the destination the agent asked for.
+func fromID(id stack.TransportEndpointID, local bool) netip.AddrPort {
+	if local {
+		return netip.AddrPortFrom(addrOf(id.LocalAddress), id.LocalPort)
+	}
+	return netip.AddrPortFrom(addrOf(id.RemoteAddress), id.RemotePort)
+}
+
+func addrOf(a tcpip.Address) netip.Addr {
+	ip, _ := netip.AddrFromSlice(a.AsSlice())
+	return ip
+}
+
+// Close stops the stack: it closes the device (the agent's link goes away),
+// aborts every endpoint and waits for the stack's workers.
+func (ns *Stack) Close() {
+	ns.closeOnce.Do(func() {
+		ns.dev.Close()
+		ns.s.Close()
+		ns.s.Wait()
+		ns.ep.Close()
+	})
+}
+
+// TCPRequest is a new TCP flow, held at SYN: the agent's handshake completes
+// only when Accept is called.
+type TCPRequest struct {
+	r        *tcp.ForwarderRequest
+	s        *Stack
+	Src, Dst netip.AddrPort
+}
+
+// Reject resets the agent's connection attempt at once.
+func (r *TCPRequest) Reject() { r.r.Complete(true) }
+
+// Accept completes the agent's handshake and returns the connection.
+func (r *TCPRequest) Accept() (*gonet.TCPConn, error) {
+	var wq waiter.Queue
+	ep, err := r.r.CreateEndpoint(&wq)
+	if err != nil {
+		r.r.Complete(true)
+		return nil, fmt.Errorf("complete handshake: %v", err)
+	}
+	r.r.Complete(false)
+	// Keepalive on the agent's side finds a peer that vanished silently.
+	ep.SocketOptions().SetKeepAlive(true)
+	return gonet.NewTCPConn(&wq, ep), nil
+}
+
+// UDPRequest is the first datagram of a new UDP flow.
+type UDPRequest struct {
+	r        *udp.ForwarderRequest
+	Src, Dst netip.AddrPort
+}
+
+// Accept creates the agent's side of the flow; the first datagram is
+// queued on it.
+func (r *UDPRequest) Accept() (*gonet.UDPConn, error) {
+	var wq waiter.Queue
+	ep, err := r.r.CreateEndpoint(&wq)
+	if err != nil {
+		return nil, fmt.Errorf("create udp endpoint: %v", err)
+	}
+	return gonet.NewUDPConn(&wq, ep), nil
+}

@@ -1,0 +1,186 @@
+// Package tun creates and configures the agent's TUN device inside the
+// agent's network namespace, from outside it: the agent needs no capability
+// and no tool. It knows namespaces and devices, never policy.
+package tun
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	wgtun "golang.zx2c4.com/wireguard/tun"
+	"golang.org/x/sys/unix"
+)
+
+// Config describes the device to create.
+type Config struct {
+	// Name of the interface inside the namespace.
+	Name string
+	// MTU of the interface; large MTUs let the kernel hand over whole
+	// 64 KiB segments.
+	MTU int
+	// Addrs are the agent's addresses, with the on-link prefix length.
+	Addrs []netip.Prefix
+}
+
+// Device is a TUN device living in another namespace. Its packets are read
+// and written through the embedded wireguard-go device; closing it removes
+// the interface (the device is never persistent).
+type Device struct {
+	wgtun.Device
+	// Name and Index identify the interface inside its namespace.
+	Name  string
+	Index int
+	// IPv6 reports whether IPv6 addresses could be configured (a namespace
+	// can have IPv6 disabled).
+	IPv6 bool
+}
+
+// ErrExists is returned when the namespace already has an interface of the
+// requested name.
+var ErrExists = errors.New("interface already exists")
+
+// Create makes a TUN device in ns, gives it cfg's addresses and MTU, default
+// routes for both families, and brings it and lo up.
+func Create(ns *Netns, cfg Config) (*Device, error) {
+	var fd int
+	err := ns.Do(func() error {
+		if _, err := net.InterfaceByName(cfg.Name); err == nil {
+			return fmt.Errorf("%s in %s: %w", cfg.Name, ns.Path(), ErrExists)
+		}
+		var err error
+		fd, err = openTUN(cfg.Name)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	dev, name, err := wgtun.CreateUnmonitoredTUNFromFD(fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("init tun: %w", err)
+	}
+	d := &Device{Device: dev, Name: name}
+	if err := configure(ns, d, cfg); err != nil {
+		dev.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// openTUN opens a TUN device in the calling thread's namespace. It carries
+// bare IP packets: with a 64 KiB MTU the kernel already hands over whole
+// segments, so virtio-net offload headers would add per-packet work and
+// per-agent buffers without saving a copy.
+func openTUN(name string) (int, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open /dev/net/tun: %w", err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("interface name %q: %w", name, err)
+	}
+	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("create tun %s: %w", name, err)
+	}
+	return fd, nil
+}
+
+func configure(ns *Netns, d *Device, cfg Config) error {
+	h, err := netlink.NewHandleAt(netns.NsHandle(ns.Fd()))
+	if err != nil {
+		return fmt.Errorf("netlink in %s: %w", ns.Path(), err)
+	}
+	defer h.Close()
+	link, err := h.LinkByName(d.Name)
+	if err != nil {
+		return fmt.Errorf("find %s: %w", d.Name, err)
+	}
+	d.Index = link.Attrs().Index
+	if err := h.LinkSetMTU(link, cfg.MTU); err != nil {
+		return fmt.Errorf("set mtu %d on %s: %w", cfg.MTU, d.Name, err)
+	}
+	// A deep queue keeps bursts from the agent's kernel from being dropped
+	// while the gateway is busy.
+	_ = h.LinkSetTxQLen(link, 1000)
+	if lo, err := h.LinkByName("lo"); err == nil {
+		_ = h.LinkSetUp(lo)
+	}
+	has6 := false
+	for _, p := range cfg.Addrs {
+		if p.Addr().Is6() {
+			has6 = true
+		}
+	}
+	if has6 {
+		// Container engines often disable IPv6 in namespaces without a
+		// network; the TUN is the agent's only interface, so enable it there.
+		d.IPv6 = ns.Do(func() error {
+			return os.WriteFile("/proc/sys/net/ipv6/conf/"+d.Name+"/disable_ipv6", []byte("0"), 0)
+		}) == nil
+	}
+	for _, p := range cfg.Addrs {
+		if p.Addr().Is6() && !d.IPv6 {
+			continue
+		}
+		a := &netlink.Addr{IPNet: prefixToIPNet(p)}
+		if p.Addr().Is6() {
+			a.Flags = unix.IFA_F_NODAD
+		}
+		if err := h.AddrAdd(link, a); err != nil {
+			if p.Addr().Is6() {
+				d.IPv6 = false
+				continue
+			}
+			return fmt.Errorf("add address %s to %s: %w", p, d.Name, err)
+		}
+	}
+	if err := h.LinkSetUp(link); err != nil {
+		return fmt.Errorf("bring %s up: %w", d.Name, err)
+	}
+	for _, p := range cfg.Addrs {
+		if p.Addr().Is6() && !d.IPv6 {
+			continue
+		}
+		bits := 32
+		if p.Addr().Is6() {
+			bits = 128
+		}
+		dst := &net.IPNet{IP: make(net.IP, bits/8), Mask: net.CIDRMask(0, bits)}
+		r := &netlink.Route{LinkIndex: d.Index, Dst: dst, Scope: netlink.SCOPE_UNIVERSE}
+		if err := h.RouteAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("add default route via %s: %w", d.Name, err)
+		}
+	}
+	return nil
+}
+
+func prefixToIPNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// Links lists the interfaces of ns by name.
+func Links(ns *Netns) ([]string, error) {
+	h, err := netlink.NewHandleAt(netns.NsHandle(ns.Fd()))
+	if err != nil {
+		return nil, fmt.Errorf("netlink in %s: %w", ns.Path(), err)
+	}
+	defer h.Close()
+	links, err := h.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links in %s: %w", ns.Path(), err)
+	}
+	names := make([]string, 0, len(links))
+	for _, l := range links {
+		names = append(names, l.Attrs().Name)
+	}
+	return names, nil
+}
