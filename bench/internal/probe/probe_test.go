@@ -1,0 +1,201 @@
+package probe
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestPercentile(t *testing.T) {
+	ms := func(v ...int) []time.Duration {
+		var out []time.Duration
+		for _, x := range v {
+			out = append(out, time.Duration(x)*time.Millisecond)
+		}
+		return out
+	}
+	tests := []struct {
+		in   []time.Duration
+		p    float64
+		want time.Duration
+	}{
+		{nil, 50, 0},
+		{ms(7), 50, 7 * time.Millisecond},
+		{ms(7), 99, 7 * time.Millisecond},
+		{ms(1, 2, 3, 4), 50, 2 * time.Millisecond},
+		{ms(1, 2, 3, 4), 99, 4 * time.Millisecond},
+		{ms(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), 90, 9 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		if got := Percentile(tt.in, tt.p); got != tt.want {
+			t.Errorf("Percentile(%v, %v) = %v, want %v", tt.in, tt.p, got, tt.want)
+		}
+	}
+}
+
+// server starts Serve on a loopback port and returns its address; the
+// server is stopped, and must have returned, when the test ends.
+func server(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Serve() = %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("Serve did not return after its context ended")
+		}
+	})
+	return ln.Addr().String()
+}
+
+func TestRR(t *testing.T) {
+	addr := server(t)
+	r, err := RR(context.Background(), addr, 200*time.Millisecond)
+	if err != nil {
+		t.Fatalf("RR() error = %v", err)
+	}
+	if r.Ops < 10 || r.PerSec <= 0 || r.P50us <= 0 || r.P99us < r.P50us || r.Errors != 0 {
+		t.Errorf("RR() = %+v, want ops >= 10, rate > 0, 0 < p50 <= p99, no errors", r)
+	}
+}
+
+func TestRRDetectsAWrongReply(t *testing.T) {
+	// A server that answers with bytes of its own must not be counted.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, MsgSize)
+		c.Read(buf)
+		c.Write(make([]byte, MsgSize))
+	}()
+	if r, err := RR(context.Background(), ln.Addr().String(), time.Second); err == nil {
+		t.Errorf("RR() against a non-echoing server = %+v, nil; want an error", r)
+	}
+}
+
+func TestConnects(t *testing.T) {
+	addr := server(t)
+	r, err := Connects(context.Background(), addr, 4, 200*time.Millisecond)
+	if err != nil {
+		t.Fatalf("Connects() error = %v", err)
+	}
+	if r.Ops < 10 || r.PerSec <= 0 || r.Errors != 0 {
+		t.Errorf("Connects() = %+v, want ops >= 10 and no errors", r)
+	}
+}
+
+func TestConnectsRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	r, err := Connects(context.Background(), addr, 2, 100*time.Millisecond)
+	if err == nil || r.Errors == 0 || !strings.Contains(err.Error(), "refused") {
+		t.Errorf("Connects() to a closed port = %+v, %v; want an error naming the refusal", r, err)
+	}
+}
+
+func TestHold(t *testing.T) {
+	addr := server(t)
+	release := make(chan struct{})
+	var (
+		mu    sync.Mutex
+		ready *Result
+	)
+	done := make(chan error, 1)
+	go func() {
+		_, err := Hold(context.Background(), addr, 50, 8, func(r Result) {
+			mu.Lock()
+			ready = &r
+			mu.Unlock()
+		}, release)
+		done <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		r := ready
+		mu.Unlock()
+		if r != nil {
+			if r.Ops != 50 {
+				t.Errorf("Hold ready with %d connections, want 50", r.Ops)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Hold never became ready")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Hold returned %v before release", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Errorf("Hold() = %v", err)
+	}
+}
+
+func TestDNS(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewDNSServer("bench.test", netip.MustParseAddr("198.18.0.2"), pc, ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("DNSServer.Serve() = %v", err)
+		}
+	}()
+	// ActivateAndServe may still be starting: retry the first query briefly.
+	var r Result
+	for range 50 {
+		if r, err = DNS(context.Background(), pc.LocalAddr().String(), "bench.test", 2, 200*time.Millisecond); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil || r.Ops < 10 {
+		t.Fatalf("DNS(bench.test) = %+v, %v; want >= 10 answered queries", r, err)
+	}
+	if r, err := DNS(context.Background(), pc.LocalAddr().String(), "other.test", 1, 100*time.Millisecond); err == nil || !strings.Contains(r.FirstError, "NXDOMAIN") {
+		t.Errorf("DNS(other.test) = %+v, %v; want NXDOMAIN errors and no answered query", r, err)
+	}
+}

@@ -1,0 +1,140 @@
+// Command probe is the benchmark suite's request/response tool. It runs on
+// both ends of the path under test: `probe server` (and `probe dns-server`)
+// in the server namespace, and a client mode in the agent's namespace:
+//
+//	probe server     -listen :7000
+//	probe rr         -addr HOST:7000 -duration 5s
+//	probe connects   -addr HOST:7000 -workers 8 -duration 5s
+//	probe hold       -addr HOST:7000 -n 5000    (prints when ready, holds until stdin closes)
+//	probe dns-server -listen :53 -name bench.test -answer 198.18.0.2
+//	probe dns        -server 100.96.0.1:53 -name bench.test -workers 4 -duration 3s
+//
+// Client modes print one JSON result on stdout (hold prints one when its
+// connections are up and one when it lets them go).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/clawnet/clawnet/bench/internal/probe"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "probe:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = "usage: probe server|rr|connects|hold|dns-server|dns [flags]"
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
+	if len(args) < 1 {
+		return errors.New(usage)
+	}
+	mode, args := args[0], args[1:]
+	fs := flag.NewFlagSet("probe "+mode, flag.ContinueOnError)
+	var (
+		listen   = fs.String("listen", ":7000", "server: address to listen on")
+		addr     = fs.String("addr", "", "client: server address host:port")
+		duration = fs.Duration("duration", 5*time.Second, "client: how long to measure")
+		workers  = fs.Int("workers", 8, "connects, hold, dns: concurrent workers")
+		n        = fs.Int("n", 1000, "hold: connections to hold open")
+		maxHold  = fs.Duration("max-hold", 5*time.Minute, "hold: let go after this long even if stdin stays open")
+		name     = fs.String("name", "bench.test", "dns, dns-server: the name to query or answer")
+		answer   = fs.String("answer", "", "dns-server: the IPv4 address to answer with")
+		server   = fs.String("server", "", "dns: the DNS server host:port")
+	)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	needAddr := func(flagName, v string) error {
+		if v == "" {
+			return fmt.Errorf("probe %s: -%s is required", mode, flagName)
+		}
+		return nil
+	}
+
+	var (
+		res probe.Result
+		err error
+	)
+	switch mode {
+	case "server":
+		ln, err := net.Listen("tcp", *listen)
+		if err != nil {
+			return fmt.Errorf("listen %s: %w", *listen, err)
+		}
+		return probe.Serve(ctx, ln)
+	case "dns-server":
+		ip, err := netip.ParseAddr(*answer)
+		if err != nil {
+			return fmt.Errorf("-answer %q: %w", *answer, err)
+		}
+		pc, err := net.ListenPacket("udp", *listen)
+		if err != nil {
+			return fmt.Errorf("listen udp %s: %w", *listen, err)
+		}
+		ln, err := net.Listen("tcp", *listen)
+		if err != nil {
+			pc.Close()
+			return fmt.Errorf("listen tcp %s: %w", *listen, err)
+		}
+		s, err := probe.NewDNSServer(*name, ip, pc, ln)
+		if err != nil {
+			return err
+		}
+		return s.Serve(ctx)
+	case "rr":
+		if err := needAddr("addr", *addr); err != nil {
+			return err
+		}
+		res, err = probe.RR(ctx, *addr, *duration)
+	case "connects":
+		if err := needAddr("addr", *addr); err != nil {
+			return err
+		}
+		res, err = probe.Connects(ctx, *addr, *workers, *duration)
+	case "dns":
+		if err := needAddr("server", *server); err != nil {
+			return err
+		}
+		res, err = probe.DNS(ctx, *server, *name, *workers, *duration)
+	case "hold":
+		if err := needAddr("addr", *addr); err != nil {
+			return err
+		}
+		release := make(chan struct{})
+		go func() {
+			io.Copy(io.Discard, stdin)
+			close(release)
+		}()
+		ctx, cancel := context.WithTimeout(ctx, *maxHold)
+		defer cancel()
+		enc := json.NewEncoder(stdout)
+		res, err = probe.Hold(ctx, *addr, *n, *workers, func(r probe.Result) { enc.Encode(r) }, release)
+	default:
+		return fmt.Errorf("unknown mode %q (%s)", mode, usage)
+	}
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(stdout).Encode(res)
+}
