@@ -1,0 +1,486 @@
+package policy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"path"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// File is a parsed and validated policy file. Parse fills it; Compile turns
+// it into a Policy. Lines are 1-based lines of the file, for messages.
+type File struct {
+	Filename    string
+	Version     string
+	Name        string
+	Description string
+	Presets     []PresetRef
+	Egress      []Rule
+	Deny        []Rule
+	// UnsafeAllowAnyAddress lets egress cidrs be broader than /8 (IPv4) or
+	// /16 (IPv6), up to 0.0.0.0/0 and ::/0. Even then such a rule never opens
+	// special-purpose addresses.
+	UnsafeAllowAnyAddress bool
+}
+
+// PresetRef is one entry of the presets list.
+type PresetRef struct {
+	Name string
+	Line int
+}
+
+// Rule is one entry of the egress or deny list. It matches a flow whose
+// destination is in one of CIDRs or bears a name matching one of Domains,
+// on one of Ports, with Protocol.
+type Rule struct {
+	Line    int
+	Domains []Pattern
+	CIDRs   []netip.Prefix
+	// Ports is empty only in deny rules, where it means every port.
+	Ports []PortRange
+	// Protocol is 0 when the file does not say: tcp for egress rules, tcp
+	// and udp for deny rules.
+	Protocol Proto
+
+	cidrLines []int
+	id        string // overrides the name made from file and line
+}
+
+// ParseError is a problem in a policy file. It prints as "file:line: msg".
+type ParseError struct {
+	File string
+	Line int // 0 when the YAML parser did not say
+	Msg  string
+}
+
+func (e *ParseError) Error() string {
+	if e.Line <= 0 {
+		return fmt.Sprintf("%s: %s", e.File, e.Msg)
+	}
+	return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
+}
+
+// Broadest egress prefixes allowed without UnsafeAllowAnyAddress.
+const (
+	minBits4 = 8
+	minBits6 = 16
+)
+
+const maxPolicyBytes = 4 << 20
+
+var (
+	topKeys  = []string{"version", "name", "description", "presets", "egress", "deny", "unsafe_allow_any_address"}
+	ruleKeys = []string{"domains", "cidrs", "ports", "protocol"}
+	nameRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+	yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+)
+
+// Parse parses and validates a policy file. filename is used in messages
+// and rule names only; Parse does no I/O. Every error names the file and
+// line, on one line.
+func Parse(filename string, data []byte) (*File, error) {
+	p := &parser{file: filename}
+	if len(data) > maxPolicyBytes {
+		return nil, p.errAt(0, "policy file larger than %d bytes", maxPolicyBytes)
+	}
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, p.errAt(1, "empty policy (want at least version: v1 and name)")
+		}
+		return nil, p.yamlErr(err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return nil, p.yamlErr(err)
+		}
+		return nil, p.errAt(extra.Line, "only one YAML document is allowed")
+	}
+	f := &File{Filename: filename}
+	if err := p.top(&doc, f); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+type parser struct {
+	file string
+}
+
+func (p *parser) errAt(line int, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	// One line, whatever the input echoed back.
+	msg = strings.Join(strings.Fields(msg), " ")
+	return &ParseError{File: p.file, Line: line, Msg: msg}
+}
+
+func (p *parser) errf(n *yaml.Node, format string, args ...any) error {
+	return p.errAt(n.Line, format, args...)
+}
+
+func (p *parser) yamlErr(err error) error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	if m := yamlLine.FindStringSubmatch(strings.SplitN(msg, "\n", 2)[0]); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return p.errAt(line, "%s", m[2])
+	}
+	return p.errAt(0, "%s", msg)
+}
+
+func (p *parser) top(doc *yaml.Node, f *File) error {
+	root := doc
+	if doc.Kind == yaml.DocumentNode {
+		if len(doc.Content) == 0 {
+			return p.errAt(1, "empty policy (want at least version: v1 and name)")
+		}
+		root = doc.Content[0]
+	}
+	if root.Kind != yaml.MappingNode {
+		return p.errf(root, "a policy must be a mapping of keys (version, name, egress, ...)")
+	}
+	seen := map[string]bool{}
+	err := p.mapping(root, topKeys, func(key string, k, v *yaml.Node) error {
+		seen[key] = true
+		var err error
+		switch key {
+		case "version":
+			f.Version, err = p.str(v, key)
+			if err == nil && f.Version != "v1" {
+				err = p.errf(v, "unsupported version %q (want v1)", f.Version)
+			}
+		case "name":
+			f.Name, err = p.str(v, key)
+			if err == nil && !nameRE.MatchString(f.Name) {
+				err = p.errf(v, "bad name %q (want lower-case letters, digits, '.', '_', '-', at most 63)", f.Name)
+			}
+			if err == nil && f.Name == DefaultName {
+				err = p.errf(v, "name %q is reserved for the built-in policy", f.Name)
+			}
+		case "description":
+			f.Description, err = p.str(v, key)
+		case "presets":
+			f.Presets, err = p.presets(v)
+		case "egress":
+			f.Egress, err = p.rules(v, key, false)
+		case "deny":
+			f.Deny, err = p.rules(v, key, true)
+		case "unsafe_allow_any_address":
+			f.UnsafeAllowAnyAddress, err = p.boolean(v, key)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if !seen["version"] {
+		return p.errf(root, "missing required key \"version\" (want version: v1)")
+	}
+	if !seen["name"] {
+		return p.errf(root, "missing required key \"name\"")
+	}
+	if !f.UnsafeAllowAnyAddress {
+		for _, r := range f.Egress {
+			for i, c := range r.CIDRs {
+				if tooBroad(c) {
+					return p.errAt(r.cidrLine(i), "cidr %q opens nearly every address; narrow it, or set unsafe_allow_any_address: true (special-purpose addresses stay closed)", c)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func tooBroad(c netip.Prefix) bool {
+	if c.Addr().Is4() {
+		return c.Bits() < minBits4
+	}
+	return c.Bits() < minBits6
+}
+
+// mapping walks a mapping node, refusing unknown and repeated keys.
+func (p *parser) mapping(n *yaml.Node, known []string, fn func(key string, k, v *yaml.Node) error) error {
+	if err := p.kind(n, yaml.MappingNode, "a mapping"); err != nil {
+		return err
+	}
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			return p.errf(k, "keys must be plain words")
+		}
+		key := k.Value
+		if line, dup := seen[key]; dup {
+			return p.errf(k, "key %q repeated (first at line %d)", key, line)
+		}
+		seen[key] = k.Line
+		if !contains(known, key) {
+			if s := suggest(key, known); s != "" {
+				return p.errf(k, "unknown key %q (did you mean %q?)", key, s)
+			}
+			return p.errf(k, "unknown key %q (want one of %s)", key, strings.Join(known, ", "))
+		}
+		if err := fn(key, k, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *parser) kind(n *yaml.Node, want yaml.Kind, what string) error {
+	if n.Kind == yaml.AliasNode {
+		return p.errf(n, "YAML aliases are not supported")
+	}
+	if n.Kind != want {
+		return p.errf(n, "want %s", what)
+	}
+	return nil
+}
+
+func (p *parser) str(n *yaml.Node, key string) (string, error) {
+	if err := p.kind(n, yaml.ScalarNode, key+": a string"); err != nil {
+		return "", err
+	}
+	if n.Tag != "!!str" {
+		return "", p.errf(n, "%s: want a string, got %q", key, n.Value)
+	}
+	return n.Value, nil
+}
+
+func (p *parser) boolean(n *yaml.Node, key string) (bool, error) {
+	if err := p.kind(n, yaml.ScalarNode, key+": true or false"); err != nil {
+		return false, err
+	}
+	if n.Tag != "!!bool" {
+		return false, p.errf(n, "%s: want true or false, got %q", key, n.Value)
+	}
+	return n.Value == "true" || n.Value == "True" || n.Value == "TRUE", nil
+}
+
+// seq returns the items of a list; a null value is an empty list.
+func (p *parser) seq(n *yaml.Node, key string) ([]*yaml.Node, error) {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return nil, nil
+	}
+	if err := p.kind(n, yaml.SequenceNode, key+": a list"); err != nil {
+		return nil, err
+	}
+	return n.Content, nil
+}
+
+func (p *parser) presets(n *yaml.Node) ([]PresetRef, error) {
+	items, err := p.seq(n, "presets")
+	if err != nil {
+		return nil, err
+	}
+	var out []PresetRef
+	for _, it := range items {
+		name, err := p.str(it, "presets")
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := LookupPreset(name); !ok {
+			if s := suggest(name, presetNames()); s != "" {
+				return nil, p.errf(it, "unknown preset %q (did you mean %q?)", name, s)
+			}
+			return nil, p.errf(it, "unknown preset %q (want one of %s)", name, strings.Join(presetNames(), ", "))
+		}
+		for _, o := range out {
+			if o.Name == name {
+				return nil, p.errf(it, "preset %q listed twice (first at line %d)", name, o.Line)
+			}
+		}
+		out = append(out, PresetRef{Name: name, Line: it.Line})
+	}
+	return out, nil
+}
+
+func (p *parser) rules(n *yaml.Node, key string, deny bool) ([]Rule, error) {
+	items, err := p.seq(n, key)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Rule, 0, len(items))
+	for _, it := range items {
+		r, err := p.rule(it, key, deny)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func (p *parser) rule(n *yaml.Node, list string, deny bool) (Rule, error) {
+	r := Rule{Line: n.Line}
+	if n.Kind != yaml.MappingNode {
+		return r, p.errf(n, "%s: each rule must be a mapping with domains or cidrs", list)
+	}
+	err := p.mapping(n, ruleKeys, func(key string, k, v *yaml.Node) error {
+		switch key {
+		case "domains":
+			items, err := p.seq(v, key)
+			if err != nil {
+				return err
+			}
+			for _, it := range items {
+				s, err := p.str(it, key)
+				if err != nil {
+					return err
+				}
+				pat, err := ParsePattern(s)
+				if err != nil {
+					return p.errf(it, "%v", err)
+				}
+				r.Domains = append(r.Domains, pat)
+			}
+		case "cidrs":
+			items, err := p.seq(v, key)
+			if err != nil {
+				return err
+			}
+			for _, it := range items {
+				s, err := p.str(it, key)
+				if err != nil {
+					return err
+				}
+				c, err := ParseCIDR(s)
+				if err != nil {
+					return p.errf(it, "%v", err)
+				}
+				r.CIDRs = append(r.CIDRs, c)
+				r.cidrLines = append(r.cidrLines, it.Line)
+			}
+		case "ports":
+			items, err := p.seq(v, key)
+			if err != nil {
+				return err
+			}
+			for _, it := range items {
+				if err := p.kind(it, yaml.ScalarNode, "ports: a port or a range"); err != nil {
+					return err
+				}
+				if it.Tag != "!!int" && it.Tag != "!!str" {
+					return p.errf(it, "bad port %q (want 1-65535 or \"lo-hi\")", it.Value)
+				}
+				pr, err := ParsePortRange(it.Value)
+				if err != nil {
+					return p.errf(it, "%v", err)
+				}
+				r.Ports = append(r.Ports, pr)
+			}
+		case "protocol":
+			s, err := p.str(v, key)
+			if err != nil {
+				return err
+			}
+			if r.Protocol, err = ParseProto(s); err != nil {
+				return p.errf(v, "%v", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return r, err
+	}
+	if len(r.Domains) == 0 && len(r.CIDRs) == 0 {
+		return r, p.errf(n, "%s rule matches nothing: give it domains or cidrs", list)
+	}
+	if !deny && len(r.Ports) == 0 {
+		return r, p.errf(n, "%s rule needs ports (a deny rule without ports covers every port)", list)
+	}
+	return r, nil
+}
+
+// cidrLines holds the line of each CIDR, for messages after the walk.
+func (r Rule) cidrLine(i int) int {
+	if i < len(r.cidrLines) {
+		return r.cidrLines[i]
+	}
+	return r.Line
+}
+
+// ParseCIDR parses a prefix such as "10.20.0.0/16", or a bare address as a
+// single-address prefix. Host bits and IPv4-mapped IPv6 forms are refused
+// because they usually mean the author meant something else.
+func ParseCIDR(s string) (netip.Prefix, error) {
+	var c netip.Prefix
+	if strings.Contains(s, "/") {
+		var err error
+		if c, err = netip.ParsePrefix(s); err != nil {
+			return c, fmt.Errorf("bad cidr %q", s)
+		}
+		if m := c.Masked(); m != c {
+			return c, fmt.Errorf("cidr %q has host bits set (did you mean %s?)", s, m)
+		}
+	} else {
+		a, err := netip.ParseAddr(s)
+		if err != nil || a.Zone() != "" {
+			return c, fmt.Errorf("bad cidr %q", s)
+		}
+		c = netip.PrefixFrom(a, a.BitLen())
+	}
+	if c.Addr().Is4In6() {
+		return c, fmt.Errorf("cidr %q is IPv4-mapped; write the IPv4 form", s)
+	}
+	return c, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// suggest returns the known word within edit distance 2 of s, if any.
+func suggest(s string, known []string) string {
+	best, bestD := "", 3
+	for _, k := range known {
+		if d := editDistance(s, k, bestD); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string, limit int) int {
+	if len(a) > 64 || len(b) > 64 {
+		return limit
+	}
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// ruleID names a rule by its file and place, e.g. "coder.yaml:12 egress[1]".
+func ruleID(filename string, line int, what string) string {
+	if line <= 0 {
+		return path.Base(filename) + " " + what
+	}
+	return fmt.Sprintf("%s:%d %s", path.Base(filename), line, what)
+}
