@@ -1,0 +1,210 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/time/rate"
+
+	"github.com/clawnet/clawnet/gateway/control"
+	"github.com/clawnet/clawnet/netstack"
+	"github.com/clawnet/clawnet/policy"
+	"github.com/clawnet/clawnet/tun"
+)
+
+// Agent is one attached agent: its namespace, TUN, stack and live flows.
+type Agent struct {
+	g           *Gateway
+	log         hclog.Logger
+	name        string
+	policy      string
+	target      string
+	containerID string
+	pid         int
+	ns          *tun.Netns
+	dev         *tun.Device
+	stack       *netstack.Stack
+	addrIdx     int
+	addrs       []netip.Prefix
+	attachedAt  time.Time
+	notes       []string
+
+	ctx    context.Context // cancelled at detach; bounds dials
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	flows  map[*flow]struct{} // guarded by mu
+	closed bool               // guarded by mu
+	wg     sync.WaitGroup     // flow goroutines
+
+	nflows    atomic.Int64
+	bytesUp   atomic.Uint64
+	bytesDown atomic.Uint64
+
+	// denyLog limits deny lines, so a scanning agent cannot flood the audit
+	// log; what it leaves out is counted on the next line written.
+	denyLog        *rate.Limiter
+	denySuppressed atomic.Uint64
+}
+
+type attachSpec struct {
+	name, policy, target, containerID string
+	pid                               int
+	ns                                *tun.Netns
+	force                             bool
+}
+
+func (g *Gateway) attach(ctx context.Context, s attachSpec) (*Agent, error) {
+	links, err := tun.Links(s.ns)
+	if err != nil {
+		return nil, err
+	}
+	var others []string
+	for _, l := range links {
+		if l != "lo" {
+			others = append(others, l)
+		}
+	}
+	if len(others) > 0 && !s.force {
+		return nil, fmt.Errorf("%w: %s has interfaces besides lo (%v), a way around the gateway; run it with --network none, or pass --force", ErrUnreachable, s.target, others)
+	}
+	idx, err := g.pool.get()
+	if err != nil {
+		return nil, err
+	}
+	p4, p6 := g.pool.addrs(idx)
+	dev, err := tun.Create(s.ns, tun.Config{Name: g.cfg.Network.Interface, MTU: g.cfg.Network.MTU, Addrs: []netip.Prefix{p4, p6}})
+	if err != nil {
+		g.pool.put(idx)
+		if errors.Is(err, tun.ErrExists) {
+			return nil, fmt.Errorf("%w: %v", ErrConflict, err)
+		}
+		return nil, fmt.Errorf("create tun in %s: %w", s.target, err)
+	}
+	a := &Agent{
+		g: g, log: g.log.Named("agent").With("agent", s.name),
+		name: s.name, policy: s.policy, target: s.target, containerID: s.containerID, pid: s.pid,
+		ns: s.ns, dev: dev, addrIdx: idx, addrs: []netip.Prefix{p4},
+		attachedAt: time.Now(),
+		flows:      map[*flow]struct{}{},
+		denyLog:    rate.NewLimiter(20, 50),
+	}
+	if dev.IPv6 {
+		a.addrs = append(a.addrs, p6)
+	} else {
+		a.notes = append(a.notes, "IPv6 is disabled in this namespace; the agent has IPv4 only")
+	}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	st, err := netstack.New(netstack.Config{
+		Device:      dev,
+		MTU:         g.cfg.Network.MTU,
+		Gateway:     []netip.Addr{g.gw4, g.gw6},
+		MaxInFlight: g.cfg.Limits.HandshakesPerAgent,
+		TCP:         a.handleTCP,
+		UDP:         a.handleUDP,
+	})
+	if err != nil {
+		dev.Close()
+		g.pool.put(idx)
+		a.cancel()
+		return nil, fmt.Errorf("start netstack: %w", err)
+	}
+	a.stack = st
+	return a, nil
+}
+
+func (a *Agent) info() *control.Agent {
+	ai := &control.Agent{
+		Name: a.name, Target: a.target, ContainerID: a.containerID, PID: a.pid,
+		Netns: a.ns.Path(), Interface: a.dev.IfName, Policy: a.policy,
+		Flows: a.nflows.Load(), BytesUp: a.bytesUp.Load(), BytesDown: a.bytesDown.Load(),
+		AttachedAt: a.attachedAt, Notes: a.notes,
+	}
+	for _, p := range a.addrs {
+		ai.Addresses = append(ai.Addresses, p.String())
+	}
+	ai.Gateway = []string{a.g.gw4.String()}
+	if a.dev.IPv6 {
+		ai.Gateway = append(ai.Gateway, a.g.gw6.String())
+	}
+	return ai
+}
+
+// close tears the agent down: no new flows, every live flow closed, the TUN
+// removed (the agent has no network from here on), the stack stopped.
+func (a *Agent) close() {
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return
+	}
+	a.closed = true
+	flows := make([]*flow, 0, len(a.flows))
+	for f := range a.flows {
+		flows = append(flows, f)
+	}
+	a.mu.Unlock()
+	a.cancel()
+	for _, f := range flows {
+		f.close()
+	}
+	a.stack.Close()
+	a.wg.Wait()
+	a.g.pool.put(a.addrIdx)
+	a.ns.Close()
+}
+
+// decide runs the gateway's guards, then the agent's policy.
+func (a *Agent) decide(proto policy.Proto, dst netip.AddrPort) policy.Decision {
+	if d, ok := a.g.guard(dst.Addr(), dst.Port()); ok {
+		return d
+	}
+	p := a.g.policies.Get(a.policy)
+	if p == nil {
+		return policy.Decision{Rule: "builtin:policy-missing", Reason: fmt.Sprintf("policy %q is no longer defined", a.policy)}
+	}
+	return p.DecideFlow(policy.Flow{Proto: proto, Dst: netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())})
+}
+
+// track registers a flow, refusing it past the agent's limit or after detach.
+func (a *Agent) track(f *flow) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return errors.New("agent is detaching")
+	}
+	if len(a.flows) >= a.g.cfg.Limits.FlowsPerAgent {
+		return fmt.Errorf("flow limit (%d) reached", a.g.cfg.Limits.FlowsPerAgent)
+	}
+	a.flows[f] = struct{}{}
+	a.nflows.Add(1)
+	a.wg.Add(1)
+	return nil
+}
+
+func (a *Agent) untrack(f *flow) {
+	a.mu.Lock()
+	delete(a.flows, f)
+	a.mu.Unlock()
+	a.nflows.Add(-1)
+	a.wg.Done()
+}
+
+func (a *Agent) event(ev *AuditEvent) {
+	ev.Agent = a.name
+	ev.Policy = a.policy
+	if ev.Event == "deny" {
+		if !a.denyLog.Allow() {
+			a.denySuppressed.Add(1)
+			return
+		}
+		ev.Suppressed = a.denySuppressed.Swap(0)
+	}
+	a.g.audit.Log(ev)
+}

@@ -1,0 +1,87 @@
+package gateway
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+)
+
+// AuditEvent is one line of the audit log (the schema is a contract: see
+// shared/DESIGN.md). Empty fields are left out.
+type AuditEvent struct {
+	Time   time.Time `json:"time"`
+	Kind   string    `json:"kind"`            // "flow" or "dns"
+	Event  string    `json:"event,omitempty"` // flow: "open", "close", "deny"
+	Agent  string    `json:"agent"`
+	Policy string    `json:"policy"`
+	Proto  string    `json:"proto,omitempty"`
+	Src    string    `json:"src,omitempty"`
+	Dst    string    `json:"dst,omitempty"`
+	Name   string    `json:"name,omitempty"`
+	SNI    string    `json:"sni,omitempty"`
+	Host   string    `json:"host,omitempty"`
+	QName  string    `json:"qname,omitempty"`
+	QType  string    `json:"qtype,omitempty"`
+	RCode  string    `json:"rcode,omitempty"`
+
+	Verdict string `json:"verdict"`
+	Rule    string `json:"rule,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+	Error   string `json:"error,omitempty"`
+
+	BytesUp    *uint64 `json:"bytes_up,omitempty"`
+	BytesDown  *uint64 `json:"bytes_down,omitempty"`
+	DurationMS *int64  `json:"duration_ms,omitempty"`
+	// Suppressed counts deny lines of this agent left out by the rate
+	// limit since the last one written.
+	Suppressed uint64 `json:"suppressed,omitempty"`
+}
+
+// Audit writes one JSON object per line. Each line is one write, so lines
+// from concurrent flows never interleave.
+type Audit struct {
+	mu sync.Mutex
+	w  io.Writer // guarded by mu
+	c  io.Closer
+}
+
+// OpenAudit opens path for appending, or stderr for "-".
+func OpenAudit(path string) (*Audit, error) {
+	if path == "-" || path == "" {
+		return &Audit{w: os.Stderr}, nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open audit log: %w", err)
+	}
+	return &Audit{w: f, c: f}, nil
+}
+
+// NewAudit writes to w (tests).
+func NewAudit(w io.Writer) *Audit { return &Audit{w: w} }
+
+// Log writes ev, stamping the time if unset.
+func (a *Audit) Log(ev *AuditEvent) {
+	if ev.Time.IsZero() {
+		ev.Time = time.Now().UTC()
+	}
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return
+	}
+	b = append(b, '\n')
+	a.mu.Lock()
+	_, _ = a.w.Write(b)
+	a.mu.Unlock()
+}
+
+// Close closes the log file.
+func (a *Audit) Close() error {
+	if a.c != nil {
+		return a.c.Close()
+	}
+	return nil
+}

@@ -1,0 +1,233 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/clawnet/clawnet/gateway/control"
+)
+
+// Config is the gateway's configuration: defaults, then the file, then flags.
+type Config struct {
+	Version       string         `yaml:"version"`
+	Socket        string         `yaml:"socket"`
+	PolicyDir     string         `yaml:"policy_dir"`
+	DefaultPolicy string         `yaml:"default_policy"`
+	LLMProvider   string         `yaml:"llm_provider"`
+	MCPServers    []string       `yaml:"mcp_servers"`
+	DNS           DNSConfig      `yaml:"dns"`
+	AuditLog      string         `yaml:"audit_log"`
+	TreatAsPublic []netip.Prefix `yaml:"treat_as_public"`
+	Network       NetworkConfig  `yaml:"network"`
+	Limits        LimitsConfig   `yaml:"limits"`
+	Timeouts      TimeoutsConfig `yaml:"timeouts"`
+
+	// path is the file the config came from, for messages.
+	path string
+}
+
+// DNSConfig configures the gateway's resolver.
+type DNSConfig struct {
+	// Upstream is "system" (the host's resolv.conf) or a list of ip:port.
+	Upstream Upstream `yaml:"upstream"`
+}
+
+// Upstream is either the host's resolvers or explicit servers.
+type Upstream struct {
+	System  bool
+	Servers []netip.AddrPort
+}
+
+// NetworkConfig sets the agents' link.
+type NetworkConfig struct {
+	Interface string       `yaml:"interface"`
+	MTU       int          `yaml:"mtu"`
+	IPv4      netip.Prefix `yaml:"ipv4"`
+	IPv6      netip.Prefix `yaml:"ipv6"`
+}
+
+// LimitsConfig bounds what one agent can make the gateway hold.
+type LimitsConfig struct {
+	FlowsPerAgent      int `yaml:"flows_per_agent"`
+	HandshakesPerAgent int `yaml:"handshakes_per_agent"`
+	Agents             int `yaml:"agents"`
+}
+
+// TimeoutsConfig sets flow timers.
+type TimeoutsConfig struct {
+	Dial    Duration `yaml:"dial"`
+	TCPIdle Duration `yaml:"tcp_idle"`
+	UDPIdle Duration `yaml:"udp_idle"`
+	// Keepalive is the TCP keepalive interval on upstream connections.
+	Keepalive Duration `yaml:"keepalive"`
+}
+
+// Duration is a time.Duration written as "90s", "2h".
+type Duration time.Duration
+
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil || v < 0 {
+		return fmt.Errorf("bad duration %q (want for example 30s or 2h)", n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (u *Upstream) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		if n.Value != "system" {
+			return fmt.Errorf("dns.upstream must be \"system\" or a list of ip:port, not %q", n.Value)
+		}
+		*u = Upstream{System: true}
+		return nil
+	}
+	var ss []string
+	if err := n.Decode(&ss); err != nil {
+		return errors.New("dns.upstream must be \"system\" or a list of ip:port")
+	}
+	*u = Upstream{}
+	for _, s := range ss {
+		ap, err := parseServer(s)
+		if err != nil {
+			return err
+		}
+		u.Servers = append(u.Servers, ap)
+	}
+	return nil
+}
+
+func parseServer(s string) (netip.AddrPort, error) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap, nil
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		return netip.AddrPortFrom(a, 53), nil
+	}
+	return netip.AddrPort{}, fmt.Errorf("bad dns server %q (want ip or ip:port)", s)
+}
+
+// DefaultConfig is what clawnetd runs on without a config file.
+func DefaultConfig() *Config {
+	return &Config{
+		Version:       "v1",
+		Socket:        control.DefaultSocket,
+		PolicyDir:     "/etc/clawnet/policies",
+		DefaultPolicy: "default",
+		LLMProvider:   "anthropic",
+		DNS:           DNSConfig{Upstream: Upstream{System: true}},
+		AuditLog:      "-",
+		Network: NetworkConfig{
+			Interface: "clawnet0",
+			MTU:       65520,
+			IPv4:      netip.MustParsePrefix("100.96.0.0/16"),
+			IPv6:      netip.MustParsePrefix("fd63:6c61:776e:1::/64"),
+		},
+		Limits: LimitsConfig{FlowsPerAgent: 4096, HandshakesPerAgent: 256, Agents: 4096},
+		Timeouts: TimeoutsConfig{
+			Dial:      Duration(10 * time.Second),
+			TCPIdle:   Duration(2 * time.Hour),
+			UDPIdle:   Duration(2 * time.Minute),
+			Keepalive: Duration(30 * time.Second),
+		},
+		path: "<defaults>",
+	}
+}
+
+// LoadConfig reads path over the defaults. Unknown keys and bad values are
+// errors that name the file and line.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return ParseConfig(path, data)
+}
+
+var yamlLine = regexp.MustCompile(`line (\d+): (.*)`)
+
+// ParseConfig parses data (from path) over the defaults.
+func ParseConfig(path string, data []byte) (*Config, error) {
+	c := DefaultConfig()
+	c.path = path
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, yamlError(path, err)
+	}
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// yamlError turns yaml.v3's multi-line errors into one "file:line: msg".
+func yamlError(path string, err error) error {
+	var te *yaml.TypeError
+	msg := err.Error()
+	if errors.As(err, &te) && len(te.Errors) > 0 {
+		msg = te.Errors[0]
+	}
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		detail := m[2]
+		if f := regexp.MustCompile(`field (\S+) not found in type`).FindStringSubmatch(detail); f != nil {
+			detail = fmt.Sprintf("unknown key %q", f[1])
+		}
+		return fmt.Errorf("%s:%d: %s", path, n, detail)
+	}
+	return fmt.Errorf("%s: %s", path, msg)
+}
+
+func (c *Config) validate() error {
+	if c.Version != "v1" {
+		return fmt.Errorf("version must be v1, not %q", c.Version)
+	}
+	if c.Socket == "" {
+		return errors.New("socket must not be empty")
+	}
+	if c.DefaultPolicy == "" {
+		return errors.New("default_policy must not be empty")
+	}
+	n := c.Network
+	if !n.IPv4.IsValid() || !n.IPv4.Addr().Is4() || n.IPv4.Bits() > 30 {
+		return fmt.Errorf("network.ipv4 must be an IPv4 prefix of /30 or wider, not %s", n.IPv4)
+	}
+	if !n.IPv6.IsValid() || n.IPv6.Addr().Is4() || n.IPv6.Bits() > 126 {
+		return fmt.Errorf("network.ipv6 must be an IPv6 prefix of /126 or wider, not %s", n.IPv6)
+	}
+	if n.MTU < 1280 || n.MTU > 65535 {
+		return fmt.Errorf("network.mtu must be between 1280 and 65535, not %d", n.MTU)
+	}
+	if n.Interface == "" || len(n.Interface) > 15 {
+		return fmt.Errorf("network.interface must be 1 to 15 characters, not %q", n.Interface)
+	}
+	if c.Limits.FlowsPerAgent <= 0 || c.Limits.HandshakesPerAgent <= 0 || c.Limits.Agents <= 0 {
+		return errors.New("limits must be positive")
+	}
+	if c.Timeouts.Dial <= 0 || c.Timeouts.TCPIdle <= 0 || c.Timeouts.UDPIdle <= 0 {
+		return errors.New("timeouts must be positive")
+	}
+	for _, p := range c.TreatAsPublic {
+		if p.Bits() == 0 {
+			return fmt.Errorf("treat_as_public must not contain %s: name the lab's ranges", p)
+		}
+	}
+	if !c.DNS.Upstream.System && len(c.DNS.Upstream.Servers) == 0 {
+		return errors.New("dns.upstream needs at least one server, or \"system\"")
+	}
+	return nil
+}

@@ -1,0 +1,70 @@
+// Package control is the gateway's control API: HTTP+JSON on a root-only
+// unix socket. It holds the wire types and the client the CLI uses, and
+// imports nothing of the data path, so the CLI stays small.
+package control
+
+import "time"
+
+// DefaultSocket is where clawnetd listens unless told otherwise.
+const DefaultSocket = "/run/clawnet/clawnet.sock"
+
+// SocketEnv overrides the socket path for the CLI and the daemon.
+const SocketEnv = "CLAWNET_SOCKET"
+
+// AttachRequest asks the gateway to attach an agent. Exactly one of
+// Container, PID and Netns names the target.
+type AttachRequest struct {
+	Name      string `json:"name,omitempty"`
+	Policy    string `json:"policy,omitempty"`
+	Container string `json:"container,omitempty"`
+	PID       int    `json:"pid,omitempty"`
+	Netns     string `json:"netns,omitempty"`
+	// Force attaches even when the namespace has interfaces besides lo.
+	Force bool `json:"force,omitempty"`
+}
+
+// Agent describes an attached agent.
+type Agent struct {
+	Name        string    `json:"name"`
+	Target      string    `json:"target"`
+	ContainerID string    `json:"container_id,omitempty"`
+	PID         int       `json:"pid,omitempty"`
+	Netns       string    `json:"netns"`
+	Interface   string    `json:"interface"`
+	Addresses   []string  `json:"addresses"`
+	Gateway     []string  `json:"gateway"`
+	Policy      string    `json:"policy"`
+	Flows       int64     `json:"flows"`
+	BytesUp     uint64    `json:"bytes_up"`
+	BytesDown   uint64    `json:"bytes_down"`
+	AttachedAt  time.Time `json:"attached_at"`
+	// Notes are things the user should know about this attach (for example
+	// how DNS was made to work).
+	Notes []string `json:"notes,omitempty"`
+}
+
+// Status is the daemon's own health, used by operators and leak checks.
+type Status struct {
+	Version    string   `json:"version"`
+	Agents     int      `json:"agents"`
+	Flows      int64    `json:"flows"`
+	Goroutines int      `json:"goroutines"`
+	OpenFDs    int      `json:"open_fds"`
+	Policies   []string `json:"policies"`
+}
+
+// Explanation answers `clawnet policy explain`.
+type Explanation struct {
+	Policy  string `json:"policy"`
+	Proto   string `json:"proto"`
+	Host    string `json:"host"`
+	Port    uint16 `json:"port"`
+	Verdict string `json:"verdict"`
+	Rule    string `json:"rule"`
+	Reason  string `json:"reason"`
+}
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Error string `json:"error"`
+}

@@ -1,0 +1,364 @@
+// Package gateway composes the data path: it attaches agents (a TUN in the
+// agent's namespace, a netstack on it), decides every flow against the
+// agent's policy, proxies what is allowed from the host's own sockets, and
+// serves the control API. It is the only package that ties tun, netstack
+// and policy together.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/clawnet/clawnet/gateway/control"
+	"github.com/clawnet/clawnet/policy"
+	"github.com/clawnet/clawnet/tun"
+)
+
+// Errors callers branch on.
+var (
+	ErrNotFound    = errors.New("not found")
+	ErrConflict    = errors.New("already attached")
+	ErrBadRequest  = errors.New("bad request")
+	ErrUnreachable = errors.New("namespace has another way out")
+)
+
+// Gateway owns every attached agent.
+type Gateway struct {
+	cfg      *Config
+	log      hclog.Logger
+	audit    *Audit
+	policies *policyStore
+	pool     *addrPool
+	host     *hostAddrs
+	gw4, gw6 netip.Addr
+	dialer   net.Dialer
+
+	// Resolver finds containers for attach by name; nil means container
+	// targets are refused.
+	Containers ContainerResolver
+
+	mu      sync.Mutex
+	agents  map[string]*Agent // by name; guarded by mu
+	byNetns map[string]string // netns ID → agent name; guarded by mu
+	closed  bool              // guarded by mu
+}
+
+// ContainerResolver finds a container's process through its engine.
+type ContainerResolver interface {
+	// Resolve returns the container's ID, its name (without a leading
+	// slash) and the PID of its main process. It refuses a container that
+	// is not running or has a network besides none.
+	Resolve(ctx context.Context, nameOrID string) (id, name string, pid int, err error)
+}
+
+// New builds a gateway from cfg. It does not listen; see Serve.
+func New(cfg *Config, log hclog.Logger, audit *Audit) (*Gateway, error) {
+	ps, err := newPolicyStore(cfg, log.Named("policy"))
+	if err != nil {
+		return nil, err
+	}
+	if ps.Get(cfg.DefaultPolicy) == nil {
+		return nil, fmt.Errorf("%s: default_policy %q is not defined (policies: %v)", cfg.path, cfg.DefaultPolicy, ps.Names())
+	}
+	g := &Gateway{
+		cfg:      cfg,
+		log:      log,
+		audit:    audit,
+		policies: ps,
+		pool:     newAddrPool(cfg.Network.IPv4, cfg.Network.IPv6),
+		host:     newHostAddrs(time.Second),
+		agents:   map[string]*Agent{},
+		byNetns:  map[string]string{},
+	}
+	g.gw4, g.gw6 = g.pool.gateway()
+	g.dialer = net.Dialer{
+		Timeout: cfg.Timeouts.Dial.D(),
+		KeepAliveConfig: net.KeepAliveConfig{
+			Enable:   true,
+			Idle:     cfg.Timeouts.Keepalive.D(),
+			Interval: cfg.Timeouts.Keepalive.D(),
+			Count:    4,
+		},
+	}
+	return g, nil
+}
+
+// ReloadPolicies re-reads the policy directory; errors name each bad file,
+// whose last good version stays in force.
+func (g *Gateway) ReloadPolicies() error {
+	errs := g.policies.Reload()
+	for _, e := range errs {
+		g.log.Error("policy reload", "error", e)
+	}
+	g.log.Info("policies reloaded", "policies", g.policies.Names(), "errors", len(errs))
+	return errors.Join(errs...)
+}
+
+var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
+
+// Attach attaches the target of req as an agent.
+func (g *Gateway) Attach(ctx context.Context, req control.AttachRequest) (*control.Agent, error) {
+	targets := 0
+	for _, set := range []bool{req.Container != "", req.PID != 0, req.Netns != ""} {
+		if set {
+			targets++
+		}
+	}
+	if targets != 1 {
+		return nil, fmt.Errorf("%w: name exactly one target: a container, --pid or --netns", ErrBadRequest)
+	}
+	pol := req.Policy
+	if pol == "" {
+		pol = g.cfg.DefaultPolicy
+	}
+	if g.policies.Get(pol) == nil {
+		return nil, fmt.Errorf("%w: unknown policy %q (known: %v)", ErrNotFound, pol, g.policies.Names())
+	}
+
+	var (
+		ns          *tun.Netns
+		err         error
+		target      string
+		containerID string
+		pid         = req.PID
+		name        = req.Name
+	)
+	switch {
+	case req.Container != "":
+		if g.Containers == nil {
+			return nil, fmt.Errorf("%w: no container engine configured; use --pid or --netns", ErrBadRequest)
+		}
+		var cname string
+		containerID, cname, pid, err = g.Containers.Resolve(ctx, req.Container)
+		if err != nil {
+			return nil, err
+		}
+		target = "container:" + cname
+		if name == "" {
+			name = cname
+		}
+		ns, err = tun.NetnsOfPID(pid)
+	case req.PID != 0:
+		target = "pid:" + strconv.Itoa(req.PID)
+		if name == "" {
+			name = "pid-" + strconv.Itoa(req.PID)
+		}
+		ns, err = tun.NetnsOfPID(req.PID)
+		if errors.Is(err, os.ErrNotExist) {
+			err = fmt.Errorf("%w: no process with pid %d", ErrNotFound, req.PID)
+		}
+	default:
+		target = "netns:" + req.Netns
+		if name == "" {
+			name = baseName(req.Netns)
+		}
+		ns, err = tun.OpenNetns(req.Netns)
+		if errors.Is(err, os.ErrNotExist) {
+			err = fmt.Errorf("%w: no network namespace at %s", ErrNotFound, req.Netns)
+		} else if errors.Is(err, tun.ErrNotNetns) {
+			err = fmt.Errorf("%w: %s is not a network namespace", ErrBadRequest, req.Netns)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !validName.MatchString(name) {
+		ns.Close()
+		return nil, fmt.Errorf("%w: agent name %q: use letters, digits, '.', '_' or '-' (at most 63)", ErrBadRequest, name)
+	}
+	if ns.IsHost() {
+		ns.Close()
+		return nil, fmt.Errorf("%w: %s is the gateway's own network namespace", ErrUnreachable, target)
+	}
+
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		ns.Close()
+		return nil, errors.New("gateway is shutting down")
+	}
+	if _, ok := g.agents[name]; ok {
+		g.mu.Unlock()
+		ns.Close()
+		return nil, fmt.Errorf("%w: an agent called %q is already attached", ErrConflict, name)
+	}
+	if other, ok := g.byNetns[ns.ID()]; ok {
+		g.mu.Unlock()
+		ns.Close()
+		return nil, fmt.Errorf("%w: %s is already attached as agent %q", ErrConflict, target, other)
+	}
+	if len(g.agents) >= g.cfg.Limits.Agents {
+		g.mu.Unlock()
+		ns.Close()
+		return nil, fmt.Errorf("agent limit (%d) reached", g.cfg.Limits.Agents)
+	}
+	// Reserve the name and namespace while the slow part runs unlocked.
+	g.agents[name] = nil
+	g.byNetns[ns.ID()] = name
+	g.mu.Unlock()
+
+	a, err := g.attach(ctx, attachSpec{
+		name: name, policy: pol, target: target, containerID: containerID, pid: pid,
+		ns: ns, force: req.Force,
+	})
+	g.mu.Lock()
+	if err != nil {
+		delete(g.agents, name)
+		delete(g.byNetns, ns.ID())
+		g.mu.Unlock()
+		ns.Close()
+		return nil, err
+	}
+	g.agents[name] = a
+	g.mu.Unlock()
+	g.log.Info("agent attached", "agent", name, "target", target, "policy", pol, "addrs", a.info().Addresses)
+	return a.info(), nil
+}
+
+func baseName(path string) string {
+	for i := len(path) - 1; i >= 0; i-- {
+		if path[i] == '/' {
+			return path[i+1:]
+		}
+	}
+	return path
+}
+
+// Detach detaches the agent called name, closing every flow it has.
+func (g *Gateway) Detach(name string) error {
+	g.mu.Lock()
+	a, ok := g.agents[name]
+	if !ok || a == nil {
+		g.mu.Unlock()
+		return fmt.Errorf("%w: no agent called %q", ErrNotFound, name)
+	}
+	delete(g.agents, name)
+	delete(g.byNetns, a.ns.ID())
+	g.mu.Unlock()
+	a.close()
+	g.log.Info("agent detached", "agent", name)
+	return nil
+}
+
+// DetachContainer detaches the agent attached from container id, if any.
+func (g *Gateway) DetachContainer(id string) error {
+	g.mu.Lock()
+	var name string
+	for n, a := range g.agents {
+		if a != nil && a.containerID == id {
+			name = n
+		}
+	}
+	g.mu.Unlock()
+	if name == "" {
+		return fmt.Errorf("%w: no agent for container %s", ErrNotFound, id)
+	}
+	return g.Detach(name)
+}
+
+// Agents lists the attached agents by name.
+func (g *Gateway) Agents() []control.Agent {
+	g.mu.Lock()
+	as := make([]*Agent, 0, len(g.agents))
+	for _, a := range g.agents {
+		if a != nil {
+			as = append(as, a)
+		}
+	}
+	g.mu.Unlock()
+	out := make([]control.Agent, 0, len(as))
+	for _, a := range as {
+		out = append(out, *a.info())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Explain answers what the named policy would decide for host:port.
+func (g *Gateway) Explain(pol, proto, host string, port uint16) (*control.Explanation, error) {
+	p := g.policies.Get(pol)
+	if p == nil {
+		return nil, fmt.Errorf("%w: unknown policy %q (known: %v)", ErrNotFound, pol, g.policies.Names())
+	}
+	pr, err := policy.ParseProto(proto)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	var d policy.Decision
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if gd, guarded := g.guard(ip, port); guarded {
+			d = gd
+		} else {
+			d = p.DecideFlow(policy.Flow{Proto: pr, Dst: netip.AddrPortFrom(ip, port)})
+		}
+	} else if cp, ok := p.(*policy.Policy); ok {
+		d = policy.Explain(cp, pr, host, port)
+	} else {
+		d = p.DecideName(host, pr, port)
+	}
+	return &control.Explanation{Policy: pol, Proto: pr.String(), Host: host, Port: port,
+		Verdict: d.Verdict.String(), Rule: d.Rule, Reason: d.Reason}, nil
+}
+
+// guard applies the gateway's own rules, which no policy can open: the
+// gateway's link addresses (DNS only), other agents, loopback and the host's
+// own addresses.
+func (g *Gateway) guard(dst netip.Addr, port uint16) (policy.Decision, bool) {
+	dst = dst.Unmap()
+	switch {
+	case dst == g.gw4 || dst == g.gw6:
+		if port == 53 {
+			return policy.Decision{Verdict: policy.Allow, Rule: "builtin:dns", Reason: "the gateway's resolver"}, true
+		}
+		return policy.Decision{Rule: "builtin:gateway", Reason: "only DNS (port 53) is served on the gateway's address"}, true
+	case g.pool.contains(dst):
+		return policy.Decision{Rule: "builtin:agents", Reason: "agents cannot reach one another"}, true
+	case dst.IsLoopback() || dst.IsUnspecified():
+		return policy.Decision{Rule: "builtin:host", Reason: "the gateway host's loopback is never reachable"}, true
+	case g.host.contains(dst):
+		return policy.Decision{Rule: "builtin:host", Reason: "the gateway host's own addresses are never reachable"}, true
+	}
+	return policy.Decision{}, false
+}
+
+// Close detaches every agent.
+func (g *Gateway) Close() {
+	g.mu.Lock()
+	g.closed = true
+	as := make([]*Agent, 0, len(g.agents))
+	for _, a := range g.agents {
+		if a != nil {
+			as = append(as, a)
+		}
+	}
+	g.agents = map[string]*Agent{}
+	g.byNetns = map[string]string{}
+	g.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, a := range as {
+		wg.Add(1)
+		go func() { defer wg.Done(); a.close() }()
+	}
+	wg.Wait()
+	g.host.close()
+}
+
+// Flows counts live flows over all agents.
+func (g *Gateway) Flows() int64 {
+	var n int64
+	for _, a := range g.Agents() {
+		n += a.Flows
+	}
+	return n
+}
