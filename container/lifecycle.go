@@ -1,0 +1,146 @@
+package container
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// ImageExists reports whether the engine has the image ref locally.
+func (c *Client) ImageExists(ctx context.Context, ref string) (bool, error) {
+	var v struct {
+		ID string `json:"Id"`
+	}
+	err := c.getJSON(ctx, "/images/"+url.PathEscape(ref)+"/json", nil, &v)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("inspect image %q: %w", ref, err)
+	}
+	return true, nil
+}
+
+// ImportImage creates the image repo:tag from a tar of a root filesystem
+// (what `docker import` does). changes are Dockerfile instructions applied to
+// the image config, e.g. `ENTRYPOINT ["/clawnet","pause"]`. No registry is
+// involved.
+func (c *Client) ImportImage(ctx context.Context, rootfs io.Reader, repo, tag string, changes ...string) error {
+	q := url.Values{"fromSrc": {"-"}, "repo": {repo}, "tag": {tag}}
+	for _, ch := range changes {
+		q.Add("changes", ch)
+	}
+	resp, err := c.do(ctx, c.stream, http.MethodPost, "/images/create", q, rootfs, "application/x-tar")
+	if err != nil {
+		return fmt.Errorf("import image %s:%s: %w", repo, tag, err)
+	}
+	defer resp.Body.Close()
+	if err := jsonMessages(resp.Body); err != nil {
+		return fmt.Errorf("import image %s:%s: %w", repo, tag, err)
+	}
+	return nil
+}
+
+// ContainerSpec is the part of the create request clawnet uses.
+type ContainerSpec struct {
+	Image      string            `json:"Image"`
+	Entrypoint []string          `json:"Entrypoint,omitempty"`
+	Cmd        []string          `json:"Cmd,omitempty"`
+	Hostname   string            `json:"Hostname,omitempty"`
+	Domainname string            `json:"Domainname,omitempty"`
+	Labels     map[string]string `json:"Labels,omitempty"`
+	HostConfig HostConfig        `json:"HostConfig"`
+}
+
+// HostConfig is the part of the create request's HostConfig clawnet uses.
+type HostConfig struct {
+	NetworkMode string   `json:"NetworkMode"`
+	DNS         []string `json:"Dns,omitempty"`
+	DNSSearch   []string `json:"DnsSearch,omitempty"`
+	DNSOptions  []string `json:"DnsOptions,omitempty"`
+	ExtraHosts  []string `json:"ExtraHosts,omitempty"`
+	Binds       []string `json:"Binds,omitempty"`
+	CapDrop     []string `json:"CapDrop,omitempty"`
+	SecurityOpt []string `json:"SecurityOpt,omitempty"`
+	AutoRemove  bool     `json:"AutoRemove,omitempty"`
+	Init        *bool    `json:"Init,omitempty"`
+}
+
+// CreateContainer creates a container named name (empty: the engine picks
+// one) and returns its ID.
+func (c *Client) CreateContainer(ctx context.Context, name string, spec ContainerSpec) (string, error) {
+	q := url.Values{}
+	if name != "" {
+		q.Set("name", name)
+	}
+	var out struct {
+		ID string `json:"Id"`
+	}
+	if err := c.postJSON(ctx, "/containers/create", q, spec, &out); err != nil {
+		return "", fmt.Errorf("create container %q: %w", name, err)
+	}
+	if out.ID == "" {
+		return "", fmt.Errorf("create container %q: engine returned no ID", name)
+	}
+	return out.ID, nil
+}
+
+// StartContainer starts a created container.
+func (c *Client) StartContainer(ctx context.Context, id string) error {
+	if err := c.postJSON(ctx, "/containers/"+url.PathEscape(id)+"/start", nil, nil, nil); err != nil {
+		return fmt.Errorf("start container %s: %w", shortID(id), err)
+	}
+	return nil
+}
+
+// RemoveContainer removes a container, killing it first when force is set. A
+// container that is already gone is not an error.
+func (c *Client) RemoveContainer(ctx context.Context, id string, force bool) error {
+	q := url.Values{"force": {strconv.FormatBool(force)}}
+	resp, err := c.do(ctx, c.http, http.MethodDelete, "/containers/"+url.PathEscape(id), q, nil, "")
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		// A removal already under way (AutoRemove, a concurrent rm) is as good.
+		if strings.Contains(err.Error(), "already in progress") {
+			return nil
+		}
+		return fmt.Errorf("remove container %s: %w", shortID(id), err)
+	}
+	resp.Body.Close()
+	return nil
+}
+
+// ContainerSummary is one row of ListContainers.
+type ContainerSummary struct {
+	ID      string            `json:"Id"`
+	Names   []string          `json:"Names"`
+	State   string            `json:"State"`
+	Created int64             `json:"Created"` // unix seconds
+	Labels  map[string]string `json:"Labels"`
+}
+
+// ListContainers lists all containers (running or not) that carry the label
+// key (any value when value is empty).
+func (c *Client) ListContainers(ctx context.Context, key, value string) ([]ContainerSummary, error) {
+	l := key
+	if value != "" {
+		l += "=" + value
+	}
+	f, err := json.Marshal(map[string][]string{"label": {l}})
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	var out []ContainerSummary
+	if err := c.getJSON(ctx, "/containers/json", url.Values{"all": {"1"}, "filters": {string(f)}}, &out); err != nil {
+		return nil, fmt.Errorf("list containers labelled %s: %w", l, err)
+	}
+	return out, nil
+}

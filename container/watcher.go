@@ -1,0 +1,420 @@
+package container
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Labels clawnet puts on the containers `clawnet run` creates.
+const (
+	// LabelRole is "holder" on a namespace holder and "agent" on the agent
+	// container that joins it.
+	LabelRole = "io.clawnet.role"
+	// LabelAgent is the agent's name, on both containers.
+	LabelAgent = "io.clawnet.agent"
+	// LabelHolder is the holder's container ID, on the agent container: its
+	// removal removes the holder.
+	LabelHolder = "io.clawnet.holder"
+)
+
+// Log field names.
+const (
+	logContainer = "container"
+	logAgent     = "agent"
+	logPid       = "pid"
+	logErr       = "error"
+)
+
+// Attachment is one container attached as an agent.
+type Attachment struct {
+	ContainerID   string
+	ContainerName string
+	Agent         string // agent name, the container's name unless given
+	Policy        string // empty: the daemon's default policy
+	// Pid is the container's init process on the host; its /proc/PID/ns/net
+	// is the namespace to attach. It changes on every restart.
+	Pid int
+}
+
+// Attacher is what the Watcher needs from the daemon. AttachContainer gives
+// the namespace of a.Pid a TUN and starts its agent; DetachContainer removes
+// the agent of that container and closes its flows (a container that is not
+// attached is not an error). Neither may call back into the Watcher.
+type Attacher interface {
+	AttachContainer(ctx context.Context, a Attachment) error
+	DetachContainer(ctx context.Context, containerID string) error
+}
+
+// WatcherConfig configures a Watcher. Client and Attacher are required.
+type WatcherConfig struct {
+	Client   *Client
+	Attacher Attacher
+	Logger   hclog.Logger // nil: no logs
+	// GatewayDNS is written into a container's resolv.conf when its own
+	// nameservers cannot reach the gateway. Zero: DefaultGatewayDNS.
+	GatewayDNS netip.Addr
+	// MinBackoff and MaxBackoff bound the wait between reconnections to an
+	// engine that went away. Zero: 250ms and 30s.
+	MinBackoff, MaxBackoff time.Duration
+	// HolderGrace is how old a `clawnet run` holder whose agent container
+	// does not exist must be before it is reaped (the agent container is
+	// created after its holder, and `docker run` may first pull an image).
+	// Zero: 5 minutes.
+	HolderGrace time.Duration
+}
+
+// Watcher attaches containers and follows the engine's events so that
+// their agents live exactly as long as the containers run: a container that
+// stops is detached; one that starts again (a new PID, a new namespace) is
+// attached again under the same name and policy; one that is removed, or
+// gains another network, is detached and forgotten. It also removes the
+// holder of a `clawnet run` agent when that agent's container is removed.
+type Watcher struct {
+	cfg WatcherConfig
+	log hclog.Logger
+
+	// opMu serializes every operation that calls the engine and the
+	// Attacher, so that one container's attach and detach never interleave.
+	opMu sync.Mutex
+
+	mu sync.Mutex
+	// tracked maps container ID to its state; guarded by mu, which is never
+	// held across a call to the engine or the Attacher.
+	tracked   map[string]*tracked
+	connected bool // an event stream is open; guarded by mu
+}
+
+type tracked struct {
+	a         Attachment
+	attached  bool   // the daemon has an agent for it now
+	startedAt string // State.StartedAt of the attached run
+}
+
+// NewWatcher returns a Watcher. It does nothing until Attach or Run.
+func NewWatcher(cfg WatcherConfig) *Watcher {
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if !cfg.GatewayDNS.IsValid() {
+		cfg.GatewayDNS = DefaultGatewayDNS
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 250 * time.Millisecond
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = 30 * time.Second
+	}
+	if cfg.HolderGrace <= 0 {
+		cfg.HolderGrace = 5 * time.Minute
+	}
+	return &Watcher{
+		cfg:     cfg,
+		log:     cfg.Logger.Named("container"),
+		tracked: make(map[string]*tracked),
+	}
+}
+
+// Attach attaches the running container nameOrID as agent (its name when
+// empty) under policy, points its resolv.conf at the gateway if needed, and
+// follows it from then on. It refuses a container that is not running or
+// has any other network, with a one-line error saying what to do.
+func (w *Watcher) Attach(ctx context.Context, nameOrID, agent, policy string) (Attachment, error) {
+	w.opMu.Lock()
+	defer w.opMu.Unlock()
+	info, err := w.cfg.Client.Inspect(ctx, nameOrID)
+	if err != nil {
+		return Attachment{}, err
+	}
+	if err := CheckAttachable(info); err != nil {
+		return Attachment{}, err
+	}
+	w.mu.Lock()
+	prev := w.tracked[info.ID]
+	w.mu.Unlock()
+	if prev != nil {
+		return Attachment{}, fmt.Errorf("container %q is already attached as agent %q", info.Name, prev.a.Agent)
+	}
+	if agent == "" {
+		agent = info.Name
+	}
+	a := Attachment{ContainerID: info.ID, ContainerName: info.Name, Agent: agent, Policy: policy, Pid: info.Pid}
+	if err := w.attach(ctx, a, info); err != nil {
+		return Attachment{}, err
+	}
+	w.mu.Lock()
+	w.tracked[info.ID] = &tracked{a: a, attached: true, startedAt: info.StartedAt}
+	w.mu.Unlock()
+	return a, nil
+}
+
+// attach asks the daemon to attach a and fixes the container's DNS; on a DNS
+// failure it detaches again, since an agent that cannot resolve names looks
+// attached but does not work.
+func (w *Watcher) attach(ctx context.Context, a Attachment, info Info) error {
+	if err := w.cfg.Attacher.AttachContainer(ctx, a); err != nil {
+		return fmt.Errorf("attach container %q: %w", a.ContainerName, err)
+	}
+	ch, err := FixResolvConf(info, w.cfg.GatewayDNS)
+	if err != nil {
+		if derr := w.cfg.Attacher.DetachContainer(ctx, a.ContainerID); derr != nil {
+			w.log.Error("detach after DNS setup failure", logContainer, a.ContainerName, logErr, derr)
+		}
+		return fmt.Errorf("container %q: point its DNS at the gateway: %w", a.ContainerName, err)
+	}
+	if ch.Changed {
+		w.log.Info("resolv.conf pointed at the gateway", logContainer, a.ContainerName,
+			"dropped", ch.Dropped, "gateway", w.cfg.GatewayDNS.String())
+	}
+	w.log.Info("attached", logContainer, a.ContainerName, logAgent, a.Agent, logPid, a.Pid)
+	return nil
+}
+
+// Forget stops following a container (after the daemon detached its agent
+// for another reason, e.g. `clawnet detach`). It does not detach.
+func (w *Watcher) Forget(containerID string) {
+	w.mu.Lock()
+	delete(w.tracked, containerID)
+	w.mu.Unlock()
+}
+
+// Tracked returns the containers the Watcher follows, attached or waiting
+// for a restart, sorted by agent name.
+func (w *Watcher) Tracked() []Attachment {
+	w.mu.Lock()
+	out := make([]Attachment, 0, len(w.tracked))
+	for _, t := range w.tracked {
+		out = append(out, t.a)
+	}
+	w.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Agent < out[j].Agent })
+	return out
+}
+
+// Connected reports whether the Watcher has a live event stream.
+func (w *Watcher) Connected() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.connected
+}
+
+// Run follows the engine's events until ctx ends. When the engine goes away
+// it reconnects with capped, jittered exponential backoff, and after every
+// (re)connection it reconciles each followed container with the engine's
+// state, since events that happened while disconnected are lost. Attached
+// agents stay attached meanwhile: the gateway still enforces their policy.
+func (w *Watcher) Run(ctx context.Context) error {
+	backoff := w.cfg.MinBackoff
+	down := false
+	for {
+		stream, err := w.cfg.Client.Events(ctx, WatchedActions...)
+		if err == nil {
+			if down {
+				w.log.Info("engine events reconnected")
+			}
+			down = false
+			backoff = w.cfg.MinBackoff
+			w.setConnected(true)
+			// Subscribed first, then reconciled: nothing falls in between.
+			w.resync(ctx)
+			err = w.consume(ctx, stream)
+			stream.Close()
+			w.setConnected(false)
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !down {
+			// Once per outage, not once per retry.
+			w.log.Warn("engine events lost; reconnecting", logErr, err)
+			down = true
+		}
+		d := backoff/2 + rand.N(backoff/2+1)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(d):
+		}
+		backoff = min(backoff*2, w.cfg.MaxBackoff)
+	}
+}
+
+func (w *Watcher) setConnected(v bool) {
+	w.mu.Lock()
+	w.connected = v
+	w.mu.Unlock()
+}
+
+func (w *Watcher) consume(ctx context.Context, s *EventStream) error {
+	for {
+		ev, err := s.Next()
+		if err != nil {
+			return err
+		}
+		w.handle(ctx, ev)
+	}
+}
+
+func (w *Watcher) handle(ctx context.Context, ev Event) {
+	if ev.Type == "container" && ev.Action == "destroy" {
+		if h := ev.Attributes[LabelHolder]; h != "" && ev.Attributes[LabelRole] == "agent" {
+			w.removeHolder(ctx, h, "its agent container was removed")
+		}
+	}
+	w.mu.Lock()
+	_, ok := w.tracked[ev.ID]
+	w.mu.Unlock()
+	if !ok {
+		return
+	}
+	w.opMu.Lock()
+	defer w.opMu.Unlock()
+	w.reconcile(ctx, ev.ID)
+}
+
+// reconcile brings one followed container's agent in line with the engine's
+// view of it. Level-triggered on purpose: it does the same whatever event
+// (or none, after a reconnection) led here. Called with opMu held.
+func (w *Watcher) reconcile(ctx context.Context, id string) {
+	w.mu.Lock()
+	t := w.tracked[id]
+	var cur tracked
+	if t != nil {
+		cur = *t
+	}
+	w.mu.Unlock()
+	if t == nil {
+		return
+	}
+	lg := w.log.With(logContainer, cur.a.ContainerName, logAgent, cur.a.Agent)
+	info, err := w.cfg.Client.Inspect(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		w.detach(ctx, lg, cur)
+		w.Forget(id)
+		lg.Info("container removed; agent gone")
+		return
+	}
+	if err != nil {
+		lg.Warn("inspect failed; will retry on the next event or reconnection", logErr, err)
+		return
+	}
+	if cerr := checkNetwork(info.Name, info); cerr != nil {
+		w.detach(ctx, lg, cur)
+		w.Forget(id)
+		lg.Error("container gained another network; detached and no longer followed", logErr, cerr)
+		return
+	}
+	if !info.Running || info.Pid <= 0 {
+		if cur.attached {
+			w.detach(ctx, lg, cur)
+			w.update(id, t, func(t *tracked) { t.attached = false })
+			lg.Info("container stopped; agent detached until it starts again")
+		}
+		return
+	}
+	if cur.attached && cur.a.Pid == info.Pid && cur.startedAt == info.StartedAt {
+		return
+	}
+	// A new run of the container: new PID, new namespace.
+	if cur.attached {
+		w.detach(ctx, lg, cur)
+		w.update(id, t, func(t *tracked) { t.attached = false })
+	}
+	a := cur.a
+	a.Pid = info.Pid
+	a.ContainerName = info.Name
+	if err := w.attach(ctx, a, info); err != nil {
+		lg.Error("re-attach after restart failed; the container has no network", logErr, err)
+		return
+	}
+	if !w.update(id, t, func(t *tracked) { t.a, t.attached, t.startedAt = a, true, info.StartedAt }) {
+		// Forgotten while attaching: do not leave an agent nobody follows.
+		w.detach(ctx, lg, tracked{a: a, attached: true})
+		return
+	}
+	lg.Info("container restarted; attached again", logPid, a.Pid)
+}
+
+// update applies f to t if t is still the followed state of id.
+func (w *Watcher) update(id string, t *tracked, f func(*tracked)) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.tracked[id] != t {
+		return false
+	}
+	f(t)
+	return true
+}
+
+func (w *Watcher) detach(ctx context.Context, lg hclog.Logger, t tracked) {
+	if !t.attached {
+		return
+	}
+	if err := w.cfg.Attacher.DetachContainer(ctx, t.a.ContainerID); err != nil {
+		lg.Error("detach failed", logErr, err)
+	}
+}
+
+// resync reconciles every followed container and reaps orphaned holders.
+// Called after each (re)connection.
+func (w *Watcher) resync(ctx context.Context) {
+	w.mu.Lock()
+	ids := make([]string, 0, len(w.tracked))
+	for id := range w.tracked {
+		ids = append(ids, id)
+	}
+	w.mu.Unlock()
+	for _, id := range ids {
+		w.opMu.Lock()
+		w.reconcile(ctx, id)
+		w.opMu.Unlock()
+	}
+	w.reapHolders(ctx)
+}
+
+// reapHolders removes `clawnet run` holders whose agent container is gone
+// (removed while clawnetd was not following events).
+func (w *Watcher) reapHolders(ctx context.Context) {
+	holders, err := w.cfg.Client.ListContainers(ctx, LabelRole, "holder")
+	if err != nil {
+		w.log.Warn("list holders", logErr, err)
+		return
+	}
+	if len(holders) == 0 {
+		return
+	}
+	agents, err := w.cfg.Client.ListContainers(ctx, LabelRole, "agent")
+	if err != nil {
+		w.log.Warn("list agent containers", logErr, err)
+		return
+	}
+	used := make(map[string]bool, len(agents))
+	for _, a := range agents {
+		used[a.Labels[LabelHolder]] = true
+	}
+	now := time.Now()
+	for _, h := range holders {
+		if used[h.ID] || now.Sub(time.Unix(h.Created, 0)) < w.cfg.HolderGrace {
+			continue
+		}
+		w.removeHolder(ctx, h.ID, "its agent container no longer exists")
+	}
+}
+
+func (w *Watcher) removeHolder(ctx context.Context, id, why string) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	// Removing it emits its own die/destroy events, which detach its agent.
+	if err := w.cfg.Client.RemoveContainer(ctx, id, true); err != nil {
+		w.log.Error("remove holder", logContainer, shortID(id), logErr, err)
+		return
+	}
+	w.log.Info("holder removed", logContainer, shortID(id), "reason", why)
+}
