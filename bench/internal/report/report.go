@@ -1,0 +1,201 @@
+// Package report turns the suite's samples into its outputs: medians per
+// system and metric, the results.json object, the printed table with ratios
+// and targets, and the SVG chart. It does no measuring and no I/O beyond the
+// writers it is handed.
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"slices"
+	"sort"
+)
+
+// System names, in the order they run and are shown.
+const (
+	Veth    = "veth"
+	Slirp   = "slirp4netns"
+	Pasta   = "pasta"
+	Clawnet = "clawnet"
+)
+
+// Systems lists every system the suite knows, in run order.
+var Systems = []string{Veth, Slirp, Pasta, Clawnet}
+
+// Metric describes one figure.
+type Metric struct {
+	Key   string // the key in results.json
+	Label string // the row label in the table
+	Unit  string
+	// HigherBetter is false for latencies, memory and CPU cost.
+	HigherBetter bool
+	// For lists the systems that must report it; nil means every system.
+	For []string
+}
+
+// Metric keys.
+const (
+	UploadGbps     = "upload_gbps"
+	DownloadGbps   = "download_gbps"
+	Upload4Gbps    = "upload4_gbps"
+	Download4Gbps  = "download4_gbps"
+	RRPerS         = "rr_per_s"
+	RRP50us        = "rr_p50_us"
+	RRP99us        = "rr_p99_us"
+	ConnectsPerS   = "connects_per_s"
+	CPUsPerGB      = "cpu_s_per_gb"
+	DNSQPS         = "dns_qps"
+	RSSIdleMiB     = "rss_idle_mib"
+	RSSPerAgentKiB = "rss_per_agent_kib"
+	RSSPerFlowKiB  = "rss_per_flow_kib"
+)
+
+// Metrics lists every figure in table order.
+var Metrics = []Metric{
+	{UploadGbps, "upload, 1 stream", "Gbit/s", true, nil},
+	{DownloadGbps, "download, 1 stream", "Gbit/s", true, nil},
+	{Upload4Gbps, "upload, 4 streams", "Gbit/s", true, nil},
+	{Download4Gbps, "download, 4 streams", "Gbit/s", true, nil},
+	{RRPerS, "request/response", "1/s", true, nil},
+	{RRP50us, "request/response p50", "µs", false, nil},
+	{RRP99us, "request/response p99", "µs", false, nil},
+	{ConnectsPerS, "connects", "1/s", true, nil},
+	// CPU cost is the data-path process's own CPU; the kernel path has none
+	// to single out, so veth does not report it.
+	{CPUsPerGB, "CPU per GB moved", "s/GB", false, []string{Slirp, Pasta, Clawnet}},
+	{DNSQPS, "DNS via gateway", "q/s", true, []string{Clawnet}},
+	{RSSIdleMiB, "RSS idle gateway", "MiB", false, []string{Clawnet}},
+	{RSSPerAgentKiB, "RSS per idle agent", "KiB", false, []string{Clawnet}},
+	{RSSPerFlowKiB, "RSS per idle TCP flow", "KiB", false, []string{Clawnet}},
+}
+
+// MetricByKey returns the metric named key.
+func MetricByKey(key string) (Metric, bool) {
+	for _, m := range Metrics {
+		if m.Key == key {
+			return m, true
+		}
+	}
+	return Metric{}, false
+}
+
+// Required reports whether system must report m.
+func (m Metric) Required(system string) bool {
+	return m.For == nil || slices.Contains(m.For, system)
+}
+
+// Samples holds every repetition's value: system → metric → values.
+type Samples map[string]map[string][]float64
+
+// Add records one value.
+func (s Samples) Add(system, metric string, v float64) {
+	if s[system] == nil {
+		s[system] = map[string][]float64{}
+	}
+	s[system][metric] = append(s[system][metric], v)
+}
+
+// Results is what results.json holds: system → metric → median.
+type Results map[string]map[string]float64
+
+// Medians reduces samples to their medians, skipping non-finite values.
+func (s Samples) Medians() Results {
+	r := Results{}
+	for sys, ms := range s {
+		for m, vs := range ms {
+			if med, ok := Median(vs); ok {
+				if r[sys] == nil {
+					r[sys] = map[string]float64{}
+				}
+				r[sys][m] = med
+			}
+		}
+	}
+	return r
+}
+
+// Median returns the median of the finite values in vs (the mean of the
+// middle two for an even count), and false when there are none.
+func Median(vs []float64) (float64, bool) {
+	var xs []float64
+	for _, v := range vs {
+		if !math.IsNaN(v) && !math.IsInf(v, 0) {
+			xs = append(xs, v)
+		}
+	}
+	if len(xs) == 0 {
+		return 0, false
+	}
+	sort.Float64s(xs)
+	n := len(xs)
+	if n%2 == 1 {
+		return xs[n/2], true
+	}
+	return (xs[n/2-1] + xs[n/2]) / 2, true
+}
+
+// Get returns the value of metric for system.
+func (r Results) Get(system, metric string) (float64, bool) {
+	v, ok := r[system][metric]
+	return v, ok
+}
+
+// MarshalJSON rounds every value to 4 significant digits beyond the
+// integer part so that committed results diff readably.
+func (r Results) MarshalJSON() ([]byte, error) {
+	out := map[string]map[string]float64{}
+	for sys, ms := range r {
+		out[sys] = map[string]float64{}
+		for k, v := range ms {
+			out[sys][k] = round(v)
+		}
+	}
+	return json.Marshal(out)
+}
+
+func round(v float64) float64 {
+	if v == 0 || math.IsNaN(v) || math.IsInf(v, 0) {
+		return v
+	}
+	digits := 4 - int(math.Floor(math.Log10(math.Abs(v)))) - 1
+	digits = max(digits, 0)
+	p := math.Pow(10, float64(digits))
+	return math.Round(v*p) / p
+}
+
+// Missing lists, for each system in systems, the metrics it must report but
+// has no positive value for. The smoke run fails on any.
+func (r Results) Missing(systems []string) []string {
+	var out []string
+	for _, sys := range systems {
+		for _, m := range Metrics {
+			if !m.Required(sys) {
+				continue
+			}
+			if v, ok := r.Get(sys, m.Key); !ok || !(v > 0) {
+				out = append(out, fmt.Sprintf("%s %s", sys, m.Key))
+			}
+		}
+	}
+	return out
+}
+
+// BestUserspace returns the better of slirp4netns and pasta for metric m,
+// by m's direction, and which system that was.
+func (r Results) BestUserspace(m Metric) (float64, string, bool) {
+	var (
+		best    float64
+		bestSys string
+	)
+	for _, sys := range []string{Slirp, Pasta} {
+		v, ok := r.Get(sys, m.Key)
+		if !ok {
+			continue
+		}
+		if bestSys == "" || (m.HigherBetter && v > best) || (!m.HigherBetter && v < best) {
+			best, bestSys = v, sys
+		}
+	}
+	return best, bestSys, bestSys != ""
+}

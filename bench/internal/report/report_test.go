@@ -1,0 +1,177 @@
+package report
+
+import (
+	"bytes"
+	"encoding/json"
+	"encoding/xml"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestMedian(t *testing.T) {
+	tests := []struct {
+		in     []float64
+		want   float64
+		wantOK bool
+	}{
+		{nil, 0, false},
+		{[]float64{math.NaN()}, 0, false},
+		{[]float64{3}, 3, true},
+		{[]float64{5, 1, 3}, 3, true},
+		{[]float64{4, 1, 3, 2}, 2.5, true},
+		{[]float64{1, math.Inf(1), 2, math.NaN(), 3}, 2, true},
+	}
+	for _, tt := range tests {
+		got, ok := Median(tt.in)
+		if got != tt.want || ok != tt.wantOK {
+			t.Errorf("Median(%v) = %v, %v; want %v, %v", tt.in, got, ok, tt.want, tt.wantOK)
+		}
+	}
+}
+
+// full returns results in which every system reports every figure it must.
+func full() Results {
+	r := Results{}
+	for i, s := range Systems {
+		r[s] = map[string]float64{}
+		for _, m := range Metrics {
+			if m.Required(s) {
+				r[s][m.Key] = float64(10 * (i + 1))
+			}
+		}
+	}
+	return r
+}
+
+func TestMissing(t *testing.T) {
+	r := full()
+	if got := r.Missing(Systems); len(got) != 0 {
+		t.Fatalf("Missing() on full results = %v, want none", got)
+	}
+	r[Pasta][RRP99us] = 0
+	delete(r[Clawnet], RSSPerFlowKiB)
+	delete(r, Slirp)
+	got := r.Missing(Systems)
+	for _, want := range []string{"pasta rr_p99_us", "clawnet rss_per_flow_kib", "slirp4netns upload_gbps", "slirp4netns cpu_s_per_gb"} {
+		if !slices.Contains(got, want) {
+			t.Errorf("Missing() = %v, want it to contain %q", got, want)
+		}
+	}
+	// veth never reports the gateway-only figures, so none is missing.
+	if got := r.Missing([]string{Veth}); len(got) != 0 {
+		t.Errorf("Missing(veth) = %v, want none", got)
+	}
+}
+
+func TestBestUserspace(t *testing.T) {
+	r := Results{Slirp: {DownloadGbps: 4, RRP50us: 80}, Pasta: {DownloadGbps: 9, RRP50us: 120}}
+	dl, _ := MetricByKey(DownloadGbps)
+	p50, _ := MetricByKey(RRP50us)
+	if v, s, _ := r.BestUserspace(dl); v != 9 || s != Pasta {
+		t.Errorf("BestUserspace(download) = %v, %s; want 9, pasta", v, s)
+	}
+	if v, s, _ := r.BestUserspace(p50); v != 80 || s != Slirp {
+		t.Errorf("BestUserspace(p50) = %v, %s; want 80, slirp4netns (lower is better)", v, s)
+	}
+}
+
+func TestTargets(t *testing.T) {
+	r := Results{
+		Veth:    {DownloadGbps: 20, UploadGbps: 20, RRP50us: 20, ConnectsPerS: 10000},
+		Slirp:   {DownloadGbps: 4, UploadGbps: 2},
+		Pasta:   {DownloadGbps: 8, UploadGbps: 3},
+		Clawnet: {DownloadGbps: 16, UploadGbps: 5, RRP50us: 51, ConnectsPerS: 8000, RSSPerFlowKiB: 20, RSSPerAgentKiB: 4096},
+	}
+	want := map[string]Status{
+		"download ≥ 1.5× best of slirp4netns and pasta": Pass, // 16/8 = 2
+		"download ≥ 0.8× veth":                          Pass, // 0.8
+		"upload ≥ 3× slirp4netns":                       Fail, // 2.5
+		"upload ≥ 0.8× veth":                            Fail,
+		"request/response p50 ≤ veth + 30 µs":           Fail, // +31
+		"connects/s ≥ 0.8× veth":                        Pass,
+		"≤ 32 KiB per idle TCP flow":                    Pass,
+		"≤ 2 MiB per idle attached agent":               Fail,
+	}
+	for _, tg := range Targets {
+		st, got := tg.Check(r)
+		if st != want[tg.Name] {
+			t.Errorf("target %q = %s (%s), want %s", tg.Name, st, got, want[tg.Name])
+		}
+	}
+	delete(r, Clawnet)
+	for _, tg := range Targets {
+		if st, _ := tg.Check(r); st != Unknown {
+			t.Errorf("target %q without clawnet = %s, want %s", tg.Name, st, Unknown)
+		}
+	}
+}
+
+func TestResultsJSON(t *testing.T) {
+	b, err := json.Marshal(Results{Veth: {UploadGbps: 21.123456, RRP50us: 0.000123456}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(b), `{"veth":{"rr_p50_us":0.0001235,"upload_gbps":21.12}}`; got != want {
+		t.Errorf("json.Marshal(results) = %s, want %s", got, want)
+	}
+}
+
+func TestWriteShowsFailuresAndRatios(t *testing.T) {
+	r := full()
+	delete(r, Clawnet)
+	var buf bytes.Buffer
+	if err := Write(&buf, r, Systems, map[string]string{Clawnet: "bin/clawnetd not found"}, false); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	for _, want := range []string{"clawnet FAILED: bin/clawnetd not found", "failed", "2.00×", "n/a"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("Write() output lacks %q:\n%s", want, out)
+		}
+	}
+	buf.Reset()
+	if err := Write(&buf, full(), Systems, nil, true); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), "| upload, 1 stream | Gbit/s | 10.0 | 20.0 | 2.00× |") {
+		t.Errorf("Write(markdown) has no upload row as expected:\n%s", buf.String())
+	}
+}
+
+func TestChartIsWellFormedSVG(t *testing.T) {
+	var buf bytes.Buffer
+	r := full()
+	delete(r[Pasta], UploadGbps)
+	if err := Chart(&buf, r, Systems, "test run"); err != nil {
+		t.Fatal(err)
+	}
+	d := xml.NewDecoder(&buf)
+	rects := 0
+	for {
+		tok, err := d.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("chart is not well-formed XML: %v", err)
+		}
+		if se, ok := tok.(xml.StartElement); ok && se.Name.Local == "rect" {
+			rects++
+		}
+	}
+	// background + legend + one bar per system and figure, less the one missing.
+	if want := 1 + len(Systems) + len(Systems)*8 - 1; rects != want {
+		t.Errorf("chart has %d rects, want %d", rects, want)
+	}
+}
+
+func TestNiceCeil(t *testing.T) {
+	for _, tt := range []struct{ in, want float64 }{{0, 1}, {0.7, 1}, {1.2, 2}, {2.2, 2.5}, {23, 25}, {41, 50}, {51, 100}, {100, 100}} {
+		if got := niceCeil(tt.in); math.Abs(got-tt.want) > 1e-9 {
+			t.Errorf("niceCeil(%v) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
