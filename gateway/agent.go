@@ -32,6 +32,7 @@ type Agent struct {
 	stack       *netstack.Stack
 	addrIdx     int
 	addrs       []netip.Prefix
+	names       *nameTable // this agent's own DNS answers, IP → names
 	attachedAt  time.Time
 	notes       []string
 
@@ -93,6 +94,7 @@ func (g *Gateway) attach(ctx context.Context, s attachSpec) (*Agent, error) {
 		ns: s.ns, dev: dev, addrIdx: idx, addrs: []netip.Prefix{p4},
 		attachedAt: time.Now(),
 		flows:      map[*flow]struct{}{},
+		names:      newNameTable(),
 		denyLog:    rate.NewLimiter(20, 50),
 	}
 	if dev.IPv6 {
@@ -108,6 +110,7 @@ func (g *Gateway) attach(ctx context.Context, s attachSpec) (*Agent, error) {
 		MaxInFlight: g.cfg.Limits.HandshakesPerAgent,
 		TCP:         a.handleTCP,
 		UDP:         a.handleUDP,
+		DNS:         a.handleDNS,
 	})
 	if err != nil {
 		dev.Close()
@@ -169,7 +172,8 @@ func (a *Agent) decide(proto policy.Proto, dst netip.AddrPort) policy.Decision {
 	if p == nil {
 		return policy.Decision{Rule: "builtin:policy-missing", Reason: fmt.Sprintf("policy %q is no longer defined", a.policy)}
 	}
-	return p.DecideFlow(policy.Flow{Proto: proto, Dst: netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())})
+	ip := dst.Addr().Unmap()
+	return p.DecideFlow(policy.Flow{Proto: proto, Dst: netip.AddrPortFrom(ip, dst.Port()), Names: a.names.Names(ip)})
 }
 
 // track registers a flow, refusing it past the agent's limit or after detach.

@@ -172,10 +172,6 @@ func (f *flow) pipe(dst, src net.Conn, n, total *atomic.Uint64) {
 }
 
 func (a *Agent) handleUDP(r *netstack.UDPRequest) bool {
-	if r.Dst.Port() == 53 {
-		// DNS is the gateway's own (see dns.go): never forwarded as a flow.
-		return a.handleDNSUDP(r)
-	}
 	d := a.decide(policy.ProtoUDP, r.Dst)
 	if !d.Allowed() {
 		a.event(&AuditEvent{Kind: "flow", Event: "deny", Proto: "udp", Src: r.Src.String(), Dst: r.Dst.String(),

@@ -41,6 +41,7 @@ type Gateway struct {
 	policies *policyStore
 	pool     *addrPool
 	host     *hostAddrs
+	dns      *resolver
 	gw4, gw6 netip.Addr
 	dialer   net.Dialer
 
@@ -82,6 +83,10 @@ func New(cfg *Config, log hclog.Logger, audit *Audit) (*Gateway, error) {
 		byNetns:  map[string]string{},
 	}
 	g.gw4, g.gw6 = g.pool.gateway()
+	if g.dns, err = newResolver(cfg, log.Named("dns")); err != nil {
+		g.host.close()
+		return nil, err
+	}
 	g.dialer = net.Dialer{
 		Timeout: cfg.Timeouts.Dial.D(),
 		KeepAliveConfig: net.KeepAliveConfig{
@@ -352,6 +357,7 @@ func (g *Gateway) Close() {
 	}
 	wg.Wait()
 	g.host.close()
+	g.dns.close()
 }
 
 // Flows counts live flows over all agents.

@@ -40,6 +40,11 @@ type Config struct {
 	// packet path: it must not block. Returning false answers the agent
 	// with ICMP port unreachable.
 	UDP func(*UDPRequest) bool
+	// DNS, when set, receives every UDP datagram to port 53, whatever its
+	// destination address, instead of the UDP handler. It is called on the
+	// packet path with a payload it must copy if it keeps it; answers go
+	// back with WriteUDP.
+	DNS func(src, dst netip.AddrPort, payload []byte)
 	// TCPBuffer sizes the stack's TCP send and receive buffers.
 	TCPBuffer int
 }
@@ -112,7 +117,13 @@ func New(cfg Config) (*Stack, error) {
 	udpFwd := udp.NewForwarder(ns.s, func(r *udp.ForwarderRequest) bool {
 		return cfg.UDP(&UDPRequest{r: r, Src: fromID(r.ID(), false), Dst: fromID(r.ID(), true)})
 	})
-	ns.s.SetTransportProtocolHandler(udp.ProtocolNumber, udpFwd.HandlePacket)
+	ns.s.SetTransportProtocolHandler(udp.ProtocolNumber, func(id stack.TransportEndpointID, pkt *stack.PacketBuffer) bool {
+		if cfg.DNS != nil && id.LocalPort == 53 {
+			cfg.DNS(fromID(id, false), fromID(id, true), pkt.Data().AsRange().ToSlice())
+			return true
+		}
+		return udpFwd.HandlePacket(id, pkt)
+	})
 	go ns.ep.readLoop()
 	return ns, nil
 }
