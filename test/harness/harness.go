@@ -1,0 +1,189 @@
+// Package harness builds the world clawnet's integration tests run in: an
+// "internet" network namespace joined to the host by a veth and running the
+// canary servers, empty agent namespaces, the real clawnetd and clawnet
+// binaries, and helpers to open sockets and run commands inside a namespace.
+//
+// Every resource is named uniquely (the test process's PID is part of each
+// name, so a later run can tell leftovers of a dead run from a live one) and
+// released with t.Cleanup, also when a test fails. Tests built on it need
+// root; RequireRoot skips them otherwise. Traffic only ever goes to loopback
+// and to namespaces the harness made: nothing here may aim at any other
+// address.
+package harness
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// Main runs a test package built on the harness: the tests, then removal of
+// the binaries it built, then a goroutine leak check of the test process.
+// Call it from TestMain.
+func Main(m *testing.M) {
+	code := m.Run()
+	removeBuildDir()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "harness: goroutines leaked by the tests: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// RequireRoot skips t unless the process can build namespaces, veths and TUN
+// devices: root, /dev/net/tun, and the ip and nsenter commands.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root (euid 0)")
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		missing = append(missing, "/dev/net/tun")
+	}
+	for _, cmd := range []string{"ip", "nsenter"} {
+		if _, err := exec.LookPath(cmd); err != nil {
+			missing = append(missing, "the "+cmd+" command")
+		}
+	}
+	if len(missing) > 0 {
+		t.Skipf("integration test needs %s; run as root on Linux (make integration)", strings.Join(missing, ", "))
+	}
+}
+
+// namePrefix starts every namespace the harness makes; the PID after it lets
+// sweepStale tell a dead run's leftovers from a live run's namespaces.
+const namePrefix = "cnt"
+
+var seq atomic.Uint64
+
+// uniqueName returns "cnt<pid>-<n>-<role>", unique on this machine for as
+// long as this process lives.
+func uniqueName(role string) string {
+	return fmt.Sprintf("%s%d-%d-%s", namePrefix, os.Getpid(), seq.Add(1), role)
+}
+
+// ifName returns a short interface name (at most 15 bytes) unique for this
+// process, for veth ends in the host namespace.
+func ifName(kind byte) string {
+	return fmt.Sprintf("cv%s%c%d", formatBase36(uint64(os.Getpid())), kind, seq.Add(1))
+}
+
+func formatBase36(v uint64) string {
+	const digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+	if v == 0 {
+		return "0"
+	}
+	var b []byte
+	for ; v > 0; v /= 36 {
+		b = append([]byte{digits[v%36]}, b...)
+	}
+	return string(b)
+}
+
+// Result is what a finished command left behind.
+type Result struct {
+	Stdout, Stderr string
+	// Code is the exit status, or -1 when the command did not run or was
+	// killed by a signal.
+	Code int
+	// Err is set when the command could not start or timed out.
+	Err error
+}
+
+// OK reports whether the command exited 0.
+func (r Result) OK() bool { return r.Err == nil && r.Code == 0 }
+
+func (r Result) String() string {
+	s := fmt.Sprintf("exit %d", r.Code)
+	if r.Err != nil {
+		s += fmt.Sprintf(" (%v)", r.Err)
+	}
+	return fmt.Sprintf("%s\nstdout: %s\nstderr: %s", s, strings.TrimSpace(r.Stdout), strings.TrimSpace(r.Stderr))
+}
+
+// runCmd runs cmd to completion with a timeout and captures its output.
+func runCmd(cmd *exec.Cmd, timeout time.Duration) Result {
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		return Result{Code: -1, Err: fmt.Errorf("start %s: %w", cmd.Path, err)}
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(timeout):
+		cmd.Process.Kill()
+		<-done
+		return Result{Stdout: out.String(), Stderr: errb.String(), Code: -1,
+			Err: fmt.Errorf("%s timed out after %v", strings.Join(cmd.Args, " "), timeout)}
+	}
+	r := Result{Stdout: out.String(), Stderr: errb.String()}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		r.Code = ee.ExitCode()
+	default:
+		r.Code, r.Err = -1, err
+	}
+	return r
+}
+
+// run runs a host command and returns an error carrying its output.
+func run(name string, args ...string) error {
+	r := runCmd(exec.Command(name, args...), time.Minute)
+	if !r.OK() {
+		return fmt.Errorf("%s %s: %s", name, strings.Join(args, " "), strings.TrimSpace(r.Stderr+" "+errString(r.Err)))
+	}
+	return nil
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// mustRun runs a host command and fails t if it fails.
+func mustRun(t testing.TB, name string, args ...string) {
+	t.Helper()
+	if err := run(name, args...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// childAttr makes a child die with the test process, so a test binary killed
+// mid-run leaves no daemon or canary behind holding a namespace alive.
+func childAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+}
+
+// Poll calls cond every interval until it returns true or timeout passes; it
+// reports whether cond became true.
+func Poll(timeout, interval time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(interval)
+	}
+}
