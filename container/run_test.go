@@ -1,0 +1,268 @@
+package container
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+func TestParseRunArgs(t *testing.T) {
+	tests := []struct {
+		args []string
+		want RunOptions
+		err  string
+	}{
+		{[]string{"--", "img"}, RunOptions{Image: "img", Cmd: []string{}}, ""},
+		{[]string{"--name", "a1", "--policy=coder", "--rm", "-it", "-e", "X=--network", "--", "img", "sh", "-c", "echo --"},
+			RunOptions{Name: "a1", Policy: "coder", DockerArgs: []string{"--rm", "-i", "-t", "-e", "X=--network"}, Image: "img", Cmd: []string{"sh", "-c", "echo --"}}, ""},
+		{[]string{"-eFOO=1", "-v", "/a:/b", "--name=x", "--", "img"},
+			RunOptions{Name: "x", DockerArgs: []string{"-eFOO=1", "-v", "/a:/b"}, Image: "img", Cmd: []string{}}, ""},
+		{[]string{"img"}, RunOptions{}, `missing "--"`},
+		{[]string{"--rm", "--"}, RunOptions{}, "missing image"},
+		{[]string{"--name"}, RunOptions{}, `missing "--"`},
+		{[]string{"--name", "--", "img"}, RunOptions{}, "needs a value"},
+		{[]string{"stray", "--", "img"}, RunOptions{}, `unexpected "stray"`},
+		{[]string{"-Z", "--", "img"}, RunOptions{}, "unknown docker run option -Z"},
+	}
+	for _, tt := range tests {
+		got, err := ParseRunArgs(tt.args)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("ParseRunArgs(%q) err = %v; want one containing %q", tt.args, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("ParseRunArgs(%q) = %+v, %v; want %+v", tt.args, got, err, tt.want)
+		}
+	}
+}
+
+func TestSplitRunArgs(t *testing.T) {
+	h, agent, err := splitRunArgs([]string{"--rm", "-h", "box", "--dns", "127.0.0.1", "--dns-search=corp.test",
+		"--dns-option", "ndots:1", "--add-host", "db:198.18.0.9", "-e", "A=1", "--read-only", "--cpus", "1", "--domainname", "x.test"})
+	wantH := holderOpts{hostname: "box", dns: []string{"127.0.0.1"}, dnsSearch: []string{"corp.test"},
+		dnsOptions: []string{"ndots:1"}, extraHosts: []string{"db:198.18.0.9"}}
+	wantA := []string{"--rm", "-e", "A=1", "--read-only", "--cpus", "1", "--domainname", "x.test"}
+	if err != nil || !reflect.DeepEqual(h, wantH) || !reflect.DeepEqual(agent, wantA) {
+		t.Errorf("splitRunArgs = %+v, %q, %v; want %+v, %q", h, agent, err, wantH, wantA)
+	}
+	for _, bad := range [][]string{
+		{"--network", "host"}, {"--net=bridge"}, {"-p", "80:80"}, {"-P"}, {"--publish=80"},
+		{"--expose", "80"}, {"--ip", "10.0.0.2"}, {"--mac-address", "02:00:00:00:00:01"}, {"--link", "db"},
+		{"-dit", "--network", "none"},
+	} {
+		_, _, err := splitRunArgs(bad)
+		if err == nil || !errors.Is(err, errNetworkOpt) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("splitRunArgs(%q) err = %v; want a one-line network refusal", bad, err)
+		}
+	}
+}
+
+func TestNameFromImage(t *testing.T) {
+	re := regexp.MustCompile(`^([a-z0-9][a-z0-9_.-]*)-[0-9a-f]{8}$`)
+	for ref, base := range map[string]string{
+		"clawnet-test:latest":                     "clawnet-test",
+		"registry:5000/org/App:1.2@sha256:abcdef": "app",
+		"__weird__": "weird__",
+		"/:":        "agent",
+	} {
+		got := nameFromImage(ref)
+		m := re.FindStringSubmatch(got)
+		if m == nil || m[1] != base || !validName.MatchString(got) {
+			t.Errorf("nameFromImage(%q) = %q; want %q-XXXXXXXX", ref, got, base)
+		}
+	}
+}
+
+// miniELF writes the smallest ELF64 file debug/elf accepts, with a PT_INTERP
+// program header when dynamic.
+func miniELF(t *testing.T, dynamic bool) string {
+	t.Helper()
+	var b bytes.Buffer
+	le := binary.LittleEndian
+	ident := []byte{0x7f, 'E', 'L', 'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	b.Write(ident)
+	binary.Write(&b, le, uint16(2))  // ET_EXEC
+	binary.Write(&b, le, uint16(62)) // EM_X86_64
+	binary.Write(&b, le, uint32(1))  // version
+	binary.Write(&b, le, uint64(0))  // entry
+	binary.Write(&b, le, uint64(64)) // phoff
+	binary.Write(&b, le, uint64(0))  // shoff
+	binary.Write(&b, le, uint32(0))  // flags
+	binary.Write(&b, le, uint16(64)) // ehsize
+	binary.Write(&b, le, uint16(56)) // phentsize
+	binary.Write(&b, le, uint16(1))  // phnum
+	binary.Write(&b, le, uint16(64)) // shentsize
+	binary.Write(&b, le, uint16(0))  // shnum
+	binary.Write(&b, le, uint16(0))  // shstrndx
+	typ := uint32(1)                 // PT_LOAD
+	if dynamic {
+		typ = 3 // PT_INTERP
+	}
+	binary.Write(&b, le, typ)
+	binary.Write(&b, le, uint32(5))
+	for range 6 {
+		binary.Write(&b, le, uint64(0))
+	}
+	p := filepath.Join(t.TempDir(), "bin")
+	if err := os.WriteFile(p, b.Bytes(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// fakeDockerCLI is a shell script standing in for the docker CLI: it
+// records its arguments and exits with the given status.
+func fakeDockerCLI(t *testing.T, exit string) (cli, argsFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	argsFile = filepath.Join(dir, "args")
+	cli = filepath.Join(dir, "docker")
+	script := "#!/bin/sh\nprintf '%s\\n' \"$@\" > " + argsFile + "\necho from-agent\nexit " + exit + "\n"
+	if err := os.WriteFile(cli, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return cli, argsFile
+}
+
+func TestRunHolderThenAgent(t *testing.T) {
+	f := newFakeEngine(t)
+	c := f.client()
+	cli, argsFile := fakeDockerCLI(t, "3")
+	var attached []AttachRequest
+	attach := func(_ context.Context, r AttachRequest) error {
+		// At attach time the agent's container must not have run yet.
+		if _, err := os.Stat(argsFile); err == nil && len(attached) == 0 {
+			t.Error("docker run ran before the holder was attached")
+		}
+		attached = append(attached, r)
+		return nil
+	}
+	var out bytes.Buffer
+	code, err := Run(context.Background(), RunOptions{
+		Name: "agent1", Policy: "coder", Image: "clawnet-test:latest", Cmd: []string{"wget", "x"},
+		DockerArgs: []string{"--rm", "--dns", "127.0.0.1", "-e", "A=1"},
+		Stdout:     &out, Client: c, DockerCLI: cli, HolderBinary: miniELF(t, false),
+	}, attach)
+	if err != nil || code != 3 {
+		t.Fatalf("Run = %d, %v; want 3 (docker's status), nil", code, err)
+	}
+	if out.String() != "from-agent\n" {
+		t.Errorf("stdout = %q; want the CLI's output passed through", out.String())
+	}
+	f.mu.Lock()
+	created, imported, removed := f.created, f.imported, f.removed
+	f.mu.Unlock()
+	if len(imported) != 1 || !strings.HasPrefix(imported[0], HolderImageRepo+":") {
+		t.Errorf("imported = %v; want one %s image", imported, HolderImageRepo)
+	}
+	if len(created) != 1 {
+		t.Fatalf("created = %+v; want one holder", created)
+	}
+	h := created[0]
+	if h.HostConfig.NetworkMode != "none" || !reflect.DeepEqual(h.HostConfig.DNS, []string{"127.0.0.1"}) ||
+		h.Labels[LabelRole] != "holder" || !reflect.DeepEqual(h.Entrypoint, []string{"/clawnet"}) ||
+		!reflect.DeepEqual(h.Cmd, []string{"pause"}) || !reflect.DeepEqual(h.HostConfig.CapDrop, []string{"ALL"}) {
+		t.Errorf("holder spec = %+v; want --network none, the --dns moved to it, /clawnet pause, no caps", h)
+	}
+	if len(attached) != 1 || attached[0].Name != "agent1" || attached[0].Policy != "coder" || len(attached[0].Container) != 64 {
+		t.Errorf("attached = %+v; want the holder's ID as agent1/coder", attached)
+	}
+	argv, _ := os.ReadFile(argsFile)
+	want := "run\n--network\ncontainer:" + attached[0].Container + "\n--name\nagent1\n--label\nio.clawnet.role=agent\n" +
+		"--label\nio.clawnet.agent=agent1\n--label\nio.clawnet.holder=" + attached[0].Container + "\n" +
+		"--rm\n-e\nA=1\nclawnet-test:latest\nwget\nx\n"
+	if string(argv) != want {
+		t.Errorf("docker argv:\n%s\nwant:\n%s", argv, want)
+	}
+	// The fake CLI created no agent container (as with --rm, it is gone):
+	// the holder must be removed.
+	if len(removed) != 1 || removed[0] != attached[0].Container {
+		t.Errorf("removed = %v; want the holder", removed)
+	}
+
+	// Same binary again: no second import.
+	if _, err := Run(context.Background(), RunOptions{Name: "agent2", Image: "i", Client: c, DockerCLI: cli,
+		HolderBinary: miniELF(t, false)}, attach); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	n := len(f.imported)
+	f.mu.Unlock()
+	if n != 1 {
+		t.Errorf("imports after a second run = %d; want 1", n)
+	}
+}
+
+func TestRunKeepsHolderWhileAgentExists(t *testing.T) {
+	f := newFakeEngine(t)
+	c := f.client()
+	cli, _ := fakeDockerCLI(t, "0")
+	// As after `docker run -d`: the agent container exists when the CLI returns.
+	f.add(&fakeContainer{ID: "a1", Name: "placeholder"})
+	attach := func(_ context.Context, r AttachRequest) error {
+		f.set("a1", func(c *fakeContainer) { c.Name = r.Name })
+		return nil
+	}
+	code, err := Run(context.Background(), RunOptions{Name: "bg", Image: "i", DockerArgs: []string{"-d"},
+		Client: c, DockerCLI: cli, HolderBinary: miniELF(t, false)}, attach)
+	if err != nil || code != 0 {
+		t.Fatalf("Run = %d, %v", code, err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.removed) != 0 {
+		t.Errorf("removed = %v; want the holder kept while its agent container exists", f.removed)
+	}
+}
+
+func TestRunFailuresCleanUp(t *testing.T) {
+	f := newFakeEngine(t)
+	c := f.client()
+	cli, argsFile := fakeDockerCLI(t, "0")
+	ok := func(context.Context, AttachRequest) error { return nil }
+	f.add(&fakeContainer{ID: "taken", Name: "taken"})
+
+	if _, err := Run(context.Background(), RunOptions{Name: "taken", Image: "i", Client: c, DockerCLI: cli,
+		HolderBinary: miniELF(t, false)}, ok); err == nil || !strings.Contains(err.Error(), "already in use") {
+		t.Errorf("Run(name in use) = %v; want already in use", err)
+	}
+	if _, err := Run(context.Background(), RunOptions{Name: "d", Image: "i", Client: c, DockerCLI: cli,
+		HolderBinary: miniELF(t, true)}, ok); err == nil || !strings.Contains(err.Error(), "CGO_ENABLED=0") {
+		t.Errorf("Run(dynamic holder) = %v; want a static-build hint", err)
+	}
+	if _, err := Run(context.Background(), RunOptions{Name: "n", Image: "i", DockerArgs: []string{"--network", "host"},
+		Client: c, DockerCLI: cli, HolderBinary: miniELF(t, false)}, ok); err == nil || !errors.Is(err, errNetworkOpt) {
+		t.Errorf("Run(--network host) = %v; want a refusal", err)
+	}
+	if _, err := Run(context.Background(), RunOptions{Name: "bad name!", Image: "i", Client: c, DockerCLI: cli}, ok); err == nil {
+		t.Error("Run(invalid name) = nil error")
+	}
+	failing := func(context.Context, AttachRequest) error { return errors.New("policy \"nope\" not found") }
+	_, err := Run(context.Background(), RunOptions{Name: "f", Policy: "nope", Image: "i", Client: c, DockerCLI: cli,
+		HolderBinary: miniELF(t, false)}, failing)
+	if err == nil || !strings.Contains(err.Error(), `policy "nope" not found`) {
+		t.Errorf("Run(attach fails) = %v; want the daemon's error", err)
+	}
+	if _, err := os.Stat(argsFile); err == nil {
+		t.Error("docker run ran although the attach failed")
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.removed) != 1 {
+		t.Errorf("removed = %v; want the one holder whose attach failed", f.removed)
+	}
+	for _, ct := range f.containers {
+		if ct.Labels[LabelRole] == "holder" {
+			t.Errorf("holder %s left behind", ct.Name)
+		}
+	}
+}

@@ -1,0 +1,313 @@
+package container
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeAttacher records what the Watcher asks the daemon to do.
+type fakeAttacher struct {
+	mu       sync.Mutex
+	calls    []string
+	attached map[string]Attachment
+	failNext error
+}
+
+func newFakeAttacher() *fakeAttacher {
+	return &fakeAttacher{attached: map[string]Attachment{}}
+}
+
+func (a *fakeAttacher) AttachContainer(_ context.Context, at Attachment) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.failNext != nil {
+		err := a.failNext
+		a.failNext = nil
+		return err
+	}
+	a.calls = append(a.calls, fmt.Sprintf("attach %s as %s policy=%s pid=%d", at.ContainerID, at.Agent, at.Policy, at.Pid))
+	a.attached[at.ContainerID] = at
+	return nil
+}
+
+func (a *fakeAttacher) DetachContainer(_ context.Context, id string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.calls = append(a.calls, "detach "+id)
+	delete(a.attached, id)
+	return nil
+}
+
+func (a *fakeAttacher) log() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.calls...)
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func writeResolv(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// startWatcher runs a Watcher against f until the test ends, and checks
+// that Run returns and leaves no goroutine behind.
+func startWatcher(t *testing.T, f *fakeEngine, at Attacher) *Watcher {
+	t.Helper()
+	before := runtime.NumGoroutine()
+	w := NewWatcher(WatcherConfig{Client: f.client(), Attacher: at, MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	waitFor(t, "the event subscription", func() bool { return f.subscribers() == 1 && w.Connected() })
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run() = %v; want nil after cancel", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("Run() did not return after cancel")
+		}
+		// Idle HTTP connections hold two goroutines each; the check is
+		// about the Watcher's own.
+		f.srv.CloseClientConnections()
+		deadline := time.Now().Add(2 * time.Second)
+		for runtime.NumGoroutine() > before+2 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if n := runtime.NumGoroutine(); n > before+2 {
+			buf := make([]byte, 1<<16)
+			t.Errorf("goroutines: %d before, %d after Run returned\n%s", before, n, buf[:runtime.Stack(buf, true)])
+		}
+	})
+	return w
+}
+
+func TestWatcherAttachFollowsLifecycle(t *testing.T) {
+	f := newFakeEngine(t)
+	rc := writeResolv(t, "search corp.test\nnameserver 127.0.0.11\noptions ndots:0\n")
+	f.add(&fakeContainer{ID: "c1", Name: "web", Pid: 100, StartedAt: "t1", NetworkMode: "none",
+		Networks: []string{"none"}, ResolvConf: rc})
+	at := newFakeAttacher()
+	w := startWatcher(t, f, at)
+	ctx := context.Background()
+
+	a, err := w.Attach(ctx, "web", "", "coder")
+	if err != nil {
+		t.Fatalf("Attach(web) = %v", err)
+	}
+	if a.Agent != "web" || a.Pid != 100 || a.Policy != "coder" {
+		t.Errorf("Attach(web) = %+v; want agent web (the container's name), pid 100, policy coder", a)
+	}
+	b, _ := os.ReadFile(rc)
+	if !strings.Contains(string(b), "nameserver 100.96.0.1") || strings.Contains(string(b), "\nnameserver 127.0.0.11") {
+		t.Errorf("resolv.conf after attach = %q; want the gateway instead of 127.0.0.11", b)
+	}
+	if _, err := w.Attach(ctx, "web", "", ""); err == nil || !strings.Contains(err.Error(), "already attached") {
+		t.Errorf("second Attach(web) = %v; want already attached", err)
+	}
+
+	// docker stop: die, then stop.
+	f.set("c1", func(c *fakeContainer) { c.Running, c.Status = false, "exited" })
+	f.emit("container", "die", "c1", nil)
+	f.emit("container", "stop", "c1", nil)
+	waitFor(t, "detach on stop", func() bool { return len(at.log()) == 2 })
+
+	// docker start: a new PID, so a new namespace; resolv.conf rewritten again.
+	os.WriteFile(rc, []byte("nameserver 127.0.0.11\n"), 0o644)
+	f.set("c1", func(c *fakeContainer) { c.Running, c.Status, c.Pid, c.StartedAt = true, "running", 200, "t2" })
+	f.emit("container", "start", "c1", nil)
+	waitFor(t, "re-attach on start", func() bool { return len(at.log()) == 3 })
+	b, _ = os.ReadFile(rc)
+	if !strings.Contains(string(b), "nameserver 100.96.0.1") {
+		t.Errorf("resolv.conf after restart = %q; want the gateway", b)
+	}
+
+	// docker restart while we look: die+start in one go, then a restart event.
+	f.set("c1", func(c *fakeContainer) { c.Pid, c.StartedAt = 300, "t3" })
+	f.emit("container", "restart", "c1", nil)
+	waitFor(t, "re-attach on restart", func() bool { return len(at.log()) == 5 })
+	// A repeated event for the same run changes nothing.
+	f.emit("container", "start", "c1", nil)
+
+	// docker rm.
+	f.del("c1")
+	f.emit("container", "destroy", "c1", nil)
+	waitFor(t, "detach on destroy", func() bool { return len(at.log()) == 6 })
+	waitFor(t, "forgotten", func() bool { return len(w.Tracked()) == 0 })
+
+	want := []string{
+		"attach c1 as web policy=coder pid=100",
+		"detach c1",
+		"attach c1 as web policy=coder pid=200",
+		"detach c1",
+		"attach c1 as web policy=coder pid=300",
+		"detach c1",
+	}
+	if got := at.log(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("attacher calls:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestWatcherRefusesOtherNetworks(t *testing.T) {
+	f := newFakeEngine(t)
+	f.add(&fakeContainer{ID: "b1", Name: "bridged", Pid: 5, NetworkMode: "bridge", Networks: []string{"bridge"}})
+	f.add(&fakeContainer{ID: "s1", Name: "stopped", Status: "exited", NetworkMode: "none", Networks: []string{"none"}})
+	at := newFakeAttacher()
+	w := NewWatcher(WatcherConfig{Client: f.client(), Attacher: at})
+	ctx := context.Background()
+	_, err := w.Attach(ctx, "bridged", "", "")
+	if err == nil || err.Error() != `container "bridged" uses network "bridge": run it with --network none (or use clawnet run)` {
+		t.Errorf("Attach(bridged) = %v; want the one-line refusal", err)
+	}
+	if _, err := w.Attach(ctx, "stopped", "", ""); err == nil || !strings.Contains(err.Error(), "is not running") {
+		t.Errorf("Attach(stopped) = %v; want not running", err)
+	}
+	if _, err := w.Attach(ctx, "ghost", "", ""); err == nil || err.Error() != `container "ghost" not found` {
+		t.Errorf("Attach(ghost) = %v; want not found", err)
+	}
+	if got := at.log(); len(got) != 0 {
+		t.Errorf("attacher calls = %v; want none", got)
+	}
+}
+
+func TestWatcherDetachesWhenNetworkConnected(t *testing.T) {
+	f := newFakeEngine(t)
+	f.add(&fakeContainer{ID: "c1", Name: "web", Pid: 100, NetworkMode: "none", Networks: []string{"none"},
+		ResolvConf: writeResolv(t, "nameserver 198.18.0.53\n")})
+	at := newFakeAttacher()
+	w := startWatcher(t, f, at)
+	if _, err := w.Attach(context.Background(), "c1", "agent-x", ""); err != nil {
+		t.Fatal(err)
+	}
+	f.set("c1", func(c *fakeContainer) { c.Networks = append(c.Networks, "bridge") })
+	f.emit("network", "connect", "netid", map[string]string{"container": "c1", "name": "bridge"})
+	waitFor(t, "detach on network connect", func() bool { return len(at.log()) == 2 })
+	if got := at.log()[1]; got != "detach c1" {
+		t.Errorf("second call = %q; want detach c1", got)
+	}
+	waitFor(t, "forgotten", func() bool { return len(w.Tracked()) == 0 })
+}
+
+func TestWatcherAttachRollsBackOnDNSFailure(t *testing.T) {
+	f := newFakeEngine(t)
+	// A directory where the resolv.conf should be: not a regular file.
+	f.add(&fakeContainer{ID: "c1", Name: "web", Pid: 100, NetworkMode: "none", Networks: []string{"none"},
+		ResolvConf: t.TempDir()})
+	at := newFakeAttacher()
+	w := NewWatcher(WatcherConfig{Client: f.client(), Attacher: at})
+	_, err := w.Attach(context.Background(), "web", "", "")
+	if err == nil || !strings.Contains(err.Error(), "DNS") {
+		t.Errorf("Attach with a broken resolv.conf = %v; want a DNS error", err)
+	}
+	if got := at.log(); len(got) != 2 || got[1] != "detach c1" {
+		t.Errorf("attacher calls = %v; want attach then detach", got)
+	}
+	if len(w.Tracked()) != 0 {
+		t.Errorf("Tracked() = %v; want nothing after a failed attach", w.Tracked())
+	}
+}
+
+func TestWatcherReconnectResyncs(t *testing.T) {
+	f := newFakeEngine(t)
+	rc := writeResolv(t, "nameserver 198.18.0.53\n")
+	f.add(&fakeContainer{ID: "c1", Name: "web", Pid: 100, StartedAt: "t1", NetworkMode: "none", Networks: []string{"none"}, ResolvConf: rc})
+	f.add(&fakeContainer{ID: "c2", Name: "db", Pid: 101, StartedAt: "t1", NetworkMode: "none", Networks: []string{"none"}, ResolvConf: rc})
+	f.add(&fakeContainer{ID: "c3", Name: "live", Pid: 102, StartedAt: "t1", NetworkMode: "none", Networks: []string{"none"}, ResolvConf: rc})
+	at := newFakeAttacher()
+	w := startWatcher(t, f, at)
+	ctx := context.Background()
+	for _, n := range []string{"web", "db", "live"} {
+		if _, err := w.Attach(ctx, n, "", "p"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The engine goes away; while it is gone c1 restarts, c2 is removed and
+	// c3 keeps running (live-restore). Two failed reconnections first.
+	f.mu.Lock()
+	f.eventsErr = 2
+	f.mu.Unlock()
+	f.set("c1", func(c *fakeContainer) { c.Pid, c.StartedAt = 200, "t2" })
+	f.del("c2")
+	f.dropSubscribers()
+	waitFor(t, "reconnection", func() bool { return f.subscribers() == 1 && w.Connected() })
+	waitFor(t, "resync", func() bool { return len(at.log()) == 6 })
+	got := strings.Join(at.log()[3:], "\n")
+	for _, want := range []string{"detach c1", "attach c1 as web policy=p pid=200", "detach c2"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("calls after reconnect:\n%s\nwant %q among them", got, want)
+		}
+	}
+	if strings.Contains(got, "c3") {
+		t.Errorf("calls after reconnect touched the unchanged c3:\n%s", got)
+	}
+	if n := len(w.Tracked()); n != 2 {
+		t.Errorf("Tracked() has %d containers; want 2 (c2 is gone)", n)
+	}
+}
+
+func TestWatcherRemovesHolderWithItsAgent(t *testing.T) {
+	f := newFakeEngine(t)
+	f.add(&fakeContainer{ID: "h1", Name: "clawnet-holder-a", Pid: 100, NetworkMode: "none", Networks: []string{"none"},
+		Labels: map[string]string{LabelRole: "holder", LabelAgent: "a"}, CreatedUnix: time.Now().Unix(), ResolvConf: writeResolv(t, "nameserver 198.18.0.53\n")})
+	at := newFakeAttacher()
+	w := startWatcher(t, f, at)
+	if _, err := w.Attach(context.Background(), "h1", "a", "p"); err != nil {
+		t.Fatal(err)
+	}
+	// The agent's container (which joined h1's namespace) is removed.
+	f.emit("container", "destroy", "a1", map[string]string{"name": "a", LabelRole: "agent", LabelAgent: "a", LabelHolder: "h1"})
+	waitFor(t, "holder removal and detach", func() bool { return len(at.log()) == 2 })
+	f.mu.Lock()
+	removed := append([]string(nil), f.removed...)
+	f.mu.Unlock()
+	if len(removed) != 1 || removed[0] != "h1" {
+		t.Errorf("removed = %v; want [h1]", removed)
+	}
+	waitFor(t, "forgotten", func() bool { return len(w.Tracked()) == 0 })
+}
+
+func TestWatcherReapsOrphanHolders(t *testing.T) {
+	f := newFakeEngine(t)
+	old := time.Now().Add(-time.Hour).Unix()
+	f.add(&fakeContainer{ID: "orphan", Name: "clawnet-holder-gone", Labels: map[string]string{LabelRole: "holder"}, CreatedUnix: old})
+	f.add(&fakeContainer{ID: "fresh", Name: "clawnet-holder-new", Labels: map[string]string{LabelRole: "holder"}, CreatedUnix: time.Now().Unix()})
+	f.add(&fakeContainer{ID: "used", Name: "clawnet-holder-b", Labels: map[string]string{LabelRole: "holder"}, CreatedUnix: old})
+	f.add(&fakeContainer{ID: "b1", Name: "b", Labels: map[string]string{LabelRole: "agent", LabelHolder: "used"}})
+	startWatcher(t, f, newFakeAttacher())
+	waitFor(t, "reap", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return len(f.removed) > 0
+	})
+	time.Sleep(50 * time.Millisecond)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.removed) != 1 || f.removed[0] != "orphan" {
+		t.Errorf("removed = %v; want only the old orphan", f.removed)
+	}
+}
