@@ -249,9 +249,9 @@ func (p *Policy) namePortsFor(n string, proto Proto) (ports portSet, allow, deny
 
 // addrPortsFor returns the ports on which a flow to a over proto, with no
 // bound names, would be allowed, and the first allow rule that gives one.
-func (p *Policy) addrPortsFor(a netip.Addr, info AddrInfo, proto Proto) (ports portSet, allow, deny *rule) {
+func (p *Policy) addrPortsFor(a netip.Addr, info AddrInfo, proto Proto) (ports portSet, allow, deny *rule, named bool) {
 	if info.Class == ClassMetadata {
-		return nil, nil, nil
+		return nil, nil, nil, false
 	}
 	var denied portSet
 	deniedBy := func(addr netip.Addr) {
@@ -271,9 +271,13 @@ func (p *Policy) addrPortsFor(a netip.Addr, info AddrInfo, proto Proto) (ports p
 		deniedBy(info.Inner)
 	}
 	p.allowNets.match(a, func(i int32, c netip.Prefix) bool {
+		if info.Class.Special() && !within(c, info.Range) {
+			return true
+		}
+		named = true
 		r := &p.rules[i]
 		ps := r.portsFor(proto)
-		if ps == nil || info.Class.Special() && !within(c, info.Range) {
+		if ps == nil {
 			return true
 		}
 		left := ps.minus(denied)
@@ -283,7 +287,7 @@ func (p *Policy) addrPortsFor(a netip.Addr, info AddrInfo, proto Proto) (ports p
 		ports = ports.union(left)
 		return true
 	})
-	return ports, allow, deny
+	return ports, allow, deny, named
 }
 
 func flowString(proto Proto, a netip.Addr, port uint16) string {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/net/idna"
 	"golang.org/x/net/publicsuffix"
@@ -28,6 +29,9 @@ var errEmptyName = errors.New("empty name")
 func NormalizeName(name string) (string, error) {
 	if isCanonicalName(name) {
 		return name, nil // the common case: already what DNS carried
+	}
+	if !utf8.ValidString(name) {
+		return "", fmt.Errorf("bad name %q: not valid UTF-8", name)
 	}
 	n := name
 	if isASCII(n) {
@@ -75,8 +79,8 @@ func isCanonicalName(name string) bool {
 		default:
 			return false
 		}
-		if label == 2 && c == '-' && name[i-1] == '-' && name[i-2] == 'n' && i >= 3 && name[i-3] == 'x' {
-			return false // xn-- label: let the slow path validate it
+		if label == 0 && strings.HasPrefix(name[i:], "xn--") {
+			return false // a punycode label: the slow path validates it
 		}
 		label++
 		if label > 63 {

@@ -61,7 +61,7 @@ func explainAddr(p *Policy, proto Proto, a netip.Addr, port uint16) Decision {
 	if info.Class == ClassMetadata {
 		return Decision{Deny, RuleMetadata, info.describe(a) + "; never reachable"}
 	}
-	ports, allow, deny := p.addrPortsFor(a, info, proto)
+	ports, allow, deny, named := p.addrPortsFor(a, info, proto)
 	switch {
 	case len(ports) > 0:
 		return Decision{Allow, allow.id, proto.String() + " to " + a.String() + " is allowed on " + ports.String() + " (without a bound name)"}
@@ -69,7 +69,7 @@ func explainAddr(p *Policy, proto Proto, a netip.Addr, port uint16) Decision {
 		return Decision{Deny, deny.id, a.String() + " is denied on every " + proto.String() + " port an allow rule gives it"}
 	case deny != nil:
 		return Decision{Deny, deny.id, a.String() + " matches a deny rule"}
-	case info.Class.Special():
+	case info.Class.Special() && !named:
 		return Decision{Deny, RuleSpecialAddress, info.describe(a) + "; only a cidrs rule within " + info.Range.String() + " opens it"}
 	}
 	return Decision{Deny, RuleDefault, "no cidrs rule allows " + proto.String() + " to " + a.String() + "; a name bound by the agent's own DNS lookup may still open it"}

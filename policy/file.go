@@ -208,7 +208,7 @@ func tooBroad(c netip.Prefix) bool {
 
 // mapping walks a mapping node, refusing unknown and repeated keys.
 func (p *parser) mapping(n *yaml.Node, known []string, fn func(key string, k, v *yaml.Node) error) error {
-	if err := p.kind(n, yaml.MappingNode, "a mapping"); err != nil {
+	if err := p.kind(n, yaml.MappingNode, "rule", "a mapping"); err != nil {
 		return err
 	}
 	seen := map[string]int{}
@@ -235,18 +235,18 @@ func (p *parser) mapping(n *yaml.Node, known []string, fn func(key string, k, v 
 	return nil
 }
 
-func (p *parser) kind(n *yaml.Node, want yaml.Kind, what string) error {
+func (p *parser) kind(n *yaml.Node, want yaml.Kind, key, what string) error {
 	if n.Kind == yaml.AliasNode {
 		return p.errf(n, "YAML aliases are not supported")
 	}
 	if n.Kind != want {
-		return p.errf(n, "want %s", what)
+		return p.errf(n, "%s: want %s", key, what)
 	}
 	return nil
 }
 
 func (p *parser) str(n *yaml.Node, key string) (string, error) {
-	if err := p.kind(n, yaml.ScalarNode, key+": a string"); err != nil {
+	if err := p.kind(n, yaml.ScalarNode, key, "a string"); err != nil {
 		return "", err
 	}
 	if n.Tag != "!!str" {
@@ -256,7 +256,7 @@ func (p *parser) str(n *yaml.Node, key string) (string, error) {
 }
 
 func (p *parser) boolean(n *yaml.Node, key string) (bool, error) {
-	if err := p.kind(n, yaml.ScalarNode, key+": true or false"); err != nil {
+	if err := p.kind(n, yaml.ScalarNode, key, "true or false"); err != nil {
 		return false, err
 	}
 	if n.Tag != "!!bool" {
@@ -270,7 +270,7 @@ func (p *parser) seq(n *yaml.Node, key string) ([]*yaml.Node, error) {
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return nil, nil
 	}
-	if err := p.kind(n, yaml.SequenceNode, key+": a list"); err != nil {
+	if err := p.kind(n, yaml.SequenceNode, key, "a list"); err != nil {
 		return nil, err
 	}
 	return n.Content, nil
@@ -365,7 +365,7 @@ func (p *parser) rule(n *yaml.Node, list string, deny bool) (Rule, error) {
 				return err
 			}
 			for _, it := range items {
-				if err := p.kind(it, yaml.ScalarNode, "ports: a port or a range"); err != nil {
+				if err := p.kind(it, yaml.ScalarNode, "ports", "a port or a range"); err != nil {
 					return err
 				}
 				if it.Tag != "!!int" && it.Tag != "!!str" {
