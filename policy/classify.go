@@ -148,12 +148,23 @@ var (
 
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 
+// specialIndex finds the most specific block of ipv4Special or
+// ipv6Special containing an address without scanning them all.
+var specialIndex prefixTable
+
 func init() {
-	// Most specific first, so that the first block that contains an
-	// address is the one that names it.
+	// Most specific first, so that a scan finds the block that names an
+	// address first; the tests use the sorted tables directly.
 	for _, t := range [][]special{ipv4Special, ipv6Special} {
 		slices.SortStableFunc(t, func(a, b special) int { return cmp.Compare(b.prefix.Bits(), a.prefix.Bits()) })
 	}
+	for i, s := range ipv4Special {
+		specialIndex.add(s.prefix, int32(i))
+	}
+	for i, s := range ipv6Special {
+		specialIndex.add(s.prefix, int32(i))
+	}
+	specialIndex.build()
 }
 
 // Classify returns the class of a. IPv4 addresses wrapped in IPv6 take the
@@ -217,12 +228,13 @@ func ClassifyAddr(a netip.Addr) AddrInfo {
 }
 
 func lookupSpecial(table []special, a netip.Addr) AddrInfo {
-	for _, s := range table {
-		if s.prefix.Contains(a) {
-			return AddrInfo{Class: s.class, Range: s.prefix, What: s.what}
-		}
-	}
-	return AddrInfo{Class: ClassPublic, What: "public"}
+	info := AddrInfo{Class: ClassPublic, What: "public"}
+	specialIndex.match(a, func(i int32, _ netip.Prefix) bool {
+		s := table[i]
+		info = AddrInfo{Class: s.class, Range: s.prefix, What: s.what}
+		return false
+	})
+	return info
 }
 
 // wrapped classifies the IPv4 address at byte offset off of a and places

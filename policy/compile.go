@@ -129,6 +129,8 @@ func Compile(f *File, opts Options) (*Policy, error) {
 			return nil, err
 		}
 	}
+	p.allowNets.build()
+	p.denyNets.build()
 	return p, nil
 }
 

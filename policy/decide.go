@@ -185,6 +185,23 @@ func (p *Policy) DecideQuery(qname string) Decision {
 	if err != nil {
 		return Decision{Deny, RuleBadName, err.Error()}
 	}
+	// Fast path, the common case: no deny rule names it at all.
+	denied := false
+	p.denyNames.match(n, func(int32, Pattern) bool {
+		denied = true
+		return false
+	})
+	if !denied {
+		var first *rule
+		p.allowNames.match(n, func(i int32, _ Pattern) bool {
+			first = &p.rules[i]
+			return false
+		})
+		if first != nil {
+			return Decision{Allow, first.id, "name " + n + " is allowed by a domain rule"}
+		}
+		return Decision{Deny, RuleDefault, "no domain rule allows " + n}
+	}
 	open, allow, deny := p.namePorts(n)
 	if allow != nil && open {
 		return Decision{Allow, allow.id, "name " + n + " is allowed by a domain rule"}
