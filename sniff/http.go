@@ -1,0 +1,369 @@
+package sniff
+
+import "bytes"
+
+var (
+	errLeadingEmptyLine = malformed("http: empty line before the request line")
+	errRequestLine      = malformed("http: request line is not METHOD SP target SP HTTP/1.x CRLF")
+	errTarget           = malformed("http: bad request target")
+	errVersion          = malformed("http: version is not HTTP/1.0 or HTTP/1.1")
+	errBareLF           = malformed("http: line ends in LF without CR")
+	errBareCR           = malformed("http: CR not followed by LF")
+	errFold             = malformed("http: folded header line")
+	errHeaderName       = malformed("http: bad header name")
+	errHeaderValue      = malformed("http: bad character in a header value")
+	errDupHost          = malformed("http: two Host headers")
+	errNoHost           = malformed("http: HTTP/1.1 request without Host")
+	errHostMismatch     = malformed("http: Host does not match the request target's authority")
+	errUserinfo         = malformed("http: userinfo in the request target's authority")
+	errPort             = malformed("http: bad port")
+	errH2Preface        = malformed("http: bad HTTP/2 connection preface")
+)
+
+// h2Preface is the HTTP/2 prior-knowledge connection preface (RFC 9113 3.4).
+const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// sniffHTTP recognises an HTTP/1 request head and returns its host.
+//
+// Recognition errs toward HTTP: the first line counts as a request line
+// when it starts with a method token followed by whitespace and mentions
+// "HTTP/" (in any case) after it, which covers what lenient servers accept
+// (RFC 9112 section 3 lets them split on any whitespace). Such a line is
+// then parsed strictly, and anything off is an error. Lines that cannot be
+// an HTTP/1 request with headers (SSH banners, HTTP/0.9, Redis commands)
+// are Unknown.
+func sniffHTTP(buf []byte) (Result, error) {
+	if len(buf) > MaxHTTPHead {
+		buf = buf[:MaxHTTPHead]
+	}
+	need := func() (Result, error) {
+		if len(buf) >= MaxHTTPHead {
+			return Result{}, ErrTooLarge
+		}
+		return Result{}, ErrNeedMore
+	}
+
+	// Servers may skip empty lines before a request (RFC 9112 2.2); look
+	// past them to recognise one, then refuse it: real clients send none.
+	start := 0
+	for start < len(buf) && (buf[start] == '\r' || buf[start] == '\n') {
+		start++
+	}
+	if start == len(buf) {
+		return need()
+	}
+	line := buf[start:]
+	i := 0
+	for i < len(line) && isTchar(line[i]) {
+		i++
+	}
+	if i == len(line) {
+		return need()
+	}
+	if i == 0 {
+		return Result{}, nil // not a method token
+	}
+	switch c := line[i]; {
+	case c == ' ', c == '\t', c == '\v', c == '\f':
+	case c == '\r':
+		if i+1 == len(line) {
+			return need()
+		}
+		if line[i+1] == '\n' {
+			return Result{}, nil // a lone word: no target, no version
+		}
+		// A bare CR is whitespace to a lenient server.
+	default:
+		return Result{}, nil
+	}
+	eol := bytes.IndexByte(line, '\n')
+	if eol < 0 {
+		return need()
+	}
+	if !containsFold(line[i:eol], "http/") {
+		return Result{}, nil
+	}
+
+	res := Result{Kind: HTTP}
+	if start > 0 {
+		return res, errLeadingEmptyLine
+	}
+	if bytes.HasPrefix(buf, []byte("PRI * HTTP/2.0\r\n")) {
+		if len(buf) < len(h2Preface) {
+			if !bytes.HasPrefix([]byte(h2Preface), buf) {
+				return res, errH2Preface
+			}
+			return res, ErrNeedMore
+		}
+		if !bytes.HasPrefix(buf, []byte(h2Preface)) {
+			return res, errH2Preface
+		}
+		return Result{}, nil
+	}
+	res, err := parseHead(buf)
+	if err == ErrNeedMore && len(buf) >= MaxHTTPHead {
+		err = ErrTooLarge
+	}
+	return res, err
+}
+
+// request is what parseHead keeps of a request head: slices of buf.
+type request struct {
+	method, target []byte
+	http11         bool
+	host           []byte
+	hosts          int
+}
+
+// parseHead parses a request head strictly, line by line, returning
+// ErrNeedMore only when every complete line so far is well formed.
+func parseHead(buf []byte) (Result, error) {
+	res := Result{Kind: HTTP}
+	line, rest, err := nextLine(buf)
+	if err != nil {
+		return res, err
+	}
+	var req request
+	if err := parseRequestLine(line, &req); err != nil {
+		return res, err
+	}
+	for {
+		line, rest, err = nextLine(rest)
+		if err != nil {
+			return res, err
+		}
+		if len(line) == 0 {
+			break // CRLF CRLF: end of head
+		}
+		if err := parseHeader(line, &req); err != nil {
+			return res, err
+		}
+	}
+	name, err := requestHost(&req)
+	if err != nil {
+		return res, err
+	}
+	res.Name = name
+	return res, nil
+}
+
+// nextLine splits off one CRLF-terminated line. A bare LF or CR anywhere is
+// an error: servers disagree on where such lines end.
+func nextLine(b []byte) (line, rest []byte, err error) {
+	for i, c := range b {
+		switch c {
+		case '\n':
+			return nil, nil, errBareLF
+		case '\r':
+			if i+1 == len(b) {
+				break
+			}
+			if b[i+1] != '\n' {
+				return nil, nil, errBareCR
+			}
+			return b[:i], b[i+2:], nil
+		}
+	}
+	return nil, nil, ErrNeedMore
+}
+
+func parseRequestLine(line []byte, req *request) error {
+	sp := bytes.IndexByte(line, ' ')
+	if sp <= 0 {
+		return errRequestLine
+	}
+	req.method = line[:sp]
+	for _, c := range req.method {
+		if !isTchar(c) {
+			return errRequestLine
+		}
+	}
+	rest := line[sp+1:]
+	sp = bytes.IndexByte(rest, ' ')
+	if sp <= 0 {
+		return errRequestLine
+	}
+	req.target = rest[:sp]
+	for _, c := range req.target {
+		if c <= ' ' || c >= 0x7f {
+			return errTarget
+		}
+	}
+	switch string(rest[sp+1:]) {
+	case "HTTP/1.1":
+		req.http11 = true
+	case "HTTP/1.0":
+	default:
+		return errVersion
+	}
+	return nil
+}
+
+// parseHeader checks one field line and records Host. Obsolete line
+// folding, whitespace before the colon and control characters are errors:
+// each is a known way to make a front end and a back end see different
+// headers.
+func parseHeader(line []byte, req *request) error {
+	if line[0] == ' ' || line[0] == '\t' {
+		return errFold
+	}
+	colon := 0
+	for colon < len(line) && isTchar(line[colon]) {
+		colon++
+	}
+	if colon == 0 || colon == len(line) || line[colon] != ':' {
+		return errHeaderName
+	}
+	value := line[colon+1:]
+	for _, c := range value {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return errHeaderValue
+		}
+	}
+	if !asciiEqualFold(line[:colon], "host") {
+		return nil
+	}
+	req.hosts++
+	if req.hosts > 1 {
+		return errDupHost
+	}
+	req.host = bytes.Trim(value, " \t")
+	return nil
+}
+
+// requestHost decides the request's host from its target and Host header:
+// the authority of an absolute-form or CONNECT target must agree with Host
+// when both are present, since proxies use one and origins the other.
+func requestHost(req *request) (string, error) {
+	var authority []byte
+	hasAuthority := false
+	switch {
+	case string(req.method) == "CONNECT":
+		authority, hasAuthority = req.target, true
+	case req.target[0] == '/':
+	case len(req.target) == 1 && req.target[0] == '*':
+	default:
+		a, err := absoluteAuthority(req.target)
+		if err != nil {
+			return "", err
+		}
+		authority, hasAuthority = a, true
+	}
+	if req.hosts == 0 && req.http11 && string(req.method) != "CONNECT" {
+		return "", errNoHost
+	}
+	var hostName string
+	if req.hosts > 0 && len(req.host) > 0 {
+		n, err := hostPort(req.host, false)
+		if err != nil {
+			return "", &malformedError{msg: "http: bad Host", err: err}
+		}
+		hostName = n
+	}
+	if !hasAuthority {
+		return hostName, nil
+	}
+	n, err := hostPort(authority, string(req.method) == "CONNECT")
+	if err != nil {
+		return "", &malformedError{msg: "http: bad request target authority", err: err}
+	}
+	if req.hosts > 0 && hostName != n {
+		return "", errHostMismatch
+	}
+	return n, nil
+}
+
+// absoluteAuthority returns the authority of an absolute-form target,
+// scheme "://" authority [path-abempty] ["?" query].
+func absoluteAuthority(t []byte) ([]byte, error) {
+	i := 0
+	for i < len(t) && (isAlpha(t[i]) || i > 0 && (isDigit(t[i]) || t[i] == '+' || t[i] == '-' || t[i] == '.')) {
+		i++
+	}
+	if i == 0 || !bytes.HasPrefix(t[i:], []byte("://")) {
+		return nil, errTarget
+	}
+	a := t[i+3:]
+	if end := bytes.IndexAny(a, "/?#"); end >= 0 {
+		a = a[:end]
+	}
+	if bytes.IndexByte(a, '@') >= 0 {
+		return nil, errUserinfo
+	}
+	if len(a) == 0 {
+		return nil, errTarget
+	}
+	return a, nil
+}
+
+// hostPort returns the normalised name of host [":" port]. IP literals,
+// IPv6 in brackets included, are refused: the gateway needs a name.
+func hostPort(b []byte, needPort bool) (string, error) {
+	if len(b) > 0 && b[0] == '[' {
+		return "", errNameIP
+	}
+	host := b
+	if c := bytes.IndexByte(b, ':'); c >= 0 {
+		host = b[:c]
+		port := b[c+1:]
+		if len(port) == 0 || len(port) > 5 {
+			return "", errPort
+		}
+		v := 0
+		for _, d := range port {
+			if !isDigit(d) {
+				return "", errPort
+			}
+			v = v*10 + int(d-'0')
+		}
+		if v > 65535 {
+			return "", errPort
+		}
+	} else if needPort {
+		return "", errPort
+	}
+	return normalizeName(host)
+}
+
+// isTchar reports whether c may appear in a token (RFC 9110 5.6.2).
+func isTchar(c byte) bool {
+	switch {
+	case isAlpha(c), isDigit(c):
+		return true
+	}
+	switch c {
+	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
+		return true
+	}
+	return false
+}
+
+func isAlpha(c byte) bool { return c|0x20 >= 'a' && c|0x20 <= 'z' }
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// asciiEqualFold compares b to the lower-case ASCII s, ignoring case.
+func asciiEqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range b {
+		c := b[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// containsFold reports whether b contains the lower-case ASCII s in any case.
+func containsFold(b []byte, s string) bool {
+	for i := 0; i+len(s) <= len(b); i++ {
+		if asciiEqualFold(b[i:i+len(s)], s) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,176 @@
+// Package sniff reads the name a client put in the first bytes of a TCP
+// stream: the SNI of a TLS ClientHello, or the Host of an HTTP/1 request.
+//
+// The gateway uses it to refuse SNI spoofing toward an attacker's address
+// and domain fronting across names: for a flow allowed only because the
+// agent's own DNS bound the destination IP to an allowed name, the name the
+// client presents must be allowed and bound to that IP too.
+//
+// The input is hostile. The parser is strict wherever servers might read
+// the same bytes differently (two SNI extensions, two Host headers, bare LF,
+// folded headers, whitespace before a colon): it returns an error, which
+// the gateway treats as deny, rather than guessing which name a server
+// would pick. It does no I/O, keeps no state, and allocates nothing beyond
+// the strings of the Result it returns.
+package sniff
+
+import (
+	"errors"
+	"net/netip"
+
+	"github.com/clawnet/clawnet/policy"
+)
+
+// Kind is the protocol the first bytes of a stream were recognised as.
+type Kind uint8
+
+const (
+	// Unknown bytes are neither a TLS ClientHello nor an HTTP/1 request
+	// that could carry a Host header. That includes SSLv2-format hellos
+	// and the HTTP/2 prior-knowledge preface: HTTP/2 carries :authority
+	// in HPACK-compressed frames this package does not decode.
+	Unknown Kind = iota
+	TLS
+	HTTP
+)
+
+func (k Kind) String() string {
+	switch k {
+	case TLS:
+		return "tls"
+	case HTTP:
+		return "http"
+	}
+	return "unknown"
+}
+
+// Result is what Sniff found.
+type Result struct {
+	Kind Kind
+	// Name is the SNI host_name or the request's host, normalised as by
+	// policy.NormalizeName (lower case, no trailing dot, no port). It is
+	// "" when the client sent none: a ClientHello without server_name, an
+	// HTTP/1.0 request without Host, an empty Host. A non-empty Name
+	// always passes policy.NormalizeName unchanged.
+	Name string
+	// ECH reports an encrypted_client_hello extension in a ClientHello.
+	// Name is then the outer (public) name, the only one visible here.
+	ECH bool
+	// ALPN lists the first protocols of a ClientHello's ALPN extension,
+	// at most maxALPN of them, for logs.
+	ALPN []string
+}
+
+// Caps on the bytes Sniff examines. A caller can allocate MaxBytes once
+// per flow and read into it until Sniff stops returning ErrNeedMore.
+const (
+	// MaxTLSHello bounds the TLS records carrying a ClientHello, record
+	// headers included. Real hellos, post-quantum key shares and ECH
+	// included, are a few KiB.
+	MaxTLSHello = 16 << 10
+	// MaxHTTPHead bounds an HTTP request head, its final CRLFCRLF included.
+	MaxHTTPHead = 8 << 10
+	// MaxBytes is the largest prefix Sniff may need to decide.
+	MaxBytes = MaxTLSHello
+)
+
+// maxALPN is how many ALPN protocols Result keeps; the rest are validated
+// and dropped, so a hostile list cannot make Sniff allocate thousands.
+const maxALPN = 8
+
+var (
+	// ErrNeedMore means the bytes are an incomplete prefix of a ClientHello
+	// or request head: read more and call Sniff again with the longer
+	// buffer. A caller that gives up (byte or time cap) must deny.
+	ErrNeedMore = errors.New("sniff: need more bytes")
+	// ErrTooLarge means the ClientHello or request head does not fit in
+	// MaxTLSHello or MaxHTTPHead.
+	ErrTooLarge = errors.New("sniff: client hello or request head too large")
+	// ErrMalformed is matched (errors.Is) by every error about bytes that
+	// claim to be TLS or HTTP but break the protocol or are ambiguous.
+	ErrMalformed = errors.New("sniff: malformed")
+)
+
+// Sniff examines the first bytes a client sent on a stream.
+//
+// It returns ErrNeedMore while buf is a prefix of a ClientHello or an HTTP
+// request head that is not complete yet, ErrTooLarge past the caps, an
+// error matching ErrMalformed for broken or ambiguous input, and a Result
+// with Kind Unknown as soon as the bytes can be neither. The decision only
+// depends on the bytes seen: once Sniff returns anything but ErrNeedMore
+// for a prefix, it returns the same for every longer buffer. Bytes after
+// the ClientHello or the request head are ignored.
+//
+// With an error, Result.Kind still says which protocol the bytes claimed
+// to be (for logs); the other fields are empty.
+func Sniff(buf []byte) (Result, error) {
+	if len(buf) == 0 {
+		return Result{}, ErrNeedMore
+	}
+	if buf[0] == recordTypeHandshake {
+		return sniffTLS(buf)
+	}
+	return sniffHTTP(buf)
+}
+
+// malformedError is an ErrMalformed with the step that failed.
+type malformedError struct {
+	msg string
+	err error
+}
+
+func (e *malformedError) Error() string {
+	if e.err != nil {
+		return "sniff: " + e.msg + ": " + e.err.Error()
+	}
+	return "sniff: " + e.msg
+}
+
+func (e *malformedError) Is(target error) bool { return target == ErrMalformed }
+func (e *malformedError) Unwrap() error        { return e.err }
+
+func malformed(msg string) error { return &malformedError{msg: msg} }
+
+var (
+	errNameEmpty = errors.New("empty name")
+	errNameChar  = errors.New("character not allowed in a host name")
+	errNameIP    = errors.New("an IP literal, not a name")
+)
+
+// normalizeName checks a host name taken from the wire and returns it as
+// policy rules match it. Only the ASCII a DNS name is made of is accepted
+// (punycode for IDNs, as RFC 6066 requires of SNI): raw UTF-8, NULs,
+// percent escapes, spaces and IP literals are refused.
+func normalizeName(b []byte) (string, error) {
+	if len(b) == 0 {
+		return "", errNameEmpty
+	}
+	digitsAndDots := true
+	for _, c := range b {
+		switch {
+		case c >= '0' && c <= '9', c == '.':
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '-', c == '_':
+			digitsAndDots = false
+		default:
+			return "", errNameChar
+		}
+	}
+	s := string(b)
+	if digitsAndDots {
+		if _, err := netip.ParseAddr(trimDot(s)); err == nil {
+			return "", errNameIP
+		}
+	}
+	n, err := policy.NormalizeName(s)
+	if err != nil {
+		return "", err
+	}
+	return n, nil
+}
+
+func trimDot(s string) string {
+	if len(s) > 0 && s[len(s)-1] == '.' {
+		return s[:len(s)-1]
+	}
+	return s
+}
