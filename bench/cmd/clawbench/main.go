@@ -1,0 +1,100 @@
+// Command clawbench measures clawnet side by side with kernel veth,
+// slirp4netns and pasta, in namespaces it makes itself, and writes
+// results.json, results.md, raw.json and chart.svg. Run it as root from the
+// repository after `make build`:
+//
+//	clawbench [-quick | -smoke] [-out DIR] [-systems veth,slirp4netns,pasta,clawnet] [-reps N]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/clawnet/clawnet/bench/internal/suite"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "clawbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("clawbench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		quick   = fs.Bool("quick", false, "shorter run (under 3 minutes)")
+		smoke   = fs.Bool("smoke", false, "CI check that every system still runs; its figures mean little")
+		out     = fs.String("out", "bench/out", "directory for the results")
+		systems = fs.String("systems", "veth,slirp4netns,pasta,clawnet", "systems to measure, comma-separated")
+		reps    = fs.Int("reps", 0, "repetitions of every system (default: the mode's)")
+		root    = fs.String("root", "", "repository root holding bin/ and bench/probe (default: found from the working directory)")
+	)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	mode := "full"
+	switch {
+	case *quick && *smoke:
+		return errors.New("-quick and -smoke exclude each other")
+	case *quick:
+		mode = "quick"
+	case *smoke:
+		mode = "smoke"
+	}
+	cfg, err := suite.Preset(mode)
+	if err != nil {
+		return err
+	}
+	if cfg.Systems, err = suite.ParseSystems(*systems); err != nil {
+		return fmt.Errorf("-systems: %w", err)
+	}
+	if *reps < 0 {
+		return fmt.Errorf("-reps %d: want a positive count", *reps)
+	}
+	if *reps > 0 {
+		cfg.Reps = *reps
+	}
+	if cfg.Root = *root; cfg.Root == "" {
+		if cfg.Root, err = findRoot(); err != nil {
+			return err
+		}
+	}
+	if cfg.OutDir, err = filepath.Abs(*out); err != nil {
+		return err
+	}
+	cfg.Log = stderr
+	return suite.Run(ctx, cfg, stdout)
+}
+
+// findRoot walks up from the working directory to the module's go.mod.
+func findRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the working directory: run from the repository or pass -root")
+		}
+		dir = parent
+	}
+}

@@ -1,0 +1,424 @@
+package suite
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/clawnet/clawnet/bench/internal/probe"
+	"github.com/clawnet/clawnet/bench/internal/report"
+)
+
+// dnsName is the one name the server's DNS server answers and the bench
+// policy allows.
+const dnsName = "bench.test"
+
+// gatewayDefault is clawnet's gateway address in every agent namespace on
+// the default config, used when attach does not print one.
+const gatewayDefault = "100.96.0.1"
+
+// flowsPerAgent keeps each agent well under the gateway's default
+// limits.flows_per_agent (4096): the per-flow figure spreads its flows over
+// as many agents as that takes instead of changing the default config.
+const flowsPerAgent = 2500
+
+// clawnetSystem is clawnetd (in the host namespace, on its default config
+// plus a policy that allows the server) and one attached agent namespace.
+type clawnetSystem struct {
+	t       *topology
+	bin     string // directory holding clawnetd and clawnet
+	logFile string // clawnetd's own log, kept with the results
+	logF    *os.File
+	dir     string // config, policy, socket, audit log, daemon log
+	ns      string
+	gateway string
+	d       *proc // the running daemon
+}
+
+func (c *clawnetSystem) name() string       { return report.Clawnet }
+func (c *clawnetSystem) netns() string      { return c.ns }
+func (c *clawnetSystem) target() netip.Addr { return c.t.addr }
+
+func (c *clawnetSystem) pid() int {
+	if c.d == nil {
+		return 0
+	}
+	return c.d.pid()
+}
+
+func (c *clawnetSystem) alive() error {
+	if c.d == nil {
+		return errors.New("clawnetd is not running")
+	}
+	if gone, err := c.d.exited(); gone {
+		return err
+	}
+	return nil
+}
+
+func (c *clawnetSystem) socket() string { return filepath.Join(c.dir, "clawnet.sock") }
+
+// prepare checks the binaries and writes the config and the policy.
+func (c *clawnetSystem) prepare() error {
+	for _, b := range []string{"clawnetd", "clawnet"} {
+		if st, err := os.Stat(filepath.Join(c.bin, b)); err != nil || st.IsDir() {
+			return fmt.Errorf("%s not found in %s: run `make build` first", b, c.bin)
+		}
+	}
+	dir, err := os.MkdirTemp("", "clawbench-clawnet-")
+	if err != nil {
+		return err
+	}
+	c.dir = dir
+	if err := os.Mkdir(filepath.Join(dir, "policies"), 0o755); err != nil {
+		return err
+	}
+	srv := netip.PrefixFrom(c.t.addr, 24).Masked()
+	policy := fmt.Sprintf(`version: v1
+name: bench
+egress:
+  - cidrs: [%s]
+    ports: [%d, "%d-%d"]
+  - domains: [%s]
+    ports: [80]
+`, srv, probePort, iperfBasePort, iperfBasePort+len(report.Systems)-1, dnsName)
+	// Only what the suite needs on top of the defaults: where its files
+	// go, its DNS server, and its lab range declared public.
+	config := fmt.Sprintf(`version: v1
+socket: %s
+policy_dir: %s
+audit_log: %s
+dns:
+  upstream: ["%s"]
+treat_as_public: [%s]
+`, c.socket(), filepath.Join(dir, "policies"), filepath.Join(dir, "audit.log"),
+		netip.AddrPortFrom(c.t.addr, dnsPort), benchRange)
+	if err := os.WriteFile(filepath.Join(dir, "policies", "bench.yaml"), []byte(policy), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "clawnetd.yaml"), []byte(config), 0o644)
+}
+
+// startDaemon starts a fresh clawnetd and waits for its control socket.
+func (c *clawnetSystem) startDaemon(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			c.stopDaemon()
+		}
+	}()
+	os.Remove(c.socket())
+	cmd := exec.Command(filepath.Join(c.bin, "clawnetd"), "--config", filepath.Join(c.dir, "clawnetd.yaml"))
+	var log io.Writer
+	if c.logFile != "" {
+		f, err := os.OpenFile(c.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return fmt.Errorf("clawnetd log: %w", err)
+		}
+		// Closed by stopDaemon once the daemon's output is drained.
+		c.logF = f
+		fmt.Fprintf(f, "---- clawnetd started %s\n", time.Now().Format(time.RFC3339))
+		log = f
+	}
+	p, err := startProc("clawnetd", cmd, log)
+	if err != nil {
+		return err
+	}
+	c.d = p
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if gone, err := p.exited(); gone {
+			return err
+		}
+		if conn, err := net.Dial("unix", c.socket()); err == nil {
+			conn.Close()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("clawnetd: no control socket at %s after 15s: %s", c.socket(), p.out.String())
+}
+
+func (c *clawnetSystem) stopDaemon() {
+	if c.d != nil {
+		c.d.stop()
+		c.d = nil
+	}
+	if c.logF != nil {
+		c.logF.Close()
+		c.logF = nil
+	}
+}
+
+// clawnetCLI runs the clawnet CLI against this run's daemon.
+func (c *clawnetSystem) clawnetCLI(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(c.bin, "clawnet"), args...)
+	cmd.Env = append(os.Environ(), "CLAWNET_SOCKET="+c.socket())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("clawnet %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// attach creates namespace ns (lo only) and attaches it as agent name.
+func (c *clawnetSystem) attach(ctx context.Context, ns, name string) (string, error) {
+	if err := addNetns(ctx, ns); err != nil {
+		return "", err
+	}
+	return c.clawnetCLI(ctx, "attach", "--netns", netnsPath(ns), "--name", name, "--policy", "bench")
+}
+
+// gatewayFrom reads the IPv4 gateway from attach's output line
+// "... gateway=100.96.0.1,fd63:..."; the default when it is absent.
+func gatewayFrom(out string) string {
+	for _, f := range strings.Fields(out) {
+		if v, ok := strings.CutPrefix(f, "gateway="); ok {
+			for _, a := range strings.Split(v, ",") {
+				if ip, err := netip.ParseAddr(a); err == nil && ip.Is4() {
+					return ip.String()
+				}
+			}
+		}
+	}
+	return gatewayDefault
+}
+
+func (c *clawnetSystem) setup(ctx context.Context) error {
+	if c.dir == "" {
+		if err := c.prepare(); err != nil {
+			return err
+		}
+	}
+	if err := c.startDaemon(ctx); err != nil {
+		return err
+	}
+	c.ns = c.t.nsName("clawnet")
+	out, err := c.attach(ctx, c.ns, "bench")
+	if err != nil {
+		return err
+	}
+	c.gateway = gatewayFrom(out)
+	return nil
+}
+
+func (c *clawnetSystem) close() error {
+	c.stopDaemon()
+	err := delNetns(c.ns)
+	if c.dir != "" {
+		os.RemoveAll(c.dir)
+	}
+	return err
+}
+
+// rss samples the daemon's resident memory a few times after letting it
+// settle, and returns the median, in KiB.
+func (c *clawnetSystem) rss(ctx context.Context) (float64, error) {
+	var samples []float64
+	for i := range 5 {
+		wait := 200 * time.Millisecond
+		if i == 0 {
+			wait = time.Second
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(wait):
+		}
+		if err := c.alive(); err != nil {
+			return 0, err
+		}
+		st, err := readProcStat(c.pid())
+		if err != nil {
+			return 0, err
+		}
+		samples = append(samples, st.rssKiB)
+	}
+	m, _ := report.Median(samples)
+	return m, nil
+}
+
+// memory measures the gateway's resident memory: idle, per idle attached
+// agent, and per idle TCP flow. Each part runs on a fresh daemon, before
+// any throughput test, so that heap a previous part freed does not hide
+// what the next one costs.
+func (c *clawnetSystem) memory(ctx context.Context, cfg Config, logf func(string, ...any)) (map[string]float64, error) {
+	if err := c.prepare(); err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+
+	// Idle, then with cfg.Agents idle agents.
+	if err := c.startDaemon(ctx); err != nil {
+		return nil, err
+	}
+	idle, err := c.rss(ctx)
+	if err != nil {
+		c.stopDaemon()
+		return nil, err
+	}
+	out[report.RSSIdleMiB] = idle / 1024
+	var agentNS []string
+	defer func() {
+		for _, ns := range agentNS {
+			delNetns(ns)
+		}
+	}()
+	start := time.Now()
+	for i := range cfg.Agents {
+		ns := c.t.nsName(fmt.Sprintf("agent%03d", i))
+		agentNS = append(agentNS, ns)
+		if _, err := c.attach(ctx, ns, fmt.Sprintf("idle%03d", i)); err != nil {
+			c.stopDaemon()
+			return out, fmt.Errorf("attach idle agent %d of %d: %w", i+1, cfg.Agents, err)
+		}
+	}
+	logf("clawnet: attached %d idle agents in %.1fs", cfg.Agents, time.Since(start).Seconds())
+	withAgents, err := c.rss(ctx)
+	c.stopDaemon()
+	if err != nil {
+		return out, err
+	}
+	out[report.RSSPerAgentKiB] = (withAgents - idle) / float64(cfg.Agents)
+	for _, ns := range agentNS {
+		delNetns(ns)
+	}
+	agentNS = nil
+
+	// Idle TCP flows held open through the gateway to the server.
+	if err := c.startDaemon(ctx); err != nil {
+		return out, err
+	}
+	defer c.stopDaemon()
+	holders := (cfg.Flows + flowsPerAgent - 1) / flowsPerAgent
+	for i := range holders {
+		ns := c.t.nsName(fmt.Sprintf("flows%d", i))
+		agentNS = append(agentNS, ns)
+		if _, err := c.attach(ctx, ns, fmt.Sprintf("flows%d", i)); err != nil {
+			return out, err
+		}
+	}
+	before, err := c.rss(ctx)
+	if err != nil {
+		return out, err
+	}
+	start = time.Now()
+	release, err := c.holdFlows(ctx, agentNS, cfg.Flows)
+	if err != nil {
+		return out, err
+	}
+	logf("clawnet: %d idle flows open through %d agents in %.1fs", cfg.Flows, holders, time.Since(start).Seconds())
+	held, err := c.rss(ctx)
+	if rerr := release(); err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return out, err
+	}
+	out[report.RSSPerFlowKiB] = (held - before) / float64(cfg.Flows)
+	return out, nil
+}
+
+// holdFlows opens n connections to the probe server, spread over the
+// agent namespaces, and returns once all are up; release closes them.
+func (c *clawnetSystem) holdFlows(ctx context.Context, nss []string, n int) (release func() error, err error) {
+	type holder struct {
+		cmd   *exec.Cmd
+		stdin io.WriteCloser
+		out   *tailBuffer
+	}
+	var hs []holder
+	release = func() error {
+		var errs []error
+		for _, h := range hs {
+			h.stdin.Close()
+		}
+		// A probe still opening connections only looks at stdin once they
+		// are all up; do not wait for that.
+		kill := time.AfterFunc(10*time.Second, func() {
+			for _, h := range hs {
+				h.cmd.Process.Kill()
+			}
+		})
+		defer kill.Stop()
+		for _, h := range hs {
+			if err := h.cmd.Wait(); err != nil {
+				errs = append(errs, fmt.Errorf("probe hold: %w: %s", err, h.out.String()))
+			}
+		}
+		return errors.Join(errs...)
+	}
+	ready := make(chan error, len(nss))
+	for i, ns := range nss {
+		share := n / len(nss)
+		if i < n%len(nss) {
+			share++
+		}
+		cmd := nsCommand(ctx, ns, c.t.probe, "hold", "-addr", netip.AddrPortFrom(c.t.addr, probePort).String(),
+			"-n", fmt.Sprint(share), "-workers", "16")
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			release()
+			return nil, err
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			release()
+			return nil, err
+		}
+		h := holder{cmd: cmd, stdin: stdin, out: &tailBuffer{max: 2048}}
+		cmd.Stderr = h.out
+		if err := cmd.Start(); err != nil {
+			release()
+			return nil, fmt.Errorf("start probe hold: %w", err)
+		}
+		hs = append(hs, h)
+		go func() {
+			line, err := bufio.NewReader(stdout).ReadBytes('\n')
+			if err != nil {
+				ready <- fmt.Errorf("probe hold in %s: %w", ns, err)
+				return
+			}
+			r, err := probe.ParseResult(line)
+			if err == nil && r.Ops != int64(share) {
+				err = fmt.Errorf("probe hold in %s: %d connections up, want %d", ns, r.Ops, share)
+			}
+			ready <- err
+			io.Copy(io.Discard, stdout)
+		}()
+	}
+	timeout := time.After(2 * time.Minute)
+	for range hs {
+		select {
+		case err := <-ready:
+			if err != nil {
+				rerr := release()
+				return nil, errors.Join(err, rerr)
+			}
+		case <-timeout:
+			release()
+			return nil, fmt.Errorf("%d flows not up after 2 minutes", n)
+		}
+	}
+	return release, nil
+}
+
+// Interfaces checked at compile time.
+var (
+	_ system = (*vethSystem)(nil)
+	_ system = (*slirpSystem)(nil)
+	_ system = (*pastaSystem)(nil)
+	_ system = (*clawnetSystem)(nil)
+)

@@ -1,0 +1,431 @@
+package suite
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/clawnet/clawnet/bench/internal/probe"
+	"github.com/clawnet/clawnet/bench/internal/report"
+)
+
+// runner holds one run's state.
+type runner struct {
+	cfg      Config
+	t        *topology
+	samples  report.Samples
+	failures map[string][]string // system → what went wrong, in order
+	warnings []string
+	start    time.Time
+}
+
+func (r *runner) logf(format string, args ...any) {
+	fmt.Fprintf(r.cfg.Log, "[%5.1fs] %s\n", time.Since(r.start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+func (r *runner) fail(system string, err error) {
+	r.failures[system] = append(r.failures[system], err.Error())
+	r.logf("%s: FAILED: %v", system, err)
+}
+
+func (r *runner) warn(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	r.warnings = append(r.warnings, msg)
+	r.logf("warning: %s", msg)
+}
+
+// Run measures cfg.Systems, writes results.json, results.md, raw.json and
+// chart.svg to cfg.OutDir and prints the table on stdout. It returns an
+// error when any system failed to run or misses a figure, after writing
+// whatever it did measure.
+func Run(ctx context.Context, cfg Config, stdout io.Writer) error {
+	if cfg.Log == nil {
+		cfg.Log = os.Stderr
+	}
+	r := &runner{cfg: cfg, samples: report.Samples{}, failures: map[string][]string{}, start: time.Now()}
+	if os.Geteuid() != 0 {
+		return errors.New("clawbench needs root: it creates network namespaces, veth pairs and TUN devices")
+	}
+	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
+		return fmt.Errorf("output directory: %w", err)
+	}
+	if err := ensureTools(ctx, cfg.Systems, r.logf); err != nil {
+		return err
+	}
+	removeStale(r.logf)
+
+	tmp, err := os.MkdirTemp("", "clawbench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	probeBin := filepath.Join(tmp, "probe")
+	if err := buildProbe(ctx, cfg.Root, probeBin); err != nil {
+		return err
+	}
+
+	t, err := newTopology(ctx, probeBin, cfg.Systems)
+	if err != nil {
+		return fmt.Errorf("build the server namespace: %w", err)
+	}
+	r.t = t
+	defer func() {
+		if err := t.close(); err != nil {
+			r.logf("cleanup: %v", err)
+		}
+	}()
+	r.logf("server namespace %s at %s (run prefix %s)", t.serverNS, t.addr, t.prefix)
+
+	active := r.setupSystems(ctx)
+	defer func() {
+		for _, s := range slices.Backward(active) {
+			if err := s.close(); err != nil {
+				r.logf("cleanup %s: %v", s.name(), err)
+			}
+		}
+	}()
+
+	for rep := 1; rep <= cfg.Reps && ctx.Err() == nil; rep++ {
+		for _, s := range active {
+			if len(r.failures[s.name()]) > 0 && s.alive() != nil {
+				continue // its data path died in an earlier repetition
+			}
+			if ctx.Err() != nil {
+				break
+			}
+			r.measure(ctx, s, rep)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("interrupted: %w", err)
+	}
+
+	results := r.samples.Medians()
+	if err := r.write(results, stdout); err != nil {
+		return err
+	}
+	var problems []string
+	for _, s := range cfg.Systems {
+		if len(r.failures[s]) > 0 {
+			problems = append(problems, fmt.Sprintf("%s failed: %s", s, r.failures[s][0]))
+		}
+	}
+	if missing := results.Missing(cfg.Systems); len(missing) > 0 {
+		problems = append(problems, "missing or zero: "+strings.Join(missing, ", "))
+	}
+	r.logf("done in %.0fs; results in %s", time.Since(r.start).Seconds(), cfg.OutDir)
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// setupSystems builds every system's path; the ones that fail are
+// recorded and left out of the measurements.
+func (r *runner) setupSystems(ctx context.Context) []system {
+	var active []system
+	for _, name := range r.cfg.Systems {
+		var s system
+		switch name {
+		case report.Veth:
+			s = &vethSystem{t: r.t}
+		case report.Slirp:
+			s = &slirpSystem{t: r.t}
+		case report.Pasta:
+			s = &pastaSystem{t: r.t}
+		case report.Clawnet:
+			logFile := filepath.Join(r.cfg.OutDir, "clawnetd.log")
+			os.Remove(logFile)
+			c := &clawnetSystem{t: r.t, bin: filepath.Join(r.cfg.Root, "bin"), logFile: logFile}
+			// Memory first, on fresh daemons, before any traffic.
+			mem, err := c.memory(ctx, r.cfg, r.logf)
+			for k, v := range mem {
+				r.samples.Add(name, k, v)
+			}
+			if err != nil {
+				r.fail(name, fmt.Errorf("memory: %w", err))
+			} else {
+				r.logf("clawnet: RSS idle %.1f MiB, %.0f KiB per idle agent, %.1f KiB per idle flow",
+					mem[report.RSSIdleMiB], mem[report.RSSPerAgentKiB], mem[report.RSSPerFlowKiB])
+			}
+			s = c
+		}
+		if err := s.setup(ctx); err != nil {
+			r.fail(name, fmt.Errorf("setup: %w", err))
+			if err := s.close(); err != nil {
+				r.logf("cleanup %s: %v", name, err)
+			}
+			continue
+		}
+		r.logf("%s: ready (client namespace %s, server at %s)", name, s.netns(), s.target())
+		active = append(active, s)
+	}
+	return active
+}
+
+var iperfTests = []struct {
+	key     string
+	label   string
+	reverse bool
+	streams int
+}{
+	{report.UploadGbps, "up", false, 1},
+	{report.DownloadGbps, "down", true, 1},
+	{report.Upload4Gbps, "up×4", false, 4},
+	{report.Download4Gbps, "down×4", true, 4},
+}
+
+// measure runs one repetition of every test against s.
+func (r *runner) measure(ctx context.Context, s system, rep int) {
+	name := s.name()
+	var line []string
+	var cpu time.Duration
+	var moved float64
+	for _, tt := range iperfTests {
+		var before procStat
+		if pid := s.pid(); pid > 0 {
+			before, _ = readProcStat(pid)
+		}
+		res, err := runIperf(ctx, s.netns(), s.target(), iperfPort(name), r.cfg.IperfSeconds, tt.reverse, tt.streams)
+		if err != nil {
+			r.fail(name, fmt.Errorf("%s: %w", tt.key, err))
+			continue
+		}
+		if pid := s.pid(); pid > 0 {
+			if after, err := readProcStat(pid); err == nil && before.cpu > 0 {
+				cpu += after.cpu - before.cpu
+				moved += res.bytes
+			}
+		}
+		r.samples.Add(name, tt.key, res.gbps)
+		line = append(line, fmt.Sprintf("%s %.2f", tt.label, res.gbps))
+	}
+	if moved > 0 {
+		r.samples.Add(name, report.CPUsPerGB, cpu.Seconds()/(moved/1e9))
+		line = append(line, fmt.Sprintf("cpu %.2fs/GB", cpu.Seconds()/(moved/1e9)))
+	}
+
+	addr := netip.AddrPortFrom(s.target(), probePort).String()
+	if res, err := runProbe(ctx, s.netns(), r.t.probe, r.cfg.RR, "rr", "-addr", addr, "-duration", r.cfg.RR.String()); err != nil {
+		r.fail(name, fmt.Errorf("rr: %w", err))
+	} else {
+		r.samples.Add(name, report.RRPerS, res.PerSec)
+		r.samples.Add(name, report.RRP50us, res.P50us)
+		r.samples.Add(name, report.RRP99us, res.P99us)
+		line = append(line, fmt.Sprintf("rr %.0f/s p50 %.0fµs p99 %.0fµs", res.PerSec, res.P50us, res.P99us))
+	}
+	if res, err := runProbe(ctx, s.netns(), r.t.probe, r.cfg.Connects, "connects", "-addr", addr,
+		"-workers", fmt.Sprint(r.cfg.Workers), "-duration", r.cfg.Connects.String()); err != nil {
+		r.fail(name, fmt.Errorf("connects: %w", err))
+	} else {
+		r.samples.Add(name, report.ConnectsPerS, res.PerSec)
+		line = append(line, fmt.Sprintf("connects %.0f/s", res.PerSec))
+		r.warnErrors(name, res)
+	}
+	if c, ok := s.(*clawnetSystem); ok {
+		if res, err := runProbe(ctx, s.netns(), r.t.probe, r.cfg.DNS, "dns", "-server", c.gateway+":53",
+			"-name", dnsName, "-workers", fmt.Sprint(r.cfg.DNSWorkers), "-duration", r.cfg.DNS.String()); err != nil {
+			r.fail(name, fmt.Errorf("dns: %w", err))
+		} else {
+			r.samples.Add(name, report.DNSQPS, res.PerSec)
+			line = append(line, fmt.Sprintf("dns %.0f q/s", res.PerSec))
+			r.warnErrors(name, res)
+		}
+	}
+	r.logf("rep %d/%d %-11s %s", rep, r.cfg.Reps, name, strings.Join(line, "  "))
+
+	if err := s.alive(); err != nil {
+		r.fail(name, err)
+	}
+	if err := r.t.checkServers(); err != nil {
+		r.fail(name, err)
+	}
+}
+
+// warnErrors notes a test that counted some failed operations: the figure
+// stands, but a reader should know.
+func (r *runner) warnErrors(system string, res probe.Result) {
+	if res.Errors > 0 {
+		r.warn("%s %s: %d of %d operations failed (first: %s)", system, res.Mode, res.Errors, res.Errors+res.Ops, res.FirstError)
+	}
+}
+
+// write saves every output file and prints the table.
+func (r *runner) write(results report.Results, stdout io.Writer) error {
+	failed := map[string]string{}
+	for s, errs := range r.failures {
+		failed[s] = errs[0]
+		if len(errs) > 1 {
+			failed[s] += fmt.Sprintf(" (and %d more)", len(errs)-1)
+		}
+	}
+	meta := runMeta(r.cfg, r.t.prefix)
+	subtitle := fmt.Sprintf("%s run, median of %d, %s, %d CPUs, Linux %s", r.cfg.Mode, r.cfg.Reps, meta.Date, meta.CPUs, meta.Kernel)
+
+	writeFile := func(name string, fill func(io.Writer) error) error {
+		f, err := os.Create(filepath.Join(r.cfg.OutDir, name))
+		if err != nil {
+			return err
+		}
+		if err := fill(f); err != nil {
+			f.Close()
+			return fmt.Errorf("write %s: %w", name, err)
+		}
+		return f.Close()
+	}
+	err := errors.Join(
+		writeFile("results.json", func(w io.Writer) error {
+			b, err := json.MarshalIndent(results, "", "  ")
+			if err != nil {
+				return err
+			}
+			_, err = w.Write(append(b, '\n'))
+			return err
+		}),
+		writeFile("raw.json", func(w io.Writer) error {
+			e := json.NewEncoder(w)
+			e.SetIndent("", "  ")
+			return e.Encode(map[string]any{
+				"meta": meta, "samples": r.samples, "failures": r.failures, "warnings": r.warnings,
+			})
+		}),
+		writeFile("results.md", func(w io.Writer) error {
+			fmt.Fprintf(w, "Benchmark: %s.\n\nTools: %s.\n\n", subtitle, meta.Tools)
+			return report.Write(w, results, r.cfg.Systems, failed, true)
+		}),
+		writeFile("chart.svg", func(w io.Writer) error {
+			return report.Chart(w, results, r.cfg.Systems, subtitle)
+		}),
+	)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "\n%s\n\n", subtitle)
+	if err := report.Write(stdout, results, r.cfg.Systems, failed, false); err != nil {
+		return err
+	}
+	for _, w := range r.warnings {
+		fmt.Fprintf(stdout, "warning: %s\n", w)
+	}
+	return nil
+}
+
+type meta struct {
+	Date    string        `json:"date"`
+	Mode    string        `json:"mode"`
+	Reps    int           `json:"reps"`
+	Kernel  string        `json:"kernel"`
+	CPU     string        `json:"cpu"`
+	CPUs    int           `json:"cpus"`
+	Tools   string        `json:"tools"`
+	Prefix  string        `json:"prefix"`
+	Iperf   int           `json:"iperf_seconds"`
+	RR      time.Duration `json:"rr_ns"`
+	Conns   time.Duration `json:"connects_ns"`
+	Workers int           `json:"connect_workers"`
+	Agents  int           `json:"idle_agents"`
+	Flows   int           `json:"idle_flows"`
+}
+
+func runMeta(cfg Config, prefix netip.Prefix) meta {
+	m := meta{
+		Date: time.Now().UTC().Format("2006-01-02"), Mode: cfg.Mode, Reps: cfg.Reps,
+		CPUs: runtime.NumCPU(), Prefix: prefix.String(), Iperf: cfg.IperfSeconds,
+		RR: cfg.RR, Conns: cfg.Connects, Workers: cfg.Workers, Agents: cfg.Agents, Flows: cfg.Flows,
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				m.CPU = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	var tools []string
+	for _, pkg := range []string{"iperf3", "slirp4netns", "passt"} {
+		out, err := exec.Command("dpkg-query", "-W", "-f=${Version}", pkg).Output()
+		if err == nil && len(out) > 0 {
+			tools = append(tools, pkg+" "+string(out))
+		}
+	}
+	m.Tools = strings.Join(tools, ", ")
+	return m
+}
+
+// buildProbe builds the probe as a static binary.
+func buildProbe(ctx context.Context, root, out string) error {
+	cmd := exec.CommandContext(ctx, goTool(), "build", "-trimpath", "-o", out, "./bench/probe")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build bench/probe: %w: %s", err, strings.TrimSpace(string(b)))
+	}
+	return nil
+}
+
+// goTool finds the go command: the one that built this program if it is
+// still there (go run), else the one on PATH.
+func goTool() string {
+	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
+		return p
+	}
+	return "go"
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir()
+}
+
+// ensureTools installs what the selected systems need when it is missing,
+// with the distribution's package manager.
+func ensureTools(ctx context.Context, systems []string, logf func(string, ...any)) error {
+	need := map[string]string{"iperf3": "iperf3", "ip": "iproute2"}
+	if slices.Contains(systems, report.Slirp) {
+		need["slirp4netns"] = "slirp4netns"
+	}
+	if slices.Contains(systems, report.Pasta) {
+		need["pasta"] = "passt"
+	}
+	var pkgs []string
+	for bin, pkg := range need {
+		if _, err := exec.LookPath(bin); err != nil {
+			pkgs = append(pkgs, pkg)
+		}
+	}
+	if len(pkgs) == 0 {
+		return nil
+	}
+	slices.Sort(pkgs)
+	if _, err := exec.LookPath("apt-get"); err != nil {
+		return fmt.Errorf("missing %s and no apt-get to install them: install them and run again", strings.Join(pkgs, ", "))
+	}
+	logf("installing %s", strings.Join(pkgs, " "))
+	env := append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	for _, args := range [][]string{{"update", "-qq"}, append([]string{"install", "-y", "-qq", "--no-install-recommends"}, pkgs...)} {
+		cmd := exec.CommandContext(ctx, "apt-get", args...)
+		cmd.Env = env
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("apt-get %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		}
+	}
+	for bin := range need {
+		if _, err := exec.LookPath(bin); err != nil {
+			return fmt.Errorf("%s still missing after installing %s", bin, strings.Join(pkgs, ", "))
+		}
+	}
+	return nil
+}
