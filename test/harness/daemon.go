@@ -163,8 +163,11 @@ func (d *Daemon) start(t testing.TB) {
 		close(d.exited)
 	}()
 	t.Cleanup(func() {
+		start := time.Now()
 		if d.stop(5 * time.Second) {
 			t.Errorf("clawnetd did not exit within 5s of SIGTERM; killed it")
+		} else if took := time.Since(start); took > time.Second {
+			t.Logf("clawnetd took %v to exit after SIGTERM", took.Round(time.Millisecond))
 		}
 		if t.Failed() {
 			t.Logf("clawnetd log (%s):\n%s", d.LogPath, d.LogTail(60))

@@ -315,6 +315,19 @@ func (in *Internet) Matching(pred func(canarylog.Entry) bool) []canarylog.Entry 
 	return out
 }
 
+// Mark returns how many traffic entries the canary has logged so far; pass
+// it to Since to see only what came after.
+func (in *Internet) Mark() int { return len(in.Matching(Traffic)) }
+
+// Since returns the traffic entries logged after mark.
+func (in *Internet) Since(mark int) []canarylog.Entry {
+	all := in.Matching(Traffic)
+	if mark > len(all) {
+		return nil
+	}
+	return all[mark:]
+}
+
 // Saw reports whether the canary has logged an entry pred accepts.
 func (in *Internet) Saw(pred func(canarylog.Entry) bool) bool {
 	return len(in.Matching(pred)) > 0
@@ -367,6 +380,9 @@ func (in *Internet) Dump() string {
 	}
 	return dumpEntries(es)
 }
+
+// DumpEntries renders entries for a failure message.
+func DumpEntries(es []canarylog.Entry) string { return dumpEntries(es) }
 
 func dumpEntries(es []canarylog.Entry) string {
 	var b strings.Builder

@@ -1,0 +1,404 @@
+package integration_test
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/clawnet/clawnet/test/canary/canarylog"
+	"github.com/clawnet/clawnet/test/harness"
+)
+
+// watchListener records every connection a listener accepts, so a test can
+// assert that a forbidden flow never reached it.
+type watchListener struct {
+	mu  sync.Mutex // guards got
+	got []string
+}
+
+func watch(t *testing.T, ln net.Listener) *watchListener {
+	w := &watchListener{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			w.mu.Lock()
+			w.got = append(w.got, c.RemoteAddr().String())
+			w.mu.Unlock()
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+	})
+	return w
+}
+
+func (w *watchListener) accepted() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.got...)
+}
+
+// watchPacket records every datagram a UDP socket receives.
+func watchPacket(t *testing.T, pc net.PacketConn) *watchListener {
+	w := &watchListener{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		for {
+			_, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			w.mu.Lock()
+			w.got = append(w.got, from.String())
+			w.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		pc.Close()
+		<-done
+	})
+	return w
+}
+
+// TestAgentToAgent checks that one agent cannot reach another through the
+// gateway: B listens on its TUN addresses, A (whose policy allows the test
+// internet) tries TCP and UDP to them, and B's sockets receive nothing.
+func TestAgentToAgent(t *testing.T) {
+	e := newEnv(t, echoOnly)
+	a := e.attach("agent-a", "echo-only")
+	b := e.attach("agent-b", "echo-only")
+	if a.v4 == b.v4 || a.v6 == b.v6 {
+		t.Fatalf("two agents share an address: %v %v / %v %v", a.v4, a.v6, b.v4, b.v6)
+	}
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			target := b.addr(fam.n)
+			ln, err := b.ns.Listen("tcp", ap(target, 5555).String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			tcpSeen := watch(t, ln)
+			pc, err := b.ns.ListenPacket("udp", ap(target, 5556).String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			udpSeen := watchPacket(t, pc)
+
+			// Deny is the contract; anything but a connection is at least
+			// fail-closed, so the far-side check below is the one that
+			// must hold whatever the error.
+			a.expectRefused(t, ap(target, 5555))
+			if c, err := a.ns.Dial(ctxTimeout(t, 2*time.Second), "udp", ap(target, 5556).String()); err == nil {
+				c.Write([]byte("agent to agent"))
+				c.Close()
+			}
+			// A reaching itself is local to its namespace and proves
+			// nothing; A reaching B's gateway-side neighbour must not work
+			// either (the gateway's address is covered elsewhere).
+			time.Sleep(grace)
+			if got := tcpSeen.accepted(); len(got) > 0 {
+				t.Errorf("agent B accepted TCP from %v", got)
+			}
+			if got := udpSeen.accepted(); len(got) > 0 {
+				t.Errorf("agent B received UDP from %v", got)
+			}
+			// And the control: B's listener does work from inside B.
+			c, err := b.ns.Dial(ctxTimeout(t, 2*time.Second), "tcp", ap(target, 5555).String())
+			if err != nil {
+				t.Fatalf("B cannot reach its own listener: %v", err)
+			}
+			c.Close()
+			if !harness.Poll(2*time.Second, 10*time.Millisecond, func() bool { return len(tcpSeen.accepted()) == 1 }) {
+				t.Errorf("B's listener saw %v, want exactly its own connection", tcpSeen.accepted())
+			}
+		})
+	}
+}
+
+// TestHostUnreachable checks that an agent whose policy allows every
+// address a rule can open still cannot reach the gateway host itself: not
+// its addresses on the test internet, not its loopback (forged packets, as
+// the agent's own kernel keeps loopback destinations local), not
+// IPv4-mapped forms of either. The far side is listeners in the host
+// namespace that must accept nothing.
+func TestHostUnreachable(t *testing.T) {
+	e := newEnv(t, wide)
+	a := e.attach("host-probe", "wide")
+
+	// Control: the wide policy does let the agent reach the test internet.
+	c := a.dial(t, "tcp", ap(e.in.Server4, 7))
+	if got, err := harness.EchoHalfClose(c, []byte("control"), 5*time.Second); err != nil || string(got) != "control" {
+		t.Fatalf("control echo through the wide policy: %q, %v", got, err)
+	}
+
+	listen := func(t *testing.T, addr netip.Addr) (*watchListener, uint16) {
+		t.Helper()
+		ln, err := net.Listen("tcp", ap(addr, 0).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return watch(t, ln), uint16(ln.Addr().(*net.TCPAddr).Port)
+	}
+
+	t.Run("host addresses", func(t *testing.T) {
+		for _, host := range []netip.Addr{e.in.Host4, e.in.Host6} {
+			seen, port := listen(t, host)
+			a.expectRefused(t, ap(host, port))
+			pc, err := net.ListenPacket("udp", ap(host, 0).String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			udpSeen := watchPacket(t, pc)
+			a.expectUDPRefused(t, ap(host, uint16(pc.LocalAddr().(*net.UDPAddr).Port)))
+			time.Sleep(grace)
+			if got := seen.accepted(); len(got) > 0 {
+				t.Errorf("host listener on %s accepted %v from the agent", host, got)
+			}
+			if got := udpSeen.accepted(); len(got) > 0 {
+				t.Errorf("host UDP socket on %s received from %v", host, got)
+			}
+		}
+	})
+
+	t.Run("loopback", func(t *testing.T) {
+		ps, err := a.ns.OpenPacketSocket(tunName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ps.Close()
+		lo4, port4 := listen(t, netip.MustParseAddr("127.0.0.1"))
+		lo6, port6 := listen(t, netip.IPv6Loopback())
+		h4, hport := listen(t, e.in.Host4)
+		for i, probe := range []struct {
+			src, dst netip.AddrPort
+			seen     *watchListener
+		}{
+			{ap(a.v4, 40001), ap(netip.MustParseAddr("127.0.0.1"), port4), lo4},
+			{ap(a.v6, 40002), ap(netip.IPv6Loopback(), port6), lo6},
+			{ap(a.v6, 40003), ap(netip.AddrFrom16(netip.MustParseAddr("127.0.0.1").As16()), port4), lo4},
+			{ap(a.v6, 40004), ap(netip.AddrFrom16(e.in.Host4.As16()), hport), h4},
+		} {
+			if err := ps.Send(harness.TCPSYN(probe.src, probe.dst, uint32(1000+i))); err != nil {
+				t.Fatalf("send SYN to %s: %v", probe.dst, err)
+			}
+			reply, err := ps.RecvMatch(time.Second, func(p harness.Packet) bool {
+				return p.Proto == harness.ProtoTCP && p.DstPort == probe.src.Port()
+			})
+			if err == nil && reply.TCPFlags&harness.TCPSyn != 0 {
+				t.Errorf("SYN to %s was accepted: %v", probe.dst, reply)
+			}
+			if got := probe.seen.accepted(); len(got) > 0 {
+				t.Errorf("host listener for %s accepted %v", probe.dst, got)
+			}
+		}
+	})
+}
+
+// TestGatewayAddress checks the gateway's own TUN-side addresses: DNS on
+// port 53 (UDP and TCP) answers, every other port is refused, and nothing
+// the agent sends there leads out to the test internet.
+func TestGatewayAddress(t *testing.T) {
+	e := newEnv(t, echoOnly)
+	a := e.attach("gw-probe", "echo-only")
+	if !sameAddrs(a.info.Gateway, gatewayV4, gatewayV6) {
+		t.Errorf("clawnet ls reports gateway %v, want %v and %v", a.info.Gateway, gatewayV4, gatewayV6)
+	}
+	for _, gw := range []netip.Addr{gatewayV4, gatewayV6} {
+		t.Run(gw.String(), func(t *testing.T) {
+			for _, port := range []uint16{1, 7, 22, 80, 443, 6060, 8080, 65535} {
+				a.expectRefused(t, ap(gw, port))
+			}
+			for _, port := range []uint16{7, 123} {
+				a.expectUDPRefused(t, ap(gw, port))
+			}
+			for _, network := range []string{"udp", "tcp"} {
+				c, err := a.ns.Dial(ctxTimeout(t, 2*time.Second), network, ap(gw, 53).String())
+				if err != nil {
+					t.Errorf("DNS over %s: dial %s: %v", network, ap(gw, 53), err)
+					continue
+				}
+				defer c.Close()
+				r, err := harness.DNSExchange(c, "canary.test", dns.TypeA, 5*time.Second)
+				if err != nil {
+					t.Errorf("DNS over %s to %s: %v", network, gw, err)
+					continue
+				}
+				if len(r.Answer) > 0 {
+					t.Errorf("DNS over %s: a name echo-only does not allow was answered: %v", network, r.Answer)
+				}
+			}
+		})
+	}
+	e.in.NeverSaw(t, grace, "anything (no port of the gateway leads out, no disallowed name goes upstream)", harness.Traffic)
+}
+
+// names allows one name of the canary's zone, and nothing by address.
+func names(*harness.Internet) (string, string) {
+	return "names", `version: v1
+name: names
+egress:
+  - domains: [canary.test]
+    ports: [7]
+`
+}
+
+// TestDNS checks name service through the gateway, at any destination
+// address: an allowed name is resolved upstream (the canary saw the query)
+// and opens its address for this agent; a name the policy does not allow
+// never reaches the upstream server.
+func TestDNS(t *testing.T) {
+	e := newEnv(t, names)
+	a := e.attach("dns", "names")
+	for _, network := range []string{"udp", "tcp"} {
+		// Port 53 of any address is the gateway's: the canary's own address
+		// is used here on purpose, and the query must still go through the
+		// policy rather than straight to the canary.
+		for _, dst := range []netip.AddrPort{ap(gatewayV4, 53), ap(gatewayV6, 53), ap(e.in.Server4, 53)} {
+			t.Run(network+" "+dst.String(), func(t *testing.T) {
+				c, err := a.ns.Dial(ctxTimeout(t, 2*time.Second), network, dst.String())
+				if err != nil {
+					t.Fatalf("dial %s: %v", dst, err)
+				}
+				defer c.Close()
+				mark := e.in.Mark()
+				r, err := harness.DNSExchange(c, "canary.test", dns.TypeA, 5*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got []netip.Addr
+				for _, rr := range r.Answer {
+					if ar, ok := rr.(*dns.A); ok {
+						ip, _ := netip.AddrFromSlice(ar.A)
+						got = append(got, ip.Unmap())
+					}
+				}
+				if len(got) != 1 || got[0] != e.in.Server4 {
+					t.Errorf("canary.test A = %v (rcode %s), want %v", got, dns.RcodeToString[r.Rcode], e.in.Server4)
+				}
+				e.in.WaitFor(t, 5*time.Second, "the upstream query for canary.test", func(ce canarylog.Entry) bool {
+					return ce.Service == canarylog.ServiceDNS && ce.Qname == "canary.test." && ce.Qtype == "A"
+				})
+
+				r, err = harness.DNSExchange(c, "txt.canary.test", dns.TypeTXT, 5*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(r.Answer) > 0 {
+					t.Errorf("txt.canary.test (not allowed) was answered: %v", r.Answer)
+				}
+				time.Sleep(grace)
+				for _, ce := range e.in.Since(mark) {
+					if ce.Service == canarylog.ServiceDNS && ce.Qname != "canary.test." {
+						t.Errorf("the upstream server was asked about %s %s, which the policy does not allow", ce.Qname, ce.Qtype)
+					}
+					if ce.Service != canarylog.ServiceDNS {
+						t.Errorf("a DNS query led to non-DNS traffic upstream: %+v", ce)
+					}
+				}
+			})
+		}
+	}
+	// The answer opened the name's address on the allowed port, for this
+	// agent: the echo works by address now, and another port still does not.
+	c := a.dial(t, "tcp", ap(e.in.Server4, 7))
+	if got, err := harness.EchoHalfClose(c, []byte("by name"), 5*time.Second); err != nil || string(got) != "by name" {
+		t.Errorf("echo to the address canary.test resolved to: %q, %v", got, err)
+	}
+	a.expectRefused(t, ap(e.in.Server4, 9))
+}
+
+func sameAddrs(ss []string, want ...netip.Addr) bool {
+	got := map[netip.Addr]bool{}
+	for _, s := range ss {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			got[p.Addr()] = true
+		} else if a, err := netip.ParseAddr(s); err == nil {
+			got[a] = true
+		}
+	}
+	for _, w := range want {
+		if !got[w] {
+			return false
+		}
+	}
+	return len(got) == len(want)
+}
+
+// TestSpoofedSource checks that identity is the interface, not the source
+// address: agent A (deny-all) sends from agent B's addresses to a
+// destination B's policy allows, and nothing reaches the canary. B itself
+// then reaches it, so the destination really was open to B.
+func TestSpoofedSource(t *testing.T) {
+	e := newEnv(t, echoOnly, denyAll)
+	a := e.attach("spoofer", "deny-all")
+	b := e.attach("victim", "echo-only")
+	a.ns.MustRun(t, "ip", "addr", "add", netip.PrefixFrom(b.v4, 32).String(), "dev", tunName)
+	a.ns.MustRun(t, "ip", "-6", "addr", "add", netip.PrefixFrom(b.v6, 128).String(), "dev", tunName, "nodad")
+	ps, err := a.ns.OpenPacketSocket(tunName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ps.Close()
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			srv := server(e.in, fam.n)
+			src := b.addr(fam.n)
+			mark := e.in.Mark()
+
+			// Through A's own kernel, with B's address bound as source.
+			c, err := a.ns.DialFrom(ctxTimeout(t, 2*time.Second), "tcp", ap(src, 0).String(), ap(srv, 7).String())
+			if err == nil {
+				c.Close()
+				t.Errorf("TCP from B's address %s in A's namespace reached %s", src, ap(srv, 7))
+			}
+			u, err := a.ns.DialFrom(ctxTimeout(t, 2*time.Second), "udp", ap(src, 0).String(), ap(srv, 7).String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := harness.UDPExchange(u, []byte("spoofed"), time.Second); err == nil {
+				t.Errorf("UDP from B's address in A's namespace was echoed: %q", got)
+			}
+			u.Close()
+
+			// Forged below A's kernel: still A's interface, still A's policy.
+			if err := ps.Send(harness.UDPPacket(ap(src, 41000), ap(srv, 7), []byte("forged"))); err != nil {
+				t.Fatal(err)
+			}
+			if err := ps.Send(harness.TCPSYN(ap(src, 41001), ap(srv, 7), 1)); err != nil {
+				t.Fatal(err)
+			}
+			if reply, err := ps.RecvMatch(time.Second, func(p harness.Packet) bool {
+				return p.Proto == harness.ProtoTCP && p.DstPort == 41001 && p.TCPFlags&harness.TCPSyn != 0
+			}); err == nil {
+				t.Errorf("forged SYN from B's address was accepted: %v", reply)
+			}
+			time.Sleep(grace)
+			if got := e.in.Since(mark); len(got) > 0 {
+				t.Errorf("canary received traffic from the spoofing agent:\n%s", harness.DumpEntries(got))
+			}
+
+			// Control: B's own flow to the same place goes through.
+			bc := b.dial(t, "tcp", ap(srv, 7))
+			msg := []byte("victim " + fam.name)
+			if got, err := harness.EchoHalfClose(bc, msg, 5*time.Second); err != nil || string(got) != string(msg) {
+				t.Fatalf("B's own echo: %q, %v", got, err)
+			}
+			e.in.WaitFor(t, 5*time.Second, "B's echo", func(ce canarylog.Entry) bool {
+				return ce.Service == canarylog.ServiceEcho && ce.Event == canarylog.EventClose && ce.SHA256 == canarylog.Digest(msg)
+			})
+		})
+	}
+}
