@@ -438,3 +438,27 @@ func mustParse(t testing.TB, name, src string, opts Options) *Policy {
 	}
 	return p
 }
+
+// A compiled policy is shared by every agent's goroutines; run with -race.
+func TestConcurrentDecisions(t *testing.T) {
+	p := mustLoad(t, "testdata/good/layered.yaml", Options{})
+	done := make(chan bool)
+	for g := 0; g < 8; g++ {
+		go func() {
+			ok := true
+			for i := 0; i < 500; i++ {
+				ok = ok && p.DecideFlow(Flow{Proto: tcp, Dst: netip.MustParseAddrPort("10.1.2.3:22")}).Allowed()
+				ok = ok && !p.DecideFlow(Flow{Proto: tcp, Dst: netip.MustParseAddrPort("10.99.2.3:22")}).Allowed()
+				ok = ok && p.DecideQuery("www.example.com").Allowed()
+				ok = ok && !p.DecideName("secret.example.com", tcp, 443).Allowed()
+				ok = ok && Explain(p, tcp, "www.example.com", 0).Allowed()
+			}
+			done <- ok
+		}()
+	}
+	for g := 0; g < 8; g++ {
+		if !<-done {
+			t.Errorf("a concurrent decision came out wrong")
+		}
+	}
+}
