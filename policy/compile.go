@@ -116,6 +116,11 @@ func Compile(f *File, opts Options) (*Policy, error) {
 		if id == "" {
 			id = ruleID(f.Filename, r.Line, fmt.Sprintf("egress[%d]", i))
 		}
+		for _, c := range r.CIDRs {
+			if !f.UnsafeAllowAnyAddress && tooBroad(c) {
+				return nil, fmt.Errorf("%s: cidr %s opens nearly every address and unsafe_allow_any_address is not set", id, c)
+			}
+		}
 		if err := p.add(r, id, false); err != nil {
 			return nil, err
 		}
@@ -172,14 +177,16 @@ func (p *Policy) add(r Rule, id string, deny bool) error {
 		names, nets = &p.denyNames, &p.denyNets
 	}
 	for _, d := range r.Domains {
-		if d.Base == "" {
-			return fmt.Errorf("%s: empty domain", id)
+		// Matching relies on normalized patterns; a File built by hand
+		// might hold others.
+		if q, err := ParsePattern(d.String()); err != nil || q != d {
+			return fmt.Errorf("%s: domain %q is not a normalized pattern", id, d)
 		}
 		names.add(d, idx)
 	}
 	for _, c := range r.CIDRs {
-		if !c.IsValid() {
-			return fmt.Errorf("%s: bad cidr", id)
+		if !c.IsValid() || c.Addr().Zone() != "" || c.Addr().Is4In6() {
+			return fmt.Errorf("%s: bad cidr %s", id, c)
 		}
 		nets.add(c, idx)
 	}
@@ -189,7 +196,9 @@ func (p *Policy) add(r Rule, id string, deny bool) error {
 // Default builds the built-in policy named "default": the LLM provider's
 // preset and the approved MCP servers, nothing else. An MCP server is
 // "host", "host:port" or a URL such as "https://mcp.example.com/sse"; the
-// port defaults to 443 (80 for http:// and ws:// URLs).
+// port defaults to 443 (80 for http:// and ws:// URLs). A server given as
+// an address opens exactly that address and port, even a private one: the
+// operator named it.
 func Default(llmProvider string, mcpServers []string, opts Options) (*Policy, error) {
 	f := &File{Filename: DefaultName, Version: "v1", Name: DefaultName}
 	if llmProvider != "" {

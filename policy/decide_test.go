@@ -462,3 +462,31 @@ func TestConcurrentDecisions(t *testing.T) {
 		}
 	}
 }
+
+// Compile re-checks what matching relies on, for Files built by hand.
+func TestCompileHandBuilt(t *testing.T) {
+	bad := []Rule{
+		{Domains: []Pattern{{Base: "API.example.com"}}, Ports: []PortRange{{443, 443}}},
+		{Domains: []Pattern{{Base: "com", Wildcard: true}}, Ports: []PortRange{{443, 443}}},
+		{Domains: []Pattern{{Base: ""}}, Ports: []PortRange{{443, 443}}},
+		{CIDRs: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}, Ports: []PortRange{{443, 443}}},
+		{CIDRs: []netip.Prefix{{}}, Ports: []PortRange{{443, 443}}},
+		{CIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}},
+		{CIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, Ports: []PortRange{{443, 443}}, Protocol: Proto(1)},
+	}
+	for _, r := range bad {
+		if _, err := Compile(&File{Filename: "hand.yaml", Name: "hand", Egress: []Rule{r}}, Options{}); err == nil {
+			t.Errorf("Compile(egress %+v) = nil error, want one", r)
+		}
+	}
+	p, err := Compile(&File{Filename: "hand.yaml", Name: "hand", UnsafeAllowAnyAddress: true, Egress: []Rule{
+		{Line: 3, CIDRs: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}, Ports: []PortRange{{443, 443}}},
+	}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFlows(t, p, []flowCase{
+		{tcp, "8.8.8.8:443", nil, Allow, "hand.yaml:3 egress[0]"},
+		{tcp, "10.0.0.1:443", nil, Deny, RuleSpecialAddress},
+	})
+}
