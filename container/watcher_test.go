@@ -311,3 +311,22 @@ func TestWatcherReapsOrphanHolders(t *testing.T) {
 		t.Errorf("removed = %v; want only the old orphan", f.removed)
 	}
 }
+
+func TestResolver(t *testing.T) {
+	f := newFakeEngine(t)
+	rc := writeResolv(t, "nameserver 127.0.0.11\n")
+	f.add(&fakeContainer{ID: "c1", Name: "web", Pid: 100, NetworkMode: "none", Networks: []string{"none"}, ResolvConf: rc})
+	f.add(&fakeContainer{ID: "b1", Name: "bridged", Pid: 5, NetworkMode: "bridge", Networks: []string{"bridge"}})
+	r := Resolver{Client: f.client()}
+	id, name, pid, err := r.Resolve(context.Background(), "web")
+	if err != nil || id != "c1" || name != "web" || pid != 100 {
+		t.Errorf("Resolve(web) = %q, %q, %d, %v; want c1, web, 100", id, name, pid, err)
+	}
+	if b, _ := os.ReadFile(rc); !strings.Contains(string(b), "nameserver 100.96.0.1") {
+		t.Errorf("resolv.conf after Resolve = %q; want the gateway", b)
+	}
+	_, _, _, err = r.Resolve(context.Background(), "bridged")
+	if err == nil || err.Error() != `container "bridged" uses network "bridge": run it with --network none (or use clawnet run)` {
+		t.Errorf("Resolve(bridged) = %v", err)
+	}
+}
