@@ -54,7 +54,16 @@ func (p *Policy) DecideFlow(f Flow) Decision {
 	if info.Class == ClassMetadata {
 		return Decision{Deny, RuleMetadata, info.describe(a) + "; never reachable"}
 	}
-	if d, ok := p.denyFlow(a, info, f, port); ok {
+	// Normalize the bound names once for both passes; most flows have one
+	// or two, which fit on the stack.
+	var buf [4]string
+	names := buf[:0]
+	for _, n := range f.Names {
+		if name, err := NormalizeName(n); err == nil {
+			names = append(names, name)
+		}
+	}
+	if d, ok := p.denyFlow(a, info, f.Proto, port, names); ok {
 		return d
 	}
 
@@ -78,13 +87,9 @@ func (p *Policy) DecideFlow(f Flow) Decision {
 	if info.Class.Special() && !named {
 		return Decision{Deny, RuleSpecialAddress, info.describe(a) + "; only a cidrs rule within " + info.Range.String() + " opens it"}
 	}
-	for _, n := range f.Names {
+	for _, name := range names {
 		if info.Class.Special() {
 			break // names never open special-purpose addresses
-		}
-		name, err := NormalizeName(n)
-		if err != nil {
-			continue
 		}
 		var pat Pattern
 		p.allowNames.match(name, func(i int32, pt Pattern) bool {
@@ -103,12 +108,12 @@ func (p *Policy) DecideFlow(f Flow) Decision {
 
 // denyFlow applies the deny rules to a flow: by cidr on the address and on
 // the IPv4 address it wraps, and by domain on its bound names.
-func (p *Policy) denyFlow(a netip.Addr, info AddrInfo, f Flow, port uint16) (Decision, bool) {
+func (p *Policy) denyFlow(a netip.Addr, info AddrInfo, proto Proto, port uint16, names []string) (Decision, bool) {
 	var deny *rule
 	var why string
 	check := func(addr netip.Addr) {
 		p.denyNets.match(addr, func(i int32, c netip.Prefix) bool {
-			if r := &p.rules[i]; r.covers(f.Proto, port) {
+			if r := &p.rules[i]; r.covers(proto, port) {
 				deny, why = r, addr.String()+" in denied "+c.String()
 				return false
 			}
@@ -119,16 +124,12 @@ func (p *Policy) denyFlow(a netip.Addr, info AddrInfo, f Flow, port uint16) (Dec
 	if deny == nil && info.Inner.IsValid() && info.Inner != a {
 		check(info.Inner)
 	}
-	for _, n := range f.Names {
+	for _, name := range names {
 		if deny != nil {
 			break
 		}
-		name, err := NormalizeName(n)
-		if err != nil {
-			continue
-		}
 		p.denyNames.match(name, func(i int32, pt Pattern) bool {
-			if r := &p.rules[i]; r.covers(f.Proto, port) {
+			if r := &p.rules[i]; r.covers(proto, port) {
 				deny, why = r, "name "+name+" matches denied "+pt.String()
 				return false
 			}

@@ -65,22 +65,21 @@ func isCanonicalName(name string) bool {
 	}
 	label, digits := 0, true
 	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case c == '.':
+		switch nameChar[name[i]] {
+		case charDot:
 			if label == 0 {
 				return false
 			}
 			label, digits = 0, true
 			continue
-		case c >= 'a' && c <= 'z' || c == '-' || c == '_':
+		case charLetter:
+			if label == 0 && name[i] == 'x' && strings.HasPrefix(name[i:], "xn--") {
+				return false // a punycode label: the slow path validates it
+			}
 			digits = false
-		case c >= '0' && c <= '9':
+		case charDigit:
 		default:
 			return false
-		}
-		if label == 0 && strings.HasPrefix(name[i:], "xn--") {
-			return false // a punycode label: the slow path validates it
 		}
 		label++
 		if label > 63 {
@@ -89,6 +88,27 @@ func isCanonicalName(name string) bool {
 	}
 	return label > 0 && !digits
 }
+
+const (
+	charOther = iota
+	charLetter
+	charDigit
+	charDot
+)
+
+// nameChar classes the bytes of a canonical name; '-' and '_' count as
+// letters, since a label of them is not all digits.
+var nameChar = func() (t [256]uint8) {
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = charLetter
+	}
+	t['-'], t['_'] = charLetter, charLetter
+	for c := '0'; c <= '9'; c++ {
+		t[c] = charDigit
+	}
+	t['.'] = charDot
+	return t
+}()
 
 func checkName(n string) error {
 	if n == "" {
