@@ -1,0 +1,154 @@
+package suite
+
+import (
+	"net/netip"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseIperf(t *testing.T) {
+	good := `{"start":{},"end":{"sum_sent":{"bytes":3000,"bits_per_second":99},"sum_received":{"bytes":2500000000,"bits_per_second":2.0e10}}}`
+	r, err := parseIperf([]byte(good))
+	if err != nil || r.gbps != 20 || r.bytes != 2.5e9 {
+		t.Errorf("parseIperf(good) = %+v, %v; want 20 Gbit/s, 2.5e9 bytes", r, err)
+	}
+	for _, tt := range []struct{ in, want string }{
+		{`{"error":"the server is busy running a test. try again later"}`, "busy"},
+		{`{"end":{"sum_received":{"bytes":0,"bits_per_second":0}}}`, "nothing received"},
+		{`iperf3: error - unable to connect`, "parse iperf3 output"},
+	} {
+		if _, err := parseIperf([]byte(tt.in)); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("parseIperf(%q) = %v, want an error containing %q", tt.in, err, tt.want)
+		}
+	}
+}
+
+func TestParseStatCPU(t *testing.T) {
+	// The command name holds a space and a ')' to trip naive splitting.
+	stat := "1234 (clawn etd) x) S 1 1234 1234 0 -1 4194560 500 0 0 0 250 150 0 0 20 0 12 0 100 0 0"
+	got, err := parseStatCPU(stat)
+	if want := 4 * time.Second; err != nil || got != want {
+		t.Errorf("parseStatCPU() = %v, %v; want %v", got, err, want)
+	}
+	if _, err := parseStatCPU("1234 (x) S 1 2"); err == nil {
+		t.Error("parseStatCPU(short line) = nil error, want an error")
+	}
+}
+
+func TestReadProcStatSelf(t *testing.T) {
+	st, err := readProcStat(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.rssKiB <= 0 {
+		t.Errorf("readProcStat(self).rssKiB = %v, want > 0", st.rssKiB)
+	}
+}
+
+func TestFreePrefix(t *testing.T) {
+	pp := func(ss ...string) []netip.Prefix {
+		var out []netip.Prefix
+		for _, s := range ss {
+			out = append(out, netip.MustParsePrefix(s))
+		}
+		return out
+	}
+	tests := []struct {
+		used []netip.Prefix
+		seed int
+		want string
+	}{
+		{nil, 0, "198.18.0.0/22"},
+		{nil, 1, "198.18.4.0/22"},
+		{nil, 128, "198.18.0.0/22"}, // wraps around the /15
+		{nil, 127, "198.19.252.0/22"},
+		{pp("0.0.0.0/0", "198.18.1.7/32"), 0, "198.18.4.0/22"},
+		{pp("198.18.0.0/16"), 3, "198.19.0.0/22"},
+	}
+	for _, tt := range tests {
+		got, err := freePrefix(tt.used, tt.seed)
+		if err != nil || got.String() != tt.want {
+			t.Errorf("freePrefix(%v, %d) = %v, %v; want %s", tt.used, tt.seed, got, err, tt.want)
+		}
+		if !benchRange.Contains(got.Addr()) {
+			t.Errorf("freePrefix(%v, %d) = %v, outside %v", tt.used, tt.seed, got, benchRange)
+		}
+	}
+	if got, err := freePrefix(pp("198.18.0.0/15"), 5); err == nil {
+		t.Errorf("freePrefix(all used) = %v, nil; want an error", got)
+	}
+}
+
+func TestPrefixesIn(t *testing.T) {
+	out := `default via 192.0.2.1 dev eth0
+192.0.2.0/24 dev eth0 proto kernel scope link src 192.0.2.2
+local 198.18.0.1 dev cbh1 table local proto kernel scope host src 198.18.0.1
+2: eth0    inet 192.0.2.2/24 brd 192.0.2.255 scope global eth0`
+	got := prefixesIn(out)
+	want := []netip.Prefix{
+		netip.MustParsePrefix("192.0.2.1/32"),
+		netip.MustParsePrefix("192.0.2.0/24"),
+		netip.MustParsePrefix("192.0.2.2/32"),
+		netip.MustParsePrefix("198.18.0.1/32"),
+		netip.MustParsePrefix("198.18.0.1/32"),
+		netip.MustParsePrefix("192.0.2.0/24"),
+		netip.MustParsePrefix("192.0.2.255/32"),
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("prefixesIn() = %v, want %v", got, want)
+	}
+}
+
+func TestAddrIn(t *testing.T) {
+	p := netip.MustParsePrefix("198.19.252.0/22")
+	if got := addrIn(p, 3, 2); got.String() != "198.19.255.2" {
+		t.Errorf("addrIn(%v, 3, 2) = %v, want 198.19.255.2", p, got)
+	}
+}
+
+func TestGatewayFrom(t *testing.T) {
+	out := "attached bench (netns:/run/netns/x) policy=bench interface=clawnet0 addresses=100.96.0.2/16,fd63::2/64 gateway=fd63::1,100.96.7.1\n"
+	if got := gatewayFrom(out); got != "100.96.7.1" {
+		t.Errorf("gatewayFrom() = %q, want 100.96.7.1", got)
+	}
+	if got := gatewayFrom("attached bench\n"); got != gatewayDefault {
+		t.Errorf("gatewayFrom(no gateway) = %q, want %q", got, gatewayDefault)
+	}
+}
+
+func TestParseSystems(t *testing.T) {
+	got, err := ParseSystems("clawnet, veth,pasta,veth")
+	if want := []string{"veth", "pasta", "clawnet"}; err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("ParseSystems() = %v, %v; want %v", got, err, want)
+	}
+	for _, bad := range []string{"", " , ", "veth,kvm"} {
+		if _, err := ParseSystems(bad); err == nil {
+			t.Errorf("ParseSystems(%q) = nil error, want one", bad)
+		}
+	}
+}
+
+func TestPresetsFitTheirBudgets(t *testing.T) {
+	// A model of one repetition of one system, from timed runs: four
+	// iperf3 tests (plus ~0.2s start-up each), request/response, connects
+	// and ~1s of slack; DNS once per repetition; ~15s for clawnet's memory
+	// phase. It must leave 10% of the budget for building.
+	budget := map[string]time.Duration{"full": 15 * time.Minute, "quick": 3 * time.Minute, "smoke": 2 * time.Minute}
+	for mode, limit := range budget {
+		c, err := Preset(mode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		perRep := 4*(time.Duration(c.IperfSeconds)*time.Second+200*time.Millisecond) + c.RR + c.Connects + time.Second
+		total := time.Duration(c.Reps)*time.Duration(len(c.Systems))*perRep + time.Duration(c.Reps)*c.DNS + 15*time.Second
+		if total > limit*9/10 {
+			t.Errorf("Preset(%s) needs about %v, over 90%% of its %v budget", mode, total, limit)
+		}
+	}
+	if _, err := Preset("long"); err == nil {
+		t.Error("Preset(long) = nil error, want one")
+	}
+}
