@@ -242,9 +242,7 @@ func TestDockerRun(t *testing.T) {
 	}
 	w.sawEcho(t, payload)
 	w.waitAgent(t, name, false, 10*time.Second)
-	if left := docker("ps", "-aq", "--filter", "label=io.clawnet.agent="+name); strings.TrimSpace(left.Stdout) != "" {
-		t.Errorf("containers left after clawnet run --rm: %q", left.Stdout)
-	}
+	noneLeft(t, name)
 
 	t.Run("by name", func(t *testing.T) {
 		token := "/first-" + name
@@ -298,9 +296,5 @@ func TestDockerRunDetached(t *testing.T) {
 
 	mustDocker(t, "rm", "-f", name)
 	w.waitAgent(t, name, false, 10*time.Second)
-	if !harness.Poll(10*time.Second, 100*time.Millisecond, func() bool {
-		return strings.TrimSpace(docker("ps", "-aq", "--filter", "label=io.clawnet.agent="+name).Stdout) == ""
-	}) {
-		t.Errorf("holder left after its agent container was removed: %s", docker("ps", "-a", "--filter", "label=io.clawnet.agent="+name).Stdout)
-	}
+	noneLeft(t, name)
 }

@@ -212,3 +212,16 @@ func (w world) sawEcho(t *testing.T, payload string) {
 		return e.Service == canarylog.ServiceEcho && e.Event == canarylog.EventClose && e.SHA256 == canarylog.Digest([]byte(payload))
 	})
 }
+
+// noneLeft waits until no container labelled for agent name exists (a
+// removal may still be under way when the CLI returns).
+func noneLeft(t *testing.T, name string) {
+	t.Helper()
+	var left string
+	if !harness.Poll(10*time.Second, 50*time.Millisecond, func() bool {
+		left = strings.TrimSpace(docker("ps", "-a", "--filter", "label=io.clawnet.agent="+name, "--format", "{{.Names}} {{.Status}}").Stdout)
+		return left == ""
+	}) {
+		t.Errorf("containers left for agent %s: %s", name, left)
+	}
+}
