@@ -197,6 +197,12 @@ func FuzzDomainMatch(f *testing.F) {
 				pats[int32(i)] = p
 			}
 		}
+		// The fast path may only accept what the slow checks accept.
+		if isCanonicalName(name) {
+			if err := checkName(name); err != nil || strings.Contains("."+name, ".xn--") {
+				t.Fatalf("isCanonicalName(%q) = true, but checkName says %v", name, err)
+			}
+		}
 		n, err := NormalizeName(name)
 		if err != nil {
 			return
