@@ -1,33 +1,293 @@
 package gateway
 
 import (
+	"context"
+	"encoding/binary"
+	"io"
+	"net"
 	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/miekg/dns"
+	"golang.org/x/time/rate"
 
 	"github.com/clawnet/clawnet/netstack"
+	"github.com/clawnet/clawnet/policy"
 )
 
-// resolver is the gateway's DNS: it answers every agent query locally or
-// through the configured upstream. (Being written: until then every query
-// is refused, so no name ever leaves the gateway.)
-type resolver struct{}
+// What one agent's DNS may cost the gateway. Past the rate or the in-flight
+// bound a query is answered REFUSED at once: the agent's stub resolver
+// retries later, and nothing queues up inside the gateway.
+const (
+	dnsRate            = 200 // queries per second, sustained
+	dnsBurst           = 400
+	dnsInFlight        = 64   // upstream queries of one agent at once
+	dnsInFlightTotal   = 1024 // upstream queries of all agents at once
+	dnsTCPConns        = 16   // DNS-over-TCP connections of one agent at once
+	dnsTCPIdle         = 10 * time.Second
+	dnsLimitLogPerSec  = 1 // rate-limited audit lines per second and agent
+	defaultResolvConf  = "/etc/resolv.conf"
+	dnsTCPMaxQueries   = 1000 // queries on one TCP connection before it is closed
+	dnsAuditProtoUDP   = "udp"
+	dnsAuditProtoTCP   = "tcp"
+	dnsAuditKind       = "dns"
+	dnsRefusedLimitMsg = "over the agent's dns rate limit"
+)
 
-func newResolver(cfg *Config, log hclog.Logger) (*resolver, error) { return &resolver{}, nil }
+// resolver is the gateway's DNS: every query an agent sends, to any
+// address, is answered here, locally or through the configured upstream,
+// and a name the agent's policy does not allow never leaves the gateway.
+type resolver struct {
+	dnsAnswerer
+	log hclog.Logger
 
+	slots chan struct{} // upstream queries of all agents in flight
+
+	agents sync.Map // *Agent → *agentDNS, dropped when the agent's ctx ends
+}
+
+// agentDNS is one agent's share of the resolver.
+type agentDNS struct {
+	limit    *rate.Limiter
+	inflight atomic.Int32
+	tcpConns atomic.Int32
+
+	// limitLog bounds the audit lines of rate-limited queries; what it
+	// leaves out is counted on the next one.
+	limitLog   *rate.Limiter
+	suppressed atomic.Uint64
+}
+
+func newResolver(cfg *Config, log hclog.Logger) (*resolver, error) {
+	up, err := newUpstream(cfg.DNS.Upstream, defaultResolvConf, log)
+	if err != nil {
+		return nil, err
+	}
+	return &resolver{
+		dnsAnswerer: dnsAnswerer{up: up, public: cfg.TreatAsPublic},
+		log:         log,
+		slots:       make(chan struct{}, dnsInFlightTotal),
+	}, nil
+}
+
+// close releases the resolver. Upstream queries belong to agents (their
+// contexts end at detach), so there is nothing of its own to stop.
 func (r *resolver) close() {}
 
+// state returns a's share of the resolver, made at its first query and
+// forgotten when a detaches.
+func (r *resolver) state(a *Agent) *agentDNS {
+	if st, ok := r.agents.Load(a); ok {
+		return st.(*agentDNS)
+	}
+	st, loaded := r.agents.LoadOrStore(a, &agentDNS{
+		limit:    rate.NewLimiter(dnsRate, dnsBurst),
+		limitLog: rate.NewLimiter(dnsLimitLogPerSec, 1),
+	})
+	if !loaded && a.ctx != nil {
+		context.AfterFunc(a.ctx, func() { r.agents.Delete(a) })
+	}
+	return st.(*agentDNS)
+}
+
+// acquire takes an upstream slot for one of st's queries.
+func (r *resolver) acquire(st *agentDNS) bool {
+	if st.inflight.Add(1) > dnsInFlight {
+		st.inflight.Add(-1)
+		return false
+	}
+	select {
+	case r.slots <- struct{}{}:
+		return true
+	default:
+		st.inflight.Add(-1)
+		return false
+	}
+}
+
+func (r *resolver) release(st *agentDNS) {
+	<-r.slots
+	st.inflight.Add(-1)
+}
+
+// dnsCall is one query from an agent on its way through the resolver.
+type dnsCall struct {
+	a        *Agent
+	st       *agentDNS
+	proto    string
+	src, dst netip.AddrPort
+}
+
+// start runs the local part of the path: parse, rate limit, policy, type.
+// done means res is final; otherwise q must be resolved upstream, in a
+// slot already taken (release it after).
+func (c *dnsCall) start(raw []byte) (q *dnsQuery, res dnsResult, done bool) {
+	r := c.a.g.dns
+	q, res, done = parseQuery(raw, c.proto == dnsAuditProtoTCP)
+	if !c.st.limit.Allow() {
+		if q == nil {
+			// Junk over the limit is not even answered.
+			return nil, dnsResult{rule: ruleDNSRateLimit, reason: dnsRefusedLimitMsg + "; dropped"}, true
+		}
+		return nil, q.local(dns.RcodeRefused, ruleDNSRateLimit, dnsRefusedLimitMsg), true
+	}
+	if done {
+		return nil, res, true
+	}
+	if c.a.g.host != nil {
+		q.isHost = c.a.g.host.contains
+	}
+	if res, done := q.decide(c.a.g.policies.Get(c.a.policy)); done {
+		return nil, res, true
+	}
+	if !r.acquire(c.st) {
+		return nil, q.local(dns.RcodeRefused, ruleDNSRateLimit, "too many dns queries in flight"), true
+	}
+	return q, dnsResult{}, false
+}
+
+// resolve asks upstream for q, bounded by the agent's lifetime.
+func (c *dnsCall) resolve(q *dnsQuery) dnsResult {
+	defer c.a.g.dns.release(c.st)
+	ctx, cancel := context.WithTimeout(c.a.ctx, upstreamTimeout)
+	defer cancel()
+	return c.a.g.dns.resolve(ctx, q)
+}
+
+// finish binds what the answer returned (before the agent can see it, so
+// it can connect at once) and writes the audit line.
+func (c *dnsCall) finish(res dnsResult) {
+	for _, ip := range res.binds {
+		c.a.names.Bind(res.qname, ip, res.ttl)
+	}
+	ev := &AuditEvent{Kind: dnsAuditKind, Proto: c.proto, Src: c.src.String(), Dst: c.dst.String(),
+		QName: res.qname, QType: res.qtype, RCode: res.rcode, Verdict: res.verdict.String(),
+		Rule: res.rule, Reason: res.reason, Error: res.err}
+	if res.rule == ruleDNSRateLimit {
+		if !c.st.limitLog.Allow() {
+			c.st.suppressed.Add(1)
+			return
+		}
+		ev.Suppressed = c.st.suppressed.Swap(0)
+	}
+	c.a.event(ev)
+}
+
 // handleDNS answers a DNS datagram from the agent (any destination address,
-// port 53). It runs on the packet path and must not block.
+// port 53). It runs on the packet path and must not block: what is decided
+// locally is answered at once, upstream queries run in a goroutine owned by
+// the agent (bounded by acquire, ended by its context at detach).
 func (a *Agent) handleDNS(src, dst netip.AddrPort, payload []byte) {
-	a.event(&AuditEvent{Kind: "dns", Src: src.String(), Dst: dst.String(), Verdict: "deny",
-		Rule: "builtin:dns", Reason: "the gateway's resolver is not enabled"})
+	c := &dnsCall{a: a, st: a.g.dns.state(a), proto: dnsAuditProtoUDP, src: src, dst: dst}
+	q, res, done := c.start(payload)
+	if done {
+		c.reply(res)
+		return
+	}
+	if !a.goDNS(func() { c.reply(c.resolve(q)) }) {
+		a.g.dns.release(c.st)
+	}
+}
+
+// reply binds, answers the agent from the address it asked and audits.
+func (c *dnsCall) reply(res dnsResult) {
+	c.finish(res)
+	if res.reply != nil {
+		// The agent's resolver only accepts an answer from the address and
+		// port it asked.
+		_ = c.a.stack.WriteUDP(c.dst, c.src, res.reply)
+	}
+}
+
+// goDNS runs fn in a goroutine the agent waits for at detach, unless the
+// agent is already detaching.
+func (a *Agent) goDNS(fn func()) bool {
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return false
+	}
+	a.wg.Add(1)
+	a.mu.Unlock()
+	go func() {
+		defer a.wg.Done()
+		fn()
+	}()
+	return true
 }
 
 // handleDNSTCP serves DNS over TCP on one agent connection (any
-// destination address, port 53).
+// destination address, port 53): length-prefixed queries answered in turn
+// (RFC 7766), closed after dnsTCPIdle without a whole query. The connection
+// is one of the agent's flows: it counts against its flow limit and is
+// closed at detach.
 func (a *Agent) handleDNSTCP(r *netstack.TCPRequest) {
-	r.Reject()
-	a.event(&AuditEvent{Kind: "dns", Src: r.Src.String(), Dst: r.Dst.String(), Verdict: "deny",
-		Rule: "builtin:dns", Reason: "the gateway's resolver is not enabled"})
+	st := a.g.dns.state(a)
+	deny := func(why string) {
+		r.Reject()
+		a.event(&AuditEvent{Kind: dnsAuditKind, Proto: dnsAuditProtoTCP, Src: r.Src.String(), Dst: r.Dst.String(),
+			Verdict: "deny", Rule: "builtin:limit", Reason: why})
+	}
+	if st.tcpConns.Add(1) > dnsTCPConns {
+		st.tcpConns.Add(-1)
+		deny("too many dns-over-tcp connections")
+		return
+	}
+	defer st.tcpConns.Add(-1)
+	f := &flow{a: a, proto: policy.ProtoTCP, src: r.Src, dst: r.Dst, start: time.Now(), idle: dnsTCPIdle}
+	if err := a.track(f); err != nil {
+		deny(err.Error())
+		return
+	}
+	defer a.untrack(f)
+	conn, err := r.Accept()
+	if err != nil {
+		return
+	}
+	f.agent = conn
+	f.armIdle()
+	defer f.close()
+	c := &dnsCall{a: a, st: st, proto: dnsAuditProtoTCP, src: r.Src, dst: r.Dst}
+	c.serve(conn, func() { f.last.Store(time.Now().UnixNano()) })
+}
+
+// serve answers the queries on conn until it ends, a query is dropped, or
+// dnsTCPMaxQueries have been answered. touch marks activity for the idle
+// timer: only whole queries count, so a trickle of bytes does not hold the
+// connection open.
+func (c *dnsCall) serve(conn net.Conn, touch func()) {
+	var lenBuf [2]byte
+	buf := make([]byte, dnsMaxQuery)
+	for range dnsTCPMaxQueries {
+		if _, err := io.ReadFull(conn, lenBuf[:]); err != nil {
+			return
+		}
+		n := int(binary.BigEndian.Uint16(lenBuf[:]))
+		if n > dnsMaxQuery {
+			// Not a query we would answer: do not read 64 KiB to say so.
+			return
+		}
+		if _, err := io.ReadFull(conn, buf[:n]); err != nil {
+			return
+		}
+		touch()
+		q, res, done := c.start(buf[:n])
+		if !done {
+			res = c.resolve(q)
+		}
+		c.finish(res)
+		if res.reply == nil {
+			return
+		}
+		out := make([]byte, 2+len(res.reply))
+		binary.BigEndian.PutUint16(out, uint16(len(res.reply)))
+		copy(out[2:], res.reply)
+		if _, err := conn.Write(out); err != nil {
+			return
+		}
+		touch()
+	}
 }
