@@ -21,7 +21,11 @@ var idnaProfile = idna.New(
 	idna.StrictDomainName(false),
 )
 
-var errEmptyName = errors.New("empty name")
+var (
+	errEmptyName    = errors.New("empty name")
+	errNotUTF8      = errors.New("not valid UTF-8")
+	errNonCanonical = errors.New("non-canonical punycode")
+)
 
 // NormalizeName returns name as rules match it: lower case, without the
 // trailing dot, Unicode labels as punycode A-labels. It fails for anything
@@ -31,7 +35,7 @@ func NormalizeName(name string) (string, error) {
 		return name, nil // the common case: already what DNS carried
 	}
 	if !utf8.ValidString(name) {
-		return "", fmt.Errorf("bad name %q: not valid UTF-8", name)
+		return "", fmt.Errorf("bad name %q: %w", name, errNotUTF8)
 	}
 	n := name
 	if isASCII(n) {
@@ -45,7 +49,7 @@ func NormalizeName(name string) (string, error) {
 		// Match on exactly what DNS will carry: a punycode label that
 		// only decodes to some other encoding is refused, not rewritten.
 		if isASCII(n) && a != n {
-			return "", fmt.Errorf("bad name %q: non-canonical punycode", name)
+			return "", fmt.Errorf("bad name %q: %w", name, errNonCanonical)
 		}
 		n = a
 	}

@@ -87,9 +87,14 @@ func TestParsePattern(t *testing.T) {
 		{"[::1]", ""},
 		{"", ""},
 		{"exa mple.com", ""},
+		{"xn--.example", ""},
+		{"*.\xff.example", ""},
 	}
 	for _, tc := range tests {
 		got, err := ParsePattern(tc.in)
+		if err != nil && strings.Contains(err.Error(), "%!") {
+			t.Errorf("ParsePattern(%q) error %q is badly formatted", tc.in, err)
+		}
 		if tc.want == "" {
 			if err == nil {
 				t.Errorf("ParsePattern(%q) = %q, want error", tc.in, got)
