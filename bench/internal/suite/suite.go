@@ -27,6 +27,7 @@ type runner struct {
 	failures map[string][]string // system → what went wrong, in order
 	warnings []string
 	start    time.Time
+	load     string // /proc/loadavg when the run started
 }
 
 func (r *runner) logf(format string, args ...any) {
@@ -52,7 +53,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer) error {
 	if cfg.Log == nil {
 		cfg.Log = os.Stderr
 	}
-	r := &runner{cfg: cfg, samples: report.Samples{}, failures: map[string][]string{}, start: time.Now()}
+	r := &runner{cfg: cfg, samples: report.Samples{}, failures: map[string][]string{}, start: time.Now(), load: loadavg()}
 	if os.Geteuid() != 0 {
 		return errors.New("clawbench needs root: it creates network namespaces, veth pairs and TUN devices")
 	}
@@ -270,6 +271,10 @@ func (r *runner) write(results report.Results, stdout io.Writer) error {
 		}
 	}
 	meta := runMeta(r.cfg, r.t.prefix)
+	// Other work on the machine skews every system alike, since they
+	// interleave, but a reader should know how busy it was.
+	meta.Load = r.load + " → " + loadavg()
+	meta.Seconds = time.Since(r.start).Round(time.Second).Seconds()
 	subtitle := fmt.Sprintf("%s run, median of %d, %s, %d CPUs, Linux %s", r.cfg.Mode, r.cfg.Reps, meta.Date, meta.CPUs, meta.Kernel)
 
 	writeFile := func(name string, fill func(io.Writer) error) error {
@@ -300,7 +305,7 @@ func (r *runner) write(results report.Results, stdout io.Writer) error {
 			})
 		}),
 		writeFile("results.md", func(w io.Writer) error {
-			fmt.Fprintf(w, "Benchmark: %s.\n\nTools: %s.\n\n", subtitle, meta.Tools)
+			fmt.Fprintf(w, "Benchmark: %s. Tools: %s. Load average %s.\n\n", subtitle, meta.Tools, meta.Load)
 			return report.Write(w, results, r.cfg.Systems, failed, true)
 		}),
 		writeFile("chart.svg", func(w io.Writer) error {
@@ -329,6 +334,8 @@ type meta struct {
 	CPUs    int           `json:"cpus"`
 	Tools   string        `json:"tools"`
 	Prefix  string        `json:"prefix"`
+	Load    string        `json:"loadavg"`
+	Seconds float64       `json:"seconds"`
 	Iperf   int           `json:"iperf_seconds"`
 	RR      time.Duration `json:"rr_ns"`
 	Conns   time.Duration `json:"connects_ns"`
@@ -363,6 +370,19 @@ func runMeta(cfg Config, prefix netip.Prefix) meta {
 	}
 	m.Tools = strings.Join(tools, ", ")
 	return m
+}
+
+// loadavg returns the 1, 5 and 15 minute load averages.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // buildProbe builds the probe as a static binary.
