@@ -29,7 +29,7 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("Parse error is %T, want *ParseError: %v", err, err)
 			}
 			msg := err.Error()
-			if !strings.HasPrefix(msg, "fuzz.yaml:") || strings.Contains(msg, "\n") {
+			if !strings.HasPrefix(msg, "fuzz.yaml:") || strings.Contains(msg, "\n") || strings.Contains(msg, "%!") {
 				t.Fatalf("Parse error %q does not start with the file name on one line", msg)
 			}
 			return
