@@ -1,8 +1,14 @@
 package integration_test
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -251,48 +257,65 @@ func names(*harness.Internet) (string, string) {
 name: names
 egress:
   - domains: [canary.test]
-    ports: [7]
+    ports: [7, 80, 443]
 `
+}
+
+// lookup asks the gateway for name's A record from the agent and returns
+// the addresses.
+func (a *agent) lookup(t *testing.T, network string, dst netip.AddrPort, name string) []netip.Addr {
+	t.Helper()
+	c, err := a.ns.Dial(ctxTimeout(t, 2*time.Second), network, dst.String())
+	if err != nil {
+		t.Fatalf("dial %s: %v", dst, err)
+	}
+	defer c.Close()
+	r, err := harness.DNSExchange(c, name, dns.TypeA, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []netip.Addr
+	for _, rr := range r.Answer {
+		if ar, ok := rr.(*dns.A); ok {
+			ip, _ := netip.AddrFromSlice(ar.A)
+			got = append(got, ip.Unmap())
+		}
+	}
+	return got
 }
 
 // TestDNS checks name service through the gateway, at any destination
 // address: an allowed name is resolved upstream (the canary saw the query)
-// and opens its address for this agent; a name the policy does not allow
-// never reaches the upstream server.
+// and opens its address for this agent only; a name the policy does not
+// allow never reaches the upstream server.
 func TestDNS(t *testing.T) {
 	e := newEnv(t, names)
 	a := e.attach("dns", "names")
+	other := e.attach("dns-other", "names")
+
+	// Before any lookup the address is closed: only a name opens it.
+	a.expectRefused(t, ap(e.in.Server4, 7))
+
 	for _, network := range []string{"udp", "tcp"} {
 		// Port 53 of any address is the gateway's: the canary's own address
 		// is used here on purpose, and the query must still go through the
 		// policy rather than straight to the canary.
 		for _, dst := range []netip.AddrPort{ap(gatewayV4, 53), ap(gatewayV6, 53), ap(e.in.Server4, 53)} {
 			t.Run(network+" "+dst.String(), func(t *testing.T) {
-				c, err := a.ns.Dial(ctxTimeout(t, 2*time.Second), network, dst.String())
-				if err != nil {
-					t.Fatalf("dial %s: %v", dst, err)
-				}
-				defer c.Close()
 				mark := e.in.Mark()
-				r, err := harness.DNSExchange(c, "canary.test", dns.TypeA, 5*time.Second)
-				if err != nil {
-					t.Fatal(err)
-				}
-				var got []netip.Addr
-				for _, rr := range r.Answer {
-					if ar, ok := rr.(*dns.A); ok {
-						ip, _ := netip.AddrFromSlice(ar.A)
-						got = append(got, ip.Unmap())
-					}
-				}
+				got := a.lookup(t, network, dst, "canary.test")
 				if len(got) != 1 || got[0] != e.in.Server4 {
-					t.Errorf("canary.test A = %v (rcode %s), want %v", got, dns.RcodeToString[r.Rcode], e.in.Server4)
+					t.Errorf("canary.test A = %v, want %v", got, e.in.Server4)
 				}
 				e.in.WaitFor(t, 5*time.Second, "the upstream query for canary.test", func(ce canarylog.Entry) bool {
 					return ce.Service == canarylog.ServiceDNS && ce.Qname == "canary.test." && ce.Qtype == "A"
 				})
-
-				r, err = harness.DNSExchange(c, "txt.canary.test", dns.TypeTXT, 5*time.Second)
+				c, err := a.ns.Dial(ctxTimeout(t, 2*time.Second), network, dst.String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				r, err := harness.DNSExchange(c, "txt.canary.test", dns.TypeTXT, 5*time.Second)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -311,13 +334,106 @@ func TestDNS(t *testing.T) {
 			})
 		}
 	}
-	// The answer opened the name's address on the allowed port, for this
-	// agent: the echo works by address now, and another port still does not.
+	// The answer opened the name's address on the allowed ports, for this
+	// agent: the echo works by address now, a port the rule lacks does not.
 	c := a.dial(t, "tcp", ap(e.in.Server4, 7))
 	if got, err := harness.EchoHalfClose(c, []byte("by name"), 5*time.Second); err != nil || string(got) != "by name" {
 		t.Errorf("echo to the address canary.test resolved to: %q, %v", got, err)
 	}
 	a.expectRefused(t, ap(e.in.Server4, 9))
+
+	// One agent's lookups open nothing for another.
+	mark := e.in.Mark()
+	other.expectRefused(t, ap(e.in.Server4, 7))
+	time.Sleep(grace)
+	if got := e.in.Since(mark); len(got) > 0 {
+		t.Errorf("another agent's lookup let dns-other through:\n%s", harness.DumpEntries(got))
+	}
+}
+
+// TestSNIAndHost checks that where the agent names a host in the flow, the
+// name must be allowed and bound to that address for this agent: after
+// resolving canary.test, a TLS ClientHello for canary.test and an HTTP
+// request for Host canary.test go through, while other names sent to the
+// same address never reach the canary.
+func TestSNIAndHost(t *testing.T) {
+	e := newEnv(t, names)
+	a := e.attach("sni", "names")
+	if got := a.lookup(t, "udp", ap(gatewayV4, 53), "canary.test"); len(got) != 1 || got[0] != e.in.Server4 {
+		t.Fatalf("canary.test A = %v, want %v", got, e.in.Server4)
+	}
+	pem, err := os.ReadFile(e.in.CAPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+
+	tlsGet := func(sni string) error {
+		c, err := a.ns.Dial(ctxTimeout(t, 2*time.Second), "tcp", ap(e.in.Server4, 443).String())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		tc := tls.Client(c, &tls.Config{ServerName: sni, RootCAs: roots})
+		tc.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := fmt.Fprintf(tc, "GET /sni HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", sni); err != nil {
+			return err
+		}
+		body, err := io.ReadAll(tc)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(body), "200 OK") {
+			return fmt.Errorf("answer %q", body)
+		}
+		return nil
+	}
+	httpGet := func(host string) error {
+		c, err := a.ns.Dial(ctxTimeout(t, 2*time.Second), "tcp", ap(e.in.Server4, 80).String())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c, "GET /host HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", host)
+		body, err := io.ReadAll(c)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(body), "200 OK") {
+			return fmt.Errorf("answer %q", body)
+		}
+		return nil
+	}
+
+	if err := tlsGet("canary.test"); err != nil {
+		t.Errorf("TLS with SNI canary.test: %v", err)
+	}
+	e.in.WaitFor(t, 5*time.Second, "the TLS request for canary.test", func(ce canarylog.Entry) bool {
+		return ce.Service == canarylog.ServiceHTTPS && ce.Event == canarylog.EventRequest && ce.SNI == "canary.test"
+	})
+	if err := httpGet("canary.test"); err != nil {
+		t.Errorf("HTTP with Host canary.test: %v", err)
+	}
+	e.in.WaitFor(t, 5*time.Second, "the HTTP request for canary.test", func(ce canarylog.Entry) bool {
+		return ce.Service == canarylog.ServiceHTTP && ce.Event == canarylog.EventRequest && ce.Host == "canary.test"
+	})
+
+	for _, name := range []string{"evil.test", "www.canary.test"} {
+		if err := tlsGet(name); err == nil {
+			t.Errorf("TLS with SNI %s to canary.test's address went through", name)
+		}
+		if err := httpGet(name); err == nil {
+			t.Errorf("HTTP with Host %s to canary.test's address went through", name)
+		}
+	}
+	time.Sleep(grace)
+	for _, ce := range e.in.Matching(harness.Traffic) {
+		if (ce.SNI != "" && ce.SNI != "canary.test") || (ce.Host != "" && ce.Host != "canary.test") {
+			t.Errorf("canary received a name the policy does not bind to this address: %+v", ce)
+		}
+	}
 }
 
 func sameAddrs(ss []string, want ...netip.Addr) bool {
