@@ -27,7 +27,7 @@ type Config struct {
 	MCPServers    []string       `yaml:"mcp_servers"`
 	DNS           DNSConfig      `yaml:"dns"`
 	AuditLog      string         `yaml:"audit_log"`
-	TreatAsPublic []netip.Prefix `yaml:"treat_as_public"`
+	TreatAsPublic PrefixList     `yaml:"treat_as_public"`
 	Network       NetworkConfig  `yaml:"network"`
 	Limits        LimitsConfig   `yaml:"limits"`
 	Timeouts      TimeoutsConfig `yaml:"timeouts"`
@@ -78,7 +78,7 @@ type Duration time.Duration
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := time.ParseDuration(n.Value)
 	if err != nil || v < 0 {
-		return fmt.Errorf("bad duration %q (want for example 30s or 2h)", n.Value)
+		return fmt.Errorf("line %d: bad duration %q (want for example 30s or 2h)", n.Line, n.Value)
 	}
 	*d = Duration(v)
 	return nil
@@ -89,22 +89,42 @@ func (d Duration) D() time.Duration { return time.Duration(d) }
 func (u *Upstream) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind == yaml.ScalarNode {
 		if n.Value != "system" {
-			return fmt.Errorf("dns.upstream must be \"system\" or a list of ip:port, not %q", n.Value)
+			return fmt.Errorf("line %d: dns.upstream must be \"system\" or a list of ip:port, not %q", n.Line, n.Value)
 		}
 		*u = Upstream{System: true}
 		return nil
 	}
-	var ss []string
-	if err := n.Decode(&ss); err != nil {
-		return errors.New("dns.upstream must be \"system\" or a list of ip:port")
+	if n.Kind != yaml.SequenceNode {
+		return fmt.Errorf("line %d: dns.upstream must be \"system\" or a list of ip:port", n.Line)
 	}
 	*u = Upstream{}
-	for _, s := range ss {
-		ap, err := parseServer(s)
-		if err != nil {
-			return err
+	for _, e := range n.Content {
+		ap, err := parseServer(e.Value)
+		if err != nil || e.Kind != yaml.ScalarNode {
+			return fmt.Errorf("line %d: bad dns server %q (want ip or ip:port)", e.Line, e.Value)
 		}
 		u.Servers = append(u.Servers, ap)
+	}
+	return nil
+}
+
+// PrefixList is a list of CIDRs whose errors name their line.
+type PrefixList []netip.Prefix
+
+func (l *PrefixList) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.SequenceNode {
+		return fmt.Errorf("line %d: want a list of CIDRs", n.Line)
+	}
+	*l = nil
+	for _, e := range n.Content {
+		p, err := netip.ParsePrefix(e.Value)
+		if err != nil || e.Kind != yaml.ScalarNode {
+			return fmt.Errorf("line %d: bad CIDR %q", e.Line, e.Value)
+		}
+		if p != p.Masked() {
+			return fmt.Errorf("line %d: %s has host bits set (did you mean %s?)", e.Line, p, p.Masked())
+		}
+		*l = append(*l, p)
 	}
 	return nil
 }
