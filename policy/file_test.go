@@ -202,3 +202,27 @@ func mustLoad(t testing.TB, path string, opts Options) *Policy {
 	}
 	return p
 }
+
+// Unicode and punycode spellings in a file match either spelling at run time.
+func TestParseIDNA(t *testing.T) {
+	p := mustLoad(t, "testdata/good/idna.yaml", Options{})
+	for _, tc := range []struct {
+		name string
+		want Verdict
+	}{
+		{"bücher.example", Allow},
+		{"xn--bcher-kva.example", Allow},
+		{"XN--BCHER-KVA.EXAMPLE.", Allow},
+		{"www.école.example", Allow},
+		{"a.b.xn--cole-9oa.example", Allow},
+		{"école.example", Deny}, // the wildcard is not the apex
+		{"münchen.example", Allow},
+		{"MÜNCHEN.example", Allow},
+		{"munchen.example", Deny},
+		{"bucher.example", Deny},
+	} {
+		if d := p.DecideName(tc.name, ProtoTCP, 443); d.Verdict != tc.want {
+			t.Errorf("DecideName(%q, tcp, 443) = %v, want %v", tc.name, d, tc.want)
+		}
+	}
+}
