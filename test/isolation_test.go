@@ -200,7 +200,7 @@ func TestHostUnreachable(t *testing.T) {
 			if err := ps.Send(harness.TCPSYN(probe.src, probe.dst, uint32(1000+i))); err != nil {
 				t.Fatalf("send SYN to %s: %v", probe.dst, err)
 			}
-			reply, err := ps.RecvMatch(time.Second, func(p harness.Packet) bool {
+			reply, err := ps.RecvMatch(500*time.Millisecond, func(p harness.Packet) bool {
 				return p.Proto == harness.ProtoTCP && p.DstPort == probe.src.Port()
 			})
 			if err == nil && reply.TCPFlags&harness.TCPSyn != 0 {
