@@ -45,6 +45,7 @@ type fakeContainer struct {
 	Labels      map[string]string
 	ResolvConf  string
 	CreatedUnix int64
+	Image       string
 }
 
 func newFakeEngine(t *testing.T) *fakeEngine {
@@ -74,6 +75,8 @@ func newFakeEngine(t *testing.T) *fakeEngine {
 	mux.HandleFunc("POST /containers/{id}/start", f.start)
 	mux.HandleFunc("GET /images/{ref}/json", f.imageInspect)
 	mux.HandleFunc("POST /images/create", f.imageCreate)
+	mux.HandleFunc("GET /images/json", f.imageList)
+	mux.HandleFunc("DELETE /images/{ref}", f.imageRemove)
 	mux.HandleFunc("GET /events", f.events)
 	f.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
@@ -227,7 +230,7 @@ func (f *fakeEngine) create(w http.ResponseWriter, r *http.Request) {
 	}
 	f.created = append(f.created, spec)
 	id := fmt.Sprintf("%064x", len(f.created)+1000)
-	f.containers[id] = &fakeContainer{ID: id, Name: name, Status: "created",
+	f.containers[id] = &fakeContainer{ID: id, Name: name, Status: "created", Image: spec.Image,
 		NetworkMode: spec.HostConfig.NetworkMode, Networks: []string{spec.HostConfig.NetworkMode},
 		Labels: spec.Labels, CreatedUnix: time.Now().Unix()}
 	w.WriteHeader(http.StatusCreated)
@@ -341,4 +344,34 @@ func (f *fakeEngine) subscribers() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.subs)
+}
+
+func (f *fakeEngine) imageList(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := []map[string]any{}
+	for ref := range f.images {
+		out = append(out, map[string]any{"RepoTags": []string{ref}})
+	}
+	json.NewEncoder(w).Encode(out)
+}
+
+func (f *fakeEngine) imageRemove(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ref := r.PathValue("ref")
+	for _, c := range f.containers {
+		if c.Image == ref {
+			w.WriteHeader(http.StatusConflict)
+			io.WriteString(w, `{"message":"image is being used by running container"}`)
+			return
+		}
+	}
+	if !f.images[ref] {
+		w.WriteHeader(http.StatusNotFound)
+		io.WriteString(w, `{"message":"No such image"}`)
+		return
+	}
+	delete(f.images, ref)
+	io.WriteString(w, `[{"Untagged":"x"}]`)
 }

@@ -144,3 +144,38 @@ func (c *Client) ListContainers(ctx context.Context, key, value string) ([]Conta
 	}
 	return out, nil
 }
+
+// ImageTags lists the local tags of repo ("repo:tag").
+func (c *Client) ImageTags(ctx context.Context, repo string) ([]string, error) {
+	f, err := json.Marshal(map[string][]string{"reference": {repo}})
+	if err != nil {
+		return nil, fmt.Errorf("list images: %w", err)
+	}
+	var out []struct {
+		RepoTags []string `json:"RepoTags"`
+	}
+	if err := c.getJSON(ctx, "/images/json", url.Values{"filters": {string(f)}}, &out); err != nil {
+		return nil, fmt.Errorf("list images of %s: %w", repo, err)
+	}
+	var tags []string
+	for _, im := range out {
+		for _, t := range im.RepoTags {
+			if strings.HasPrefix(t, repo+":") {
+				tags = append(tags, t)
+			}
+		}
+	}
+	return tags, nil
+}
+
+// RemoveImage removes an image reference without force: an image a
+// container still uses is refused (and that is not an error worth more
+// than a return value).
+func (c *Client) RemoveImage(ctx context.Context, ref string) error {
+	resp, err := c.do(ctx, c.http, http.MethodDelete, "/images/"+url.PathEscape(ref), nil, nil, "")
+	if err != nil {
+		return fmt.Errorf("remove image %s: %w", ref, err)
+	}
+	resp.Body.Close()
+	return nil
+}

@@ -114,7 +114,7 @@ func Run(ctx context.Context, o RunOptions, attach AttachFunc) (exitCode int, er
 		Entrypoint: []string{"/clawnet"},
 		Cmd:        holderArgs,
 		Hostname:   hopts.hostname,
-		Labels:     map[string]string{LabelRole: "holder", LabelAgent: name},
+		Labels:     map[string]string{LabelRole: "holder", LabelAgent: name, LabelPolicy: o.Policy},
 		HostConfig: HostConfig{
 			NetworkMode: "none",
 			DNS:         hopts.dns,
@@ -301,7 +301,23 @@ func ensureHolderImage(ctx context.Context, c *Client, bin string) (string, erro
 	if err != nil {
 		return "", err
 	}
+	pruneHolderImages(ctx, c, ref)
 	return ref, nil
+}
+
+// pruneHolderImages removes the holder images of earlier clawnet builds, so
+// upgrades do not pile them up. One that a running holder uses is refused
+// by the engine and stays until a later prune.
+func pruneHolderImages(ctx context.Context, c *Client, keep string) {
+	tags, err := c.ImageTags(ctx, HolderImageRepo)
+	if err != nil {
+		return
+	}
+	for _, t := range tags {
+		if t != keep {
+			_ = c.RemoveImage(ctx, t)
+		}
+	}
 }
 
 // checkStatic refuses a dynamically linked holder binary: the holder image

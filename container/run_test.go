@@ -266,3 +266,24 @@ func TestRunFailuresCleanUp(t *testing.T) {
 		}
 	}
 }
+
+func TestRunPrunesOldHolderImages(t *testing.T) {
+	f := newFakeEngine(t)
+	c := f.client()
+	cli, _ := fakeDockerCLI(t, "0")
+	f.mu.Lock()
+	f.images[HolderImageRepo+":old-unused"] = true
+	f.images[HolderImageRepo+":old-in-use"] = true
+	f.images["other:1"] = true
+	f.mu.Unlock()
+	f.add(&fakeContainer{ID: "h0", Name: "clawnet-holder-x", Image: HolderImageRepo + ":old-in-use"})
+	if _, err := Run(context.Background(), RunOptions{Name: "p", Image: "i", Client: c, DockerCLI: cli,
+		HolderBinary: miniELF(t, false)}, func(context.Context, AttachRequest) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.images[HolderImageRepo+":old-unused"] || !f.images[HolderImageRepo+":old-in-use"] || !f.images["other:1"] || len(f.imported) != 1 || !f.images[f.imported[0]] {
+		t.Errorf("images after Run = %v; want the unused old holder image gone, the rest kept", f.images)
+	}
+}

@@ -23,6 +23,9 @@ const (
 	// LabelHolder is the holder's container ID, on the agent container: its
 	// removal removes the holder.
 	LabelHolder = "io.clawnet.holder"
+	// LabelPolicy is the agent's policy, on the holder: a clawnetd that
+	// starts (again) while holders run attaches them as they were.
+	LabelPolicy = "io.clawnet.policy"
 )
 
 // Log field names.
@@ -362,8 +365,8 @@ func (w *Watcher) detach(ctx context.Context, lg hclog.Logger, t tracked) {
 	}
 }
 
-// resync reconciles every followed container and reaps orphaned holders.
-// Called after each (re)connection.
+// resync reconciles every followed container, reaps orphaned holders and
+// adopts running ones. Called after each (re)connection.
 func (w *Watcher) resync(ctx context.Context) {
 	w.mu.Lock()
 	ids := make([]string, 0, len(w.tracked))
@@ -376,12 +379,15 @@ func (w *Watcher) resync(ctx context.Context) {
 		w.reconcile(ctx, id)
 		w.opMu.Unlock()
 	}
-	w.reapHolders(ctx)
+	w.syncHolders(ctx)
 }
 
-// reapHolders removes `clawnet run` holders whose agent container is gone
-// (removed while clawnetd was not following events).
-func (w *Watcher) reapHolders(ctx context.Context) {
+// syncHolders removes `clawnet run` holders whose agent container is gone
+// (removed while clawnetd was not following events), and attaches running
+// holders whose agent container exists but that nobody follows: their
+// agents lost the gateway when a previous clawnetd stopped, and have had no
+// network since. They get the name and policy recorded on the holder.
+func (w *Watcher) syncHolders(ctx context.Context) {
 	holders, err := w.cfg.Client.ListContainers(ctx, LabelRole, "holder")
 	if err != nil {
 		w.log.Warn("list holders", logErr, err)
@@ -401,10 +407,23 @@ func (w *Watcher) reapHolders(ctx context.Context) {
 	}
 	now := time.Now()
 	for _, h := range holders {
-		if used[h.ID] || now.Sub(time.Unix(h.Created, 0)) < w.cfg.HolderGrace {
-			continue
+		switch {
+		case used[h.ID] && h.State == "running":
+			w.mu.Lock()
+			_, followed := w.tracked[h.ID]
+			w.mu.Unlock()
+			if followed {
+				continue
+			}
+			agent := h.Labels[LabelAgent]
+			if _, err := w.Attach(ctx, h.ID, agent, h.Labels[LabelPolicy]); err != nil {
+				w.log.Error("attach running holder", logContainer, shortID(h.ID), logAgent, agent, logErr, err)
+				continue
+			}
+			w.log.Info("running holder attached again", logContainer, shortID(h.ID), logAgent, agent)
+		case !used[h.ID] && now.Sub(time.Unix(h.Created, 0)) >= w.cfg.HolderGrace:
+			w.removeHolder(ctx, h.ID, "its agent container no longer exists")
 		}
-		w.removeHolder(ctx, h.ID, "its agent container no longer exists")
 	}
 }
 

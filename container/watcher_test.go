@@ -296,7 +296,7 @@ func TestWatcherReapsOrphanHolders(t *testing.T) {
 	old := time.Now().Add(-time.Hour).Unix()
 	f.add(&fakeContainer{ID: "orphan", Name: "clawnet-holder-gone", Labels: map[string]string{LabelRole: "holder"}, CreatedUnix: old})
 	f.add(&fakeContainer{ID: "fresh", Name: "clawnet-holder-new", Labels: map[string]string{LabelRole: "holder"}, CreatedUnix: time.Now().Unix()})
-	f.add(&fakeContainer{ID: "used", Name: "clawnet-holder-b", Labels: map[string]string{LabelRole: "holder"}, CreatedUnix: old})
+	f.add(&fakeContainer{ID: "used", Name: "clawnet-holder-b", Status: "exited", Labels: map[string]string{LabelRole: "holder"}, CreatedUnix: old})
 	f.add(&fakeContainer{ID: "b1", Name: "b", Labels: map[string]string{LabelRole: "agent", LabelHolder: "used"}})
 	startWatcher(t, f, newFakeAttacher())
 	waitFor(t, "reap", func() bool {
@@ -328,5 +328,23 @@ func TestResolver(t *testing.T) {
 	_, _, _, err = r.Resolve(context.Background(), "bridged")
 	if err == nil || err.Error() != `container "bridged" uses network "bridge": run it with --network none (or use clawnet run)` {
 		t.Errorf("Resolve(bridged) = %v", err)
+	}
+}
+
+func TestWatcherAdoptsRunningHolders(t *testing.T) {
+	f := newFakeEngine(t)
+	rc := writeResolv(t, "nameserver 127.0.0.11\n")
+	old := time.Now().Add(-time.Hour).Unix()
+	f.add(&fakeContainer{ID: "h1", Name: "clawnet-holder-a", Pid: 77, NetworkMode: "none", Networks: []string{"none"}, ResolvConf: rc,
+		Labels: map[string]string{LabelRole: "holder", LabelAgent: "a", LabelPolicy: "coder"}, CreatedUnix: old})
+	f.add(&fakeContainer{ID: "a1", Name: "a", NetworkMode: "container:h1", Labels: map[string]string{LabelRole: "agent", LabelHolder: "h1"}})
+	at := newFakeAttacher()
+	w := startWatcher(t, f, at)
+	waitFor(t, "adoption", func() bool { return len(at.log()) == 1 })
+	if got := at.log()[0]; got != "attach h1 as a policy=coder pid=77" {
+		t.Errorf("adoption = %q; want the holder attached with its recorded name and policy", got)
+	}
+	if tr := w.Tracked(); len(tr) != 1 || tr[0].ContainerID != "h1" {
+		t.Errorf("Tracked() = %+v; want h1 followed", tr)
 	}
 }

@@ -272,8 +272,8 @@ func TestDockerRun(t *testing.T) {
 }
 
 // TestDockerRunDetached: a detached `clawnet run` agent keeps its holder
-// while it exists; removing the agent's container removes the holder and
-// detaches the agent.
+// while it exists, across restarts of its container and of clawnetd;
+// removing the agent's container removes the holder and detaches the agent.
 func TestDockerRunDetached(t *testing.T) {
 	requireDocker(t)
 	w := newWorld(t)
@@ -293,6 +293,19 @@ func TestDockerRunDetached(t *testing.T) {
 	if r := inside(name, "probe", "ifaces"); !slices.Contains(linesOf(r.Stdout), "clawnet0") {
 		t.Errorf("after restarting the agent container: %v; want clawnet0 at once", r)
 	}
+
+	// A clawnetd that dies takes the agent's TUN with it (fail closed); the
+	// next one finds the running holder and attaches it as it was.
+	w.d.Kill()
+	if r := inside(name, "probe", "ifaces"); slices.Contains(linesOf(r.Stdout), "clawnet0") {
+		t.Errorf("clawnet0 still there with no daemon: %v", r)
+	}
+	w.d = startDaemon(t, w.in)
+	a := w.waitAgent(t, name, true, 10*time.Second)
+	if a.Policy != "canary" {
+		t.Errorf("agent after a daemon restart = %+v; want policy canary", a)
+	}
+	w.echoWorks(t, name)
 
 	mustDocker(t, "rm", "-f", name)
 	w.waitAgent(t, name, false, 10*time.Second)

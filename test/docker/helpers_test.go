@@ -156,12 +156,17 @@ type world struct {
 func newWorld(t *testing.T) world {
 	t.Helper()
 	in := harness.NewInternet(t)
-	d := harness.StartDaemon(t, harness.DaemonConfig{
+	return world{in: in, d: startDaemon(t, in)}
+}
+
+// startDaemon starts a clawnetd serving in with the canary policy.
+func startDaemon(t *testing.T, in *harness.Internet) *harness.Daemon {
+	t.Helper()
+	return harness.StartDaemon(t, harness.DaemonConfig{
 		Policies:      map[string]string{"canary": canaryPolicy(in)},
 		DefaultPolicy: "canary",
 		Internet:      in,
 	})
-	return world{in: in, d: d}
 }
 
 // waitAgent polls clawnet ls until the agent is present (or absent).
