@@ -5,18 +5,22 @@ BIN      := bin
 PKGS_UNIT = $(shell $(GO) list ./... | grep -v '/test\($$\|/\)' | grep -v '/bench\($$\|/\)')
 LDFLAGS  := -s -w -X github.com/clawnet/clawnet/internal/version.Version=$(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build demo test check unit integration docker-test bench bench-quick bench-smoke clean
+.PHONY: all build deps demo test check unit integration docker-test bench bench-quick bench-smoke clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
+# Installs the Debian packages, Go modules and Docker engine the tests use.
+deps:
+	./scripts/deps.sh
+
 # Starts the gateway on its embedded defaults plus a demo agent namespace.
 demo: build
 	./scripts/demo.sh
 
-test: check unit integration docker-test bench-smoke
+test: deps check unit integration docker-test bench-smoke
 
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -25,8 +29,9 @@ check:
 unit:
 	$(GO) test -race -count=1 $(PKGS_UNIT)
 
+# Packages run one at a time: each builds namespaces, TUNs and daemons.
 integration: build
-	$(GO) test -race -count=1 -timeout 20m ./test/...
+	$(GO) test -race -count=1 -p 1 -timeout 25m $$($(GO) list ./test/... | grep -v /test/docker)
 
 docker-test: build
 	CLAWNET_DOCKER_TESTS=1 $(GO) test -count=1 -timeout 20m -run Docker ./test/docker/...
