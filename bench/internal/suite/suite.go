@@ -193,17 +193,25 @@ func (r *runner) measure(ctx context.Context, s system, rep int) {
 	var cpu time.Duration
 	var moved float64
 	for _, tt := range iperfTests {
-		var before procStat
+		var (
+			before   procStat
+			beforeOK bool
+		)
 		if pid := s.pid(); pid > 0 {
-			before, _ = readProcStat(pid)
+			var err error
+			before, err = readProcStat(pid)
+			beforeOK = err == nil
 		}
 		res, err := runIperf(ctx, s.netns(), s.target(), iperfPort(name), r.cfg.IperfSeconds, tt.reverse, tt.streams)
+		if ctx.Err() != nil {
+			return // interrupted: nothing here is the system's fault
+		}
 		if err != nil {
 			r.fail(name, fmt.Errorf("%s: %w", tt.key, err))
 			continue
 		}
 		if pid := s.pid(); pid > 0 {
-			if after, err := readProcStat(pid); err == nil && before.cpu > 0 {
+			if after, err := readProcStat(pid); err == nil && beforeOK {
 				cpu += after.cpu - before.cpu
 				moved += res.bytes
 			}
@@ -217,7 +225,11 @@ func (r *runner) measure(ctx context.Context, s system, rep int) {
 	}
 
 	addr := netip.AddrPortFrom(s.target(), probePort).String()
-	if res, err := runProbe(ctx, s.netns(), r.t.probe, r.cfg.RR, "rr", "-addr", addr, "-duration", r.cfg.RR.String()); err != nil {
+	res, err := runProbe(ctx, s.netns(), r.t.probe, r.cfg.RR, "rr", "-addr", addr, "-duration", r.cfg.RR.String())
+	if ctx.Err() != nil {
+		return
+	}
+	if err != nil {
 		r.fail(name, fmt.Errorf("rr: %w", err))
 	} else {
 		r.samples.Add(name, report.RRPerS, res.PerSec)
@@ -225,8 +237,12 @@ func (r *runner) measure(ctx context.Context, s system, rep int) {
 		r.samples.Add(name, report.RRP99us, res.P99us)
 		line = append(line, fmt.Sprintf("rr %.0f/s p50 %.0fµs p99 %.0fµs", res.PerSec, res.P50us, res.P99us))
 	}
-	if res, err := runProbe(ctx, s.netns(), r.t.probe, r.cfg.Connects, "connects", "-addr", addr,
-		"-workers", fmt.Sprint(r.cfg.Workers), "-duration", r.cfg.Connects.String()); err != nil {
+	res, err = runProbe(ctx, s.netns(), r.t.probe, r.cfg.Connects, "connects", "-addr", addr,
+		"-workers", fmt.Sprint(r.cfg.Workers), "-duration", r.cfg.Connects.String())
+	if ctx.Err() != nil {
+		return
+	}
+	if err != nil {
 		r.fail(name, fmt.Errorf("connects: %w", err))
 	} else {
 		r.samples.Add(name, report.ConnectsPerS, res.PerSec)
@@ -234,8 +250,12 @@ func (r *runner) measure(ctx context.Context, s system, rep int) {
 		r.warnErrors(name, res)
 	}
 	if c, ok := s.(*clawnetSystem); ok {
-		if res, err := runProbe(ctx, s.netns(), r.t.probe, r.cfg.DNS, "dns", "-server", c.gateway+":53",
-			"-name", dnsName, "-workers", fmt.Sprint(r.cfg.DNSWorkers), "-duration", r.cfg.DNS.String()); err != nil {
+		res, err := runProbe(ctx, s.netns(), r.t.probe, r.cfg.DNS, "dns", "-server", c.gateway+":53",
+			"-name", dnsName, "-workers", fmt.Sprint(r.cfg.DNSWorkers), "-duration", r.cfg.DNS.String())
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
 			r.fail(name, fmt.Errorf("dns: %w", err))
 		} else {
 			r.samples.Add(name, report.DNSQPS, res.PerSec)
