@@ -70,7 +70,7 @@ func sniffTLS(buf []byte) (Result, error) {
 			return res, errRecordVersion
 		}
 		if len(rest) < recordHeaderLen {
-			if off+recordHeaderLen >= MaxTLSHello {
+			if off+recordHeaderLen > MaxTLSHello {
 				return res, ErrTooLarge
 			}
 			return res, ErrNeedMore
