@@ -135,9 +135,9 @@ func (f *flow) spliceTCP() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		f.pipe(f.upstream, f.agent, &f.down, &f.a.bytesDown)
+		f.pipe(f.agent, f.upstream, &f.down, &f.a.bytesDown)
 	}()
-	f.pipe(f.agent, f.upstream, &f.up, &f.a.bytesUp)
+	f.pipe(f.upstream, f.agent, &f.up, &f.a.bytesUp)
 	<-done
 }
 
@@ -208,9 +208,9 @@ func (a *Agent) handleUDP(r *netstack.UDPRequest) bool {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			f.pipe(f.upstream, f.agent, &f.down, &a.bytesDown)
+			f.pipe(f.agent, f.upstream, &f.down, &a.bytesDown)
 		}()
-		f.pipe(f.agent, f.upstream, &f.up, &a.bytesUp)
+		f.pipe(f.upstream, f.agent, &f.up, &a.bytesUp)
 		f.close()
 		<-done
 		f.closed(d)
