@@ -209,6 +209,15 @@ func (d *Daemon) stop(grace time.Duration) (killed bool) {
 	}
 }
 
+// Restart stops clawnetd (SIGTERM, then SIGKILL after 5s) if it still runs
+// and starts it again on the same config, policies, audit log and socket,
+// as an operator restarting the service would.
+func (d *Daemon) Restart(t testing.TB) {
+	t.Helper()
+	d.stop(5 * time.Second)
+	d.start(t)
+}
+
 // Kill sends SIGKILL to clawnetd and waits until it is reaped.
 func (d *Daemon) Kill() {
 	if d.Exited() {

@@ -338,3 +338,23 @@ func TestCleanup(t *testing.T) {
 		}
 	}
 }
+
+// TestDaemonRestart checks the daemon helpers when clawnetd can be built:
+// start, status over the socket, restart on the same socket.
+func TestDaemonRestart(t *testing.T) {
+	d := harness.StartDaemon(t, harness.DaemonConfig{})
+	if _, err := d.Status(); err != nil {
+		t.Fatal(err)
+	}
+	pid := d.PID()
+	d.Restart(t)
+	if d.PID() == pid {
+		t.Fatal("restart kept the old process")
+	}
+	if s, err := d.Status(); err != nil || s.Agents != 0 {
+		t.Fatalf("status after restart: %+v, %v", s, err)
+	}
+	if r := d.CLI("version"); !r.OK() || strings.TrimSpace(r.Stdout) == "" {
+		t.Errorf("clawnet version: %v", r)
+	}
+}
