@@ -41,30 +41,7 @@ func FuzzSniff(f *testing.F) {
 		f.Add([]byte(h))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		full, fullErr := Sniff(data)
-		checkResult(t, data, full, fullErr)
-		// Every prefix for small inputs; a sample of them for large ones.
-		step := 1
-		if len(data) > 512 {
-			step = len(data) / 256
-		}
-		decided := false
-		for n := 0; n < len(data); n += step {
-			r, err := Sniff(data[:n])
-			if err == ErrNeedMore {
-				if decided {
-					t.Fatalf("Sniff(data[:%d]) needs more after a shorter prefix was decided", n)
-				}
-				if fullErr == ErrNeedMore && r.Kind != full.Kind && r.Kind != Unknown {
-					t.Fatalf("Sniff(data[:%d]) kind %v, full input kind %v", n, r.Kind, full.Kind)
-				}
-				continue
-			}
-			decided = true
-			if !reflect.DeepEqual(r, full) || errString(err) != errString(fullErr) {
-				t.Fatalf("Sniff(data[:%d]) = %+v, %v; full input gives %+v, %v", n, r, err, full, fullErr)
-			}
-		}
+		checkPrefixes(t, data)
 	})
 }
 
@@ -99,6 +76,37 @@ func FuzzSniffRecords(f *testing.F) {
 			t.Fatalf("Sniff(split %v) = %+v, %v; one record gives %+v, %v", sizes, got, err, one, oneErr)
 		}
 	})
+}
+
+// checkPrefixes asserts that Sniff's answer to data is sound and that the
+// answers to its growing prefixes are ErrNeedMore up to some length and
+// that same answer from there on.
+func checkPrefixes(t *testing.T, data []byte) {
+	t.Helper()
+	full, fullErr := Sniff(data)
+	checkResult(t, data, full, fullErr)
+	// Every prefix for small inputs; a sample of them for large ones.
+	step := 1
+	if len(data) > 512 {
+		step = len(data) / 256
+	}
+	decided := false
+	for n := 0; n < len(data); n += step {
+		r, err := Sniff(data[:n])
+		if err == ErrNeedMore {
+			if decided {
+				t.Fatalf("Sniff(data[:%d]) needs more after a shorter prefix was decided", n)
+			}
+			if fullErr == ErrNeedMore && r.Kind != full.Kind && r.Kind != Unknown {
+				t.Fatalf("Sniff(data[:%d]) kind %v, full input kind %v", n, r.Kind, full.Kind)
+			}
+			continue
+		}
+		decided = true
+		if !reflect.DeepEqual(r, full) || errString(err) != errString(fullErr) {
+			t.Fatalf("Sniff(data[:%d]) = %+v, %v; full input gives %+v, %v", n, r, err, full, fullErr)
+		}
+	}
 }
 
 // checkResult asserts what every answer must satisfy.

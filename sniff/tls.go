@@ -93,15 +93,22 @@ func sniffTLS(buf []byte) (Result, error) {
 		}
 		if need < 0 && got+len(frag) >= handshakeHeaderLen {
 			need = handshakeHeaderLen + (int(hs[1])<<16 | int(hs[2])<<8 | int(hs[3]))
-			// The records still to come need at least one header.
-			if off+recordHeaderLen+need-got > MaxTLSHello {
+		}
+		if need >= 0 {
+			if got+n > need {
+				// A client's first flight is this one message: anything
+				// after it in the same record is malformed, not ours to skip.
+				return res, errTrailingRecord
+			}
+			// Where the hello ends at the earliest: in this record, or in
+			// a later one after at least one more record header.
+			end := off + recordHeaderLen + need - got
+			if got+n < need {
+				end += recordHeaderLen
+			}
+			if end > MaxTLSHello {
 				return res, ErrTooLarge
 			}
-		}
-		if need >= 0 && got+n > need {
-			// A client's first flight is this one message: anything after
-			// it in the same record is malformed, not ours to skip.
-			return res, errTrailingRecord
 		}
 		if len(frag) < n {
 			return res, ErrNeedMore
@@ -109,9 +116,6 @@ func sniffTLS(buf []byte) (Result, error) {
 		got += n
 		off += recordHeaderLen + n
 		records++
-		if need >= 0 && got < need && off+recordHeaderLen+need-got > MaxTLSHello {
-			return res, ErrTooLarge
-		}
 	}
 	if records == 1 {
 		return parseClientHello(res, buf[recordHeaderLen+handshakeHeaderLen:recordHeaderLen+need])

@@ -312,3 +312,35 @@ func BenchmarkSniffTLSFragmented(b *testing.B) {
 		}
 	}
 }
+
+// TestSniffTLSCap: a hello whose records end exactly at MaxTLSHello is
+// read; one byte more is too large, decided from the record header alone,
+// and prefixes of both are stable.
+func TestSniffTLSCap(t *testing.T) {
+	const fill = MaxTLSHello - 90 // record, handshake and body headers, one extension
+	for _, tt := range []struct {
+		name  string
+		in    []byte
+		err   error
+		check bool // whether the whole buffer must be read to decide
+	}{
+		{"one record at cap", records(handshake(helloBody(ext{0x15, make([]byte, fill)}))), nil, true},
+		{"two records at cap", records(handshake(helloBody(ext{0x15, make([]byte, fill-5)})), 1000), nil, true},
+		{"one record over cap", records(handshake(helloBody(ext{0x15, make([]byte, fill+1)}))), ErrTooLarge, false},
+		{"two records over cap", records(handshake(helloBody(ext{0x15, make([]byte, fill-4)})), 1000), ErrTooLarge, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.check && len(tt.in) != MaxTLSHello {
+				t.Fatalf("test hello is %d bytes, want %d", len(tt.in), MaxTLSHello)
+			}
+			got, err := Sniff(tt.in)
+			if err != tt.err || err == nil && got.Kind != TLS {
+				t.Fatalf("Sniff(%d bytes) = %+v, %v; want %v", len(tt.in), got, err, tt.err)
+			}
+			if r, err := Sniff(tt.in[:recordHeaderLen+handshakeHeaderLen]); tt.err == ErrTooLarge && err != ErrTooLarge {
+				t.Fatalf("Sniff(headers) = %+v, %v; want ErrTooLarge from the lengths alone", r, err)
+			}
+			checkPrefixes(t, append(tt.in, 0x17, 3, 3))
+		})
+	}
+}
