@@ -23,6 +23,9 @@ import (
 // imported from the host, never pulled.
 const HolderImageRepo = "clawnet-holder"
 
+// EnvHolderBinary overrides the holder's binary (see RunOptions).
+const EnvHolderBinary = "CLAWNET_HOLDER_BINARY"
+
 // RunOptions describe one `clawnet run`.
 type RunOptions struct {
 	// Name names the agent and its container. Empty: the image's base name
@@ -43,7 +46,9 @@ type RunOptions struct {
 	// DockerCLI runs the agent's container. Empty: "docker" from PATH.
 	DockerCLI string
 	// HolderBinary is a static executable that, run as HolderArgs, blocks
-	// until SIGTERM. Empty: this executable (clawnet), with ["pause"].
+	// until SIGTERM. Empty: $CLAWNET_HOLDER_BINARY if set (for a clawnet
+	// built with -race, which cannot be static), else this executable
+	// (clawnet), with ["pause"].
 	HolderBinary string
 	HolderArgs   []string
 }
@@ -250,6 +255,9 @@ func nameFromImage(ref string) string {
 // binary content, and returns its reference. No registry is involved.
 func ensureHolderImage(ctx context.Context, c *Client, bin string) (string, error) {
 	if bin == "" {
+		bin = os.Getenv(EnvHolderBinary)
+	}
+	if bin == "" {
 		exe, err := os.Executable()
 		if err != nil {
 			return "", fmt.Errorf("holder binary: %w", err)
@@ -330,7 +338,7 @@ func checkStatic(r io.ReaderAt, name string) error {
 	defer ef.Close()
 	for _, p := range ef.Progs {
 		if p.Type == elf.PT_INTERP {
-			return fmt.Errorf("holder binary %s is dynamically linked: build it with CGO_ENABLED=0", name)
+			return fmt.Errorf("holder binary %s is dynamically linked: build it with CGO_ENABLED=0 (or set %s to a static one)", name, EnvHolderBinary)
 		}
 	}
 	return nil

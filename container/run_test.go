@@ -225,6 +225,7 @@ func TestRunKeepsHolderWhileAgentExists(t *testing.T) {
 }
 
 func TestRunFailuresCleanUp(t *testing.T) {
+	t.Setenv(EnvHolderBinary, "")
 	f := newFakeEngine(t)
 	c := f.client()
 	cli, argsFile := fakeDockerCLI(t, "0")
@@ -285,5 +286,22 @@ func TestRunPrunesOldHolderImages(t *testing.T) {
 	defer f.mu.Unlock()
 	if f.images[HolderImageRepo+":old-unused"] || !f.images[HolderImageRepo+":old-in-use"] || !f.images["other:1"] || len(f.imported) != 1 || !f.images[f.imported[0]] {
 		t.Errorf("images after Run = %v; want the unused old holder image gone, the rest kept", f.images)
+	}
+}
+
+func TestRunHolderBinaryFromEnv(t *testing.T) {
+	f := newFakeEngine(t)
+	cli, _ := fakeDockerCLI(t, "0")
+	// The test binary itself may be dynamic; the env's static one wins.
+	t.Setenv(EnvHolderBinary, miniELF(t, false))
+	if _, err := Run(context.Background(), RunOptions{Name: "e", Image: "i", Client: f.client(), DockerCLI: cli},
+		func(context.Context, AttachRequest) error { return nil }); err != nil {
+		t.Errorf("Run with %s = %v", EnvHolderBinary, err)
+	}
+	t.Setenv(EnvHolderBinary, miniELF(t, true))
+	_, err := Run(context.Background(), RunOptions{Name: "e2", Image: "i", Client: f.client(), DockerCLI: cli},
+		func(context.Context, AttachRequest) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), EnvHolderBinary) {
+		t.Errorf("Run with a dynamic %s = %v; want the static hint naming it", EnvHolderBinary, err)
 	}
 }
