@@ -234,6 +234,7 @@ func TestDockerLifecycle(t *testing.T) {
 // instruction, and leaves nothing behind with --rm.
 func TestDockerRun(t *testing.T) {
 	requireDocker(t)
+	raceHolder(t)
 	w := newWorld(t)
 	img := testImage(t)
 	name := uniq("cn-run")
@@ -282,6 +283,7 @@ func TestDockerRun(t *testing.T) {
 // removing the agent's container removes the holder and detaches the agent.
 func TestDockerRunDetached(t *testing.T) {
 	requireDocker(t)
+	raceHolder(t)
 	w := newWorld(t)
 	img := testImage(t)
 	name := uniq("cn-rund")

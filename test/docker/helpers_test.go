@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clawnet/clawnet/container"
 	"github.com/clawnet/clawnet/test/canary/canarylog"
 	"github.com/clawnet/clawnet/test/harness"
 )
@@ -229,4 +230,19 @@ func noneLeft(t *testing.T, name string) {
 	}) {
 		t.Errorf("containers left for agent %s: %s", name, left)
 	}
+}
+
+// raceHolder makes `clawnet run` use the static probe as its holder when
+// the harness builds clawnet with -race (such a binary cannot be static).
+// Otherwise the real `clawnet pause` is what runs in the holder.
+func raceHolder(t *testing.T) {
+	t.Helper()
+	if os.Getenv(harness.EnvRace) != "1" {
+		return
+	}
+	p, err := Probe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(container.EnvHolderBinary, p)
 }
