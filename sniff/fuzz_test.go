@@ -9,6 +9,12 @@ import (
 	"github.com/clawnet/clawnet/policy"
 )
 
+// Run each target alone, with a short minimisation budget (the seeds are
+// real hellos of a few KiB, slow to minimise under the default 60 s):
+//
+//	go test ./sniff -run '^$' -fuzz '^FuzzSniff$' -fuzztime 30s -fuzzminimizetime 10x
+//	go test ./sniff -run '^$' -fuzz '^FuzzSniffRecords$' -fuzztime 30s -fuzzminimizetime 10x
+
 // seedHellos are real and hand-built ClientHellos for the fuzz corpora.
 func seedHellos(f *testing.F) [][]byte {
 	return [][]byte{

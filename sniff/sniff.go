@@ -12,6 +12,13 @@
 // the gateway treats as deny, rather than guessing which name a server
 // would pick. It does no I/O, keeps no state, and allocates nothing beyond
 // the strings of the Result it returns.
+//
+// What the caller must do around it: hold the client's bytes back from the
+// server until Sniff decides (server-to-client bytes may flow, so protocols
+// where the server speaks first still work); deny when it gives up with
+// ErrNeedMore on a non-empty buffer; and remember that only the first
+// message is seen: a later request on a kept-alive HTTP/1.1 connection, a
+// STARTTLS upgrade or anything inside TLS is not.
 package sniff
 
 import (
@@ -56,8 +63,8 @@ type Result struct {
 	// ECH reports an encrypted_client_hello extension in a ClientHello.
 	// Name is then the outer (public) name, the only one visible here.
 	ECH bool
-	// ALPN lists the first protocols of a ClientHello's ALPN extension,
-	// at most maxALPN of them, for logs.
+	// ALPN lists the first protocols (at most 8) of a ClientHello's ALPN
+	// extension, for logs.
 	ALPN []string
 }
 
@@ -103,6 +110,19 @@ var (
 //
 // With an error, Result.Kind still says which protocol the bytes claimed
 // to be (for logs); the other fields are empty.
+//
+// TLS: a first byte of 22 commits to TLS. The ClientHello may be split over
+// records; its server_name must hold exactly one host_name, a DNS name in
+// ASCII (IP literals, NULs, empty labels refused).
+//
+// HTTP: a first line of a method token, whitespace and "HTTP/" somewhere
+// after commits to HTTP, and must then be exactly METHOD SP target SP
+// HTTP/1.0|1.1 CRLF. Host may appear once; an HTTP/1.1 request needs it
+// (CONNECT excepted). The name comes from the authority of an
+// absolute-form or CONNECT target when there is one, and Host must then
+// name the same host. A Host or authority that is an IP literal is an
+// error: the gateway needs a name to check. Lines that cannot start a
+// request with headers (SSH banners, HTTP/0.9, Redis) are Unknown.
 func Sniff(buf []byte) (Result, error) {
 	if len(buf) == 0 {
 		return Result{}, ErrNeedMore
