@@ -35,6 +35,7 @@ const (
 	dnsAuditProtoTCP   = "tcp"
 	dnsAuditKind       = "dns"
 	dnsRefusedLimitMsg = "over the agent's dns rate limit"
+	dnsIPUDPHeaders    = 40 + 8 // IPv6 and UDP headers, the larger case
 )
 
 // resolver is the gateway's DNS: every query an agent sends, to any
@@ -136,6 +137,10 @@ func (c *dnsCall) start(raw []byte) (q *dnsQuery, res dnsResult, done bool) {
 	}
 	if done {
 		return nil, res, true
+	}
+	// WriteUDP does not fragment: a reply must fit the agent's link.
+	if mtu := c.a.g.cfg.Network.MTU; !q.tcp && mtu > 0 {
+		q.limit = min(q.limit, max(mtu-dnsIPUDPHeaders, dns.MinMsgSize))
 	}
 	if c.a.g.host != nil {
 		q.isHost = c.a.g.host.contains

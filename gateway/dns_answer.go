@@ -72,6 +72,7 @@ type dnsQuery struct {
 	opt   *dns.OPT // the agent's EDNS record, or nil
 	name  string   // normalized qname: lower case, no trailing dot
 	qtype uint16
+	tcp   bool
 	limit int // the largest reply the agent's transport takes
 	// isHost, when set, names addresses that are the gateway host's own:
 	// dropped from answers like special-purpose ones.
@@ -131,7 +132,7 @@ func parseQuery(raw []byte, tcp bool) (q *dnsQuery, res dnsResult, done bool) {
 	if err := req.Unpack(raw); err != nil {
 		return nil, headerOnly(raw, dns.RcodeFormatError, "unparseable: "+err.Error()), true
 	}
-	q = &dnsQuery{req: req, limit: dns.MinMsgSize}
+	q = &dnsQuery{req: req, tcp: tcp, limit: dns.MinMsgSize}
 	if tcp {
 		q.limit = dns.MaxMsgSize
 	}

@@ -1,0 +1,162 @@
+package gateway
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"testing"
+
+	"github.com/miekg/dns"
+
+	"github.com/clawnet/clawnet/policy"
+)
+
+// memExchanger is an upstream in memory: it records what it was asked and
+// answers with fn.
+type memExchanger struct {
+	asked []*dns.Msg
+	fn    func(q *dns.Msg) (*dns.Msg, error)
+}
+
+func (e *memExchanger) exchange(_ context.Context, m *dns.Msg) (*dns.Msg, error) {
+	e.asked = append(e.asked, m.Copy())
+	r, err := e.fn(m)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkAnswer(m, r); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func dnsFuzzSeeds(f *testing.F) {
+	for _, q := range [][]byte{
+		mkQuery("api.example.com.", dns.TypeA, 0),
+		mkQuery("API.example.COM.", dns.TypeAAAA, 1232),
+		mkQuery("secret.example.com.", dns.TypeA, 1232),
+		mkQuery("x.attacker.example.", dns.TypeTXT, 4096),
+		mkQuery("example.com.", dns.TypeHTTPS, 1232),
+		rawQuery(func(m *dns.Msg) { m.Opcode = dns.OpcodeUpdate }),
+		rawQuery(func(m *dns.Msg) { m.Question = append(m.Question, m.Question[0]) }),
+		{0x42, 0x42, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xc0, 0x0c},
+		{},
+	} {
+		f.Add(q, false)
+		f.Add(q, true)
+	}
+}
+
+// FuzzDNSQuery feeds arbitrary bytes to the answer path as an agent's
+// query. It must not panic; any reply must parse, carry the query's ID and
+// fit the transport; and nothing the policy does not allow is ever asked
+// upstream.
+func FuzzDNSQuery(f *testing.F) {
+	dnsFuzzSeeds(f)
+	pol := testDecider(f, dnsTestPolicy)
+	f.Fuzz(func(t *testing.T, raw []byte, tcp bool) {
+		up := &memExchanger{fn: func(q *dns.Msg) (*dns.Msg, error) {
+			m := new(dns.Msg)
+			m.SetReply(q)
+			rr, _ := dns.NewRR(q.Question[0].Name + " 60 IN A 93.184.216.34")
+			m.Answer = append(m.Answer, rr)
+			return m, nil
+		}}
+		r := &dnsAnswerer{up: up}
+		res := r.answer(context.Background(), pol, raw, tcp)
+		if res.reply != nil {
+			m := new(dns.Msg)
+			if err := m.Unpack(res.reply); err != nil {
+				t.Fatalf("reply %x does not parse: %v", res.reply, err)
+			}
+			if !m.Response || len(raw) < 12 || m.Id != binary.BigEndian.Uint16(raw) {
+				t.Fatalf("reply header %+v does not answer query %x", m.MsgHdr, raw)
+			}
+			if !tcp && len(res.reply) > dnsMaxUDPReply {
+				t.Fatalf("UDP reply of %d bytes", len(res.reply))
+			}
+			if !tcp && m.IsEdns0() == nil && len(res.reply) > dns.MinMsgSize {
+				t.Fatalf("UDP reply of %d bytes without EDNS", len(res.reply))
+			}
+		}
+		for _, q := range up.asked {
+			name := q.Question[0].Name
+			if d := pol.DecideQuery(name); !d.Allowed() {
+				t.Fatalf("%s went upstream though the policy says %v", name, d)
+			}
+			if qt := q.Question[0].Qtype; qt != dns.TypeA && qt != dns.TypeAAAA {
+				t.Fatalf("type %s went upstream", qtypeString(qt))
+			}
+		}
+		if len(up.asked) > 1 {
+			t.Fatalf("one query asked upstream %d times", len(up.asked))
+		}
+	})
+}
+
+// FuzzDNSUpstreamAnswer feeds arbitrary bytes as the upstream's answer to an
+// allowed query. Nothing may panic, the reply must parse, and only public
+// addresses, at most maxBindingsPerName of them, may be bound.
+func FuzzDNSUpstreamAnswer(f *testing.F) {
+	seed := func(rrs ...string) []byte {
+		m := new(dns.Msg)
+		m.SetQuestion("api.example.com.", dns.TypeA)
+		m.Response = true
+		for _, s := range rrs {
+			rr, _ := dns.NewRR(s)
+			m.Answer = append(m.Answer, rr)
+		}
+		b, _ := m.Pack()
+		return b
+	}
+	f.Add(seed("api.example.com. 60 IN A 93.184.216.34"))
+	f.Add(seed("api.example.com. 60 IN CNAME a.example.net.", "a.example.net. 60 IN CNAME api.example.com."))
+	f.Add(seed("api.example.com. 60 IN A 127.0.0.1", "api.example.com. 60 IN A 169.254.169.254"))
+	f.Add(seed("api.example.com. 0 IN CNAME b.example.net.", "b.example.net. 4294967295 IN A 1.1.1.1"))
+	f.Add([]byte{0, 0, 0x81, 0x80, 0, 1, 0xff, 0xff, 0, 0, 0, 0})
+	pol := testDecider(f, dnsTestPolicy)
+	f.Fuzz(func(t *testing.T, answer []byte) {
+		up := &memExchanger{fn: func(q *dns.Msg) (*dns.Msg, error) {
+			m := new(dns.Msg)
+			if err := m.Unpack(answer); err != nil {
+				return nil, err
+			}
+			if len(answer) >= 4 && answer[3]&0x0f == 0 {
+				// Most of the time, get past the ID and question checks
+				// so the records themselves are exercised.
+				m.Id, m.Question = q.Id, q.Question
+			}
+			if m.Id == 0xffff {
+				return nil, errors.New("fuzzed failure")
+			}
+			return m, nil
+		}}
+		r := &dnsAnswerer{up: up}
+		for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
+			res := r.answer(context.Background(), pol, mkQuery("api.example.com.", qt, 1232), false)
+			m := new(dns.Msg)
+			if err := m.Unpack(res.reply); err != nil {
+				t.Fatalf("reply does not parse: %v", err)
+			}
+			if len(res.binds) > maxBindingsPerName {
+				t.Fatalf("%d addresses bound", len(res.binds))
+			}
+			if len(res.binds) > 0 && (res.ttl < bindMinTTL || res.ttl > bindMaxTTL) {
+				t.Fatalf("TTL %v outside [%v, %v]", res.ttl, bindMinTTL, bindMaxTTL)
+			}
+			for _, ip := range res.binds {
+				if policy.ClassifyAddr(ip).Class.Special() || ip.Is4() != (qt == dns.TypeA) {
+					t.Fatalf("bound %s for a %s query", ip, qtypeString(qt))
+				}
+			}
+			for _, rr := range m.Answer {
+				if rr.Header().Name != "api.example.com." || rr.Header().Rrtype != qt {
+					t.Fatalf("answer record %v is not an %s of the queried name", rr, qtypeString(qt))
+				}
+			}
+			if len(m.Answer) != len(res.binds) {
+				t.Fatalf("answer has %d records, %d bound", len(m.Answer), len(res.binds))
+			}
+		}
+	})
+}
