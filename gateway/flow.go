@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/clawnet/clawnet/netstack"
 	"github.com/clawnet/clawnet/policy"
+	"github.com/clawnet/clawnet/sniff"
 )
 
 // copyBufSize is the copy buffer of one direction of a flow: large enough to
@@ -32,6 +34,9 @@ type flow struct {
 	upstream net.Conn
 	start    time.Time
 	idle     time.Duration
+	name     string // the DNS name bound to dst that allowed the flow, if any
+	sni      string
+	host     string
 
 	up, down atomic.Uint64 // bytes agent→upstream and back
 	last     atomic.Int64  // unix nanos of the last byte either way
@@ -76,14 +81,14 @@ func (a *Agent) handleTCP(r *netstack.TCPRequest) {
 		a.handleDNSTCP(r)
 		return
 	}
-	d := a.decide(policy.ProtoTCP, r.Dst)
+	d, byName := a.decideTCP(r.Dst)
 	if !d.Allowed() {
 		r.Reject()
 		a.event(&AuditEvent{Kind: "flow", Event: "deny", Proto: "tcp", Src: r.Src.String(), Dst: r.Dst.String(),
-			Verdict: d.Verdict.String(), Rule: d.Rule, Reason: d.Reason})
+			Name: d.name, Verdict: d.Verdict.String(), Rule: d.Rule, Reason: d.Reason})
 		return
 	}
-	f := &flow{a: a, proto: policy.ProtoTCP, src: r.Src, dst: r.Dst, start: time.Now(), idle: a.g.cfg.Timeouts.TCPIdle.D()}
+	f := &flow{a: a, proto: policy.ProtoTCP, src: r.Src, dst: r.Dst, start: time.Now(), idle: a.g.cfg.Timeouts.TCPIdle.D(), name: d.name}
 	if err := a.track(f); err != nil {
 		r.Reject()
 		a.event(&AuditEvent{Kind: "flow", Event: "deny", Proto: "tcp", Src: r.Src.String(), Dst: r.Dst.String(),
@@ -91,38 +96,262 @@ func (a *Agent) handleTCP(r *netstack.TCPRequest) {
 		return
 	}
 	defer a.untrack(f)
+	if byName {
+		a.forwardByName(r, f, d.Decision)
+		return
+	}
 	// Dial first, complete the agent's handshake after: a refused or
 	// unreachable upstream is a reset to the agent, not an accepted
 	// connection that dies at once.
 	up, err := a.g.dial(a.ctx, "tcp", r.Dst)
 	if err != nil {
 		r.Reject()
-		a.event(&AuditEvent{Kind: "flow", Event: "fail", Proto: "tcp", Src: r.Src.String(), Dst: r.Dst.String(),
-			Verdict: d.Verdict.String(), Rule: d.Rule, Reason: d.Reason, Error: err.Error()})
+		f.fail(d.Decision, err)
 		return
 	}
 	f.upstream = up
 	conn, err := r.Accept()
 	if err != nil {
 		up.Close()
-		a.event(&AuditEvent{Kind: "flow", Event: "fail", Proto: "tcp", Src: r.Src.String(), Dst: r.Dst.String(),
-			Verdict: d.Verdict.String(), Rule: d.Rule, Reason: d.Reason, Error: err.Error()})
+		f.fail(d.Decision, err)
 		return
 	}
 	f.agent = conn
-	a.event(&AuditEvent{Kind: "flow", Event: "open", Proto: "tcp", Src: r.Src.String(), Dst: r.Dst.String(),
-		Verdict: d.Verdict.String(), Rule: d.Rule, Reason: d.Reason})
+	f.opened(d.Decision)
 	f.armIdle()
-	f.spliceTCP()
+	f.spliceTCP(nil)
+	f.close()
+	f.closed(d.Decision)
+}
+
+// namedDecision is a decision with the name that made it, if any.
+type namedDecision struct {
+	policy.Decision
+	name string
+}
+
+// decideTCP decides a new TCP flow and says whether it was allowed only
+// through a name this agent's DNS bound to the address: such a flow must
+// then show that name (SNI or Host) before anything reaches upstream.
+func (a *Agent) decideTCP(dst netip.AddrPort) (namedDecision, bool) {
+	if d, ok := a.g.guard(dst.Addr(), dst.Port()); ok {
+		return namedDecision{Decision: d}, false
+	}
+	p := a.g.policies.Get(a.policy)
+	if p == nil {
+		return namedDecision{Decision: policy.Decision{Rule: "builtin:policy-missing", Reason: fmt.Sprintf("policy %q is no longer defined", a.policy)}}, false
+	}
+	ip := dst.Addr().Unmap()
+	fl := policy.Flow{Proto: policy.ProtoTCP, Dst: netip.AddrPortFrom(ip, dst.Port())}
+	if d := p.DecideFlow(fl); d.Allowed() {
+		return namedDecision{Decision: d}, false
+	}
+	fl.Names = a.names.Names(ip)
+	d := p.DecideFlow(fl)
+	nd := namedDecision{Decision: d}
+	if len(fl.Names) > 0 {
+		nd.name = fl.Names[0]
+	}
+	return nd, d.Allowed()
+}
+
+// forwardByName completes the agent's handshake, reads its first bytes and,
+// when they are a TLS ClientHello or an HTTP request, requires their name to
+// be allowed and bound to the destination for this agent. Only then is the
+// upstream dialled and the bytes passed on. A client that says nothing
+// within sniffWait is taken for a server-first protocol (SSH, SMTP,
+// databases): the upstream is dialled so its banner can flow, and the
+// client's first bytes are still checked before any of them go upstream.
+func (a *Agent) forwardByName(r *netstack.TCPRequest, f *flow, d policy.Decision) {
+	conn, err := r.Accept()
+	if err != nil {
+		f.fail(d, err)
+		return
+	}
+	f.agent = conn
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := (*bp)[:sniff.MaxBytes]
+
+	_ = conn.SetReadDeadline(time.Now().Add(sniffWait))
+	n, res, serr := readHello(conn, buf)
+	serverFirst := n == 0 && isTimeout(serr)
+	if serverFirst {
+		up, err := a.g.dial(a.ctx, "tcp", f.dst)
+		if err != nil {
+			conn.Abort()
+			f.fail(d, err)
+			return
+		}
+		f.upstream = up
+		f.armIdle()
+		down := make(chan struct{})
+		go func() {
+			defer close(down)
+			f.pipe(f.agent, f.upstream, &f.down, &f.a.bytesDown)
+		}()
+		// The client speaks once the server has: check its first bytes
+		// as usual, with the flow's idle timer as the only bound.
+		_ = conn.SetReadDeadline(time.Time{})
+		n, res, serr = readHello(conn, buf)
+		if dd, ok := a.checkHello(f, d, res, serr, n); !ok {
+			conn.Abort()
+			f.close()
+			<-down
+			f.deniedAfter(dd, res)
+			return
+		}
+		f.opened(d)
+		if _, err := up.Write(buf[:n]); err != nil {
+			f.close()
+		} else {
+			f.up.Add(uint64(n))
+			a.bytesUp.Add(uint64(n))
+			f.pipe(f.upstream, f.agent, &f.up, &f.a.bytesUp)
+		}
+		<-down
+		f.close()
+		f.closed(d)
+		return
+	}
+	if dd, ok := a.checkHello(f, d, res, serr, n); !ok {
+		conn.Abort()
+		f.close()
+		f.deniedAfter(dd, res)
+		return
+	}
+	_ = conn.SetReadDeadline(time.Time{})
+	up, err := a.g.dial(a.ctx, "tcp", f.dst)
+	if err != nil {
+		conn.Abort()
+		f.fail(d, err)
+		return
+	}
+	f.upstream = up
+	f.opened(d)
+	f.armIdle()
+	f.spliceTCP(buf[:n])
 	f.close()
 	f.closed(d)
+}
+
+// sniffWait is how long a flow allowed by name waits for the client's first
+// bytes before taking it for a server-first protocol.
+const sniffWait = 300 * time.Millisecond
+
+// helloTimeout bounds how long a client may take to finish a ClientHello or
+// request head it has started.
+const helloTimeout = 10 * time.Second
+
+// readHello reads until sniff can decide, the buffer is full, or the read
+// deadline passes. It returns the bytes read and sniff's verdict on them.
+func readHello(conn net.Conn, buf []byte) (int, sniff.Result, error) {
+	n := 0
+	extended := false
+	for {
+		m, err := conn.Read(buf[n:])
+		n += m
+		if n > 0 {
+			res, serr := sniff.Sniff(buf[:n])
+			if !errors.Is(serr, sniff.ErrNeedMore) {
+				return n, res, serr
+			}
+			if !extended {
+				// A hello has started: give it its own bound.
+				_ = conn.SetReadDeadline(time.Now().Add(helloTimeout))
+				extended = true
+			}
+			if n == len(buf) {
+				return n, res, sniff.ErrTooLarge
+			}
+		}
+		if err != nil {
+			if n > 0 && errors.Is(err, io.EOF) {
+				// The client shut its side before completing a hello or a
+				// request head: no server will ever read a name from these
+				// bytes, so they are passed on as an unknown protocol.
+				return n, sniff.Result{Kind: sniff.Unknown}, nil
+			}
+			return n, sniff.Result{}, err
+		}
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// checkHello applies the name rules to what the client sent first.
+func (a *Agent) checkHello(f *flow, d policy.Decision, res sniff.Result, serr error, n int) (policy.Decision, bool) {
+	deny := func(reason string) (policy.Decision, bool) {
+		return policy.Decision{Verdict: policy.Deny, Rule: d.Rule, Reason: reason}, false
+	}
+	if serr != nil {
+		if n == 0 {
+			return deny("the client closed before sending anything")
+		}
+		return deny("first bytes: " + serr.Error())
+	}
+	if res.Kind == sniff.Unknown {
+		// Neither TLS nor HTTP: the address itself was bound to an allowed
+		// name by this agent's DNS, which is all that can be checked.
+		return d, true
+	}
+	label := "SNI"
+	if res.Kind == sniff.HTTP {
+		label = "Host"
+	}
+	if res.Name == "" {
+		return deny(fmt.Sprintf("no %s: a flow allowed by name must name its server", label))
+	}
+	ip := f.dst.Addr().Unmap()
+	if !a.names.Has(res.Name, ip) {
+		return deny(fmt.Sprintf("%s %s is not bound to %s by this agent's DNS", label, res.Name, ip))
+	}
+	p := a.g.policies.Get(a.policy)
+	if p == nil {
+		return deny(fmt.Sprintf("policy %q is no longer defined", a.policy))
+	}
+	nd := p.DecideName(res.Name, policy.ProtoTCP, f.dst.Port())
+	if !nd.Allowed() {
+		return nd, false
+	}
+	f.name = res.Name
+	if res.Kind == sniff.TLS {
+		f.sni = res.Name
+	} else {
+		f.host = res.Name
+	}
+	return nd, true
+}
+
+func (f *flow) opened(d policy.Decision) {
+	f.a.event(&AuditEvent{Kind: "flow", Event: "open", Proto: f.proto.String(), Src: f.src.String(), Dst: f.dst.String(),
+		Name: f.name, SNI: f.sni, Host: f.host, Verdict: d.Verdict.String(), Rule: d.Rule, Reason: d.Reason})
+}
+
+func (f *flow) fail(d policy.Decision, err error) {
+	f.a.event(&AuditEvent{Kind: "flow", Event: "fail", Proto: f.proto.String(), Src: f.src.String(), Dst: f.dst.String(),
+		Name: f.name, Verdict: d.Verdict.String(), Rule: d.Rule, Reason: d.Reason, Error: err.Error()})
+}
+
+func (f *flow) deniedAfter(d policy.Decision, res sniff.Result) {
+	ev := &AuditEvent{Kind: "flow", Event: "deny", Proto: f.proto.String(), Src: f.src.String(), Dst: f.dst.String(),
+		Name: f.name, Verdict: "deny", Rule: d.Rule, Reason: d.Reason}
+	if res.Kind == sniff.TLS {
+		ev.SNI = res.Name
+	} else if res.Kind == sniff.HTTP {
+		ev.Host = res.Name
+	}
+	f.a.event(ev)
 }
 
 func (f *flow) closed(d policy.Decision) {
 	up, down := f.up.Load(), f.down.Load()
 	ms := time.Since(f.start).Milliseconds()
 	f.a.event(&AuditEvent{Kind: "flow", Event: "close", Proto: f.proto.String(), Src: f.src.String(), Dst: f.dst.String(),
-		Verdict: d.Verdict.String(), Rule: d.Rule, Reason: d.Reason,
+		Name: f.name, SNI: f.sni, Host: f.host, Verdict: d.Verdict.String(), Rule: d.Rule, Reason: d.Reason,
 		BytesUp: &up, BytesDown: &down, DurationMS: &ms})
 }
 
@@ -131,7 +360,15 @@ type halfCloser interface{ CloseWrite() error }
 
 // spliceTCP copies both ways until both sides have finished. An EOF from one
 // side shuts the write side of the other (half-close); an error aborts both.
-func (f *flow) spliceTCP() {
+func (f *flow) spliceTCP(first []byte) {
+	if len(first) > 0 {
+		if _, err := f.upstream.Write(first); err != nil {
+			f.close()
+			return
+		}
+		f.up.Add(uint64(len(first)))
+		f.a.bytesUp.Add(uint64(len(first)))
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -181,8 +181,17 @@ type TCPRequest struct {
 // Reject resets the agent's connection attempt at once.
 func (r *TCPRequest) Reject() { r.r.Complete(true) }
 
+// TCPConn is the agent's side of an accepted TCP flow.
+type TCPConn struct {
+	*gonet.TCPConn
+	ep tcpip.Endpoint
+}
+
+// Abort resets the connection: the agent sees a reset, not an orderly close.
+func (c *TCPConn) Abort() { c.ep.Abort() }
+
 // Accept completes the agent's handshake and returns the connection.
-func (r *TCPRequest) Accept() (*gonet.TCPConn, error) {
+func (r *TCPRequest) Accept() (*TCPConn, error) {
 	var wq waiter.Queue
 	ep, err := r.r.CreateEndpoint(&wq)
 	if err != nil {
@@ -192,7 +201,7 @@ func (r *TCPRequest) Accept() (*gonet.TCPConn, error) {
 	r.r.Complete(false)
 	// Keepalive on the agent's side finds a peer that vanished silently.
 	ep.SocketOptions().SetKeepAlive(true)
-	return gonet.NewTCPConn(&wq, ep), nil
+	return &TCPConn{TCPConn: gonet.NewTCPConn(&wq, ep), ep: ep}, nil
 }
 
 // UDPRequest is the first datagram of a new UDP flow.
