@@ -73,7 +73,22 @@ func BuildImage(spec ImageSpec) (string, error) {
 	if out, err := exec.Command("docker", "tag", ref, ImageRepo+":latest").CombinedOutput(); err != nil {
 		return "", fmt.Errorf("docker tag: %v: %s", err, out)
 	}
+	pruneImages(ref)
 	return ref, nil
+}
+
+// pruneImages removes test images of earlier contents, so that changing the
+// probe does not pile images up; one a container still uses stays.
+func pruneImages(keep string) {
+	out, err := exec.Command("docker", "images", ImageRepo, "--format", "{{.Repository}}:{{.Tag}}").Output()
+	if err != nil {
+		return
+	}
+	for _, t := range strings.Fields(string(out)) {
+		if t != keep && t != ImageRepo+":latest" {
+			exec.Command("docker", "rmi", t).Run()
+		}
+	}
 }
 
 // writeRootfs writes a deterministic tar: same inputs, same bytes, so the
