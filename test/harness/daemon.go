@@ -171,6 +171,7 @@ func (d *Daemon) start(t testing.TB) {
 		}
 		if t.Failed() {
 			t.Logf("clawnetd log (%s):\n%s", d.LogPath, d.LogTail(60))
+			t.Logf("audit log (%s):\n%s", d.AuditPath, tail(d.AuditPath, 40))
 		}
 	})
 	ok := Poll(20*time.Second, 10*time.Millisecond, func() bool {
@@ -241,8 +242,10 @@ func (d *Daemon) Exited() bool {
 func (d *Daemon) PID() int { return d.cmd.Process.Pid }
 
 // LogTail returns the last n lines of clawnetd's stdout and stderr.
-func (d *Daemon) LogTail(n int) string {
-	b, err := os.ReadFile(d.LogPath)
+func (d *Daemon) LogTail(n int) string { return tail(d.LogPath, n) }
+
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return err.Error()
 	}
