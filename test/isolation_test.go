@@ -341,6 +341,11 @@ func TestDNS(t *testing.T) {
 		t.Errorf("echo to the address canary.test resolved to: %q, %v", got, err)
 	}
 	a.expectRefused(t, ap(e.in.Server4, 9))
+	// The canary logs a close after the agent saw EOF; wait for it so it
+	// does not land after the mark below.
+	e.in.WaitFor(t, 5*time.Second, "the echo's close line", func(ce canarylog.Entry) bool {
+		return ce.Service == canarylog.ServiceEcho && ce.Event == canarylog.EventClose && ce.SHA256 == canarylog.Digest([]byte("by name"))
+	})
 
 	// One agent's lookups open nothing for another.
 	mark := e.in.Mark()
