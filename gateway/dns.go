@@ -22,20 +22,23 @@ import (
 // bound a query is answered REFUSED at once: the agent's stub resolver
 // retries later, and nothing queues up inside the gateway.
 const (
-	dnsRate            = 200 // queries per second, sustained
-	dnsBurst           = 400
-	dnsInFlight        = 64   // upstream queries of one agent at once
-	dnsInFlightTotal   = 1024 // upstream queries of all agents at once
-	dnsTCPConns        = 16   // DNS-over-TCP connections of one agent at once
-	dnsTCPIdle         = 10 * time.Second
-	dnsLimitLogPerSec  = 1 // rate-limited audit lines per second and agent
+	dnsRate           = 200 // queries per second, sustained
+	dnsBurst          = 400
+	dnsInFlight       = 64   // upstream queries of one agent at once
+	dnsInFlightTotal  = 1024 // upstream queries of all agents at once
+	dnsTCPConns       = 16   // DNS-over-TCP connections of one agent at once
+	dnsTCPIdle        = 10 * time.Second
+	dnsTCPMaxQueries  = 1000 // queries on one TCP connection before it is closed
+	dnsLimitLogPerSec = 1    // rate-limited audit lines per second and agent
+)
+
+const (
 	defaultResolvConf  = "/etc/resolv.conf"
-	dnsTCPMaxQueries   = 1000 // queries on one TCP connection before it is closed
+	dnsIPUDPHeaders    = 40 + 8 // IPv6 and UDP headers, the larger case
+	dnsAuditKind       = "dns"
 	dnsAuditProtoUDP   = "udp"
 	dnsAuditProtoTCP   = "tcp"
-	dnsAuditKind       = "dns"
 	dnsRefusedLimitMsg = "over the agent's dns rate limit"
-	dnsIPUDPHeaders    = 40 + 8 // IPv6 and UDP headers, the larger case
 )
 
 // resolver is the gateway's DNS: every query an agent sends, to any

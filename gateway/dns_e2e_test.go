@@ -117,6 +117,7 @@ func fullAddr(ap netip.AddrPort) tcpip.FullAddress {
 // address asked (a connected socket takes nothing else), allowed names are
 // bound, denied names never reach the upstream.
 func TestDNSEndToEndUDP(t *testing.T) {
+	dnsLeakCheck(t)
 	up := newFakeUpstream(t, dnsZone...)
 	g, audit := dnsTestGateway(t, dnsTestPolicy, nil, up.addr)
 	a := dnsTestAgent(t, g, "alice")
@@ -187,6 +188,7 @@ func TestDNSEndToEndUDP(t *testing.T) {
 // TestDNSEndToEndTCP opens DNS-over-TCP connections through the agent's
 // netstack: answered, counted as the agent's flows while open.
 func TestDNSEndToEndTCP(t *testing.T) {
+	dnsLeakCheck(t)
 	up := newFakeUpstream(t, dnsZone...)
 	g, _ := dnsTestGateway(t, dnsTestPolicy, nil, up.addr)
 	a := dnsTestAgent(t, g, "alice")

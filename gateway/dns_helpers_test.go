@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/miekg/dns"
+	"go.uber.org/goleak"
 	"golang.org/x/time/rate"
 
 	"github.com/clawnet/clawnet/policy"
@@ -367,4 +368,16 @@ func serveDNSPipe(t testing.TB, a *Agent) net.Conn {
 		<-done
 	})
 	return client
+}
+
+// dnsLeakCheck fails t if goroutines started during it outlive it and all
+// its cleanups. Call it first: its cleanup then runs last.
+func dnsLeakCheck(t *testing.T) {
+	t.Helper()
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() {
+		if err := goleak.Find(before); err != nil {
+			t.Errorf("goroutines left behind: %v", err)
+		}
+	})
 }

@@ -585,6 +585,7 @@ func TestDNSUpstreamFailover(t *testing.T) {
 }
 
 func TestDNSUpstreamCancel(t *testing.T) {
+	dnsLeakCheck(t)
 	up := newFakeUpstream(t)
 	up.setHook(func(w dns.ResponseWriter, q *dns.Msg) bool { return true }) // never answers
 	r := newTestAnswerer(t, nil, up.addr)
@@ -658,6 +659,7 @@ func TestDNSResolvConf(t *testing.T) {
 // agent's table only, audit lines are written, denied names never go
 // upstream.
 func TestDNSAgentTCP(t *testing.T) {
+	dnsLeakCheck(t)
 	up := newFakeUpstream(t, dnsZone...)
 	g, audit := dnsTestGateway(t, dnsTestPolicy, nil, up.addr)
 	a := dnsTestAgent(t, g, "alice")
@@ -709,6 +711,7 @@ func TestDNSAgentTCP(t *testing.T) {
 }
 
 func TestDNSAgentTCPFraming(t *testing.T) {
+	dnsLeakCheck(t)
 	up := newFakeUpstream(t, dnsZone...)
 	g, _ := dnsTestGateway(t, dnsTestPolicy, nil, up.addr)
 	a := dnsTestAgent(t, g, "alice")
@@ -788,6 +791,7 @@ func TestDNSRateLimit(t *testing.T) {
 }
 
 func TestDNSInFlightBound(t *testing.T) {
+	dnsLeakCheck(t)
 	up := newFakeUpstream(t, dnsZone...)
 	release := make(chan struct{})
 	var held sync.WaitGroup
