@@ -60,7 +60,7 @@ const (
 // Rule names of the resolver's own decisions, as they appear in audit lines.
 const (
 	ruleDNSMalformed = "builtin:dns-malformed"
-	ruleDNSQType     = "builtin:dns-qtype"
+	ruleDNSUnsupp    = "builtin:dns-unsupported"
 	ruleDNSRateLimit = "builtin:dns-rate-limit"
 	ruleDNSRebinding = "builtin:dns-rebinding"
 	rulePolicyGone   = "builtin:policy-missing"
@@ -140,7 +140,7 @@ func parseQuery(raw []byte, tcp bool) (q *dnsQuery, res dnsResult, done bool) {
 		q.qtype = req.Question[0].Qtype
 	}
 	if req.Opcode != dns.OpcodeQuery {
-		return nil, q.local(dns.RcodeNotImplemented, ruleDNSMalformed, "opcode "+opcodeString(req.Opcode)+" is not served"), true
+		return nil, q.local(dns.RcodeNotImplemented, ruleDNSUnsupp, "opcode "+opcodeString(req.Opcode)+" is not served"), true
 	}
 	if len(req.Question) != 1 {
 		q.req.Question = nil // nothing sensible to echo
@@ -153,7 +153,7 @@ func parseQuery(raw []byte, tcp bool) (q *dnsQuery, res dnsResult, done bool) {
 		opt, ok := rr.(*dns.OPT)
 		if !ok || q.opt != nil || opt.Hdr.Name != "." {
 			q.opt = nil
-			return nil, q.local(dns.RcodeFormatError, ruleDNSMalformed, "additional section holds more than one OPT record"), true
+			return nil, q.local(dns.RcodeFormatError, ruleDNSMalformed, "additional section holds something besides one OPT record"), true
 		}
 		q.opt = opt
 	}
@@ -168,10 +168,10 @@ func parseQuery(raw []byte, tcp bool) (q *dnsQuery, res dnsResult, done bool) {
 	}
 	qs := req.Question[0]
 	if qs.Qclass != dns.ClassINET {
-		return nil, q.local(dns.RcodeRefused, ruleDNSMalformed, "class "+classString(qs.Qclass)+" is not served, only IN"), true
+		return nil, q.local(dns.RcodeRefused, ruleDNSUnsupp, "class "+classString(qs.Qclass)+" is not served, only IN"), true
 	}
 	if qs.Name == "." {
-		return nil, q.local(dns.RcodeRefused, ruleDNSMalformed, "the root is not served"), true
+		return nil, q.local(dns.RcodeRefused, ruleDNSUnsupp, "the root is not served"), true
 	}
 	name, err := policy.NormalizeName(qs.Name)
 	if err != nil {
@@ -198,7 +198,7 @@ func (q *dnsQuery) decide(pol policy.Decider) (res dnsResult, done bool) {
 	if q.qtype != dns.TypeA && q.qtype != dns.TypeAAAA {
 		m := q.reply(dns.RcodeRefused)
 		q.ede(m, dns.ExtendedErrorCodeNotSupported, "clawnet resolves only A and AAAA")
-		return q.result(m, policy.Deny, ruleDNSQType, "type "+qtypeString(q.qtype)+" is not resolved, only A and AAAA"), true
+		return q.result(m, policy.Deny, ruleDNSUnsupp, "type "+qtypeString(q.qtype)+" is not resolved, only A and AAAA"), true
 	}
 	return dnsResult{}, false
 }

@@ -213,7 +213,7 @@ func TestDNSTypesRefused(t *testing.T) {
 			if e := edeOf(m); e == nil || e.InfoCode != dns.ExtendedErrorCodeNotSupported {
 				t.Errorf("extended error = %v, want Not Supported", e)
 			}
-			if res.verdict != policy.Deny || res.rule != ruleDNSQType || len(m.Answer) != 0 {
+			if res.verdict != policy.Deny || res.rule != ruleDNSUnsupp || len(m.Answer) != 0 {
 				t.Errorf("result = %v by %s, answer %v", res.verdict, res.rule, m.Answer)
 			}
 		})
@@ -297,7 +297,11 @@ func TestDNSMalformed(t *testing.T) {
 			if m.Rcode != tt.rcode {
 				t.Errorf("rcode = %s, want %s", rcodeString(m.Rcode), rcodeString(tt.rcode))
 			}
-			if len(m.Answer) != 0 || res.verdict != policy.Deny || res.rule != ruleDNSMalformed || res.reason == "" {
+			rule := ruleDNSMalformed
+			if tt.rcode == dns.RcodeNotImplemented || tt.rcode == dns.RcodeRefused {
+				rule = ruleDNSUnsupp
+			}
+			if len(m.Answer) != 0 || res.verdict != policy.Deny || res.rule != rule || res.reason == "" {
 				t.Errorf("result = %v by %s (%s), answer %v", res.verdict, res.rule, res.reason, m.Answer)
 			}
 		})
