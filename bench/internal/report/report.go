@@ -46,6 +46,7 @@ const (
 	ConnectsPerS   = "connects_per_s"
 	CPUsPerGB      = "cpu_s_per_gb"
 	DNSQPS         = "dns_qps"
+	DNSP50us       = "dns_p50_us"
 	RSSIdleMiB     = "rss_idle_mib"
 	RSSPerAgentKiB = "rss_per_agent_kib"
 	RSSPerFlowKiB  = "rss_per_flow_kib"
@@ -65,6 +66,7 @@ var Metrics = []Metric{
 	// to single out, so veth does not report it.
 	{CPUsPerGB, "CPU per GB moved", "s/GB", false, []string{Slirp, Pasta, Clawnet}},
 	{DNSQPS, "DNS via gateway", "q/s", true, []string{Clawnet}},
+	{DNSP50us, "DNS via gateway p50", "µs", false, []string{Clawnet}},
 	{RSSIdleMiB, "RSS idle gateway", "MiB", false, []string{Clawnet}},
 	{RSSPerAgentKiB, "RSS per idle agent", "KiB", false, []string{Clawnet}},
 	{RSSPerFlowKiB, "RSS per idle TCP flow", "KiB", false, []string{Clawnet}},

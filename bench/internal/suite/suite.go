@@ -259,7 +259,8 @@ func (r *runner) measure(ctx context.Context, s system, rep int) {
 			r.fail(name, fmt.Errorf("dns: %w", err))
 		} else {
 			r.samples.Add(name, report.DNSQPS, res.PerSec)
-			line = append(line, fmt.Sprintf("dns %.0f q/s", res.PerSec))
+			r.samples.Add(name, report.DNSP50us, res.P50us)
+			line = append(line, fmt.Sprintf("dns %.0f q/s p50 %.0fµs", res.PerSec, res.P50us))
 			r.warnErrors(name, res)
 		}
 	}
