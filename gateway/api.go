@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/clawnet/clawnet/container"
 	"github.com/clawnet/clawnet/gateway/control"
 	"github.com/clawnet/clawnet/internal/version"
 )
@@ -30,7 +31,21 @@ func (g *Gateway) Handler() http.Handler {
 			writeErr(w, fmt.Errorf("%w: %v", ErrBadRequest, err))
 			return
 		}
-		a, err := g.Attach(r.Context(), req)
+		var a *control.Agent
+		var err error
+		if req.Container != "" && g.watcher != nil {
+			var at container.Attachment
+			at, err = g.watcher.Attach(r.Context(), req.Container, req.Name, req.Policy)
+			if err == nil {
+				for _, x := range g.Agents() {
+					if x.Name == at.Agent {
+						a = &x
+					}
+				}
+			}
+		} else {
+			a, err = g.Attach(r.Context(), req)
+		}
 		if err != nil {
 			writeErr(w, err)
 			return
@@ -38,6 +53,11 @@ func (g *Gateway) Handler() http.Handler {
 		writeJSON(w, http.StatusCreated, a)
 	})
 	mux.HandleFunc("DELETE /v1/agents/{name}", func(w http.ResponseWriter, r *http.Request) {
+		for _, x := range g.Agents() {
+			if x.Name == r.PathValue("name") && x.ContainerID != "" && g.watcher != nil {
+				g.watcher.Forget(x.ContainerID)
+			}
+		}
 		if err := g.Detach(r.PathValue("name")); err != nil {
 			writeErr(w, err)
 			return

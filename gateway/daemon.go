@@ -71,6 +71,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer g.Close()
+	defer g.followContainers(ctx, log)()
 	l, err := ListenControl(cfg.Socket)
 	if err != nil {
 		return err

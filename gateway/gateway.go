@@ -20,6 +20,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/clawnet/clawnet/container"
 	"github.com/clawnet/clawnet/gateway/control"
 	"github.com/clawnet/clawnet/policy"
 	"github.com/clawnet/clawnet/tun"
@@ -48,6 +49,7 @@ type Gateway struct {
 	// Resolver finds containers for attach by name; nil means container
 	// targets are refused.
 	Containers ContainerResolver
+	watcher    *container.Watcher
 
 	mu      sync.Mutex
 	agents  map[string]*Agent // by name; guarded by mu

@@ -32,9 +32,9 @@ type Config struct {
 // the interface (the device is never persistent).
 type Device struct {
 	wgtun.Device
-	// Name and Index identify the interface inside its namespace.
-	Name  string
-	Index int
+	// IfName and Index identify the interface inside its namespace.
+	IfName string
+	Index  int
 	// IPv6 reports whether IPv6 addresses could be configured (a namespace
 	// can have IPv6 disabled).
 	IPv6 bool
@@ -64,7 +64,7 @@ func Create(ns *Netns, cfg Config) (*Device, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("init tun: %w", err)
 	}
-	d := &Device{Device: dev, Name: name}
+	d := &Device{Device: dev, IfName: name}
 	if err := configure(ns, d, cfg); err != nil {
 		dev.Close()
 		return nil, err
@@ -100,13 +100,13 @@ func configure(ns *Netns, d *Device, cfg Config) error {
 		return fmt.Errorf("netlink in %s: %w", ns.Path(), err)
 	}
 	defer h.Close()
-	link, err := h.LinkByName(d.Name)
+	link, err := h.LinkByName(d.IfName)
 	if err != nil {
-		return fmt.Errorf("find %s: %w", d.Name, err)
+		return fmt.Errorf("find %s: %w", d.IfName, err)
 	}
 	d.Index = link.Attrs().Index
 	if err := h.LinkSetMTU(link, cfg.MTU); err != nil {
-		return fmt.Errorf("set mtu %d on %s: %w", cfg.MTU, d.Name, err)
+		return fmt.Errorf("set mtu %d on %s: %w", cfg.MTU, d.IfName, err)
 	}
 	// A deep queue keeps bursts from the agent's kernel from being dropped
 	// while the gateway is busy.
@@ -124,7 +124,7 @@ func configure(ns *Netns, d *Device, cfg Config) error {
 		// Container engines often disable IPv6 in namespaces without a
 		// network; the TUN is the agent's only interface, so enable it there.
 		d.IPv6 = ns.Do(func() error {
-			return os.WriteFile("/proc/sys/net/ipv6/conf/"+d.Name+"/disable_ipv6", []byte("0"), 0)
+			return os.WriteFile("/proc/sys/net/ipv6/conf/"+d.IfName+"/disable_ipv6", []byte("0"), 0)
 		}) == nil
 	}
 	for _, p := range cfg.Addrs {
@@ -140,11 +140,11 @@ func configure(ns *Netns, d *Device, cfg Config) error {
 				d.IPv6 = false
 				continue
 			}
-			return fmt.Errorf("add address %s to %s: %w", p, d.Name, err)
+			return fmt.Errorf("add address %s to %s: %w", p, d.IfName, err)
 		}
 	}
 	if err := h.LinkSetUp(link); err != nil {
-		return fmt.Errorf("bring %s up: %w", d.Name, err)
+		return fmt.Errorf("bring %s up: %w", d.IfName, err)
 	}
 	for _, p := range cfg.Addrs {
 		if p.Addr().Is6() && !d.IPv6 {
@@ -157,7 +157,7 @@ func configure(ns *Netns, d *Device, cfg Config) error {
 		dst := &net.IPNet{IP: make(net.IP, bits/8), Mask: net.CIDRMask(0, bits)}
 		r := &netlink.Route{LinkIndex: d.Index, Dst: dst, Scope: netlink.SCOPE_UNIVERSE}
 		if err := h.RouteAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("add default route via %s: %w", d.Name, err)
+			return fmt.Errorf("add default route via %s: %w", d.IfName, err)
 		}
 	}
 	return nil

@@ -43,7 +43,7 @@ func newRoot(e *env) *cobra.Command {
 	root.SetErr(e.stderr)
 	root.PersistentFlags().StringVar(&e.socket, "socket", "", "control socket of clawnetd (default $"+control.SocketEnv+" or "+control.DefaultSocket+")")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newAttachCmd(e), newDetachCmd(e), newLsCmd(e), newVersionCmd(e), newPolicyCmd(e), newStatusCmd(e), newReloadCmd(e))
+	root.AddCommand(newAttachCmd(e), newDetachCmd(e), newLsCmd(e), newVersionCmd(e), newPolicyCmd(e), newStatusCmd(e), newReloadCmd(e), newRunCmd(e), newPauseCmd())
 	return root
 }
 
@@ -53,6 +53,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRoot(e)
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {
+		var es exitStatus
+		if errors.As(err, &es) {
+			return int(es)
+		}
 		fmt.Fprintln(stderr, "clawnet:", err)
 		var ue usageError
 		if errors.As(err, &ue) {

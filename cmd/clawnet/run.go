@@ -1,0 +1,56 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/clawnet/clawnet/container"
+	"github.com/clawnet/clawnet/gateway/control"
+)
+
+// exitStatus carries a container's exit status out of run.
+type exitStatus int
+
+func (e exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+func newRunCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:                strings.TrimPrefix(container.RunUsage, "clawnet "),
+		Short:              "Run a container whose first instruction already goes through the gateway",
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 && (args[0] == "-h" || args[0] == "--help") {
+				return cmd.Help()
+			}
+			o, err := container.ParseRunArgs(args)
+			if err != nil {
+				return usageError{err}
+			}
+			o.Stdin, o.Stdout, o.Stderr = os.Stdin, e.stdout, e.stderr
+			code, err := container.Run(cmd.Context(), o, func(ctx context.Context, r container.AttachRequest) error {
+				_, err := e.client().Attach(ctx, control.AttachRequest{Container: r.Container, Name: r.Name, Policy: r.Policy})
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if code != 0 {
+				return exitStatus(code)
+			}
+			return nil
+		},
+	}
+}
+
+func newPauseCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:    "pause",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE:   func(cmd *cobra.Command, _ []string) error { return container.Pause(cmd.Context()) },
+	}
+}
