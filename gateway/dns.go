@@ -245,7 +245,7 @@ func (a *Agent) handleDNSTCP(r *netstack.TCPRequest) {
 		return
 	}
 	defer st.tcpConns.Add(-1)
-	f := &flow{a: a, proto: policy.ProtoTCP, src: r.Src, dst: r.Dst, start: time.Now(), idle: dnsTCPIdle}
+	f := newFlow(a, policy.ProtoTCP, r.Src, r.Dst, dnsTCPIdle)
 	if err := a.track(f); err != nil {
 		deny(err.Error())
 		return

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/clawnet/clawnet/netstack"
 	"github.com/clawnet/clawnet/policy"
 	"github.com/clawnet/clawnet/sniff"
@@ -43,10 +45,16 @@ type flow struct {
 	timer    *time.Timer
 
 	closeOnce sync.Once
+	done      chan struct{} // closed by close
+}
+
+func newFlow(a *Agent, proto policy.Proto, src, dst netip.AddrPort, idle time.Duration) *flow {
+	return &flow{a: a, proto: proto, src: src, dst: dst, start: time.Now(), idle: idle, done: make(chan struct{})}
 }
 
 func (f *flow) close() {
 	f.closeOnce.Do(func() {
+		close(f.done)
 		if f.timer != nil {
 			f.timer.Stop()
 		}
@@ -88,7 +96,8 @@ func (a *Agent) handleTCP(r *netstack.TCPRequest) {
 			Name: d.name, Verdict: d.Verdict.String(), Rule: d.Rule, Reason: d.Reason})
 		return
 	}
-	f := &flow{a: a, proto: policy.ProtoTCP, src: r.Src, dst: r.Dst, start: time.Now(), idle: a.g.cfg.Timeouts.TCPIdle.D(), name: d.name}
+	f := newFlow(a, policy.ProtoTCP, r.Src, r.Dst, a.g.cfg.Timeouts.TCPIdle.D())
+	f.name = d.name
 	if err := a.track(f); err != nil {
 		r.Reject()
 		a.event(&AuditEvent{Kind: "flow", Event: "deny", Proto: "tcp", Src: r.Src.String(), Dst: r.Dst.String(),
@@ -379,23 +388,26 @@ func (f *flow) spliceTCP(first []byte) {
 }
 
 // pipe copies src to dst. On EOF it half-closes dst; on any error it closes
-// the whole flow so the other direction ends too.
+// the whole flow so the other direction ends too. It takes a copy buffer only
+// once src is readable, so an idle flow holds none.
 func (f *flow) pipe(dst, src net.Conn, n, total *atomic.Uint64) {
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	buf := *bp
 	for {
-		nr, rerr := src.Read(buf)
+		waitReadable(src, f.done)
+		bp := copyBufs.Get().(*[]byte)
+		nr, rerr := src.Read(*bp)
+		buf := *bp
 		if nr > 0 {
 			f.last.Store(time.Now().UnixNano())
 			nw, werr := dst.Write(buf[:nr])
 			n.Add(uint64(nw))
 			total.Add(uint64(nw))
 			if werr != nil {
+				copyBufs.Put(bp)
 				f.close()
 				return
 			}
 		}
+		copyBufs.Put(bp)
 		if rerr != nil {
 			if errors.Is(rerr, io.EOF) {
 				if hc, ok := dst.(halfCloser); ok && hc.CloseWrite() == nil {
@@ -415,7 +427,7 @@ func (a *Agent) handleUDP(r *netstack.UDPRequest) bool {
 			Verdict: d.Verdict.String(), Rule: d.Rule, Reason: d.Reason})
 		return false
 	}
-	f := &flow{a: a, proto: policy.ProtoUDP, src: r.Src, dst: r.Dst, start: time.Now(), idle: a.g.cfg.Timeouts.UDPIdle.D()}
+	f := newFlow(a, policy.ProtoUDP, r.Src, r.Dst, a.g.cfg.Timeouts.UDPIdle.D())
 	if err := a.track(f); err != nil {
 		a.event(&AuditEvent{Kind: "flow", Event: "deny", Proto: "udp", Src: r.Src.String(), Dst: r.Dst.String(),
 			Verdict: "deny", Rule: "builtin:limit", Reason: err.Error()})
@@ -467,4 +479,29 @@ func (g *Gateway) dial(ctx context.Context, network string, dst netip.AddrPort) 
 		return nil
 	}
 	return d.DialContext(ctx, network, dst.String())
+}
+
+// readableConn is a connection that can say when a Read would not block.
+type readableConn interface {
+	WaitReadable(done <-chan struct{})
+}
+
+// waitReadable blocks until a Read on c would not block, or done closes.
+// Host sockets are polled with a one-byte MSG_PEEK, so waiting needs no
+// buffer; connections of other kinds are read at once.
+func waitReadable(c net.Conn, done <-chan struct{}) {
+	switch c := c.(type) {
+	case readableConn:
+		c.WaitReadable(done)
+	case syscall.Conn:
+		rc, err := c.SyscallConn()
+		if err != nil {
+			return
+		}
+		var b [1]byte
+		_ = rc.Read(func(fd uintptr) bool {
+			_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+			return err != unix.EAGAIN
+		})
+	}
 }

@@ -185,6 +185,27 @@ func (r *TCPRequest) Reject() { r.r.Complete(true) }
 type TCPConn struct {
 	*gonet.TCPConn
 	ep tcpip.Endpoint
+	wq *waiter.Queue
+}
+
+// WaitReadable blocks until a Read would not block (data, EOF or an error)
+// or done is closed. A proxy waits here before taking a buffer, so an idle
+// flow holds none.
+func (c *TCPConn) WaitReadable(done <-chan struct{}) {
+	const mask = waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr
+	if c.ep.Readiness(mask) != 0 {
+		return
+	}
+	e, ch := waiter.NewChannelEntry(mask)
+	c.wq.EventRegister(&e)
+	defer c.wq.EventUnregister(&e)
+	if c.ep.Readiness(mask) != 0 {
+		return
+	}
+	select {
+	case <-ch:
+	case <-done:
+	}
 }
 
 // Abort resets the connection: the agent sees a reset, not an orderly close.
@@ -201,7 +222,7 @@ func (r *TCPRequest) Accept() (*TCPConn, error) {
 	r.r.Complete(false)
 	// Keepalive on the agent's side finds a peer that vanished silently.
 	ep.SocketOptions().SetKeepAlive(true)
-	return &TCPConn{TCPConn: gonet.NewTCPConn(&wq, ep), ep: ep}, nil
+	return &TCPConn{TCPConn: gonet.NewTCPConn(&wq, ep), ep: ep, wq: &wq}, nil
 }
 
 // UDPRequest is the first datagram of a new UDP flow.
