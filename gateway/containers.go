@@ -3,6 +3,11 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -44,4 +49,29 @@ func (g *Gateway) followContainers(ctx context.Context, log hclog.Logger) (stop 
 	done := make(chan struct{})
 	go func() { defer close(done); g.watcher.Run(wctx) }()
 	return func() { cancel(); <-done; ec.Close() }
+}
+
+// fixProcessDNS makes name lookups work for a process attached by PID whose
+// resolv.conf names only resolvers it cannot reach through the TUN (a
+// loopback one). It rewrites the file only when the process has a mount
+// namespace of its own: one that shares the gateway host's would be the
+// host's own resolv.conf, which is never touched. It returns notes for the
+// user.
+func fixProcessDNS(pid int, gw netip.Addr) []string {
+	self, err1 := os.Readlink("/proc/self/ns/mnt")
+	theirs, err2 := os.Readlink("/proc/" + strconv.Itoa(pid) + "/ns/mnt")
+	if err1 != nil || err2 != nil {
+		return nil
+	}
+	if self == theirs {
+		return []string{fmt.Sprintf("the process shares the host's filesystem: its resolv.conf is left alone; if it names a loopback resolver, point it at %s", gw)}
+	}
+	ch, err := container.FixResolvConfPID(pid, gw)
+	if err != nil {
+		return []string{"DNS: " + err.Error()}
+	}
+	if ch.Changed {
+		return []string{fmt.Sprintf("DNS: %s named resolvers the agent cannot reach (%s); it now names the gateway %s", ch.Path, strings.Join(ch.Dropped, ", "), gw)}
+	}
+	return nil
 }

@@ -229,6 +229,9 @@ func (g *Gateway) Attach(ctx context.Context, req control.AttachRequest) (*contr
 	}
 	g.agents[name] = a
 	g.mu.Unlock()
+	if req.PID != 0 {
+		a.notes = append(a.notes, fixProcessDNS(req.PID, g.gw4)...)
+	}
 	g.log.Info("agent attached", "agent", name, "target", target, "policy", pol, "addrs", a.info().Addresses)
 	return a.info(), nil
 }
