@@ -219,6 +219,9 @@ func (g *Gateway) Attach(ctx context.Context, req control.AttachRequest) (*contr
 		name: name, policy: pol, target: target, containerID: containerID, pid: pid,
 		ns: ns, force: req.Force,
 	})
+	if err == nil && req.PID != 0 {
+		a.notes = append(a.notes, fixProcessDNS(req.PID, g.gw4)...)
+	}
 	g.mu.Lock()
 	if err != nil {
 		delete(g.agents, name)
@@ -229,9 +232,6 @@ func (g *Gateway) Attach(ctx context.Context, req control.AttachRequest) (*contr
 	}
 	g.agents[name] = a
 	g.mu.Unlock()
-	if req.PID != 0 {
-		a.notes = append(a.notes, fixProcessDNS(req.PID, g.gw4)...)
-	}
 	g.log.Info("agent attached", "agent", name, "target", target, "policy", pol, "addrs", a.info().Addresses)
 	return a.info(), nil
 }
