@@ -40,12 +40,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		systems = fs.String("systems", "veth,slirp4netns,pasta,clawnet", "systems to measure, comma-separated")
 		reps    = fs.Int("reps", 0, "repetitions of every system (default: the mode's)")
 		root    = fs.String("root", "", "repository root holding bin/ and bench/probe (default: found from the working directory)")
+		redraw  = fs.String("chart", "", "measure nothing: redraw chart.svg beside this results.json")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *redraw != "" {
+		return suite.Redraw(*redraw, stdout)
 	}
 	mode := "full"
 	switch {

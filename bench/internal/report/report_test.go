@@ -169,7 +169,7 @@ func TestChartIsWellFormedSVG(t *testing.T) {
 }
 
 func TestNiceCeil(t *testing.T) {
-	for _, tt := range []struct{ in, want float64 }{{0, 1}, {0.7, 1}, {1.2, 2}, {2.2, 2.5}, {23, 25}, {41, 50}, {51, 100}, {100, 100}} {
+	for _, tt := range []struct{ in, want float64 }{{0, 1}, {0.7, 0.8}, {1.2, 1.5}, {2.2, 2.5}, {23, 25}, {41, 50}, {51, 60}, {287, 300}, {801, 1000}, {100, 100}} {
 		if got := niceCeil(tt.in); math.Abs(got-tt.want) > 1e-9 {
 			t.Errorf("niceCeil(%v) = %v, want %v", tt.in, got, tt.want)
 		}

@@ -292,11 +292,14 @@ func (r *runner) write(results report.Results, stdout io.Writer) error {
 		}
 	}
 	meta := runMeta(r.cfg, r.t.prefix)
+	if out, err := exec.Command(filepath.Join(r.cfg.Root, "bin", "clawnet"), "version").Output(); err == nil {
+		meta.Clawnet = strings.TrimPrefix(strings.TrimSpace(string(out)), "clawnet ")
+	}
 	// Other work on the machine skews every system alike, since they
 	// interleave, but a reader should know how busy it was.
 	meta.Load = r.load + " → " + loadavg()
 	meta.Seconds = time.Since(r.start).Round(time.Second).Seconds()
-	subtitle := fmt.Sprintf("%s run, median of %d, %s, %d CPUs, Linux %s", r.cfg.Mode, r.cfg.Reps, meta.Date, meta.CPUs, meta.Kernel)
+	subtitle := meta.subtitle()
 
 	writeFile := func(name string, fill func(io.Writer) error) error {
 		f, err := os.Create(filepath.Join(r.cfg.OutDir, name))
@@ -326,8 +329,17 @@ func (r *runner) write(results report.Results, stdout io.Writer) error {
 			})
 		}),
 		writeFile("results.md", func(w io.Writer) error {
-			fmt.Fprintf(w, "Benchmark: %s. Tools: %s. Load average %s.\n\n", subtitle, meta.Tools, meta.Load)
-			return report.Write(w, results, r.cfg.Systems, failed, true)
+			fmt.Fprintf(w, "Benchmark: %s. clawnet %s. Tools: %s. Load average %s.\n\n", subtitle, meta.Clawnet, meta.Tools, meta.Load)
+			if err := report.Write(w, results, r.cfg.Systems, failed, true); err != nil {
+				return err
+			}
+			if len(r.warnings) > 0 {
+				fmt.Fprintf(w, "\nWarnings:\n\n")
+				for _, warning := range r.warnings {
+					fmt.Fprintf(w, "- %s\n", warning)
+				}
+			}
+			return nil
 		}),
 		writeFile("chart.svg", func(w io.Writer) error {
 			return report.Chart(w, results, r.cfg.Systems, subtitle)
@@ -346,6 +358,45 @@ func (r *runner) write(results report.Results, stdout io.Writer) error {
 	return nil
 }
 
+// Redraw reads a results.json, writes chart.svg beside it and prints the
+// table, for changing the chart without measuring again.
+func Redraw(resultsFile string, stdout io.Writer) error {
+	b, err := os.ReadFile(resultsFile)
+	if err != nil {
+		return err
+	}
+	var results report.Results
+	if err := json.Unmarshal(b, &results); err != nil {
+		return fmt.Errorf("%s: %w", resultsFile, err)
+	}
+	var systems []string
+	for _, s := range report.Systems {
+		if results[s] != nil {
+			systems = append(systems, s)
+		}
+	}
+	subtitle := "redrawn from " + filepath.Base(resultsFile)
+	// The run's raw.json, when it is beside the results, tells what run it was.
+	if b, err := os.ReadFile(filepath.Join(filepath.Dir(resultsFile), "raw.json")); err == nil {
+		var raw struct{ Meta meta }
+		if json.Unmarshal(b, &raw) == nil && raw.Meta.Mode != "" {
+			subtitle = raw.Meta.subtitle()
+		}
+	}
+	f, err := os.Create(filepath.Join(filepath.Dir(resultsFile), "chart.svg"))
+	if err != nil {
+		return err
+	}
+	if err := report.Chart(f, results, systems, subtitle); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return report.Write(stdout, results, systems, nil, false)
+}
+
 type meta struct {
 	Date    string        `json:"date"`
 	Mode    string        `json:"mode"`
@@ -356,6 +407,7 @@ type meta struct {
 	Tools   string        `json:"tools"`
 	Prefix  string        `json:"prefix"`
 	Load    string        `json:"loadavg"`
+	Clawnet string        `json:"clawnet"`
 	Seconds float64       `json:"seconds"`
 	Iperf   int           `json:"iperf_seconds"`
 	RR      time.Duration `json:"rr_ns"`
@@ -363,6 +415,10 @@ type meta struct {
 	Workers int           `json:"connect_workers"`
 	Agents  int           `json:"idle_agents"`
 	Flows   int           `json:"idle_flows"`
+}
+
+func (m meta) subtitle() string {
+	return fmt.Sprintf("%s run, median of %d, %s, %d CPUs, Linux %s", m.Mode, m.Reps, m.Date, m.CPUs, m.Kernel)
 }
 
 func runMeta(cfg Config, prefix netip.Prefix) meta {
