@@ -134,6 +134,13 @@ func (ns *Stack) tune(cfg Config) error {
 		&tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: cfg.TCPBuffer},
 		&tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: cfg.TCPBuffer},
 		ptr(tcpip.TCPModerateReceiveBufferOption(true)),
+		// No TIME-WAIT on the agent's link. gVisor hands a SYN that meets
+		// a TIME-WAIT endpoint only to a listener, never to the forwarder:
+		// the agent's kernel, which closed second and so keeps no TIME-WAIT
+		// of its own, would reuse the port at once and see its SYN dropped
+		// for a whole retransmit timeout. On a virtual link with no
+		// reordering, TIME-WAIT has no old duplicates to absorb.
+		ptr(tcpip.TCPTimeWaitTimeoutOption(0)),
 	}
 	for _, o := range opts {
 		if err := ns.s.SetTransportProtocolOption(tcp.ProtocolNumber, o); err != nil {
