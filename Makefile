@@ -2,7 +2,7 @@
 # the README use; it needs root for the namespace, TUN and Docker tiers.
 GO       ?= go
 BIN      := bin
-PKGS_UNIT = $(shell $(GO) list ./... | grep -v '/test\($$\|/\)' | grep -v '/bench\($$\|/\)')
+PKGS_UNIT = $(shell $(GO) list ./... | grep -v '/test\($$\|/\)')
 LDFLAGS  := -s -w -X github.com/clawnet/clawnet/internal/version.Version=$(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 .PHONY: all build deps demo test check unit integration docker-test bench bench-quick bench-smoke clean
