@@ -40,6 +40,10 @@ type Config struct {
 type DNSConfig struct {
 	// Upstream is "system" (the host's resolv.conf) or a list of ip:port.
 	Upstream Upstream `yaml:"upstream"`
+	// QueriesPerSecond and Burst bound one agent's queries; past them the
+	// gateway answers REFUSED at once.
+	QueriesPerSecond int `yaml:"queries_per_second"`
+	Burst            int `yaml:"burst"`
 }
 
 // Upstream is either the host's resolvers or explicit servers.
@@ -147,7 +151,7 @@ func DefaultConfig() *Config {
 		PolicyDir:     "/etc/clawnet/policies",
 		DefaultPolicy: "default",
 		LLMProvider:   "anthropic",
-		DNS:           DNSConfig{Upstream: Upstream{System: true}},
+		DNS:           DNSConfig{Upstream: Upstream{System: true}, QueriesPerSecond: 200, Burst: 400},
 		AuditLog:      "-",
 		Network: NetworkConfig{
 			Interface: "clawnet0",
@@ -245,6 +249,9 @@ func (c *Config) validate() error {
 		if p.Bits() == 0 {
 			return fmt.Errorf("treat_as_public must not contain %s: name the lab's ranges", p)
 		}
+	}
+	if c.DNS.QueriesPerSecond <= 0 || c.DNS.Burst <= 0 {
+		return errors.New("dns.queries_per_second and dns.burst must be positive")
 	}
 	if !c.DNS.Upstream.System && len(c.DNS.Upstream.Servers) == 0 {
 		return errors.New("dns.upstream needs at least one server, or \"system\"")

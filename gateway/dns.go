@@ -22,8 +22,6 @@ import (
 // bound a query is answered REFUSED at once: the agent's stub resolver
 // retries later, and nothing queues up inside the gateway.
 const (
-	dnsRate           = 200 // queries per second, sustained
-	dnsBurst          = 400
 	dnsInFlight       = 64   // upstream queries of one agent at once
 	dnsInFlightTotal  = 1024 // upstream queries of all agents at once
 	dnsTCPConns       = 16   // DNS-over-TCP connections of one agent at once
@@ -50,6 +48,9 @@ type resolver struct {
 
 	slots chan struct{} // upstream queries of all agents in flight
 
+	rate  rate.Limit // queries per second and agent, sustained
+	burst int
+
 	agents sync.Map // *Agent → *agentDNS, dropped when the agent's ctx ends
 }
 
@@ -74,6 +75,8 @@ func newResolver(cfg *Config, log hclog.Logger) (*resolver, error) {
 		dnsAnswerer: dnsAnswerer{up: up, public: cfg.TreatAsPublic},
 		log:         log,
 		slots:       make(chan struct{}, dnsInFlightTotal),
+		rate:        rate.Limit(cfg.DNS.QueriesPerSecond),
+		burst:       cfg.DNS.Burst,
 	}, nil
 }
 
@@ -88,7 +91,7 @@ func (r *resolver) state(a *Agent) *agentDNS {
 		return st.(*agentDNS)
 	}
 	st, loaded := r.agents.LoadOrStore(a, &agentDNS{
-		limit:    rate.NewLimiter(dnsRate, dnsBurst),
+		limit:    rate.NewLimiter(r.rate, r.burst),
 		limitLog: rate.NewLimiter(dnsLimitLogPerSec, 1),
 	})
 	if !loaded && a.ctx != nil {

@@ -758,7 +758,8 @@ func TestDNSRateLimit(t *testing.T) {
 	b := dnsTestAgent(t, g, "bob")
 	conn := serveDNSPipe(t, a)
 	refused := 0
-	const n = dnsBurst + 200
+	dnsBurst := g.cfg.DNS.Burst
+	n := dnsBurst + 200
 	for i := range n {
 		// Denied names: cheap to answer, but they still count.
 		m := tcpExchange(t, conn, mkQuery(fmt.Sprintf("x%d.attacker.example.", i), dns.TypeA, 1232))
