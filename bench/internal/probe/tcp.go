@@ -107,7 +107,7 @@ func RR(ctx context.Context, addr string, d time.Duration) (Result, error) {
 		return r, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 
 	lat := make([]time.Duration, 0, 1<<16)
@@ -121,6 +121,8 @@ func RR(ctx context.Context, addr string, d time.Duration) (Result, error) {
 			break
 		}
 		seq++
+		// A path that stops answering must fail the test, not hang it.
+		c.SetDeadline(t0.Add(2 * time.Second))
 		if err := exchange(c, request(opKeep, seq), reply); err != nil {
 			return r, fmt.Errorf("transaction %d: %w", seq, err)
 		}

@@ -84,13 +84,16 @@ func pickPrefix(ctx context.Context, seed int) (netip.Prefix, error) {
 }
 
 // freePrefix returns the first /22 of the benchmarking range, counting
-// from seed, that overlaps none of used.
+// from seed, that overlaps none of used. It looks in 198.19.0.0/16 first:
+// the integration harness and the demo take their subnets from
+// 198.18.0.0/16, so a namespace of theirs made after this run picked its
+// prefix cannot land on it.
 func freePrefix(used []netip.Prefix, seed int) (netip.Prefix, error) {
 	const n = 1 << (22 - 15) // /22s in a /15
 	base := benchRange.Addr().As4()
 	start := uint32(base[0])<<24 | uint32(base[1])<<16
 	for i := range n {
-		k := uint32((seed + i) % n)
+		k := uint32((n/2 + seed%(n/2) + i) % n)
 		a := start + k<<10
 		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)}), 22)
 		free := true

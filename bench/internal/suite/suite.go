@@ -70,7 +70,9 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	probeBin := filepath.Join(tmp, "probe")
+	// A name no other tool on the machine is likely to share, so that
+	// nobody's clean-up by process name takes the suite's servers down.
+	probeBin := filepath.Join(tmp, "clawbench-probe")
 	if err := buildProbe(ctx, cfg.Root, probeBin); err != nil {
 		return err
 	}
