@@ -104,11 +104,17 @@ func (a *Agent) handleTCP(r *netstack.TCPRequest) {
 			Verdict: "deny", Rule: "builtin:limit", Reason: err.Error()})
 		return
 	}
-	defer a.untrack(f)
 	if byName {
+		defer a.untrack(f)
 		a.forwardByName(r, f, d.Decision)
 		return
 	}
+	spliced := false
+	defer func() {
+		if !spliced {
+			a.untrack(f)
+		}
+	}()
 	// Dial first, complete the agent's handshake after: a refused or
 	// unreachable upstream is a reset to the agent, not an accepted
 	// connection that dies at once.
@@ -128,9 +134,15 @@ func (a *Agent) handleTCP(r *netstack.TCPRequest) {
 	f.agent = conn
 	f.opened(d.Decision)
 	f.armIdle()
-	f.spliceTCP(nil)
-	f.close()
-	f.closed(d.Decision)
+	// The splice runs on fresh goroutines: this one's stack grew deep in
+	// the dial and would stay that size for the flow's whole life.
+	spliced = true
+	go func() {
+		defer a.untrack(f)
+		f.spliceTCP(nil)
+		f.close()
+		f.closed(d.Decision)
+	}()
 }
 
 // namedDecision is a decision with the name that made it, if any.
