@@ -76,14 +76,25 @@ func nth(p netip.Prefix, idx int) netip.Addr {
 	return a
 }
 
-// hostAddrs knows the gateway host's own addresses, which no agent may reach
-// whatever its policy says. It refreshes them in the background, since
-// interfaces come and go.
+// hostAddrs knows the gateway host's own addresses, and the network and
+// broadcast addresses of every subnet the host is on: no agent may reach
+// any of them whatever its policy says, since a datagram to a subnet's
+// broadcast address reaches the host itself and every machine on that
+// link. It refreshes them in the background, since interfaces come and go.
 type hostAddrs struct {
-	set  atomic.Pointer[map[netip.Addr]struct{}]
+	set  atomic.Pointer[map[netip.Addr]hostAddrKind]
 	stop chan struct{}
 	done chan struct{}
 }
+
+// hostAddrKind says why an address is in hostAddrs.
+type hostAddrKind uint8
+
+const (
+	hostOwn       hostAddrKind = iota + 1 // assigned to one of the host's interfaces
+	hostNetwork                           // the network address of a host subnet
+	hostBroadcast                         // the broadcast address of a host subnet
+)
 
 func newHostAddrs(every time.Duration) *hostAddrs {
 	h := &hostAddrs{stop: make(chan struct{}), done: make(chan struct{})}
@@ -105,21 +116,76 @@ func newHostAddrs(every time.Duration) *hostAddrs {
 }
 
 func (h *hostAddrs) refresh() {
-	set := map[netip.Addr]struct{}{}
+	var ps []netip.Prefix
 	if addrs, err := net.InterfaceAddrs(); err == nil {
 		for _, a := range addrs {
-			if n, ok := a.(*net.IPNet); ok {
-				if ip, ok := netip.AddrFromSlice(n.IP); ok {
-					set[ip.Unmap()] = struct{}{}
-				}
+			n, ok := a.(*net.IPNet)
+			if !ok {
+				continue
 			}
+			ip, ok := netip.AddrFromSlice(n.IP)
+			if !ok {
+				continue
+			}
+			ones, _ := n.Mask.Size()
+			ps = append(ps, netip.PrefixFrom(ip.Unmap(), ones))
 		}
 	}
+	set := hostAddrSet(ps)
 	h.set.Store(&set)
 }
 
+// hostAddrSet lists the addresses of the host's interface prefixes with
+// the network and broadcast addresses of their subnets. Point-to-point
+// subnets (/31, /32, /127, /128) have neither.
+func hostAddrSet(ps []netip.Prefix) map[netip.Addr]hostAddrKind {
+	set := make(map[netip.Addr]hostAddrKind, 3*len(ps))
+	for _, p := range ps {
+		if !p.IsValid() {
+			continue
+		}
+		ip := p.Addr().WithZone("")
+		if ip.BitLen()-p.Bits() >= 2 {
+			if _, ok := set[p.Masked().Addr()]; !ok {
+				set[p.Masked().Addr()] = hostNetwork
+			}
+			// IPv6 has no broadcast; its all-zero interface ID (the
+			// subnet-router anycast) is the network address above.
+			if ip.Is4() {
+				if _, ok := set[lastAddr(p)]; !ok {
+					set[lastAddr(p)] = hostBroadcast
+				}
+			}
+		}
+		set[ip] = hostOwn
+	}
+	return set
+}
+
+// lastAddr returns the highest address of p.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+// lookup says whether a is one of the host's addresses or a network or
+// broadcast address of one of its subnets, and which.
+func (h *hostAddrs) lookup(a netip.Addr) (hostAddrKind, bool) {
+	if h == nil {
+		return 0, false
+	}
+	k, ok := (*h.set.Load())[a.Unmap().WithZone("")]
+	return k, ok
+}
+
+// contains reports whether a is one of the host's addresses, or a network
+// or broadcast address of one of its subnets.
 func (h *hostAddrs) contains(a netip.Addr) bool {
-	_, ok := (*h.set.Load())[a.Unmap()]
+	_, ok := h.lookup(a)
 	return ok
 }
 

@@ -484,13 +484,32 @@ func (a *Agent) handleUDP(r *netstack.UDPRequest) bool {
 func (g *Gateway) dial(ctx context.Context, network string, dst netip.AddrPort) (net.Conn, error) {
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	d := g.dialer
-	d.Control = func(_, address string, _ syscall.RawConn) error {
+	d.Control = func(network, address string, rc syscall.RawConn) error {
 		if got, err := netip.ParseAddrPort(address); err != nil || got != dst {
 			return &os.SyscallError{Syscall: "connect", Err: syscall.EPERM}
+		}
+		if network == "udp4" || network == "udp6" || network == "udp" {
+			return noBroadcast(rc)
 		}
 		return nil
 	}
 	return d.DialContext(ctx, network, dst.String())
+}
+
+// noBroadcast turns SO_BROADCAST off on an upstream UDP socket (Go turns
+// it on for every UDP socket), so the kernel itself refuses to send to a
+// broadcast address should a check above ever miss one.
+func noBroadcast(rc syscall.RawConn) error {
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 0)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return &os.SyscallError{Syscall: "setsockopt SO_BROADCAST", Err: serr}
+	}
+	return nil
 }
 
 // readableConn is a connection that can say when a Read would not block.

@@ -322,8 +322,9 @@ func (g *Gateway) Explain(pol, proto, host string, port uint16) (*control.Explan
 }
 
 // guard applies the gateway's own rules, which no policy can open: the
-// gateway's link addresses (DNS only), other agents, loopback and the host's
-// own addresses.
+// gateway's link addresses (DNS only), other agents, loopback, the host's
+// own addresses, the network and broadcast addresses of its subnets,
+// limited broadcast and multicast, in every IPv4-in-IPv6 form.
 func (g *Gateway) guard(dst netip.Addr, port uint16) (policy.Decision, bool) {
 	dst = dst.Unmap()
 	switch {
@@ -336,8 +337,33 @@ func (g *Gateway) guard(dst netip.Addr, port uint16) (policy.Decision, bool) {
 		return policy.Decision{Rule: "builtin:agents", Reason: "agents cannot reach one another"}, true
 	case dst.IsLoopback() || dst.IsUnspecified():
 		return policy.Decision{Rule: "builtin:host", Reason: "the gateway host's loopback is never reachable"}, true
-	case g.host.contains(dst):
+	}
+	if info := policy.ClassifyAddr(dst); info.Inner.IsValid() {
+		// An IPv4 address wrapped in IPv6 (NAT64, 6to4, ...) names the
+		// same host: guard the address inside as well.
+		if d, ok := g.guardHost(info.Inner); ok {
+			return d, true
+		}
+	}
+	return g.guardHost(dst)
+}
+
+var limitedBroadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+
+// guardHost refuses the gateway host's own addresses, the network and
+// broadcast addresses of every subnet it is on, limited broadcast and
+// multicast.
+func (g *Gateway) guardHost(dst netip.Addr) (policy.Decision, bool) {
+	switch k, _ := g.host.lookup(dst); k {
+	case hostOwn:
 		return policy.Decision{Rule: "builtin:host", Reason: "the gateway host's own addresses are never reachable"}, true
+	case hostNetwork:
+		return policy.Decision{Rule: "builtin:host", Reason: dst.String() + " is the network address of a subnet the gateway host is on"}, true
+	case hostBroadcast:
+		return policy.Decision{Rule: "builtin:broadcast", Reason: dst.String() + " is the broadcast address of a subnet the gateway host is on"}, true
+	}
+	if dst == limitedBroadcast || dst.IsMulticast() {
+		return policy.Decision{Rule: "builtin:broadcast", Reason: dst.String() + " is a broadcast or multicast address: the gateway proxies one peer per flow, never a whole link"}, true
 	}
 	return policy.Decision{}, false
 }
