@@ -269,11 +269,13 @@ const helloTimeout = 10 * time.Second
 func readHello(conn net.Conn, buf []byte) (int, sniff.Result, error) {
 	n := 0
 	extended := false
+	var res sniff.Result
 	for {
 		m, err := conn.Read(buf[n:])
 		n += m
 		if n > 0 {
-			res, serr := sniff.Sniff(buf[:n])
+			var serr error
+			res, serr = sniff.Sniff(buf[:n])
 			if !errors.Is(serr, sniff.ErrNeedMore) {
 				return n, res, serr
 			}
@@ -288,15 +290,19 @@ func readHello(conn net.Conn, buf []byte) (int, sniff.Result, error) {
 		}
 		if err != nil {
 			if n > 0 && errors.Is(err, io.EOF) {
-				// The client shut its side before completing a hello or a
-				// request head: no server will ever read a name from these
-				// bytes, so they are passed on as an unknown protocol.
-				return n, sniff.Result{Kind: sniff.Unknown}, nil
+				// The client shut its side in the middle of a hello or a
+				// request head. A lenient server may end the head at end
+				// of stream and read a Host from it: never pass it on.
+				return n, res, errHelloCut
 			}
-			return n, sniff.Result{}, err
+			return n, res, err
 		}
 	}
 }
+
+// errHelloCut is a hello or request head the client ended before it was
+// complete.
+var errHelloCut = errors.New("the client closed its side in the middle of a ClientHello or request head")
 
 func isTimeout(err error) bool {
 	var ne net.Error
