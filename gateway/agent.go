@@ -39,10 +39,11 @@ type Agent struct {
 	ctx    context.Context // cancelled at detach; bounds dials
 	cancel context.CancelFunc
 
-	mu     sync.Mutex
-	flows  map[*flow]struct{} // guarded by mu
-	closed bool               // guarded by mu
-	wg     sync.WaitGroup     // flow goroutines
+	mu       sync.Mutex
+	flows    map[*flow]struct{} // guarded by mu
+	closed   bool               // guarded by mu
+	reserved int64              // buffer bytes reserved by live flows; guarded by mu
+	wg       sync.WaitGroup     // flow goroutines
 
 	nflows    atomic.Int64
 	bytesUp   atomic.Uint64
@@ -127,7 +128,8 @@ func (a *Agent) info() *control.Agent {
 		Name: a.name, Target: a.target, ContainerID: a.containerID, PID: a.pid,
 		Netns: a.ns.Path(), Interface: a.dev.IfName, Policy: a.policy,
 		Flows: a.nflows.Load(), BytesUp: a.bytesUp.Load(), BytesDown: a.bytesDown.Load(),
-		AttachedAt: a.attachedAt, Notes: a.notes,
+		BufferReserved: a.bufferReserved(),
+		AttachedAt:     a.attachedAt, Notes: a.notes,
 	}
 	for _, p := range a.addrs {
 		ai.Addresses = append(ai.Addresses, p.String())
@@ -186,15 +188,25 @@ func (a *Agent) track(f *flow) error {
 	if len(a.flows) >= a.g.cfg.Limits.FlowsPerAgent {
 		return fmt.Errorf("flow limit (%d) reached", a.g.cfg.Limits.FlowsPerAgent)
 	}
+	if err := a.reserveLocked(f); err != nil {
+		return err
+	}
 	a.flows[f] = struct{}{}
 	a.nflows.Add(1)
 	a.wg.Add(1)
 	return nil
 }
 
+func (a *Agent) bufferReserved() int64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.reserved
+}
+
 func (a *Agent) untrack(f *flow) {
 	a.mu.Lock()
 	delete(a.flows, f)
+	a.reserved -= f.reserved
 	a.mu.Unlock()
 	a.nflows.Add(-1)
 	a.wg.Done()

@@ -65,6 +65,41 @@ type LimitsConfig struct {
 	FlowsPerAgent      int `yaml:"flows_per_agent"`
 	HandshakesPerAgent int `yaml:"handshakes_per_agent"`
 	Agents             int `yaml:"agents"`
+	// BufferPerAgent caps the bytes one agent's flows can make the
+	// gateway hold: its stack's send and receive buffers and the copy
+	// buffers of its flows, counted at their most (see budget.go).
+	BufferPerAgent ByteSize `yaml:"buffer_per_agent"`
+}
+
+// ByteSize is a size in bytes written as a number or with a binary unit:
+// 512MiB, 64KiB, 1GiB.
+type ByteSize int64
+
+func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	v, err := parseByteSize(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: bad size %q (want for example 512MiB or 1GiB)", n.Line, n.Value)
+	}
+	*b = v
+	return nil
+}
+
+func parseByteSize(s string) (ByteSize, error) {
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"B", 1}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v < 0 || v > (1<<50)/mult {
+		return 0, errors.New("bad size")
+	}
+	return ByteSize(v * mult), nil
 }
 
 // TimeoutsConfig sets flow timers.
@@ -159,7 +194,7 @@ func DefaultConfig() *Config {
 			IPv4:      netip.MustParsePrefix("100.96.0.0/16"),
 			IPv6:      netip.MustParsePrefix("fd63:6c61:776e:1::/64"),
 		},
-		Limits: LimitsConfig{FlowsPerAgent: 4096, HandshakesPerAgent: 256, Agents: 4096},
+		Limits: LimitsConfig{FlowsPerAgent: 4096, HandshakesPerAgent: 256, Agents: 4096, BufferPerAgent: 512 << 20},
 		Timeouts: TimeoutsConfig{
 			Dial:      Duration(10 * time.Second),
 			TCPIdle:   Duration(2 * time.Hour),
@@ -241,6 +276,9 @@ func (c *Config) validate() error {
 	}
 	if c.Limits.FlowsPerAgent <= 0 || c.Limits.HandshakesPerAgent <= 0 || c.Limits.Agents <= 0 {
 		return errors.New("limits must be positive")
+	}
+	if c.Limits.BufferPerAgent < minBufferPerAgent {
+		return fmt.Errorf("limits.buffer_per_agent must be at least %d bytes (one full-sized flow), not %d", minBufferPerAgent, c.Limits.BufferPerAgent)
 	}
 	if c.Timeouts.Dial <= 0 || c.Timeouts.TCPIdle <= 0 || c.Timeouts.UDPIdle <= 0 {
 		return errors.New("timeouts must be positive")

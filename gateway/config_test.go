@@ -44,6 +44,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad upstream", "version: v1\ndns:\n  upstream: google\n", `c.yaml:3: dns.upstream must be "system" or a list of ip:port, not "google"`},
 		{"bad server", "version: v1\ndns:\n  upstream: [dns.example:53]\n", `c.yaml:3: bad dns server "dns.example:53"`},
 		{"small mtu", "version: v1\nnetwork:\n  mtu: 500\n", "network.mtu must be between 1280 and 65535"},
+		{"bad size", "version: v1\nlimits:\n  buffer_per_agent: lots\n", `c.yaml:3: bad size "lots"`},
+		{"tiny budget", "version: v1\nlimits:\n  buffer_per_agent: 1MiB\n", "limits.buffer_per_agent must be at least"},
 		{"narrow pool", "version: v1\nnetwork:\n  ipv4: 100.96.0.0/31\n", "network.ipv4 must be an IPv4 prefix of /30 or wider"},
 	}
 	for _, tt := range tests {

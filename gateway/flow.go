@@ -36,6 +36,8 @@ type flow struct {
 	upstream net.Conn
 	start    time.Time
 	idle     time.Duration
+	buf      int    // bytes of each netstack buffer (see budget.go)
+	reserved int64  // what the flow reserved of the agent's buffer budget
 	name     string // the DNS name bound to dst that allowed the flow, if any
 	sni      string
 	host     string
@@ -125,6 +127,7 @@ func (a *Agent) handleTCP(r *netstack.TCPRequest) {
 		return
 	}
 	f.upstream = up
+	r.Buffer = f.buf
 	conn, err := r.Accept()
 	if err != nil {
 		up.Close()
@@ -184,6 +187,7 @@ func (a *Agent) decideTCP(dst netip.AddrPort) (namedDecision, bool) {
 // databases): the upstream is dialled so its banner can flow, and the
 // client's first bytes are still checked before any of them go upstream.
 func (a *Agent) forwardByName(r *netstack.TCPRequest, f *flow, d policy.Decision) {
+	r.Buffer = f.buf
 	conn, err := r.Accept()
 	if err != nil {
 		f.fail(d, err)
@@ -460,6 +464,7 @@ func (a *Agent) handleUDP(r *netstack.UDPRequest) bool {
 			Verdict: d.Verdict.String(), Rule: d.Rule, Reason: d.Reason, Error: err.Error()})
 		return false
 	}
+	r.Buffer = f.buf
 	conn, err := r.Accept()
 	if err != nil {
 		up.Close()

@@ -183,6 +183,10 @@ type TCPRequest struct {
 	r        *tcp.ForwarderRequest
 	s        *Stack
 	Src, Dst netip.AddrPort
+	// Buffer, when set before Accept, fixes the connection's send and
+	// receive buffers at that many bytes each (no auto-tuning), so the
+	// caller knows the most the stack can hold for it.
+	Buffer int
 }
 
 // Reject resets the agent's connection attempt at once.
@@ -229,6 +233,10 @@ func (r *TCPRequest) Accept() (*TCPConn, error) {
 	r.r.Complete(false)
 	// Keepalive on the agent's side finds a peer that vanished silently.
 	ep.SocketOptions().SetKeepAlive(true)
+	if r.Buffer > 0 {
+		ep.SocketOptions().SetReceiveBufferSize(int64(r.Buffer), true)
+		ep.SocketOptions().SetSendBufferSize(int64(r.Buffer), true)
+	}
 	return &TCPConn{TCPConn: gonet.NewTCPConn(&wq, ep), ep: ep, wq: &wq}, nil
 }
 
@@ -236,6 +244,9 @@ func (r *TCPRequest) Accept() (*TCPConn, error) {
 type UDPRequest struct {
 	r        *udp.ForwarderRequest
 	Src, Dst netip.AddrPort
+	// Buffer, when set before Accept, fixes the flow's receive buffer
+	// (datagrams from the agent not yet read) at that many bytes.
+	Buffer int
 }
 
 // Accept creates the agent's side of the flow; the first datagram is
@@ -245,6 +256,9 @@ func (r *UDPRequest) Accept() (*gonet.UDPConn, error) {
 	ep, err := r.r.CreateEndpoint(&wq)
 	if err != nil {
 		return nil, fmt.Errorf("create udp endpoint: %v", err)
+	}
+	if r.Buffer > 0 {
+		ep.SocketOptions().SetReceiveBufferSize(int64(r.Buffer), true)
 	}
 	return gonet.NewUDPConn(&wq, ep), nil
 }

@@ -25,19 +25,22 @@ type AttachRequest struct {
 
 // Agent describes an attached agent.
 type Agent struct {
-	Name        string    `json:"name"`
-	Target      string    `json:"target"`
-	ContainerID string    `json:"container_id,omitempty"`
-	PID         int       `json:"pid,omitempty"`
-	Netns       string    `json:"netns"`
-	Interface   string    `json:"interface"`
-	Addresses   []string  `json:"addresses"`
-	Gateway     []string  `json:"gateway"`
-	Policy      string    `json:"policy"`
-	Flows       int64     `json:"flows"`
-	BytesUp     uint64    `json:"bytes_up"`
-	BytesDown   uint64    `json:"bytes_down"`
-	AttachedAt  time.Time `json:"attached_at"`
+	Name        string   `json:"name"`
+	Target      string   `json:"target"`
+	ContainerID string   `json:"container_id,omitempty"`
+	PID         int      `json:"pid,omitempty"`
+	Netns       string   `json:"netns"`
+	Interface   string   `json:"interface"`
+	Addresses   []string `json:"addresses"`
+	Gateway     []string `json:"gateway"`
+	Policy      string   `json:"policy"`
+	Flows       int64    `json:"flows"`
+	BytesUp     uint64   `json:"bytes_up"`
+	BytesDown   uint64   `json:"bytes_down"`
+	// BufferReserved is what the agent's live flows have reserved of its
+	// buffer budget (limits.buffer_per_agent).
+	BufferReserved int64     `json:"buffer_reserved"`
+	AttachedAt     time.Time `json:"attached_at"`
 	// Notes are things the user should know about this attach (for example
 	// how DNS was made to work).
 	Notes []string `json:"notes,omitempty"`

@@ -1,0 +1,82 @@
+package gateway
+
+import (
+	"testing"
+
+	"github.com/clawnet/clawnet/policy"
+)
+
+// TestBufferBudget: flows reserve their most, full-sized ones take the
+// first half of the budget, small ones the rest, and a flow past the
+// budget is refused until another closes.
+func TestBufferBudget(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Limits.BufferPerAgent = 64 << 20
+	a := &Agent{g: &Gateway{cfg: cfg}, flows: map[*flow]struct{}{}}
+	const full, small = 2*tcpBufFull + 2*copyBufSize, 2*tcpBufSmall + 2*copyBufSize
+	var flows []*flow
+	for {
+		f := &flow{proto: policy.ProtoTCP}
+		if err := a.track(f); err != nil {
+			break
+		}
+		flows = append(flows, f)
+		if len(flows) > 10000 {
+			t.Fatal("track() never refused a flow: no buffer budget")
+		}
+	}
+	nFull := 0
+	for _, f := range flows {
+		if f.buf == tcpBufFull {
+			nFull++
+		}
+	}
+	limit := int64(cfg.Limits.BufferPerAgent)
+	wantFull := int(limit / 2 / full)
+	wantSmall := int((limit - int64(wantFull)*full) / small)
+	if nFull != wantFull || len(flows)-nFull != wantSmall {
+		t.Fatalf("64 MiB budget admitted %d full and %d small flows, want %d and %d", nFull, len(flows)-nFull, wantFull, wantSmall)
+	}
+	if got := a.bufferReserved(); got > limit {
+		t.Fatalf("reserved %d bytes, over the %d budget", got, limit)
+	}
+	if err := a.track(&flow{proto: policy.ProtoUDP}); err == nil {
+		t.Fatal("a UDP flow past the budget was admitted")
+	}
+	for _, f := range flows[:3] {
+		a.untrack(f)
+	}
+	if err := a.track(&flow{proto: policy.ProtoTCP}); err != nil {
+		t.Fatalf("track() after closing three flows = %v", err)
+	}
+	for _, f := range flows[3:] {
+		a.untrack(f)
+	}
+	if got := a.bufferReserved(); got != small {
+		t.Fatalf("after closing all but one small flow, %d bytes reserved, want %d", got, small)
+	}
+}
+
+func TestParseByteSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want ByteSize
+		ok   bool
+	}{
+		{"512MiB", 512 << 20, true},
+		{"64KiB", 64 << 10, true},
+		{"2GiB", 2 << 30, true},
+		{"1048576", 1 << 20, true},
+		{"100B", 100, true},
+		{"-1", 0, false},
+		{"1.5GiB", 0, false},
+		{"MiB", 0, false},
+		{"1TB", 0, false},
+	}
+	for _, tt := range tests {
+		got, err := parseByteSize(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("parseByteSize(%q) = %d, %v; want %d, ok %v", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
+}
