@@ -1,0 +1,2 @@
+// Package leaf is a fixture that exists but nothing imports.
+package leaf

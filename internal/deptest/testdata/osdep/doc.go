@@ -1,0 +1,2 @@
+// Package osdep is a fixture that imports os/exec on Linux only.
+package osdep

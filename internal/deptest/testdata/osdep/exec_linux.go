@@ -1,0 +1,5 @@
+package osdep
+
+import "os/exec"
+
+var _ = exec.Command
