@@ -24,6 +24,25 @@ var (
 const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 // sniffHTTP recognises an HTTP/1 request head and returns its host.
+func sniffHTTP(buf []byte) (Result, error) {
+	if len(buf) > MaxHTTPHead {
+		buf = buf[:MaxHTTPHead]
+	}
+	k, err := recognise(buf)
+	if k != HTTP || err != nil {
+		return Result{Kind: k}, err
+	}
+	res, err := parseHead(buf)
+	if err == ErrNeedMore && len(buf) >= MaxHTTPHead {
+		err = ErrTooLarge
+	}
+	return res, err
+}
+
+// recognise decides what the start of buf (at most MaxHTTPHead bytes) is:
+// HTTP for a request line to parse strictly, HTTP2 for the whole HTTP/2
+// prior-knowledge preface, Unknown for bytes that can be neither, or
+// ErrNeedMore (ErrTooLarge at the cap) until it can tell.
 //
 // Recognition errs toward HTTP: the first line counts as a request line
 // when it starts with a method token followed by whitespace and mentions
@@ -32,15 +51,12 @@ const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 // then parsed strictly, and anything off is an error. Lines that cannot be
 // an HTTP/1 request with headers (SSH banners, HTTP/0.9, Redis commands)
 // are Unknown.
-func sniffHTTP(buf []byte) (Result, error) {
-	if len(buf) > MaxHTTPHead {
-		buf = buf[:MaxHTTPHead]
-	}
-	need := func() (Result, error) {
+func recognise(buf []byte) (Kind, error) {
+	need := func() (Kind, error) {
 		if len(buf) >= MaxHTTPHead {
-			return Result{}, ErrTooLarge
+			return Unknown, ErrTooLarge
 		}
-		return Result{}, ErrNeedMore
+		return Unknown, ErrNeedMore
 	}
 
 	// Servers may skip empty lines before a request (RFC 9112 2.2); look
@@ -61,7 +77,7 @@ func sniffHTTP(buf []byte) (Result, error) {
 		return need()
 	}
 	if i == 0 {
-		return Result{}, nil // not a method token
+		return Unknown, nil // not a method token
 	}
 	switch c := line[i]; {
 	case c == ' ', c == '\t', c == '\v', c == '\f':
@@ -70,41 +86,41 @@ func sniffHTTP(buf []byte) (Result, error) {
 			return need()
 		}
 		if line[i+1] == '\n' {
-			return Result{}, nil // a lone word: no target, no version
+			return Unknown, nil // a lone word: no target, no version
 		}
 		// A bare CR is whitespace to a lenient server.
 	default:
-		return Result{}, nil
+		return Unknown, nil
 	}
 	eol := bytes.IndexByte(line, '\n')
 	if eol < 0 {
 		return need()
 	}
 	if !containsFold(line[i:eol], "http/") {
-		return Result{}, nil
+		return Unknown, nil
 	}
-
-	res := Result{Kind: HTTP}
 	if start > 0 {
-		return res, errLeadingEmptyLine
+		return HTTP, errLeadingEmptyLine
 	}
-	if bytes.HasPrefix(buf, []byte("PRI * HTTP/2.0\r\n")) {
-		if len(buf) < len(h2Preface) {
-			if !bytes.HasPrefix([]byte(h2Preface), buf) {
-				return res, errH2Preface
-			}
-			return res, ErrNeedMore
+	return recognisePreface(buf)
+}
+
+// recognisePreface tells the HTTP/2 prior-knowledge preface from an HTTP/1
+// request line: a line that starts like the preface must be all of it.
+func recognisePreface(buf []byte) (Kind, error) {
+	if !bytes.HasPrefix(buf, []byte("PRI * HTTP/2.0\r\n")) {
+		return HTTP, nil
+	}
+	if len(buf) < len(h2Preface) {
+		if !bytes.HasPrefix([]byte(h2Preface), buf) {
+			return HTTP, errH2Preface
 		}
-		if !bytes.HasPrefix(buf, []byte(h2Preface)) {
-			return res, errH2Preface
-		}
-		return Result{}, nil
+		return HTTP, ErrNeedMore
 	}
-	res, err := parseHead(buf)
-	if err == ErrNeedMore && len(buf) >= MaxHTTPHead {
-		err = ErrTooLarge
+	if !bytes.HasPrefix(buf, []byte(h2Preface)) {
+		return HTTP, errH2Preface
 	}
-	return res, err
+	return HTTP2, nil
 }
 
 // request is what parseHead keeps of a request head: slices of buf.

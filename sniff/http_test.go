@@ -27,8 +27,8 @@ func TestSniffHTTP(t *testing.T) {
 		{"OPTIONS * HTTP/1.1\r\nHost: a.example\r\n\r\n", Result{Kind: HTTP, Name: "a.example"}, nil},
 		{"CONNECT a.example:443 HTTP/1.1\r\n\r\n", Result{Kind: HTTP, Name: "a.example"}, nil},
 		{"CONNECT A.Example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n", Result{Kind: HTTP, Name: "a.example"}, nil},
-		{h2Preface, Result{}, nil},
-		{h2Preface + "\x00\x00\x12\x04", Result{}, nil},
+		{h2Preface, Result{Kind: HTTP2}, nil},
+		{h2Preface + "\x00\x00\x12\x04", Result{Kind: HTTP2}, nil},
 
 		// Not HTTP: decided as soon as the bytes say so.
 		{"\x00", Result{}, nil},
@@ -91,6 +91,7 @@ func TestSniffHTTP(t *testing.T) {
 		{"GET / HTTP/1.1\r\nHost: a.example\r\n", Result{Kind: HTTP}, ErrNeedMore},
 		{"GET / HTTP/1.1\r\nHost: a.example\r\n\r", Result{Kind: HTTP}, ErrNeedMore},
 		{"PRI * HTTP/2.0\r\n\r\nSM", Result{Kind: HTTP}, ErrNeedMore},
+		{"PRI * HTTP/2.0\r\n", Result{Kind: HTTP}, ErrNeedMore},
 		{"GET / HTTP/1.1\r\nHost: a.example\r\nX: " + strings.Repeat("y", MaxHTTPHead), Result{Kind: HTTP}, ErrTooLarge},
 		{"GET /" + strings.Repeat("y", MaxHTTPHead), Result{}, ErrTooLarge},
 		{strings.Repeat("y", MaxHTTPHead+1), Result{}, ErrTooLarge},

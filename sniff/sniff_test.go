@@ -65,7 +65,7 @@ func TestImports(t *testing.T) {
 }
 
 func TestKindString(t *testing.T) {
-	for k, want := range map[Kind]string{Unknown: "unknown", TLS: "tls", HTTP: "http", 9: "unknown"} {
+	for k, want := range map[Kind]string{Unknown: "unknown", TLS: "tls", HTTP: "http", HTTP2: "http2", 9: "unknown"} {
 		if got := k.String(); got != want {
 			t.Errorf("Kind(%d).String() = %q, want %q", k, got, want)
 		}
