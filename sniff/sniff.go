@@ -126,7 +126,9 @@ var (
 // (CONNECT excepted). The name comes from the authority of an
 // absolute-form or CONNECT target when there is one, and Host must then
 // name the same host. A Host or authority that is an IP literal is an
-// error: the gateway needs a name to check. Lines that cannot start a
+// error: the gateway needs a name to check. The body's framing must be
+// one a server cannot read differently: Content-Length once, as digits,
+// or Transfer-Encoding: chunked alone (HTTP/1.1). Lines that cannot start a
 // request with headers (SSH banners, HTTP/0.9, Redis) are Unknown.
 //
 // HTTP/2: the whole prior-knowledge preface is Kind HTTP2 with no Name; a
