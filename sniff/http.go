@@ -3,27 +3,50 @@ package sniff
 import "bytes"
 
 var (
-	errLeadingEmptyLine = malformed("http: empty line before the request line")
-	errRequestLine      = malformed("http: request line is not METHOD SP target SP HTTP/1.x CRLF")
-	errTarget           = malformed("http: bad request target")
-	errVersion          = malformed("http: version is not HTTP/1.0 or HTTP/1.1")
-	errBareLF           = malformed("http: line ends in LF without CR")
-	errBareCR           = malformed("http: CR not followed by LF")
-	errFold             = malformed("http: folded header line")
-	errHeaderName       = malformed("http: bad header name")
-	errHeaderValue      = malformed("http: bad character in a header value")
-	errDupHost          = malformed("http: two Host headers")
-	errNoHost           = malformed("http: HTTP/1.1 request without Host")
-	errHostMismatch     = malformed("http: Host does not match the request target's authority")
-	errUserinfo         = malformed("http: userinfo in the request target's authority")
-	errPort             = malformed("http: bad port")
-	errH2Preface        = malformed("http: bad HTTP/2 connection preface")
+	errLeadingEmptyLine  = malformed("http: empty line before the request line")
+	errRequestLine       = malformed("http: request line is not METHOD SP target SP HTTP/1.x CRLF")
+	errTarget            = malformed("http: bad request target")
+	errVersion           = malformed("http: version is not HTTP/1.0 or HTTP/1.1")
+	errBareLF            = malformed("http: line ends in LF without CR")
+	errBareCR            = malformed("http: CR not followed by LF")
+	errFold              = malformed("http: folded header line")
+	errHeaderName        = malformed("http: bad header name")
+	errHeaderValue       = malformed("http: bad character in a header value")
+	errDupHost           = malformed("http: two Host headers")
+	errNoHost            = malformed("http: HTTP/1.1 request without Host")
+	errHostMismatch      = malformed("http: Host does not match the request target's authority")
+	errUserinfo          = malformed("http: userinfo in the request target's authority")
+	errPort              = malformed("http: bad port")
+	errH2Preface         = malformed("http: bad HTTP/2 connection preface")
+	errDupLength         = malformed("http: two Content-Length headers")
+	errLength            = malformed("http: Content-Length is not one decimal number below 10^18")
+	errDupEncoding       = malformed("http: two Transfer-Encoding headers")
+	errEncoding          = malformed("http: Transfer-Encoding other than chunked")
+	errEncoding10        = malformed("http: Transfer-Encoding in an HTTP/1.0 request")
+	errLengthAndEncoding = malformed("http: both Content-Length and Transfer-Encoding")
+	errConnectBody       = malformed("http: CONNECT request with a body")
+	errTrailerField      = malformed("http: Host, Content-Length or Transfer-Encoding in a trailer")
 )
 
 // h2Preface is the HTTP/2 prior-knowledge connection preface (RFC 9113 3.4).
 const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 // sniffHTTP recognises an HTTP/1 request head and returns its host.
+func sniffHTTP(buf []byte) (Result, error) {
+	if len(buf) > MaxHTTPHead {
+		buf = buf[:MaxHTTPHead]
+	}
+	k, err := recognise(buf)
+	if k != HTTP || err != nil {
+		return Result{Kind: k}, err
+	}
+	return parseHead(buf)
+}
+
+// recognise decides what the start of buf (at most MaxHTTPHead bytes) is:
+// HTTP for a request line to parse strictly, HTTP2 for the whole HTTP/2
+// prior-knowledge preface, Unknown for bytes that can be neither, or
+// ErrNeedMore (ErrTooLarge at the cap) until it can tell.
 //
 // Recognition errs toward HTTP: the first line counts as a request line
 // when it starts with a method token followed by whitespace and mentions
@@ -32,15 +55,12 @@ const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 // then parsed strictly, and anything off is an error. Lines that cannot be
 // an HTTP/1 request with headers (SSH banners, HTTP/0.9, Redis commands)
 // are Unknown.
-func sniffHTTP(buf []byte) (Result, error) {
-	if len(buf) > MaxHTTPHead {
-		buf = buf[:MaxHTTPHead]
-	}
-	need := func() (Result, error) {
+func recognise(buf []byte) (Kind, error) {
+	need := func() (Kind, error) {
 		if len(buf) >= MaxHTTPHead {
-			return Result{}, ErrTooLarge
+			return Unknown, ErrTooLarge
 		}
-		return Result{}, ErrNeedMore
+		return Unknown, ErrNeedMore
 	}
 
 	// Servers may skip empty lines before a request (RFC 9112 2.2); look
@@ -61,7 +81,7 @@ func sniffHTTP(buf []byte) (Result, error) {
 		return need()
 	}
 	if i == 0 {
-		return Result{}, nil // not a method token
+		return Unknown, nil // not a method token
 	}
 	switch c := line[i]; {
 	case c == ' ', c == '\t', c == '\v', c == '\f':
@@ -70,81 +90,150 @@ func sniffHTTP(buf []byte) (Result, error) {
 			return need()
 		}
 		if line[i+1] == '\n' {
-			return Result{}, nil // a lone word: no target, no version
+			return Unknown, nil // a lone word: no target, no version
 		}
 		// A bare CR is whitespace to a lenient server.
 	default:
-		return Result{}, nil
+		return Unknown, nil
 	}
 	eol := bytes.IndexByte(line, '\n')
 	if eol < 0 {
 		return need()
 	}
 	if !containsFold(line[i:eol], "http/") {
-		return Result{}, nil
+		return Unknown, nil
 	}
-
-	res := Result{Kind: HTTP}
 	if start > 0 {
-		return res, errLeadingEmptyLine
+		return HTTP, errLeadingEmptyLine
 	}
-	if bytes.HasPrefix(buf, []byte("PRI * HTTP/2.0\r\n")) {
-		if len(buf) < len(h2Preface) {
-			if !bytes.HasPrefix([]byte(h2Preface), buf) {
-				return res, errH2Preface
-			}
-			return res, ErrNeedMore
-		}
-		if !bytes.HasPrefix(buf, []byte(h2Preface)) {
-			return res, errH2Preface
-		}
-		return Result{}, nil
-	}
-	res, err := parseHead(buf)
-	if err == ErrNeedMore && len(buf) >= MaxHTTPHead {
-		err = ErrTooLarge
-	}
-	return res, err
+	return recognisePreface(buf)
 }
 
-// request is what parseHead keeps of a request head: slices of buf.
+// recognisePreface tells the HTTP/2 prior-knowledge preface from an HTTP/1
+// request line: a line that starts like the preface must be all of it.
+func recognisePreface(buf []byte) (Kind, error) {
+	if !bytes.HasPrefix(buf, []byte("PRI * HTTP/2.0\r\n")) {
+		return HTTP, nil
+	}
+	if len(buf) < len(h2Preface) {
+		if !bytes.HasPrefix([]byte(h2Preface), buf) {
+			return HTTP, errH2Preface
+		}
+		return HTTP, ErrNeedMore
+	}
+	if !bytes.HasPrefix(buf, []byte(h2Preface)) {
+		return HTTP, errH2Preface
+	}
+	return HTTP2, nil
+}
+
+// request is what a head parser keeps of a request head or a trailer
+// section: method and target are slices of the buffer holding the request
+// line; the rest is copied out as the field lines go by.
 type request struct {
 	method, target []byte
 	http11         bool
-	host           []byte
+	trailer        bool   // a trailer section: no request line, fewer fields allowed
+	host           string // the Host field, normalised; "" if absent or empty
 	hosts          int
+	length         int64 // the Content-Length field's value
+	lengths        int
+	chunked        bool // Transfer-Encoding: chunked
+	encodings      int
+	upgrade        bool // an Upgrade field
 }
 
-// parseHead parses a request head strictly, line by line, returning
-// ErrNeedMore only when every complete line so far is well formed.
-func parseHead(buf []byte) (Result, error) {
-	res := Result{Kind: HTTP}
-	line, rest, err := nextLine(buf)
-	if err != nil {
-		return res, err
-	}
-	var req request
-	if err := parseRequestLine(line, &req); err != nil {
-		return res, err
+// head parses a request head, or the trailer section of a chunked body,
+// one CRLF-terminated line at a time. It remembers the lines it has done,
+// so a head arriving over many reads is parsed once, provided every call's
+// buffer starts where the first call's did.
+type head struct {
+	off int // length of the complete lines parsed so far
+	req request
+}
+
+// parse continues with buf[h.off:] and returns the length of the head, its
+// final empty line included, once it is complete; ErrNeedMore while every
+// complete line is well formed; ErrTooLarge when the first limit bytes
+// hold no complete head. It never looks past limit, so its answer for a
+// prefix never changes when more bytes arrive.
+func (h *head) parse(buf []byte, limit int) (int, error) {
+	if len(buf) > limit {
+		buf = buf[:limit]
 	}
 	for {
-		line, rest, err = nextLine(rest)
+		line, _, err := nextLine(buf[h.off:])
+		if err == ErrNeedMore {
+			if len(buf) >= limit {
+				return 0, ErrTooLarge
+			}
+			if h.off == 0 && !h.req.trailer {
+				return 0, checkMethod(buf)
+			}
+		}
 		if err != nil {
-			return res, err
+			return 0, err
 		}
-		if len(line) == 0 {
-			break // CRLF CRLF: end of head
+		first := h.off == 0
+		h.off += len(line) + 2
+		switch {
+		case first && !h.req.trailer && len(line) == 0:
+			err = errLeadingEmptyLine
+		case first && !h.req.trailer:
+			err = parseRequestLine(line, &h.req)
+		case len(line) == 0:
+			return h.off, nil
+		default:
+			err = parseHeader(line, &h.req)
 		}
-		if err := parseHeader(line, &req); err != nil {
-			return res, err
+		if err != nil {
+			return 0, err
 		}
 	}
-	name, err := requestHost(&req)
+}
+
+// checkMethod refuses an incomplete request line that cannot become one,
+// so bytes that are not HTTP where a request must start are refused at
+// once rather than after MaxHTTPHead of them.
+func checkMethod(partial []byte) error {
+	for _, c := range partial {
+		if c == ' ' {
+			break
+		}
+		if !isTchar(c) {
+			return errRequestLine
+		}
+	}
+	return ErrNeedMore
+}
+
+// finish checks a complete request head in buf (the bytes h.parse saw)
+// as a whole and returns its host. The request line is sliced again from
+// buf: the slices of an earlier call may point at bytes since moved.
+func (h *head) finish(buf []byte) (string, error) {
+	line, _, err := nextLine(buf)
+	if err == nil {
+		err = parseRequestLine(line, &h.req)
+	}
 	if err != nil {
-		return res, err
+		return "", err // cannot happen: parse accepted this line
 	}
-	res.Name = name
-	return res, nil
+	if err := h.req.framing(); err != nil {
+		return "", err
+	}
+	return requestHost(&h.req)
+}
+
+// parseHead parses a whole request head strictly, returning ErrNeedMore
+// only when every complete line so far is well formed.
+func parseHead(buf []byte) (Result, error) {
+	res := Result{Kind: HTTP}
+	var h head
+	end, err := h.parse(buf, MaxHTTPHead)
+	if err == nil {
+		res.Name, err = h.finish(buf[:end])
+	}
+	return res, err
 }
 
 // nextLine splits off one CRLF-terminated line. A bare LF or CR anywhere is
@@ -199,10 +288,10 @@ func parseRequestLine(line []byte, req *request) error {
 	return nil
 }
 
-// parseHeader checks one field line and records Host. Obsolete line
-// folding, whitespace before the colon and control characters are errors:
-// each is a known way to make a front end and a back end see different
-// headers.
+// parseHeader checks one field line and records the fields that matter.
+// Obsolete line folding, whitespace before the colon and control
+// characters are errors: each is a known way to make a front end and a
+// back end see different headers.
 func parseHeader(line []byte, req *request) error {
 	if line[0] == ' ' || line[0] == '\t' {
 		return errFold
@@ -220,14 +309,101 @@ func parseHeader(line []byte, req *request) error {
 			return errHeaderValue
 		}
 	}
-	if !asciiEqualFold(line[:colon], "host") {
+	return req.field(line[:colon], bytes.Trim(value, " \t"))
+}
+
+// field records what the gateway's decisions depend on: the host, and
+// the body framing the server will follow to find the next request.
+// Trailers may carry none of these (RFC 9110 6.5.1).
+func (req *request) field(name, value []byte) error {
+	var err error
+	switch {
+	case asciiEqualFold(name, "host"):
+		err = req.setHost(value)
+	case asciiEqualFold(name, "content-length"):
+		err = req.setLength(value)
+	case asciiEqualFold(name, "transfer-encoding"):
+		err = req.setEncoding(value)
+	case asciiEqualFold(name, "upgrade"):
+		req.upgrade = true
+		return nil
+	default:
 		return nil
 	}
+	if req.trailer {
+		return errTrailerField
+	}
+	return err
+}
+
+func (req *request) setHost(value []byte) error {
 	req.hosts++
 	if req.hosts > 1 {
 		return errDupHost
 	}
-	req.host = bytes.Trim(value, " \t")
+	if len(value) == 0 {
+		return nil
+	}
+	n, err := hostPort(value, false)
+	if err != nil {
+		return &malformedError{msg: "http: bad Host", err: err}
+	}
+	req.host = n
+	return nil
+}
+
+// setLength accepts one Content-Length of digits only: a list, even of
+// equal values, or a second field is read differently by different
+// servers, which is how bodies get smuggled.
+func (req *request) setLength(value []byte) error {
+	req.lengths++
+	if req.lengths > 1 {
+		return errDupLength
+	}
+	if len(value) == 0 || len(value) > maxLengthDigits {
+		return errLength
+	}
+	var n int64
+	for _, c := range value {
+		if !isDigit(c) {
+			return errLength
+		}
+		n = n*10 + int64(c-'0')
+	}
+	req.length = n
+	return nil
+}
+
+// maxLengthDigits bounds Content-Length below 10^18, far from overflow.
+const maxLengthDigits = 18
+
+// setEncoding accepts only Transfer-Encoding: chunked, once. Other codings
+// leave the body's end to the connection's close, which no client that
+// keeps a connection alive needs and which servers treat differently.
+func (req *request) setEncoding(value []byte) error {
+	req.encodings++
+	if req.encodings > 1 {
+		return errDupEncoding
+	}
+	if !asciiEqualFold(value, "chunked") {
+		return errEncoding
+	}
+	req.chunked = true
+	return nil
+}
+
+// framing refuses heads whose body servers could delimit differently.
+func (req *request) framing() error {
+	switch {
+	case req.encodings > 0 && req.lengths > 0:
+		return errLengthAndEncoding
+	case req.encodings > 0 && !req.http11:
+		return errEncoding10
+	case string(req.method) == "CONNECT" && (req.encodings > 0 || req.length > 0):
+		// The tunnel starts right after the head: a server would read
+		// a body as tunnel bytes, or the reverse.
+		return errConnectBody
+	}
 	return nil
 }
 
@@ -252,22 +428,14 @@ func requestHost(req *request) (string, error) {
 	if req.hosts == 0 && req.http11 && string(req.method) != "CONNECT" {
 		return "", errNoHost
 	}
-	var hostName string
-	if req.hosts > 0 && len(req.host) > 0 {
-		n, err := hostPort(req.host, false)
-		if err != nil {
-			return "", &malformedError{msg: "http: bad Host", err: err}
-		}
-		hostName = n
-	}
 	if !hasAuthority {
-		return hostName, nil
+		return req.host, nil
 	}
 	n, err := hostPort(authority, string(req.method) == "CONNECT")
 	if err != nil {
 		return "", &malformedError{msg: "http: bad request target authority", err: err}
 	}
-	if req.hosts > 0 && hostName != n {
+	if req.hosts > 0 && req.host != n {
 		return "", errHostMismatch
 	}
 	return n, nil

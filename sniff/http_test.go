@@ -27,8 +27,10 @@ func TestSniffHTTP(t *testing.T) {
 		{"OPTIONS * HTTP/1.1\r\nHost: a.example\r\n\r\n", Result{Kind: HTTP, Name: "a.example"}, nil},
 		{"CONNECT a.example:443 HTTP/1.1\r\n\r\n", Result{Kind: HTTP, Name: "a.example"}, nil},
 		{"CONNECT A.Example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n", Result{Kind: HTTP, Name: "a.example"}, nil},
-		{h2Preface, Result{}, nil},
-		{h2Preface + "\x00\x00\x12\x04", Result{}, nil},
+		{"POST / HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding:  Chunked \r\n\r\n", Result{Kind: HTTP, Name: "a.example"}, nil},
+		{"POST / HTTP/1.1\r\nHost: a.example\r\nContent-Length: 007\r\n\r\n", Result{Kind: HTTP, Name: "a.example"}, nil},
+		{h2Preface, Result{Kind: HTTP2}, nil},
+		{h2Preface + "\x00\x00\x12\x04", Result{Kind: HTTP2}, nil},
 
 		// Not HTTP: decided as soon as the bytes say so.
 		{"\x00", Result{}, nil},
@@ -81,6 +83,12 @@ func TestSniffHTTP(t *testing.T) {
 		{"GET\r/ HTTP/1.1\r\nHost: a.example\r\n\r\n", Result{Kind: HTTP}, ErrMalformed},
 		{"\r\nGET / HTTP/1.1\r\nHost: a.example\r\n\r\n", Result{Kind: HTTP}, ErrMalformed},
 		{"PRI * HTTP/2.0\r\nHost: a.example\r\n\r\n", Result{Kind: HTTP}, ErrMalformed},
+		{"POST / HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", Result{Kind: HTTP}, ErrMalformed},
+		{"POST / HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", Result{Kind: HTTP}, ErrMalformed},
+		{"POST / HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3, 3\r\n\r\n", Result{Kind: HTTP}, ErrMalformed},
+		{"POST / HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Result{Kind: HTTP}, ErrMalformed},
+		{"POST / HTTP/1.0\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\n", Result{Kind: HTTP}, ErrMalformed},
+		{"CONNECT a.example:443 HTTP/1.1\r\nContent-Length: 1\r\n\r\n", Result{Kind: HTTP}, ErrMalformed},
 		{"PRI * HTTP/2.0\r\n\r\nSX", Result{Kind: HTTP}, ErrMalformed},
 
 		{"", Result{}, ErrNeedMore},
@@ -91,6 +99,7 @@ func TestSniffHTTP(t *testing.T) {
 		{"GET / HTTP/1.1\r\nHost: a.example\r\n", Result{Kind: HTTP}, ErrNeedMore},
 		{"GET / HTTP/1.1\r\nHost: a.example\r\n\r", Result{Kind: HTTP}, ErrNeedMore},
 		{"PRI * HTTP/2.0\r\n\r\nSM", Result{Kind: HTTP}, ErrNeedMore},
+		{"PRI * HTTP/2.0\r\n", Result{Kind: HTTP}, ErrNeedMore},
 		{"GET / HTTP/1.1\r\nHost: a.example\r\nX: " + strings.Repeat("y", MaxHTTPHead), Result{Kind: HTTP}, ErrTooLarge},
 		{"GET /" + strings.Repeat("y", MaxHTTPHead), Result{}, ErrTooLarge},
 		{strings.Repeat("y", MaxHTTPHead+1), Result{}, ErrTooLarge},

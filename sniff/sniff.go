@@ -32,13 +32,16 @@ import (
 type Kind uint8
 
 const (
-	// Unknown bytes are neither a TLS ClientHello nor an HTTP/1 request
-	// that could carry a Host header. That includes SSLv2-format hellos
-	// and the HTTP/2 prior-knowledge preface: HTTP/2 carries :authority
-	// in HPACK-compressed frames this package does not decode.
+	// Unknown bytes are neither a TLS ClientHello nor an HTTP request that
+	// could carry a Host header or :authority, SSLv2-format hellos
+	// included.
 	Unknown Kind = iota
 	TLS
 	HTTP
+	// HTTP2 is the HTTP/2 prior-knowledge connection preface. Sniff finds
+	// no name in it: the requests follow in HPACK-compressed frames, which
+	// a Stream decodes.
+	HTTP2
 )
 
 func (k Kind) String() string {
@@ -47,6 +50,8 @@ func (k Kind) String() string {
 		return "tls"
 	case HTTP:
 		return "http"
+	case HTTP2:
+		return "http2"
 	}
 	return "unknown"
 }
@@ -121,8 +126,13 @@ var (
 // (CONNECT excepted). The name comes from the authority of an
 // absolute-form or CONNECT target when there is one, and Host must then
 // name the same host. A Host or authority that is an IP literal is an
-// error: the gateway needs a name to check. Lines that cannot start a
+// error: the gateway needs a name to check. The body's framing must be
+// one a server cannot read differently: Content-Length once, as digits,
+// or Transfer-Encoding: chunked alone (HTTP/1.1). Lines that cannot start a
 // request with headers (SSH banners, HTTP/0.9, Redis) are Unknown.
+//
+// HTTP/2: the whole prior-knowledge preface is Kind HTTP2 with no Name; a
+// Stream must read the requests that follow it.
 func Sniff(buf []byte) (Result, error) {
 	if len(buf) == 0 {
 		return Result{}, ErrNeedMore

@@ -35,9 +35,10 @@ func TestAllocs(t *testing.T) {
 }
 
 // TestImports: the package stays a pure parser, no I/O, no clock, nothing
-// of the gateway, so it can be fuzzed and reasoned about alone.
+// of the gateway, so it can be fuzzed and reasoned about alone. hpack is a
+// pure codec: HTTP/2 names cannot be read without following its tables.
 func TestImports(t *testing.T) {
-	allowed := []string{"bytes", "errors", "net/netip", "github.com/clawnet/clawnet/policy"}
+	allowed := []string{"bytes", "errors", "net/netip", "github.com/clawnet/clawnet/policy", "golang.org/x/net/http2/hpack"}
 	files, err := filepath.Glob("*.go")
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +66,7 @@ func TestImports(t *testing.T) {
 }
 
 func TestKindString(t *testing.T) {
-	for k, want := range map[Kind]string{Unknown: "unknown", TLS: "tls", HTTP: "http", 9: "unknown"} {
+	for k, want := range map[Kind]string{Unknown: "unknown", TLS: "tls", HTTP: "http", HTTP2: "http2", 9: "unknown"} {
 		if got := k.String(); got != want {
 			t.Errorf("Kind(%d).String() = %q, want %q", k, got, want)
 		}
