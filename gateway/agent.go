@@ -14,7 +14,6 @@ import (
 
 	"github.com/clawnet/clawnet/gateway/control"
 	"github.com/clawnet/clawnet/netstack"
-	"github.com/clawnet/clawnet/policy"
 	"github.com/clawnet/clawnet/tun"
 )
 
@@ -165,19 +164,6 @@ func (a *Agent) close() {
 	a.ns.Close()
 }
 
-// decide runs the gateway's guards, then the agent's policy.
-func (a *Agent) decide(proto policy.Proto, dst netip.AddrPort) policy.Decision {
-	if d, ok := a.g.guard(dst.Addr(), dst.Port()); ok {
-		return d
-	}
-	p := a.g.policies.Get(a.policy)
-	if p == nil {
-		return policy.Decision{Rule: "builtin:policy-missing", Reason: fmt.Sprintf("policy %q is no longer defined", a.policy)}
-	}
-	ip := dst.Addr().Unmap()
-	return p.DecideFlow(policy.Flow{Proto: proto, Dst: netip.AddrPortFrom(ip, dst.Port()), Names: a.names.Names(ip)})
-}
-
 // track registers a flow, refusing it past the agent's limit or after detach.
 func (a *Agent) track(f *flow) error {
 	a.mu.Lock()
@@ -215,7 +201,7 @@ func (a *Agent) untrack(f *flow) {
 func (a *Agent) event(ev *AuditEvent) {
 	ev.Agent = a.name
 	ev.Policy = a.policy
-	if ev.Event == "deny" {
+	if ev.Event == EventDeny {
 		if !a.denyLog.Allow() {
 			a.denySuppressed.Add(1)
 			return

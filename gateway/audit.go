@@ -7,14 +7,16 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/clawnet/clawnet/policy"
 )
 
 // AuditEvent is one line of the audit log (the schema is a contract: see
 // shared/DESIGN.md). Empty fields are left out.
 type AuditEvent struct {
 	Time   time.Time `json:"time"`
-	Kind   string    `json:"kind"`            // "flow" or "dns"
-	Event  string    `json:"event,omitempty"` // flow: "open", "close", "deny"
+	Kind   AuditKind `json:"kind"`
+	Event  Event     `json:"event,omitempty"` // flow lines only
 	Agent  string    `json:"agent"`
 	Policy string    `json:"policy"`
 	Proto  string    `json:"proto,omitempty"`
@@ -23,9 +25,11 @@ type AuditEvent struct {
 	Name   string    `json:"name,omitempty"`
 	SNI    string    `json:"sni,omitempty"`
 	Host   string    `json:"host,omitempty"`
-	QName  string    `json:"qname,omitempty"`
-	QType  string    `json:"qtype,omitempty"`
-	RCode  string    `json:"rcode,omitempty"`
+	// Request is the HTTP request ("METHOD target") a deny refused.
+	Request string `json:"request,omitempty"`
+	QName   string `json:"qname,omitempty"`
+	QType   string `json:"qtype,omitempty"`
+	RCode   string `json:"rcode,omitempty"`
 
 	Verdict string `json:"verdict"`
 	Rule    string `json:"rule,omitempty"`
@@ -39,6 +43,42 @@ type AuditEvent struct {
 	// limit since the last one written.
 	Suppressed uint64 `json:"suppressed,omitempty"`
 }
+
+// AuditKind says what an audit line is about.
+type AuditKind string
+
+const (
+	KindFlow AuditKind = "flow"
+	KindDNS  AuditKind = "dns"
+)
+
+// Event is what happened to a flow.
+type Event string
+
+const (
+	EventOpen  Event = "open"  // allowed and connected both ways
+	EventClose Event = "close" // ended; carries byte counts and duration
+	EventDeny  Event = "deny"  // refused by a guard, the policy, a name check or a limit
+	EventFail  Event = "fail"  // allowed, but the upstream could not be reached
+)
+
+// line is the audit line of event ev on f, decided by d.
+func (f *flow) line(ev Event, d policy.Decision, err error) *AuditEvent {
+	e := &AuditEvent{Kind: KindFlow, Event: ev, Proto: f.proto.String(), Src: f.src.String(), Dst: f.dst.String(),
+		Name: f.name, SNI: f.sni, Host: f.host, Verdict: d.Verdict.String(), Rule: d.Rule, Reason: d.Reason}
+	if err != nil {
+		e.Error = err.Error()
+	}
+	if ev == EventClose {
+		up, down := f.up.Load(), f.down.Load()
+		ms := time.Since(f.start).Milliseconds()
+		e.BytesUp, e.BytesDown, e.DurationMS = &up, &down, &ms
+	}
+	return e
+}
+
+// audit writes the one line of event ev on f.
+func (f *flow) audit(ev Event, d policy.Decision, err error) { f.a.event(f.line(ev, d, err)) }
 
 // Audit writes one JSON object per line. Each line is one write, so lines
 // from concurrent flows never interleave.

@@ -19,78 +19,213 @@ import (
 // within sniffWait is taken for a server-first protocol (SSH, SMTP,
 // databases): the upstream is dialled so its banner can flow, and the
 // client's first bytes are still checked before any of them go upstream.
+// Plaintext HTTP stays under inspection for the whole connection (see
+// uploadHTTP); TLS and unknown protocols are spliced as they are.
 func (a *Agent) forwardByName(r *netstack.TCPRequest, f *flow, d policy.Decision) {
 	r.Buffer = f.buf
 	conn, err := r.Accept()
 	if err != nil {
-		f.fail(d, err)
+		f.audit(EventFail, d, err)
 		return
 	}
 	f.agent = conn
+	// The buffer the first bytes are read into goes on to carry the
+	// upload, so a head held back there is never copied.
 	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	buf := (*bp)[:sniff.MaxBytes]
-
+	hello := (*bp)[:sniff.MaxBytes]
 	_ = conn.SetReadDeadline(time.Now().Add(sniffWait))
-	n, res, serr := readHello(conn, buf)
-	serverFirst := n == 0 && isTimeout(serr)
-	if serverFirst {
-		up, err := a.g.dial(a.ctx, "tcp", f.dst)
-		if err != nil {
+	n, res, serr := readHello(conn, hello)
+	var down chan struct{}
+	if n == 0 && isTimeout(serr) {
+		if !a.dialUpstream(f, d) {
+			copyBufs.Put(bp)
 			conn.Abort()
-			f.fail(d, err)
 			return
 		}
-		f.upstream = up
-		f.armIdle()
-		down := make(chan struct{})
-		go func() {
-			defer close(down)
-			f.pipe(f.agent, f.upstream, &f.down, &f.a.bytesDown)
-		}()
+		down = f.download()
 		// The client speaks once the server has: check its first bytes
 		// as usual, with the flow's idle timer as the only bound.
 		_ = conn.SetReadDeadline(time.Time{})
-		n, res, serr = readHello(conn, buf)
-		if dd, ok := a.checkHello(f, d, res, serr, n); !ok {
-			conn.Abort()
-			f.close()
-			<-down
-			f.deniedAfter(dd, res)
-			return
-		}
-		f.opened(d)
-		if _, err := up.Write(buf[:n]); err != nil {
-			f.close()
-		} else {
-			f.up.Add(uint64(n))
-			a.bytesUp.Add(uint64(n))
-			f.pipe(f.upstream, f.agent, &f.up, &f.a.bytesUp)
-		}
-		<-down
-		f.close()
-		f.closed(d)
-		return
+		n, res, serr = readHello(conn, hello)
 	}
 	if dd, ok := a.checkHello(f, d, res, serr, n); !ok {
+		copyBufs.Put(bp)
 		conn.Abort()
 		f.close()
-		f.deniedAfter(dd, res)
+		if down != nil {
+			<-down
+		}
+		f.deniedAfter(dd, res.Kind, res.Name, "")
 		return
 	}
 	_ = conn.SetReadDeadline(time.Time{})
+	if down == nil {
+		if !a.dialUpstream(f, d) {
+			copyBufs.Put(bp)
+			conn.Abort()
+			return
+		}
+		down = f.download()
+	}
+	f.audit(EventOpen, d, nil)
+	if res.Kind == sniff.HTTP || res.Kind == sniff.HTTP2 {
+		a.uploadHTTP(f, d, bp, n)
+	} else {
+		err := f.send(hello[:n])
+		copyBufs.Put(bp)
+		if err == nil {
+			f.pipe(f.upstream, f.agent, &f.up, &a.bytesUp)
+		}
+	}
+	<-down
+	f.close()
+	f.audit(EventClose, d, nil)
+}
+
+// dialUpstream dials the flow's destination, reporting a failure.
+func (a *Agent) dialUpstream(f *flow, d policy.Decision) bool {
 	up, err := a.g.dial(a.ctx, "tcp", f.dst)
 	if err != nil {
-		conn.Abort()
-		f.fail(d, err)
-		return
+		f.audit(EventFail, d, err)
+		return false
 	}
 	f.upstream = up
-	f.opened(d)
 	f.armIdle()
-	f.spliceTCP(buf[:n])
+	return true
+}
+
+// download starts copying upstream to the agent; the channel closes when
+// that direction has finished.
+func (f *flow) download() chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f.pipe(f.agent, f.upstream, &f.down, &f.a.bytesDown)
+	}()
+	return done
+}
+
+// send writes b upstream, closing the flow on error.
+func (f *flow) send(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	if _, err := f.upstream.Write(b); err != nil {
+		f.close()
+		return err
+	}
+	f.up.Add(uint64(len(b)))
+	f.a.bytesUp.Add(uint64(len(b)))
+	f.last.Store(time.Now().UnixNano())
+	return nil
+}
+
+// uploadHTTP copies the agent's bytes upstream while holding back every
+// HTTP/1 request head and HTTP/2 header block until its name is checked:
+// on a name-bound flow every plaintext request, not only the first, must
+// name an allowed server bound to the address. Heads are parsed in place
+// in the copy buffer (its first n bytes are the client's first bytes);
+// body and DATA bytes go upstream as they come, never copied again. A
+// request that fails, or a head the client leaves unfinished (half-close,
+// reset), resets the flow with a deny line naming the request.
+func (a *Agent) uploadHTTP(f *flow, d policy.Decision, bp *[]byte, n int) {
+	s := sniff.NewStream()
+	end := n
+	var rerr error
+	for {
+		buf := *bp
+		off, dd, req, ok := a.scanRequests(f, d, s, buf[:end])
+		if ok && off == 0 && end == len(buf) {
+			dd, ok = policy.Decision{Rule: d.Rule, Reason: "request head too large"}, false
+		}
+		if !ok {
+			copyBufs.Put(bp)
+			f.refuse(dd, req)
+			return
+		}
+		if f.send(buf[:off]) != nil {
+			copyBufs.Put(bp)
+			return
+		}
+		held := copy(buf, buf[off:end])
+		switch {
+		case rerr != nil:
+			copyBufs.Put(bp)
+			if errors.Is(rerr, io.EOF) && held > 0 {
+				f.refuse(policy.Decision{Rule: d.Rule, Reason: "the client closed its side in the middle of a request head"}, nil)
+			} else {
+				f.endUpload(rerr)
+			}
+			return
+		case s.Opaque() && held == 0:
+			copyBufs.Put(bp)
+			f.pipe(f.upstream, f.agent, &f.up, &a.bytesUp)
+			return
+		case held == 0:
+			// Nothing held: an idle flow keeps no buffer.
+			copyBufs.Put(bp)
+			waitReadable(f.agent, f.done)
+			bp = copyBufs.Get().(*[]byte)
+		}
+		m, err := f.agent.Read((*bp)[held:])
+		end, rerr = held+m, err
+	}
+}
+
+// scanRequests runs the stream over buf and checks the name of every
+// request it completes. It returns how many leading bytes may go upstream;
+// when one request fails, none of buf does.
+func (a *Agent) scanRequests(f *flow, d policy.Decision, s *sniff.Stream, buf []byte) (int, policy.Decision, *sniff.Request, bool) {
+	off := 0
+	for off < len(buf) {
+		n, req, err := s.Scan(buf[off:])
+		if err != nil {
+			return 0, policy.Decision{Rule: d.Rule, Reason: "request: " + err.Error()}, req, false
+		}
+		if req != nil {
+			label := "Host"
+			if req.Proto == sniff.HTTP2 {
+				label = ":authority"
+			}
+			if dd, ok := a.nameAllowed(f, d, label, req.Name); !ok {
+				return 0, dd, req, false
+			}
+		}
+		if n == 0 {
+			break
+		}
+		off += n
+	}
+	return off, d, nil, true
+}
+
+// endUpload ends the upload direction after a read error: an EOF half-closes
+// upstream, anything else closes the flow.
+func (f *flow) endUpload(err error) {
+	if errors.Is(err, io.EOF) {
+		if hc, ok := f.upstream.(halfCloser); ok && hc.CloseWrite() == nil {
+			return
+		}
+	}
 	f.close()
-	f.closed(d)
+}
+
+// aborter is a connection that can be reset rather than closed.
+type aborter interface{ Abort() }
+
+// refuse resets the flow on a request that failed its check.
+func (f *flow) refuse(d policy.Decision, req *sniff.Request) {
+	if ab, ok := f.agent.(aborter); ok {
+		ab.Abort()
+	}
+	f.close()
+	var kind sniff.Kind
+	var name, line string
+	if req != nil {
+		kind, name = req.Proto, req.Name
+		line = req.Method + " " + req.Target
+	}
+	f.deniedAfter(d, kind, name, line)
 }
 
 // sniffWait is how long a flow allowed by name waits for the client's first
@@ -157,28 +292,22 @@ func (a *Agent) checkHello(f *flow, d policy.Decision, res sniff.Result, serr er
 		}
 		return deny("first bytes: " + serr.Error())
 	}
-	if res.Kind == sniff.Unknown {
+	switch res.Kind {
+	case sniff.Unknown:
 		// Neither TLS nor HTTP: the address itself was bound to an allowed
 		// name by this agent's DNS, which is all that can be checked.
+		return d, true
+	case sniff.HTTP2:
+		// Names come in the header blocks that follow the preface; the
+		// upload checks each one.
 		return d, true
 	}
 	label := "SNI"
 	if res.Kind == sniff.HTTP {
 		label = "Host"
 	}
-	if res.Name == "" {
-		return deny(fmt.Sprintf("no %s: a flow allowed by name must name its server", label))
-	}
-	ip := f.dst.Addr().Unmap()
-	if !a.names.Has(res.Name, ip) {
-		return deny(fmt.Sprintf("%s %s is not bound to %s by this agent's DNS", label, res.Name, ip))
-	}
-	p := a.g.policies.Get(a.policy)
-	if p == nil {
-		return deny(fmt.Sprintf("policy %q is no longer defined", a.policy))
-	}
-	nd := p.DecideName(res.Name, policy.ProtoTCP, f.dst.Port())
-	if !nd.Allowed() {
+	nd, ok := a.nameAllowed(f, d, label, res.Name)
+	if !ok {
 		return nd, false
 	}
 	f.name = res.Name
@@ -190,13 +319,33 @@ func (a *Agent) checkHello(f *flow, d policy.Decision, res sniff.Result, serr er
 	return nd, true
 }
 
-func (f *flow) deniedAfter(d policy.Decision, res sniff.Result) {
-	ev := &AuditEvent{Kind: "flow", Event: "deny", Proto: f.proto.String(), Src: f.src.String(), Dst: f.dst.String(),
-		Name: f.name, Verdict: "deny", Rule: d.Rule, Reason: d.Reason}
-	if res.Kind == sniff.TLS {
-		ev.SNI = res.Name
-	} else if res.Kind == sniff.HTTP {
-		ev.Host = res.Name
+// nameAllowed checks a name the client presented on a flow allowed by name:
+// it must be bound to the destination by this agent's DNS and allowed by
+// its policy on this port.
+func (a *Agent) nameAllowed(f *flow, d policy.Decision, label, name string) (policy.Decision, bool) {
+	deny := func(reason string) (policy.Decision, bool) {
+		return policy.Decision{Verdict: policy.Deny, Rule: d.Rule, Reason: reason}, false
+	}
+	if name == "" {
+		return deny(fmt.Sprintf("no %s: a flow allowed by name must name its server", label))
+	}
+	ip := f.dst.Addr().Unmap()
+	if !a.names.Has(name, ip) {
+		return deny(fmt.Sprintf("%s %s is not bound to %s by this agent's DNS", label, name, ip))
+	}
+	nd := f.pol.DecideName(name, policy.ProtoTCP, f.dst.Port())
+	return nd, nd.Allowed()
+}
+
+// deniedAfter writes the deny line of a flow refused after its handshake,
+// naming what the client presented (and the request, for HTTP).
+func (f *flow) deniedAfter(d policy.Decision, kind sniff.Kind, name, request string) {
+	ev := f.line(EventDeny, d, nil)
+	ev.SNI, ev.Host, ev.Request = "", "", request
+	if kind == sniff.TLS {
+		ev.SNI = name
+	} else if kind == sniff.HTTP || kind == sniff.HTTP2 {
+		ev.Host = name
 	}
 	f.a.event(ev)
 }

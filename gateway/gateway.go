@@ -45,6 +45,9 @@ type Gateway struct {
 	dns      *resolver
 	gw4, gw6 netip.Addr
 	dialer   net.Dialer
+	// dialFunc, when set, replaces the host dialer (tests); it gets the
+	// exact address that was decided.
+	dialFunc func(ctx context.Context, network string, dst netip.AddrPort) (net.Conn, error)
 
 	// Resolver finds containers for attach by name; nil means container
 	// targets are refused.

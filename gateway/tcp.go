@@ -1,0 +1,69 @@
+package gateway
+
+import (
+	"github.com/clawnet/clawnet/netstack"
+	"github.com/clawnet/clawnet/policy"
+)
+
+// handleTCP takes a new TCP flow held at SYN: decide, then forward it
+// directly or, when only a name allowed it, through the name checks.
+func (a *Agent) handleTCP(r *netstack.TCPRequest) {
+	if r.Dst.Port() == 53 {
+		// DNS is the gateway's own (see dns.go): never forwarded as a flow.
+		a.handleDNSTCP(r)
+		return
+	}
+	f := newFlow(a, policy.ProtoTCP, r.Src, r.Dst, a.g.cfg.Timeouts.TCPIdle.D())
+	d := a.decideFlow(f)
+	if !d.Allowed() {
+		r.Reject()
+		f.audit(EventDeny, d, nil)
+		return
+	}
+	if err := a.track(f); err != nil {
+		r.Reject()
+		f.audit(EventDeny, limitDecision(err), nil)
+		return
+	}
+	if f.byName {
+		defer a.untrack(f)
+		a.forwardByName(r, f, d)
+		return
+	}
+	if !a.forwardDirect(r, f, d) {
+		a.untrack(f)
+	}
+}
+
+// forwardDirect dials first and completes the agent's handshake after: a
+// refused or unreachable upstream is a reset to the agent, not an accepted
+// connection that dies at once. It reports whether the flow was handed to
+// its splice, which then owns it.
+func (a *Agent) forwardDirect(r *netstack.TCPRequest, f *flow, d policy.Decision) bool {
+	up, err := a.g.dial(a.ctx, "tcp", r.Dst)
+	if err != nil {
+		r.Reject()
+		f.audit(EventFail, d, err)
+		return false
+	}
+	f.upstream = up
+	r.Buffer = f.buf
+	conn, err := r.Accept()
+	if err != nil {
+		up.Close()
+		f.audit(EventFail, d, err)
+		return false
+	}
+	f.agent = conn
+	f.audit(EventOpen, d, nil)
+	f.armIdle()
+	// The splice runs on fresh goroutines: this one's stack grew deep in
+	// the dial and would stay that size for the flow's whole life.
+	go func() {
+		defer a.untrack(f)
+		f.spliceTCP()
+		f.close()
+		f.audit(EventClose, d, nil)
+	}()
+	return true
+}
