@@ -22,7 +22,9 @@ import (
 const (
 	tcpBufFull  = 4 << 20
 	tcpBufSmall = 128 << 10
-	udpBuf      = 256 << 10
+	// udpBuf is what a UDP flow's endpoint can queue: gVisor's default
+	// receive buffer (212 KiB), rounded up.
+	udpBuf = 256 << 10
 
 	// minBufferPerAgent is the smallest budget config accepts: one
 	// full-sized TCP flow.

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -262,14 +263,32 @@ func readHello(conn net.Conn, buf []byte) (int, sniff.Result, error) {
 		}
 		if err != nil {
 			if n > 0 && errors.Is(err, io.EOF) {
-				// The client shut its side in the middle of a hello or a
-				// request head. A lenient server may end the head at end
-				// of stream and read a Host from it: never pass it on.
-				return n, res, errHelloCut
+				if startedHello(buf[:n], res) {
+					// A lenient server may end the head at end of stream
+					// and read a Host from it: never pass it on.
+					return n, res, errHelloCut
+				}
+				// A line without an HTTP version cannot carry headers:
+				// the bytes are an unknown protocol (an echo, a command).
+				return n, sniff.Result{Kind: sniff.Unknown}, nil
 			}
 			return n, res, err
 		}
 	}
+}
+
+// startedHello reports whether bytes a client ended with had started a
+// ClientHello or an HTTP request, by sniff's own rule for a first line: a
+// method token, whitespace and "HTTP/" after it.
+func startedHello(b []byte, res sniff.Result) bool {
+	if res.Kind != sniff.Unknown || b[0] == 22 {
+		return true
+	}
+	line := b
+	if i := bytes.IndexByte(b, '\n'); i >= 0 {
+		line = b[:i]
+	}
+	return bytes.Contains(bytes.ToLower(line), []byte("http/"))
 }
 
 // errHelloCut is a hello or request head the client ended before it was

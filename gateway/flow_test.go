@@ -31,6 +31,8 @@ func TestReadHelloCut(t *testing.T) {
 		{"tls record header", "\x16\x03\x01\x02\x00\x01", errHelloCut},
 		{"complete head", "GET /x HTTP/1.1\r\nHost: ok.example\r\n\r\n", nil},
 		{"unknown protocol", "SSH-2.0-x\r\n", nil},
+		{"words without a version", "by name", nil},
+		{"request line without its end", "GET http://forbidden.example/ HTTP/1.1", errHelloCut},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

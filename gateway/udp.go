@@ -27,7 +27,6 @@ func (a *Agent) handleUDP(r *netstack.UDPRequest) bool {
 		f.audit(EventFail, d, err)
 		return false
 	}
-	r.Buffer = f.buf
 	conn, err := r.Accept()
 	if err != nil {
 		up.Close()

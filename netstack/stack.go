@@ -244,9 +244,6 @@ func (r *TCPRequest) Accept() (*TCPConn, error) {
 type UDPRequest struct {
 	r        *udp.ForwarderRequest
 	Src, Dst netip.AddrPort
-	// Buffer, when set before Accept, fixes the flow's receive buffer
-	// (datagrams from the agent not yet read) at that many bytes.
-	Buffer int
 }
 
 // Accept creates the agent's side of the flow; the first datagram is
@@ -256,9 +253,6 @@ func (r *UDPRequest) Accept() (*gonet.UDPConn, error) {
 	ep, err := r.r.CreateEndpoint(&wq)
 	if err != nil {
 		return nil, fmt.Errorf("create udp endpoint: %v", err)
-	}
-	if r.Buffer > 0 {
-		ep.SocketOptions().SetReceiveBufferSize(int64(r.Buffer), true)
 	}
 	return gonet.NewUDPConn(&wq, ep), nil
 }
