@@ -368,14 +368,21 @@ func (in *Internet) NeverSaw(t testing.TB, grace time.Duration, what string, pre
 }
 
 // NeverSawBefore is NeverSaw with an ordering barrier in place of a grace
-// period. The test sends a refused flow, then an allowed sentinel it can
-// recognise; once the canary has logged the sentinel, whatever the refused
-// flow let through has had its chance to arrive, so a log without it proves
-// nothing arrived. It fails t at once if the sentinel itself never comes.
-func (in *Internet) NeverSawBefore(t testing.TB, timeout time.Duration, sentinel string, sentinelPred func(canarylog.Entry) bool, what string, refused func(canarylog.Entry) bool) {
+// period. The test takes a Mark, sends a refused flow, then an allowed
+// sentinel it can recognise; once the canary has logged the sentinel,
+// whatever the refused flow let through has had its chance to arrive, so a
+// log without it since the mark proves nothing arrived. It fails t at once
+// if the sentinel itself never comes.
+func (in *Internet) NeverSawBefore(t testing.TB, mark int, timeout time.Duration, sentinel string, sentinelPred func(canarylog.Entry) bool, what string, refused func(canarylog.Entry) bool) {
 	t.Helper()
 	in.WaitFor(t, timeout, sentinel, sentinelPred)
-	if got := in.Matching(refused); len(got) > 0 {
+	var got []canarylog.Entry
+	for _, e := range in.Since(mark) {
+		if refused(e) {
+			got = append(got, e)
+		}
+	}
+	if len(got) > 0 {
 		t.Errorf("canary logged %s, which must never arrive:\n%s", what, dumpEntries(got))
 	}
 }
