@@ -18,6 +18,9 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
+
 	"github.com/clawnet/clawnet/test/canary/canarylog"
 )
 
@@ -62,15 +65,28 @@ func (s *server) listenHTTP(certs *certMinter) error {
 			return certs.get(hello.ServerName)
 		},
 	}
+	h2Ln, err := net.Listen("tcp", s.addr(portH2C))
+	if err != nil {
+		return fmt.Errorf("listen h2c: %w", err)
+	}
+	if !s.own(h2Ln) {
+		return errors.New("server closed")
+	}
 	for _, h := range []struct {
 		service string
 		ln      net.Listener
+		handler http.Handler
 	}{
-		{canarylog.ServiceHTTP, countListener{plain}},
-		{canarylog.ServiceHTTPS, tls.NewListener(countListener{tlsLn}, tcfg)},
+		{canarylog.ServiceHTTP, countListener{plain}, s.httpHandler(canarylog.ServiceHTTP)},
+		{canarylog.ServiceHTTPS, tls.NewListener(countListener{tlsLn}, tcfg), s.httpHandler(canarylog.ServiceHTTPS)},
+		// The h2c package, deprecated as it is, is the only server of
+		// Upgrade: h2c in Go (net/http serves prior knowledge only), and
+		// the upgrade is one of the ways a client may switch a checked
+		// HTTP/1.1 connection to HTTP/2.
+		{canarylog.ServiceH2C, countListener{h2Ln}, h2c.NewHandler(s.httpHandler(canarylog.ServiceH2C), &http2.Server{})},
 	} {
 		srv := &http.Server{
-			Handler:           s.httpHandler(h.service),
+			Handler:           h.handler,
 			ReadHeaderTimeout: 30 * time.Second,
 			ConnState:         s.httpConnState(h.service),
 			ErrorLog:          nil,
@@ -106,7 +122,21 @@ func (s *server) httpConnState(service string) func(net.Conn, http.ConnState) {
 		switch st {
 		case http.StateNew:
 			e.Event = canarylog.EventOpen
-		case http.StateClosed, http.StateHijacked:
+		case http.StateHijacked:
+			// An h2c connection lives on as HTTP/2 after the hijack: its
+			// close line is written when it really closes, and it is
+			// closed with the server.
+			if cc := underlying(c); cc != nil && s.track(cc, true) {
+				e.Event = canarylog.EventClose
+				cc.onClose(func() {
+					s.track(cc, false)
+					cc.fill(&e)
+					s.log.Log(e)
+				})
+				return
+			}
+			e.Event = canarylog.EventClose
+		case http.StateClosed:
 			e.Event = canarylog.EventClose
 			if cc := underlying(c); cc != nil {
 				cc.fill(&e)
@@ -123,7 +153,7 @@ func (s *server) httpHandler(service string) http.Handler {
 		n, err := io.Copy(io.Discard, r.Body)
 		e := canarylog.Entry{
 			Service: service, Event: canarylog.EventRequest, Proto: "tcp",
-			Remote: r.RemoteAddr, Method: r.Method, Host: r.Host, Path: r.URL.Path, Bytes: n,
+			Remote: r.RemoteAddr, Method: r.Method, HTTPProto: r.Proto, Host: r.Host, Path: r.URL.Path, Bytes: n,
 		}
 		if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 			e.Local = la.String()

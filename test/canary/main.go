@@ -3,8 +3,10 @@
 // namespace: HTTP on :80, TLS on :443 (any SNI, certificates minted at start
 // from a throwaway CA), TCP echo on :7 (echo until EOF, then half-close),
 // a sink on :9, a source on :19 (sends the byte count asked for in the first
-// line), a server-first banner on :22, UDP echo on :7 and an authoritative
-// DNS server on :53 (UDP and TCP).
+// line), a server-first banner on :22, UDP echo on :7, an authoritative
+// DNS server on :53 (UDP and TCP), a lenient HTTP/1 server on :8081 (a head
+// ends at a blank line or at EOF) and cleartext HTTP/2 on :8082 (prior
+// knowledge and Upgrade: h2c, HTTP/1.1 too).
 //
 // Every connection, datagram and query is appended as one JSON line to the
 // log file (see package canarylog), so tests can assert on what really

@@ -26,6 +26,9 @@ const (
 	portDNS     = 53
 	portHTTP    = 80
 	portHTTPS   = 443
+	// Not well-known: the HTTP variants tests need beside the plain one.
+	portLenientHTTP = 8081
+	portH2C         = 8082
 )
 
 // maxSource caps what one source request may ask for, so a typo in a test
@@ -87,10 +90,15 @@ func (s *server) close() {
 	s.closed = true
 	closers := s.closers
 	s.closers = nil
+	// Closed outside the lock: a connection's close hook may untrack it.
+	conns := make([]net.Conn, 0, len(s.conns))
 	for c := range s.conns {
-		c.Close()
+		conns = append(conns, c)
 	}
 	s.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
 	for _, c := range closers {
 		c.Close()
 	}
@@ -117,6 +125,7 @@ func (s *server) listenAll(z *zone, certs *certMinter) error {
 		{portDiscard, canarylog.ServiceDiscard, handleDiscard},
 		{portSource, canarylog.ServiceSource, handleSource},
 		{portBanner, canarylog.ServiceBanner, handleBanner},
+		{portLenientHTTP, canarylog.ServiceHTTPLenient, s.handleLenientHTTP},
 	}
 	for _, st := range stream {
 		ln, err := net.Listen("tcp", s.addr(st.port))
@@ -239,6 +248,27 @@ type countConn struct {
 	in, out  int64
 	hin, hou hash.Hash
 	sni      string // set by the TLS server when a ClientHello arrives
+	closed   func() // run once by Close, if set
+}
+
+// onClose makes Close run f once, for connections that outlive the server
+// that accepted them (hijacked by h2c).
+func (c *countConn) onClose(f func()) {
+	c.mu.Lock()
+	c.closed = f
+	c.mu.Unlock()
+}
+
+func (c *countConn) Close() error {
+	err := c.Conn.Close()
+	c.mu.Lock()
+	f := c.closed
+	c.closed = nil
+	c.mu.Unlock()
+	if f != nil {
+		f()
+	}
+	return err
 }
 
 func newCountConn(c net.Conn) *countConn {

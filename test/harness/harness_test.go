@@ -153,6 +153,42 @@ func TestCanaryFromHost(t *testing.T) {
 					t.Errorf("canary logged %+v", e)
 				}
 			})
+			t.Run("http lenient", func(t *testing.T) {
+				// A head cut short by a half-close is still read for its Host.
+				c := dialHost(t, "tcp", netip.AddrPortFrom(fam.server, 8081))
+				got, err := harness.EchoHalfClose(c, []byte("GET /cut/"+fam.name+" HTTP/1.1\r\nHost: cut.test\r\n"), 5*time.Second)
+				if err != nil || !strings.Contains(string(got), "200 OK") {
+					t.Fatalf("lenient answer %q, %v", got, err)
+				}
+				e := in.WaitFor(t, 5*time.Second, "the lenient request", func(e canarylog.Entry) bool {
+					return e.Service == canarylog.ServiceHTTPLenient && e.Event == canarylog.EventRequest && e.Path == "/cut/"+fam.name
+				})
+				if e.Host != "cut.test" || e.Method != "GET" || e.LocalAddr().Addr() != fam.server {
+					t.Errorf("canary logged %+v", e)
+				}
+			})
+			t.Run("h2c prior knowledge", func(t *testing.T) {
+				tr := &http.Transport{DisableKeepAlives: true, Protocols: new(http.Protocols)}
+				tr.Protocols.SetUnencryptedHTTP2(true)
+				client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+				req, _ := http.NewRequest("GET", "http://"+netip.AddrPortFrom(fam.server, 8082).String()+"/h2/"+fam.name, nil)
+				req.Host = "h2.test"
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.ProtoMajor != 2 {
+					t.Errorf("answer in %s, want HTTP/2", resp.Proto)
+				}
+				e := in.WaitFor(t, 5*time.Second, "the h2c request", func(e canarylog.Entry) bool {
+					return e.Service == canarylog.ServiceH2C && e.Event == canarylog.EventRequest && e.Path == "/h2/"+fam.name
+				})
+				if e.Host != "h2.test" || e.HTTPProto != "HTTP/2.0" {
+					t.Errorf("canary logged %+v", e)
+				}
+			})
 			t.Run("https", func(t *testing.T) {
 				pem, err := os.ReadFile(in.CAPath)
 				if err != nil {

@@ -168,6 +168,10 @@ type InternetOptions struct {
 	// format; start it with an $ORIGIN and an SOA of its own to serve
 	// another zone).
 	ExtraZone string
+	// ExtraZoneFor, if set, is called once the internet's addresses are
+	// known and its result appended after ExtraZone: records that point at
+	// the canary (in.Server4, in.Addr4(i), ...).
+	ExtraZoneFor func(in *Internet) string
 }
 
 // NewInternet builds the test internet and starts the canary in it; it is
@@ -206,7 +210,11 @@ func NewInternetWith(t testing.TB, opts InternetOptions) *Internet {
 	in.LogPath = filepath.Join(dir, "canary.jsonl")
 	in.CAPath = filepath.Join(dir, "canary-ca.pem")
 	in.ZonePath = filepath.Join(dir, "zone.db")
-	if err := os.WriteFile(in.ZonePath, []byte(in.Zone()+opts.ExtraZone), 0o644); err != nil {
+	zone := in.Zone() + opts.ExtraZone
+	if opts.ExtraZoneFor != nil {
+		zone += opts.ExtraZoneFor(in)
+	}
+	if err := os.WriteFile(in.ZonePath, []byte(zone), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	in.start(t, canaryBin, dir)
@@ -359,6 +367,26 @@ func (in *Internet) NeverSaw(t testing.TB, grace time.Duration, what string, pre
 	}
 }
 
+// NeverSawBefore is NeverSaw with an ordering barrier in place of a grace
+// period. The test takes a Mark, sends a refused flow, then an allowed
+// sentinel it can recognise; once the canary has logged the sentinel,
+// whatever the refused flow let through has had its chance to arrive, so a
+// log without it since the mark proves nothing arrived. It fails t at once
+// if the sentinel itself never comes.
+func (in *Internet) NeverSawBefore(t testing.TB, mark int, timeout time.Duration, sentinel string, sentinelPred func(canarylog.Entry) bool, what string, refused func(canarylog.Entry) bool) {
+	t.Helper()
+	in.WaitFor(t, timeout, sentinel, sentinelPred)
+	var got []canarylog.Entry
+	for _, e := range in.Since(mark) {
+		if refused(e) {
+			got = append(got, e)
+		}
+	}
+	if len(got) > 0 {
+		t.Errorf("canary logged %s, which must never arrive:\n%s", what, dumpEntries(got))
+	}
+}
+
 // Traffic is a predicate for every entry that records traffic (everything
 // but the canary's own lines).
 func Traffic(e canarylog.Entry) bool { return e.Service != canarylog.ServiceCanary }
@@ -388,7 +416,7 @@ func dumpEntries(es []canarylog.Entry) string {
 	var b strings.Builder
 	for _, e := range es {
 		fmt.Fprintf(&b, "  %s %s/%s %s -> %s bytes=%d out=%d", e.Time.Format("15:04:05.000"), e.Service, e.Event, e.Remote, e.Local, e.Bytes, e.BytesOut)
-		for _, kv := range [][2]string{{"sni", e.SNI}, {"host", e.Host}, {"path", e.Path}, {"qname", e.Qname}, {"qtype", e.Qtype}, {"error", e.Error}} {
+		for _, kv := range [][2]string{{"sni", e.SNI}, {"method", e.Method}, {"proto", e.HTTPProto}, {"host", e.Host}, {"path", e.Path}, {"qname", e.Qname}, {"qtype", e.Qtype}, {"error", e.Error}} {
 			if kv[1] != "" {
 				fmt.Fprintf(&b, " %s=%s", kv[0], kv[1])
 			}

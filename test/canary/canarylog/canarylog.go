@@ -31,6 +31,13 @@ const (
 	ServiceBanner  = "banner"  // server-first banner, port 22
 	ServiceUDPEcho = "udp-echo"
 	ServiceDNS     = "dns"
+	// ServiceHTTPLenient is HTTP/1 on port 8081 read the way a careless
+	// server reads it: a request head ends at a blank line or wherever the
+	// client stopped sending, and the Host is taken from what arrived.
+	ServiceHTTPLenient = "http-lenient"
+	// ServiceH2C is cleartext HTTP/2 on port 8082, by prior knowledge or
+	// Upgrade: h2c, and plain HTTP/1.1 on the same port.
+	ServiceH2C = "h2c"
 )
 
 // Events, as written in Entry.Event.
@@ -62,6 +69,7 @@ type Entry struct {
 	SNI       string `json:"sni,omitempty"`
 	Host      string `json:"host,omitempty"`
 	Method    string `json:"method,omitempty"`
+	HTTPProto string `json:"http_proto,omitempty"` // HTTP/1.1, HTTP/2.0
 	Path      string `json:"path,omitempty"`
 	Qname     string `json:"qname,omitempty"`
 	Qtype     string `json:"qtype,omitempty"`
