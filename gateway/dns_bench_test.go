@@ -5,15 +5,17 @@ import (
 	"testing"
 
 	"github.com/miekg/dns"
+
+	"github.com/clawnet/clawnet/dnsproxy/dnstest"
 )
 
 // BenchmarkDNSAllowed is the answer path for an allowed name: parse, policy,
 // a real exchange with an upstream on loopback, the answer built.
 func BenchmarkDNSAllowed(b *testing.B) {
-	up := newFakeUpstream(b, dnsZone...)
-	r := newTestAnswerer(b, nil, up.addr)
-	pol := testDecider(b, dnsTestPolicy)
-	q := mkQuery("api.example.com.", dns.TypeA, 1232)
+	up := dnstest.NewServer(b, dnstest.Zone...)
+	r := newTestAnswerer(b, nil, up.Addr)
+	pol := dnstest.Decider(b, dnstest.Policy)
+	q := dnstest.Query("api.example.com.", dns.TypeA, 1232)
 	b.ReportAllocs()
 	for b.Loop() {
 		if res := r.answer(context.Background(), pol, q, false); len(res.binds) != 1 {
@@ -26,8 +28,8 @@ func BenchmarkDNSAllowed(b *testing.B) {
 // nothing upstream.
 func BenchmarkDNSDenied(b *testing.B) {
 	r := &dnsAnswerer{up: &memExchanger{fn: func(*dns.Msg) (*dns.Msg, error) { panic("asked upstream") }}}
-	pol := testDecider(b, dnsTestPolicy)
-	q := mkQuery("secret-data.attacker.example.", dns.TypeA, 1232)
+	pol := dnstest.Decider(b, dnstest.Policy)
+	q := dnstest.Query("secret-data.attacker.example.", dns.TypeA, 1232)
 	b.ReportAllocs()
 	for b.Loop() {
 		if res := r.answer(context.Background(), pol, q, false); res.rcode != "NXDOMAIN" {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/clawnet/clawnet/dnsproxy/dnstest"
 	"github.com/clawnet/clawnet/policy"
 )
 
@@ -32,13 +33,13 @@ func (e *memExchanger) exchange(_ context.Context, m *dns.Msg) (*dns.Msg, error)
 
 func dnsFuzzSeeds(f *testing.F) {
 	for _, q := range [][]byte{
-		mkQuery("api.example.com.", dns.TypeA, 0),
-		mkQuery("API.example.COM.", dns.TypeAAAA, 1232),
-		mkQuery("secret.example.com.", dns.TypeA, 1232),
-		mkQuery("x.attacker.example.", dns.TypeTXT, 4096),
-		mkQuery("example.com.", dns.TypeHTTPS, 1232),
-		rawQuery(func(m *dns.Msg) { m.Opcode = dns.OpcodeUpdate }),
-		rawQuery(func(m *dns.Msg) { m.Question = append(m.Question, m.Question[0]) }),
+		dnstest.Query("api.example.com.", dns.TypeA, 0),
+		dnstest.Query("API.example.COM.", dns.TypeAAAA, 1232),
+		dnstest.Query("secret.example.com.", dns.TypeA, 1232),
+		dnstest.Query("x.attacker.example.", dns.TypeTXT, 4096),
+		dnstest.Query("example.com.", dns.TypeHTTPS, 1232),
+		dnstest.RawQuery(func(m *dns.Msg) { m.Opcode = dns.OpcodeUpdate }),
+		dnstest.RawQuery(func(m *dns.Msg) { m.Question = append(m.Question, m.Question[0]) }),
 		{0x42, 0x42, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xc0, 0x0c},
 		{},
 	} {
@@ -53,7 +54,7 @@ func dnsFuzzSeeds(f *testing.F) {
 // upstream.
 func FuzzDNSQuery(f *testing.F) {
 	dnsFuzzSeeds(f)
-	pol := testDecider(f, dnsTestPolicy)
+	pol := dnstest.Decider(f, dnstest.Policy)
 	f.Fuzz(func(t *testing.T, raw []byte, tcp bool) {
 		up := &memExchanger{fn: func(q *dns.Msg) (*dns.Msg, error) {
 			m := new(dns.Msg)
@@ -114,7 +115,7 @@ func FuzzDNSUpstreamAnswer(f *testing.F) {
 	f.Add(seed("api.example.com. 60 IN A 127.0.0.1", "api.example.com. 60 IN A 169.254.169.254"))
 	f.Add(seed("api.example.com. 0 IN CNAME b.example.net.", "b.example.net. 4294967295 IN A 1.1.1.1"))
 	f.Add([]byte{0, 0, 0x81, 0x80, 0, 1, 0xff, 0xff, 0, 0, 0, 0})
-	pol := testDecider(f, dnsTestPolicy)
+	pol := dnstest.Decider(f, dnstest.Policy)
 	f.Fuzz(func(t *testing.T, answer []byte) {
 		up := &memExchanger{fn: func(q *dns.Msg) (*dns.Msg, error) {
 			m := new(dns.Msg)
@@ -133,7 +134,7 @@ func FuzzDNSUpstreamAnswer(f *testing.F) {
 		}}
 		r := &dnsAnswerer{up: up}
 		for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
-			res := r.answer(context.Background(), pol, mkQuery("api.example.com.", qt, 1232), false)
+			res := r.answer(context.Background(), pol, dnstest.Query("api.example.com.", qt, 1232), false)
 			m := new(dns.Msg)
 			if err := m.Unpack(res.reply); err != nil {
 				t.Fatalf("reply does not parse: %v", err)
