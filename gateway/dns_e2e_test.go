@@ -20,6 +20,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
+	"github.com/clawnet/clawnet/dnsproxy"
 	"github.com/clawnet/clawnet/dnsproxy/dnstest"
 	"github.com/clawnet/clawnet/netstack"
 )
@@ -151,11 +152,11 @@ func TestDNSEndToEndUDP(t *testing.T) {
 			}
 			m = ask("secret-data.attacker.example.", dns.TypeA)
 			if m.Rcode != dns.RcodeNameError || dnstest.EDE(m) == nil {
-				t.Fatalf("denied name answered %s (%v), want NXDOMAIN with an extended error", rcodeString(m.Rcode), dnstest.EDE(m))
+				t.Fatalf("denied name answered %s (%v), want NXDOMAIN with an extended error", dnstest.Rcode(m.Rcode), dnstest.EDE(m))
 			}
 			m = ask("api.example.com.", dns.TypeTXT)
 			if m.Rcode != dns.RcodeRefused {
-				t.Fatalf("TXT answered %s, want REFUSED", rcodeString(m.Rcode))
+				t.Fatalf("TXT answered %s, want REFUSED", dnstest.Rcode(m.Rcode))
 			}
 		})
 	}
@@ -202,8 +203,8 @@ func TestDNSEndToEndTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := tcpExchange(t, conn, dnstest.Query("many.example.com.", dns.TypeAAAA, 0))
-	if m.Truncated || len(m.Answer) != maxBindingsPerName {
-		t.Fatalf("TCP answer TC = %v with %d records, want %d", m.Truncated, len(m.Answer), maxBindingsPerName)
+	if m.Truncated || len(m.Answer) != dnsproxy.MaxBindingsPerName {
+		t.Fatalf("TCP answer TC = %v with %d records, want %d", m.Truncated, len(m.Answer), dnsproxy.MaxBindingsPerName)
 	}
 	if n := a.nflows.Load(); n != 1 {
 		t.Errorf("flows while the DNS connection is open = %d, want 1", n)

@@ -15,19 +15,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/miekg/dns"
 	"golang.org/x/time/rate"
-)
 
-// newTestAnswerer answers through the given servers, with a short per-try
-// timeout so that silent servers do not slow the tests.
-func newTestAnswerer(t testing.TB, public []netip.Prefix, servers ...netip.AddrPort) *dnsAnswerer {
-	t.Helper()
-	up, err := newUpstream(Upstream{Servers: servers}, "", hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	up.tryTimeout = 300 * time.Millisecond
-	return &dnsAnswerer{up: up, public: public}
-}
+	"github.com/clawnet/clawnet/dnsproxy"
+)
 
 // syncBuffer is a bytes.Buffer safe for the audit log's writers.
 type syncBuffer struct {
@@ -82,7 +72,7 @@ func dnsTestGateway(t testing.TB, pol string, public []netip.Prefix, servers ...
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.up.(*upstream).tryTimeout = 300 * time.Millisecond
+	withTryTimeout(t, r, cfg, 300*time.Millisecond)
 	audit := &syncBuffer{}
 	g := &Gateway{cfg: cfg, log: log, audit: NewAudit(audit), policies: ps, dns: r,
 		pool: newAddrPool(cfg.Network.IPv4, cfg.Network.IPv6), host: newHostAddrs(time.Minute)}
@@ -92,12 +82,23 @@ func dnsTestGateway(t testing.TB, pol string, public []netip.Prefix, servers ...
 	return g, audit
 }
 
+// withTryTimeout points r at cfg's upstream servers again, with each
+// exchange bounded by try, so that silent servers do not slow the tests.
+func withTryTimeout(t testing.TB, r *resolver, cfg *Config, try time.Duration) {
+	t.Helper()
+	up, err := dnsproxy.NewUpstream(dnsproxy.UpstreamOptions{Servers: cfg.DNS.Upstream.Servers, TryTimeout: try}, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Answerer = dnsproxy.NewAnswerer(up, cfg.TreatAsPublic)
+}
+
 // dnsTestAgent is an agent of g without a link: enough for the TCP path and
 // the bindings. The UDP path needs a stack (see dnsTestStack).
 func dnsTestAgent(t testing.TB, g *Gateway, name string) *Agent {
 	t.Helper()
 	a := &Agent{g: g, log: hclog.NewNullLogger(), name: name, policy: "dnstest",
-		names: newNameTable(), flows: map[*flow]struct{}{}, denyLog: rate.NewLimiter(20, 50)}
+		names: dnsproxy.NewNameTable(), flows: map[*flow]struct{}{}, denyLog: rate.NewLimiter(20, 50)}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	t.Cleanup(func() {
 		a.mu.Lock()

@@ -1,4 +1,4 @@
-package gateway
+package dnsproxy
 
 import (
 	"context"
@@ -18,7 +18,7 @@ func BenchmarkDNSAllowed(b *testing.B) {
 	q := dnstest.Query("api.example.com.", dns.TypeA, 1232)
 	b.ReportAllocs()
 	for b.Loop() {
-		if res := r.answer(context.Background(), pol, q, false); len(res.binds) != 1 {
+		if res := r.Answer(context.Background(), pol, q, false); len(res.Binds) != 1 {
 			b.Fatalf("result = %+v", res)
 		}
 	}
@@ -27,12 +27,12 @@ func BenchmarkDNSAllowed(b *testing.B) {
 // BenchmarkDNSDenied is the answer path for a denied name: answered locally,
 // nothing upstream.
 func BenchmarkDNSDenied(b *testing.B) {
-	r := &dnsAnswerer{up: &memExchanger{fn: func(*dns.Msg) (*dns.Msg, error) { panic("asked upstream") }}}
+	r := &Answerer{up: &memExchanger{fn: func(*dns.Msg) (*dns.Msg, error) { panic("asked upstream") }}}
 	pol := dnstest.Decider(b, dnstest.Policy)
 	q := dnstest.Query("secret-data.attacker.example.", dns.TypeA, 1232)
 	b.ReportAllocs()
 	for b.Loop() {
-		if res := r.answer(context.Background(), pol, q, false); res.rcode != "NXDOMAIN" {
+		if res := r.Answer(context.Background(), pol, q, false); res.RCode != "NXDOMAIN" {
 			b.Fatalf("result = %+v", res)
 		}
 	}

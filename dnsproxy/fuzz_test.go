@@ -1,4 +1,4 @@
-package gateway
+package dnsproxy
 
 import (
 	"context"
@@ -19,7 +19,7 @@ type memExchanger struct {
 	fn    func(q *dns.Msg) (*dns.Msg, error)
 }
 
-func (e *memExchanger) exchange(_ context.Context, m *dns.Msg) (*dns.Msg, error) {
+func (e *memExchanger) Exchange(_ context.Context, m *dns.Msg) (*dns.Msg, error) {
 	e.asked = append(e.asked, m.Copy())
 	r, err := e.fn(m)
 	if err != nil {
@@ -63,21 +63,21 @@ func FuzzDNSQuery(f *testing.F) {
 			m.Answer = append(m.Answer, rr)
 			return m, nil
 		}}
-		r := &dnsAnswerer{up: up}
-		res := r.answer(context.Background(), pol, raw, tcp)
-		if res.reply != nil {
+		r := &Answerer{up: up}
+		res := r.Answer(context.Background(), pol, raw, tcp)
+		if res.Reply != nil {
 			m := new(dns.Msg)
-			if err := m.Unpack(res.reply); err != nil {
-				t.Fatalf("reply %x does not parse: %v", res.reply, err)
+			if err := m.Unpack(res.Reply); err != nil {
+				t.Fatalf("reply %x does not parse: %v", res.Reply, err)
 			}
 			if !m.Response || len(raw) < 12 || m.Id != binary.BigEndian.Uint16(raw) {
 				t.Fatalf("reply header %+v does not answer query %x", m.MsgHdr, raw)
 			}
-			if !tcp && len(res.reply) > dnsMaxUDPReply {
-				t.Fatalf("UDP reply of %d bytes", len(res.reply))
+			if !tcp && len(res.Reply) > maxUDPReply {
+				t.Fatalf("UDP reply of %d bytes", len(res.Reply))
 			}
-			if !tcp && m.IsEdns0() == nil && len(res.reply) > dns.MinMsgSize {
-				t.Fatalf("UDP reply of %d bytes without EDNS", len(res.reply))
+			if !tcp && m.IsEdns0() == nil && len(res.Reply) > dns.MinMsgSize {
+				t.Fatalf("UDP reply of %d bytes without EDNS", len(res.Reply))
 			}
 		}
 		for _, q := range up.asked {
@@ -97,7 +97,7 @@ func FuzzDNSQuery(f *testing.F) {
 
 // FuzzDNSUpstreamAnswer feeds arbitrary bytes as the upstream's answer to an
 // allowed query. Nothing may panic, the reply must parse, and only public
-// addresses, at most maxBindingsPerName of them, may be bound.
+// addresses, at most MaxBindingsPerName of them, may be bound.
 func FuzzDNSUpstreamAnswer(f *testing.F) {
 	seed := func(rrs ...string) []byte {
 		m := new(dns.Msg)
@@ -132,20 +132,20 @@ func FuzzDNSUpstreamAnswer(f *testing.F) {
 			}
 			return m, nil
 		}}
-		r := &dnsAnswerer{up: up}
+		r := &Answerer{up: up}
 		for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
-			res := r.answer(context.Background(), pol, dnstest.Query("api.example.com.", qt, 1232), false)
+			res := r.Answer(context.Background(), pol, dnstest.Query("api.example.com.", qt, 1232), false)
 			m := new(dns.Msg)
-			if err := m.Unpack(res.reply); err != nil {
+			if err := m.Unpack(res.Reply); err != nil {
 				t.Fatalf("reply does not parse: %v", err)
 			}
-			if len(res.binds) > maxBindingsPerName {
-				t.Fatalf("%d addresses bound", len(res.binds))
+			if len(res.Binds) > MaxBindingsPerName {
+				t.Fatalf("%d addresses bound", len(res.Binds))
 			}
-			if len(res.binds) > 0 && (res.ttl < bindMinTTL || res.ttl > bindMaxTTL) {
-				t.Fatalf("TTL %v outside [%v, %v]", res.ttl, bindMinTTL, bindMaxTTL)
+			if len(res.Binds) > 0 && (res.TTL < bindMinTTL || res.TTL > bindMaxTTL) {
+				t.Fatalf("TTL %v outside [%v, %v]", res.TTL, bindMinTTL, bindMaxTTL)
 			}
-			for _, ip := range res.binds {
+			for _, ip := range res.Binds {
 				if policy.ClassifyAddr(ip).Class.Special() || ip.Is4() != (qt == dns.TypeA) {
 					t.Fatalf("bound %s for a %s query", ip, qtypeString(qt))
 				}
@@ -155,8 +155,8 @@ func FuzzDNSUpstreamAnswer(f *testing.F) {
 					t.Fatalf("answer record %v is not an %s of the queried name", rr, qtypeString(qt))
 				}
 			}
-			if len(m.Answer) != len(res.binds) {
-				t.Fatalf("answer has %d records, %d bound", len(m.Answer), len(res.binds))
+			if len(m.Answer) != len(res.Binds) {
+				t.Fatalf("answer has %d records, %d bound", len(m.Answer), len(res.Binds))
 			}
 		}
 	})

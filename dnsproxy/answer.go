@@ -1,4 +1,4 @@
-package gateway
+package dnsproxy
 
 import (
 	"context"
@@ -14,125 +14,110 @@ import (
 	"github.com/clawnet/clawnet/policy"
 )
 
-// The answer path: bytes from an agent in, a reply and the addresses to bind
-// out. It is pure but for the upstream exchange, so tests and the fuzz
-// target drive it directly; handleDNS and handleDNSTCP are thin shells over
-// it that add rate limits, audit lines and the transport.
-//
-// What it answers (docs/dns.md says the same for users):
-//   - Not a query (QR set), or under 12 bytes: dropped, never answered, so
-//     answers cannot be reflected into a loop.
-//   - Unparseable, larger than dnsMaxQuery, more or less than one question,
-//     records in the answer or authority section, anything but one OPT in
-//     the additional section, a name that is not a hostname: FORMERR.
-//   - Opcode other than QUERY: NOTIMP. EDNS version other than 0: BADVERS.
-//   - Class other than IN, the root name: REFUSED.
-//   - A name the agent's policy does not allow: NXDOMAIN with Extended DNS
-//     Error 15 (Blocked) "blocked by clawnet policy". Nothing goes upstream.
-//   - An allowed name with a type other than A or AAAA (TXT, MX, SRV, PTR,
-//     ANY, AXFR, HTTPS, SVCB, ...): REFUSED with Extended DNS Error 21 (Not
-//     Supported). Nothing goes upstream. Refusing HTTPS/SVCB keeps ECH
-//     configs and address hints (which would bypass the A/AAAA filter) away
-//     from the agent; clients fall back to A/AAAA.
-//   - An allowed A or AAAA: asked upstream (only the normalized name and
-//     type: none of the agent's flags or EDNS options travel), the CNAME
-//     chain followed inside that one answer, special-purpose addresses
-//     removed, the rest bound to the queried name and returned as records
-//     of the queried name (the chain is flattened). See resolve.
-
 const (
-	// dnsMaxQuery is the largest query accepted: a real one is a header,
+	// MaxQuery is the largest query accepted: a real one is a header,
 	// one name of at most 255 bytes and an OPT record with a few options
 	// (padding to 468 bytes included).
-	dnsMaxQuery = 4096
-	// dnsMaxUDPReply bounds UDP replies whatever EDNS size the agent
+	MaxQuery = 4096
+	// maxUDPReply bounds UDP replies whatever EDNS size the agent
 	// advertises; larger answers are truncated and the agent retries over
-	// TCP. (Our answers are far smaller: at most maxBindingsPerName records.)
-	dnsMaxUDPReply = 4096
-	// dnsOwnUDPSize is the EDNS buffer size the gateway advertises to agents.
-	dnsOwnUDPSize = 1232
-	// dnsMaxChain bounds the CNAME chain followed inside one answer.
-	dnsMaxChain = 8
-	// dnsBlockedText is the Extended DNS Error text of a denied name.
-	dnsBlockedText = "blocked by clawnet policy"
+	// TCP. (Our answers are far smaller: at most MaxBindingsPerName records.)
+	maxUDPReply = 4096
+	// ownUDPSize is the EDNS buffer size the gateway advertises to agents.
+	ownUDPSize = 1232
+	// maxChain bounds the CNAME chain followed inside one answer.
+	maxChain = 8
+	// blockedText is the Extended DNS Error text of a denied name.
+	blockedText = "blocked by clawnet policy"
 )
 
-// Rule names of the resolver's own decisions, as they appear in audit lines.
+// Rule names of the answer path's own decisions, as they appear in audit
+// lines.
 const (
-	ruleDNSMalformed = "builtin:dns-malformed"
-	ruleDNSUnsupp    = "builtin:dns-unsupported"
-	ruleDNSRateLimit = "builtin:dns-rate-limit"
-	ruleDNSRebinding = "builtin:dns-rebinding"
-	rulePolicyGone   = "builtin:policy-missing"
+	ruleMalformed     = "builtin:dns-malformed"
+	ruleUnsupported   = "builtin:dns-unsupported"
+	ruleRebinding     = "builtin:dns-rebinding"
+	rulePolicyMissing = "builtin:policy-missing"
 )
 
-// dnsQuery is one parsed, checked query from an agent.
-type dnsQuery struct {
+// Query is one parsed, checked query from an agent, made by ParseQuery.
+type Query struct {
 	req   *dns.Msg
 	opt   *dns.OPT // the agent's EDNS record, or nil
 	name  string   // normalized qname: lower case, no trailing dot
 	qtype uint16
 	tcp   bool
 	limit int // the largest reply the agent's transport takes
-	// isHost, when set, names addresses that are the gateway host's own:
+	// IsHost, when set, names addresses that are the gateway host's own:
 	// dropped from answers like special-purpose ones.
-	isHost func(netip.Addr) bool
+	IsHost func(netip.Addr) bool
 	// decision is the policy's verdict on name (an allowed one when the
 	// query goes upstream).
 	decision policy.Decision
 }
 
-// dnsResult is the outcome of one query: what to send, bind and audit.
-type dnsResult struct {
-	reply []byte // nil: nothing is sent
+// Result is the outcome of one query: what to send the agent, what to bind
+// in its NameTable and what to write in its audit line.
+type Result struct {
+	Reply []byte // nil: nothing is sent
 
-	qname, qtype string
-	verdict      policy.Verdict
-	rcode        string
-	rule, reason string
-	err          string
+	QName, QType string
+	Verdict      policy.Verdict
+	RCode        string
+	Rule, Reason string
+	Err          string
 
-	// binds are the accepted addresses, bound to qname for ttl.
-	binds []netip.Addr
-	ttl   time.Duration
+	// Binds are the accepted addresses, to be bound to QName for TTL.
+	Binds []netip.Addr
+	TTL   time.Duration
 }
 
-// dnsAnswerer is the part of the resolver the answer path needs.
-type dnsAnswerer struct {
-	up     exchanger
+// Answerer answers the queries that go upstream: it asks through its
+// Exchanger and filters what comes back. It is safe for concurrent use.
+type Answerer struct {
+	up     Exchanger
 	public []netip.Prefix // the operator's treat_as_public
 }
 
-// answer runs the whole path for one query (tests, fuzzing): local checks
-// and policy, then the upstream if needed.
-func (r *dnsAnswerer) answer(ctx context.Context, pol policy.Decider, raw []byte, tcp bool) dnsResult {
-	q, res, done := parseQuery(raw, tcp)
+// NewAnswerer returns an Answerer that asks up, and keeps in answers the
+// special-purpose addresses inside public (the operator's treat_as_public;
+// metadata endpoints never).
+func NewAnswerer(up Exchanger, public []netip.Prefix) *Answerer {
+	return &Answerer{up: up, public: public}
+}
+
+// Answer runs the whole path for one query: ParseQuery, Decide, then
+// Resolve if the query goes upstream. The gateway runs the steps itself,
+// with its rate limits in between.
+func (r *Answerer) Answer(ctx context.Context, pol policy.Decider, raw []byte, tcp bool) Result {
+	q, res, done := ParseQuery(raw, tcp)
 	if done {
 		return res
 	}
-	if res, done := q.decide(pol); done {
+	if res, done := q.Decide(pol); done {
 		return res
 	}
-	return r.resolve(ctx, q)
+	return r.Resolve(ctx, q)
 }
 
-// parseQuery parses and checks raw. done means res is the final result
-// (dropped or answered locally); otherwise q is ready for decide.
-func parseQuery(raw []byte, tcp bool) (q *dnsQuery, res dnsResult, done bool) {
+// ParseQuery parses and checks raw, a query from an agent over TCP or UDP.
+// done means res is the final result (dropped or answered locally);
+// otherwise q is ready for Decide.
+func ParseQuery(raw []byte, tcp bool) (q *Query, res Result, done bool) {
 	if len(raw) < 12 {
-		return nil, dnsResult{rule: ruleDNSMalformed, reason: "dropped: shorter than a dns header"}, true
+		return nil, Result{Rule: ruleMalformed, Reason: "dropped: shorter than a dns header"}, true
 	}
 	if raw[2]&0x80 != 0 {
-		return nil, dnsResult{rule: ruleDNSMalformed, reason: "dropped: a response, not a query"}, true
+		return nil, Result{Rule: ruleMalformed, Reason: "dropped: a response, not a query"}, true
 	}
-	if len(raw) > dnsMaxQuery {
+	if len(raw) > MaxQuery {
 		return nil, headerOnly(raw, dns.RcodeFormatError, "query of "+strconv.Itoa(len(raw))+" bytes is too large"), true
 	}
 	req := new(dns.Msg)
 	if err := req.Unpack(raw); err != nil {
 		return nil, headerOnly(raw, dns.RcodeFormatError, "unparseable: "+err.Error()), true
 	}
-	q = &dnsQuery{req: req, tcp: tcp, limit: dns.MinMsgSize}
+	q = &Query{req: req, tcp: tcp, limit: dns.MinMsgSize}
 	if tcp {
 		q.limit = dns.MaxMsgSize
 	}
@@ -140,74 +125,75 @@ func parseQuery(raw []byte, tcp bool) (q *dnsQuery, res dnsResult, done bool) {
 		q.qtype = req.Question[0].Qtype
 	}
 	if req.Opcode != dns.OpcodeQuery {
-		return nil, q.local(dns.RcodeNotImplemented, ruleDNSUnsupp, "opcode "+opcodeString(req.Opcode)+" is not served"), true
+		return nil, q.local(dns.RcodeNotImplemented, ruleUnsupported, "opcode "+opcodeString(req.Opcode)+" is not served"), true
 	}
 	if len(req.Question) != 1 {
 		q.req.Question = nil // nothing sensible to echo
-		return nil, q.local(dns.RcodeFormatError, ruleDNSMalformed, strconv.Itoa(len(req.Question))+" questions, want 1"), true
+		return nil, q.local(dns.RcodeFormatError, ruleMalformed, strconv.Itoa(len(req.Question))+" questions, want 1"), true
 	}
 	if len(req.Answer) != 0 || len(req.Ns) != 0 {
-		return nil, q.local(dns.RcodeFormatError, ruleDNSMalformed, "records in the answer or authority section of a query"), true
+		return nil, q.local(dns.RcodeFormatError, ruleMalformed, "records in the answer or authority section of a query"), true
 	}
 	for _, rr := range req.Extra {
 		opt, ok := rr.(*dns.OPT)
 		if !ok || q.opt != nil || opt.Hdr.Name != "." {
 			q.opt = nil
-			return nil, q.local(dns.RcodeFormatError, ruleDNSMalformed, "additional section holds something besides one OPT record"), true
+			return nil, q.local(dns.RcodeFormatError, ruleMalformed, "additional section holds something besides one OPT record"), true
 		}
 		q.opt = opt
 	}
 	if q.opt != nil {
 		if v := q.opt.Version(); v != 0 {
-			res := q.local(dns.RcodeBadVers, ruleDNSMalformed, "EDNS version "+strconv.Itoa(int(v))+", want 0")
+			res := q.local(dns.RcodeBadVers, ruleMalformed, "EDNS version "+strconv.Itoa(int(v))+", want 0")
 			return nil, res, true
 		}
 		if !tcp {
-			q.limit = min(max(int(q.opt.UDPSize()), dns.MinMsgSize), dnsMaxUDPReply)
+			q.limit = min(max(int(q.opt.UDPSize()), dns.MinMsgSize), maxUDPReply)
 		}
 	}
 	qs := req.Question[0]
 	if qs.Qclass != dns.ClassINET {
-		return nil, q.local(dns.RcodeRefused, ruleDNSUnsupp, "class "+classString(qs.Qclass)+" is not served, only IN"), true
+		return nil, q.local(dns.RcodeRefused, ruleUnsupported, "class "+classString(qs.Qclass)+" is not served, only IN"), true
 	}
 	if qs.Name == "." {
-		return nil, q.local(dns.RcodeRefused, ruleDNSUnsupp, "the root is not served"), true
+		return nil, q.local(dns.RcodeRefused, ruleUnsupported, "the root is not served"), true
 	}
 	name, err := policy.NormalizeName(qs.Name)
 	if err != nil {
-		return nil, q.local(dns.RcodeFormatError, ruleDNSMalformed, err.Error()), true
+		return nil, q.local(dns.RcodeFormatError, ruleMalformed, err.Error()), true
 	}
 	q.name = name
-	return q, dnsResult{}, false
+	return q, Result{}, false
 }
 
-// decide applies the agent's policy and the type filter. done means res is
-// final; otherwise the query goes upstream.
-func (q *dnsQuery) decide(pol policy.Decider) (res dnsResult, done bool) {
+// Decide applies the agent's policy (nil: it has none any more) and the
+// type filter. done means res is final; otherwise the query goes upstream
+// (Resolve).
+func (q *Query) Decide(pol policy.Decider) (res Result, done bool) {
 	if pol == nil {
-		res = q.local(dns.RcodeRefused, rulePolicyGone, "the agent's policy is no longer defined")
+		res = q.local(dns.RcodeRefused, rulePolicyMissing, "the agent's policy is no longer defined")
 		return res, true
 	}
 	d := pol.DecideQuery(q.name)
 	q.decision = d
 	if !d.Allowed() {
 		m := q.reply(dns.RcodeNameError)
-		q.ede(m, dns.ExtendedErrorCodeBlocked, dnsBlockedText)
+		q.ede(m, dns.ExtendedErrorCodeBlocked, blockedText)
 		return q.result(m, d.Verdict, d.Rule, d.Reason), true
 	}
 	if q.qtype != dns.TypeA && q.qtype != dns.TypeAAAA {
 		m := q.reply(dns.RcodeRefused)
 		q.ede(m, dns.ExtendedErrorCodeNotSupported, "clawnet resolves only A and AAAA")
-		return q.result(m, policy.Deny, ruleDNSUnsupp, "type "+qtypeString(q.qtype)+" is not resolved, only A and AAAA"), true
+		return q.result(m, policy.Deny, ruleUnsupported, "type "+qtypeString(q.qtype)+" is not resolved, only A and AAAA"), true
 	}
-	return dnsResult{}, false
+	return Result{}, false
 }
 
-// resolve asks the upstream for an allowed A or AAAA query and builds the
+// Resolve asks the upstream for an allowed A or AAAA query and builds the
 // agent's answer from what comes back.
 //
 // CNAME semantics: the policy decides the queried name only. The chain in
-// the upstream's answer is followed (at most dnsMaxChain links, loops end
+// the upstream's answer is followed (at most maxChain links, loops end
 // it) to the records of its last name, never re-queried: a name in the
 // chain the policy does not allow is never asked upstream on its own. The
 // records found are returned as records of the queried name (the agent
@@ -221,18 +207,18 @@ func (q *dnsQuery) decide(pol policy.Decider) (res dnsResult, done bool) {
 // a public name must not point the agent at an internal service (DNS
 // rebinding). When none is left the answer is NOERROR with no records and
 // Extended DNS Error 15 (Blocked).
-func (r *dnsAnswerer) resolve(ctx context.Context, q *dnsQuery) dnsResult {
+func (r *Answerer) Resolve(ctx context.Context, q *Query) Result {
 	d := q.decision
 	up := new(dns.Msg)
 	up.SetQuestion(dns.Fqdn(q.name), q.qtype)
 	up.RecursionDesired = true
 	up.SetEdns0(upstreamUDPSize, false)
-	resp, err := r.up.exchange(ctx, up)
+	resp, err := r.up.Exchange(ctx, up)
 	if err != nil {
 		m := q.reply(dns.RcodeServerFailure)
 		q.ede(m, dns.ExtendedErrorCodeNetworkError, "upstream did not answer")
 		res := q.result(m, d.Verdict, d.Rule, d.Reason)
-		res.err = err.Error()
+		res.Err = err.Error()
 		return res
 	}
 	if resp.Rcode == dns.RcodeNameError {
@@ -254,11 +240,11 @@ func (r *dnsAnswerer) resolve(ctx context.Context, q *dnsQuery) dnsResult {
 		reason += "; " + note
 	}
 	if len(addrs) == 0 && removed > 0 {
-		q.ede(m, dns.ExtendedErrorCodeBlocked, "special-purpose address "+dnsBlockedText)
-		verdict, rule = policy.Deny, ruleDNSRebinding
+		q.ede(m, dns.ExtendedErrorCodeBlocked, "special-purpose address "+blockedText)
+		verdict, rule = policy.Deny, ruleRebinding
 	}
 	res := q.result(m, verdict, rule, reason)
-	res.binds, res.ttl = addrs, ttl
+	res.Binds, res.TTL = addrs, ttl
 	return res
 }
 
@@ -266,7 +252,7 @@ func (r *dnsAnswerer) resolve(ctx context.Context, q *dnsQuery) dnsResult {
 // acceptable addresses of its end, the TTL to use, how many addresses were
 // removed as special-purpose, and a note for the audit line on what was
 // left out.
-func (r *dnsAnswerer) extract(resp *dns.Msg, q *dnsQuery) (addrs []netip.Addr, ttl time.Duration, removed int, note string) {
+func (r *Answerer) extract(resp *dns.Msg, q *Query) (addrs []netip.Addr, ttl time.Duration, removed int, note string) {
 	var notes []string
 	cur := dns.Fqdn(q.name)
 	minTTL := uint32(bindMaxTTL / time.Second)
@@ -278,8 +264,8 @@ func (r *dnsAnswerer) extract(resp *dns.Msg, q *dnsQuery) (addrs []netip.Addr, t
 		if n > 1 {
 			return nil, bindMinTTL, 0, "answer has " + strconv.Itoa(n) + " CNAMEs for " + cur
 		}
-		if hops == dnsMaxChain {
-			return nil, bindMinTTL, 0, "CNAME chain longer than " + strconv.Itoa(dnsMaxChain) + " links (or a loop)"
+		if hops == maxChain {
+			return nil, bindMinTTL, 0, "CNAME chain longer than " + strconv.Itoa(maxChain) + " links (or a loop)"
 		}
 		minTTL = min(minTTL, ttl)
 		cur = target
@@ -300,7 +286,7 @@ func (r *dnsAnswerer) extract(resp *dns.Msg, q *dnsQuery) (addrs []netip.Addr, t
 		if !ip.IsValid() {
 			continue
 		}
-		if w := r.special(ip, q.isHost); w != "" {
+		if w := r.special(ip, q.IsHost); w != "" {
 			if removed++; len(why) < 4 {
 				why = append(why, w)
 			}
@@ -309,8 +295,8 @@ func (r *dnsAnswerer) extract(resp *dns.Msg, q *dnsQuery) (addrs []netip.Addr, t
 		if containsAddr(addrs, ip) {
 			continue
 		}
-		if len(addrs) == maxBindingsPerName {
-			notes = append(notes, "kept the first "+strconv.Itoa(maxBindingsPerName)+" addresses")
+		if len(addrs) == MaxBindingsPerName {
+			notes = append(notes, "kept the first "+strconv.Itoa(MaxBindingsPerName)+" addresses")
 			break
 		}
 		minTTL = min(minTTL, h.Ttl)
@@ -348,7 +334,7 @@ func containsAddr(list []netip.Addr, a netip.Addr) bool {
 }
 
 // special says why ip must not be handed to an agent, or "" if it may be.
-func (r *dnsAnswerer) special(ip netip.Addr, isHost func(netip.Addr) bool) string {
+func (r *Answerer) special(ip netip.Addr, isHost func(netip.Addr) bool) string {
 	info := policy.ClassifyAddr(ip)
 	if info.Class == policy.ClassMetadata {
 		return ip.String() + " (" + info.What + ")"
@@ -369,7 +355,7 @@ func (r *dnsAnswerer) special(ip netip.Addr, isHost func(netip.Addr) bool) strin
 
 // reply starts the agent's answer: its ID, opcode, RD and CD bits and its
 // question as it sent it, and an OPT record if it sent one.
-func (q *dnsQuery) reply(rcode int) *dns.Msg {
+func (q *Query) reply(rcode int) *dns.Msg {
 	m := new(dns.Msg)
 	m.Id = q.req.Id
 	m.Response = true
@@ -381,29 +367,43 @@ func (q *dnsQuery) reply(rcode int) *dns.Msg {
 	m.Rcode = rcode
 	if q.opt != nil {
 		o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
-		o.SetUDPSize(dnsOwnUDPSize)
+		o.SetUDPSize(ownUDPSize)
 		m.Extra = append(m.Extra, o)
 	}
 	return m
 }
 
 // ede adds an RFC 8914 Extended DNS Error, when the agent speaks EDNS.
-func (q *dnsQuery) ede(m *dns.Msg, code uint16, text string) {
+func (q *Query) ede(m *dns.Msg, code uint16, text string) {
 	if o := m.IsEdns0(); o != nil {
 		o.Option = append(o.Option, &dns.EDNS0_EDE{InfoCode: code, ExtraText: text})
 	}
 }
 
 // local is a reply with rcode and nothing else, decided without the policy.
-func (q *dnsQuery) local(rcode int, rule, reason string) dnsResult {
+func (q *Query) local(rcode int, rule, reason string) Result {
 	return q.result(q.reply(rcode), policy.Deny, rule, reason)
 }
 
+// Refuse answers q REFUSED without asking anything, a deny by rule for
+// reason: how the caller turns a query away for reasons of its own (rate
+// limits).
+func (q *Query) Refuse(rule, reason string) Result {
+	return q.local(dns.RcodeRefused, rule, reason)
+}
+
+// CapReply bounds the reply to n bytes, but never below the 512 every DNS
+// client takes: a UDP reply must fit the agent's link (the caller's UDP
+// writes do not fragment).
+func (q *Query) CapReply(n int) {
+	q.limit = min(q.limit, max(n, dns.MinMsgSize))
+}
+
 // result packs m to fit the agent's transport and fills in the audit fields.
-func (q *dnsQuery) result(m *dns.Msg, v policy.Verdict, rule, reason string) dnsResult {
-	res := dnsResult{verdict: v, rule: rule, reason: reason, rcode: rcodeString(m.Rcode), qtype: qtypeString(q.qtype), qname: q.name}
+func (q *Query) result(m *dns.Msg, v policy.Verdict, rule, reason string) Result {
+	res := Result{Verdict: v, Rule: rule, Reason: reason, RCode: rcodeString(m.Rcode), QType: qtypeString(q.qtype), QName: q.name}
 	if q.name == "" && len(q.req.Question) == 1 {
-		res.qname = q.req.Question[0].Name // not a valid name: as received (escaped)
+		res.QName = q.req.Question[0].Name // not a valid name: as received (escaped)
 	}
 	// Truncate keeps whole records and sets TC when it had to drop some.
 	m.Truncate(q.limit)
@@ -411,23 +411,23 @@ func (q *dnsQuery) result(m *dns.Msg, v policy.Verdict, rule, reason string) dns
 	if err != nil {
 		// Cannot happen with what we build; answer SERVFAIL rather than
 		// nothing, so the agent does not wait for a timeout.
-		res.reply = minimalHeader(q.req.Id, q.req.Opcode, q.req.RecursionDesired, dns.RcodeServerFailure)
-		res.err = fmt.Sprintf("pack reply: %v", err)
+		res.Reply = minimalHeader(q.req.Id, q.req.Opcode, q.req.RecursionDesired, dns.RcodeServerFailure)
+		res.Err = fmt.Sprintf("pack reply: %v", err)
 		return res
 	}
-	res.reply = b
+	res.Reply = b
 	return res
 }
 
 // headerOnly answers a query that could not be parsed: its ID and opcode,
 // no question, rcode.
-func headerOnly(raw []byte, rcode int, reason string) dnsResult {
-	res := dnsResult{rule: ruleDNSMalformed, reason: reason, rcode: rcodeString(rcode)}
+func headerOnly(raw []byte, rcode int, reason string) Result {
+	res := Result{Rule: ruleMalformed, Reason: reason, RCode: rcodeString(rcode)}
 	if len(raw) < 12 {
 		return res
 	}
 	id := binary.BigEndian.Uint16(raw)
-	res.reply = minimalHeader(id, int(raw[2]>>3)&0xF, raw[2]&1 != 0, rcode)
+	res.Reply = minimalHeader(id, int(raw[2]>>3)&0xF, raw[2]&1 != 0, rcode)
 	return res
 }
 
