@@ -95,10 +95,9 @@ func FuzzDNSQuery(f *testing.F) {
 	})
 }
 
-// FuzzDNSUpstreamAnswer feeds arbitrary bytes as the upstream's answer to an
-// allowed query. Nothing may panic, the reply must parse, and only public
-// addresses, at most MaxBindingsPerName of them, may be bound.
-func FuzzDNSUpstreamAnswer(f *testing.F) {
+// upstreamAnswerSeeds are answers for api.example.com A: plain, a CNAME
+// loop, special-purpose addresses, extreme TTLs, and a count past the end.
+func upstreamAnswerSeeds(f *testing.F) {
 	seed := func(rrs ...string) []byte {
 		m := new(dns.Msg)
 		m.SetQuestion("api.example.com.", dns.TypeA)
@@ -115,6 +114,13 @@ func FuzzDNSUpstreamAnswer(f *testing.F) {
 	f.Add(seed("api.example.com. 60 IN A 127.0.0.1", "api.example.com. 60 IN A 169.254.169.254"))
 	f.Add(seed("api.example.com. 0 IN CNAME b.example.net.", "b.example.net. 4294967295 IN A 1.1.1.1"))
 	f.Add([]byte{0, 0, 0x81, 0x80, 0, 1, 0xff, 0xff, 0, 0, 0, 0})
+}
+
+// FuzzDNSUpstreamAnswer feeds arbitrary bytes as the upstream's answer to an
+// allowed query. Nothing may panic, the reply must parse, and only public
+// addresses, at most MaxBindingsPerName of them, may be bound.
+func FuzzDNSUpstreamAnswer(f *testing.F) {
+	upstreamAnswerSeeds(f)
 	pol := dnstest.Decider(f, dnstest.Policy)
 	f.Fuzz(func(t *testing.T, answer []byte) {
 		up := &memExchanger{fn: func(q *dns.Msg) (*dns.Msg, error) {

@@ -253,17 +253,3 @@ func checkAnswer(q, r *dns.Msg) error {
 	}
 	return fmt.Errorf("answered %s", rcodeString(r.Rcode))
 }
-
-func rcodeString(rc int) string {
-	if s, ok := dns.RcodeToString[rc]; ok {
-		return s
-	}
-	return "RCODE" + strconv.Itoa(rc)
-}
-
-func qtypeString(t uint16) string {
-	if s, ok := dns.TypeToString[t]; ok {
-		return s
-	}
-	return "TYPE" + strconv.Itoa(int(t))
-}

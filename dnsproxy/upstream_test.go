@@ -16,49 +16,53 @@ import (
 	"github.com/clawnet/clawnet/policy"
 )
 
+// hostileUpstreams answer every query wrongly, or not at all: each must
+// end in SERVFAIL with nothing bound.
+var hostileUpstreams = []struct {
+	name string
+	hook func(w dns.ResponseWriter, q *dns.Msg) bool
+}{
+	{"garbage", func(w dns.ResponseWriter, q *dns.Msg) bool {
+		w.Write([]byte{byte(q.Id >> 8), byte(q.Id), 0x81, 0x80, 0xff, 0xff, 0xff, 0xff, 0xde, 0xad})
+		return true
+	}},
+	{"wrong id", func(w dns.ResponseWriter, q *dns.Msg) bool {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		m.Id++
+		rr, _ := dns.NewRR("api.example.com. 60 IN A 6.6.6.6")
+		m.Answer = append(m.Answer, rr)
+		w.WriteMsg(m)
+		return true
+	}},
+	{"other question", func(w dns.ResponseWriter, q *dns.Msg) bool {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		m.Question[0].Name = "evil.example.net."
+		rr, _ := dns.NewRR("evil.example.net. 60 IN A 6.6.6.6")
+		m.Answer = append(m.Answer, rr)
+		w.WriteMsg(m)
+		return true
+	}},
+	{"servfail", func(w dns.ResponseWriter, q *dns.Msg) bool {
+		m := new(dns.Msg)
+		m.SetRcode(q, dns.RcodeServerFailure)
+		w.WriteMsg(m)
+		return true
+	}},
+	{"silent", func(w dns.ResponseWriter, q *dns.Msg) bool { return true }},
+	{"truncated over tcp too", func(w dns.ResponseWriter, q *dns.Msg) bool {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		m.Truncated = true
+		w.WriteMsg(m)
+		return true
+	}},
+}
+
 func TestDNSUpstreamHostile(t *testing.T) {
 	pol := dnstest.Decider(t, dnstest.Policy)
-	tests := []struct {
-		name string
-		hook func(w dns.ResponseWriter, q *dns.Msg) bool
-	}{
-		{"garbage", func(w dns.ResponseWriter, q *dns.Msg) bool {
-			w.Write([]byte{byte(q.Id >> 8), byte(q.Id), 0x81, 0x80, 0xff, 0xff, 0xff, 0xff, 0xde, 0xad})
-			return true
-		}},
-		{"wrong id", func(w dns.ResponseWriter, q *dns.Msg) bool {
-			m := new(dns.Msg)
-			m.SetReply(q)
-			m.Id++
-			rr, _ := dns.NewRR("api.example.com. 60 IN A 6.6.6.6")
-			m.Answer = append(m.Answer, rr)
-			w.WriteMsg(m)
-			return true
-		}},
-		{"other question", func(w dns.ResponseWriter, q *dns.Msg) bool {
-			m := new(dns.Msg)
-			m.SetReply(q)
-			m.Question[0].Name = "evil.example.net."
-			rr, _ := dns.NewRR("evil.example.net. 60 IN A 6.6.6.6")
-			m.Answer = append(m.Answer, rr)
-			w.WriteMsg(m)
-			return true
-		}},
-		{"servfail", func(w dns.ResponseWriter, q *dns.Msg) bool {
-			m := new(dns.Msg)
-			m.SetRcode(q, dns.RcodeServerFailure)
-			w.WriteMsg(m)
-			return true
-		}},
-		{"silent", func(w dns.ResponseWriter, q *dns.Msg) bool { return true }},
-		{"truncated over tcp too", func(w dns.ResponseWriter, q *dns.Msg) bool {
-			m := new(dns.Msg)
-			m.SetReply(q)
-			m.Truncated = true
-			w.WriteMsg(m)
-			return true
-		}},
-	}
+	tests := hostileUpstreams
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			up := dnstest.NewServer(t, dnstest.Zone...)
