@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/time/rate"
 
+	"github.com/clawnet/clawnet/dnsproxy"
 	"github.com/clawnet/clawnet/gateway/control"
 	"github.com/clawnet/clawnet/netstack"
 	"github.com/clawnet/clawnet/tun"
@@ -31,7 +32,7 @@ type Agent struct {
 	stack       *netstack.Stack
 	addrIdx     int
 	addrs       []netip.Prefix
-	names       *nameTable // this agent's own DNS answers, IP → names
+	names       *dnsproxy.NameTable // this agent's own DNS answers, IP → names
 	attachedAt  time.Time
 	notes       []string
 
@@ -94,7 +95,7 @@ func (g *Gateway) attach(ctx context.Context, s attachSpec) (*Agent, error) {
 		ns: s.ns, dev: dev, addrIdx: idx, addrs: []netip.Prefix{p4},
 		attachedAt: time.Now(),
 		flows:      map[*flow]struct{}{},
-		names:      newNameTable(),
+		names:      dnsproxy.NewNameTable(),
 		denyLog:    rate.NewLimiter(20, 50),
 	}
 	if dev.IPv6 {

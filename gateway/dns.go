@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/miekg/dns"
 	"golang.org/x/time/rate"
 
+	"github.com/clawnet/clawnet/dnsproxy"
 	"github.com/clawnet/clawnet/netstack"
 	"github.com/clawnet/clawnet/policy"
 )
@@ -30,6 +30,9 @@ const (
 	dnsLimitLogPerSec = 1    // rate-limited audit lines per second and agent
 )
 
+// ruleDNSRateLimit is the rule of a query refused by the limits above.
+const ruleDNSRateLimit = "builtin:dns-rate-limit"
+
 const (
 	defaultResolvConf  = "/etc/resolv.conf"
 	dnsIPUDPHeaders    = 40 + 8 // IPv6 and UDP headers, the larger case
@@ -43,7 +46,7 @@ const (
 // address, is answered here, locally or through the configured upstream,
 // and a name the agent's policy does not allow never leaves the gateway.
 type resolver struct {
-	dnsAnswerer
+	*dnsproxy.Answerer
 	log hclog.Logger
 
 	slots chan struct{} // upstream queries of all agents in flight
@@ -67,16 +70,17 @@ type agentDNS struct {
 }
 
 func newResolver(cfg *Config, log hclog.Logger) (*resolver, error) {
-	up, err := newUpstream(cfg.DNS.Upstream, defaultResolvConf, log)
+	up, err := dnsproxy.NewUpstream(dnsproxy.UpstreamOptions{System: cfg.DNS.Upstream.System,
+		Servers: cfg.DNS.Upstream.Servers, ResolvConf: defaultResolvConf}, log)
 	if err != nil {
 		return nil, err
 	}
 	return &resolver{
-		dnsAnswerer: dnsAnswerer{up: up, public: cfg.TreatAsPublic},
-		log:         log,
-		slots:       make(chan struct{}, dnsInFlightTotal),
-		rate:        rate.Limit(cfg.DNS.QueriesPerSecond),
-		burst:       cfg.DNS.Burst,
+		Answerer: dnsproxy.NewAnswerer(up, cfg.TreatAsPublic),
+		log:      log,
+		slots:    make(chan struct{}, dnsInFlightTotal),
+		rate:     rate.Limit(cfg.DNS.QueriesPerSecond),
+		burst:    cfg.DNS.Burst,
 	}, nil
 }
 
@@ -131,53 +135,53 @@ type dnsCall struct {
 // start runs the local part of the path: parse, rate limit, policy, type.
 // done means res is final; otherwise q must be resolved upstream, in a
 // slot already taken (release it after).
-func (c *dnsCall) start(raw []byte) (q *dnsQuery, res dnsResult, done bool) {
+func (c *dnsCall) start(raw []byte) (q *dnsproxy.Query, res dnsproxy.Result, done bool) {
 	r := c.a.g.dns
-	q, res, done = parseQuery(raw, c.proto == dnsAuditProtoTCP)
+	q, res, done = dnsproxy.ParseQuery(raw, c.proto == dnsAuditProtoTCP)
 	if !c.st.limit.Allow() {
 		if q == nil {
 			// Junk over the limit is not even answered.
-			return nil, dnsResult{rule: ruleDNSRateLimit, reason: dnsRefusedLimitMsg + "; dropped"}, true
+			return nil, dnsproxy.Result{Rule: ruleDNSRateLimit, Reason: dnsRefusedLimitMsg + "; dropped"}, true
 		}
-		return nil, q.local(dns.RcodeRefused, ruleDNSRateLimit, dnsRefusedLimitMsg), true
+		return nil, q.Refuse(ruleDNSRateLimit, dnsRefusedLimitMsg), true
 	}
 	if done {
 		return nil, res, true
 	}
 	// WriteUDP does not fragment: a reply must fit the agent's link.
-	if mtu := c.a.g.cfg.Network.MTU; !q.tcp && mtu > 0 {
-		q.limit = min(q.limit, max(mtu-dnsIPUDPHeaders, dns.MinMsgSize))
+	if mtu := c.a.g.cfg.Network.MTU; c.proto != dnsAuditProtoTCP && mtu > 0 {
+		q.CapReply(mtu - dnsIPUDPHeaders)
 	}
 	if c.a.g.host != nil {
-		q.isHost = c.a.g.host.contains
+		q.IsHost = c.a.g.host.contains
 	}
-	if res, done := q.decide(c.a.g.policies.Get(c.a.policy)); done {
+	if res, done := q.Decide(c.a.g.policies.Get(c.a.policy)); done {
 		return nil, res, true
 	}
 	if !r.acquire(c.st) {
-		return nil, q.local(dns.RcodeRefused, ruleDNSRateLimit, "too many dns queries in flight"), true
+		return nil, q.Refuse(ruleDNSRateLimit, "too many dns queries in flight"), true
 	}
-	return q, dnsResult{}, false
+	return q, dnsproxy.Result{}, false
 }
 
 // resolve asks upstream for q, bounded by the agent's lifetime.
-func (c *dnsCall) resolve(q *dnsQuery) dnsResult {
+func (c *dnsCall) resolve(q *dnsproxy.Query) dnsproxy.Result {
 	defer c.a.g.dns.release(c.st)
-	ctx, cancel := context.WithTimeout(c.a.ctx, upstreamTimeout)
+	ctx, cancel := context.WithTimeout(c.a.ctx, dnsproxy.UpstreamTimeout)
 	defer cancel()
-	return c.a.g.dns.resolve(ctx, q)
+	return c.a.g.dns.Resolve(ctx, q)
 }
 
 // finish binds what the answer returned (before the agent can see it, so
 // it can connect at once) and writes the audit line.
-func (c *dnsCall) finish(res dnsResult) {
-	for _, ip := range res.binds {
-		c.a.names.Bind(res.qname, ip, res.ttl)
+func (c *dnsCall) finish(res dnsproxy.Result) {
+	for _, ip := range res.Binds {
+		c.a.names.Bind(res.QName, ip, res.TTL)
 	}
 	ev := &AuditEvent{Kind: dnsAuditKind, Proto: c.proto, Src: c.src.String(), Dst: c.dst.String(),
-		QName: res.qname, QType: res.qtype, RCode: res.rcode, Verdict: res.verdict.String(),
-		Rule: res.rule, Reason: res.reason, Error: res.err}
-	if res.rule == ruleDNSRateLimit {
+		QName: res.QName, QType: res.QType, RCode: res.RCode, Verdict: res.Verdict.String(),
+		Rule: res.Rule, Reason: res.Reason, Error: res.Err}
+	if res.Rule == ruleDNSRateLimit {
 		if !c.st.limitLog.Allow() {
 			c.st.suppressed.Add(1)
 			return
@@ -204,12 +208,12 @@ func (a *Agent) handleDNS(src, dst netip.AddrPort, payload []byte) {
 }
 
 // reply binds, answers the agent from the address it asked and audits.
-func (c *dnsCall) reply(res dnsResult) {
+func (c *dnsCall) reply(res dnsproxy.Result) {
 	c.finish(res)
-	if res.reply != nil {
+	if res.Reply != nil {
 		// The agent's resolver only accepts an answer from the address and
 		// port it asked.
-		_ = c.a.stack.WriteUDP(c.dst, c.src, res.reply)
+		_ = c.a.stack.WriteUDP(c.dst, c.src, res.Reply)
 	}
 }
 
@@ -271,13 +275,13 @@ func (a *Agent) handleDNSTCP(r *netstack.TCPRequest) {
 // connection open.
 func (c *dnsCall) serve(conn net.Conn, touch func()) {
 	var lenBuf [2]byte
-	buf := make([]byte, dnsMaxQuery)
+	buf := make([]byte, dnsproxy.MaxQuery)
 	for range dnsTCPMaxQueries {
 		if _, err := io.ReadFull(conn, lenBuf[:]); err != nil {
 			return
 		}
 		n := int(binary.BigEndian.Uint16(lenBuf[:]))
-		if n > dnsMaxQuery {
+		if n > dnsproxy.MaxQuery {
 			// Not a query we would answer: do not read 64 KiB to say so.
 			return
 		}
@@ -290,12 +294,12 @@ func (c *dnsCall) serve(conn net.Conn, touch func()) {
 			res = c.resolve(q)
 		}
 		c.finish(res)
-		if res.reply == nil {
+		if res.Reply == nil {
 			return
 		}
-		out := make([]byte, 2+len(res.reply))
-		binary.BigEndian.PutUint16(out, uint16(len(res.reply)))
-		copy(out[2:], res.reply)
+		out := make([]byte, 2+len(res.Reply))
+		binary.BigEndian.PutUint16(out, uint16(len(res.Reply)))
+		copy(out[2:], res.Reply)
 		if _, err := conn.Write(out); err != nil {
 			return
 		}

@@ -20,6 +20,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
+	"github.com/clawnet/clawnet/dnsproxy"
+	"github.com/clawnet/clawnet/dnsproxy/dnstest"
 	"github.com/clawnet/clawnet/netstack"
 )
 
@@ -117,9 +119,9 @@ func fullAddr(ap netip.AddrPort) tcpip.FullAddress {
 // address asked (a connected socket takes nothing else), allowed names are
 // bound, denied names never reach the upstream.
 func TestDNSEndToEndUDP(t *testing.T) {
-	dnsLeakCheck(t)
-	up := newFakeUpstream(t, dnsZone...)
-	g, audit := dnsTestGateway(t, dnsTestPolicy, nil, up.addr)
+	dnstest.LeakCheck(t)
+	up := dnstest.NewServer(t, dnstest.Zone...)
+	g, audit := dnsTestGateway(t, dnstest.Policy, nil, up.Addr)
 	a := dnsTestAgent(t, g, "alice")
 	cs := dnsTestLink(t, a)
 
@@ -133,7 +135,7 @@ func TestDNSEndToEndUDP(t *testing.T) {
 			defer conn.Close()
 			ask := func(name string, qtype uint16) *dns.Msg {
 				t.Helper()
-				if _, err := conn.Write(mkQuery(name, qtype, 1232)); err != nil {
+				if _, err := conn.Write(dnstest.Query(name, qtype, 1232)); err != nil {
 					t.Fatal(err)
 				}
 				conn.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -142,19 +144,19 @@ func TestDNSEndToEndUDP(t *testing.T) {
 				if err != nil {
 					t.Fatalf("no answer from %s: %v", server, err)
 				}
-				return mustUnpack(t, buf[:n])
+				return dnstest.MustUnpack(t, buf[:n])
 			}
 			m := ask("api.example.com.", dns.TypeA)
-			if m.Id != 0x4242 || len(answerAddrs(m)) != 1 {
+			if m.Id != 0x4242 || len(dnstest.Addrs(m)) != 1 {
 				t.Fatalf("answer = %v", m)
 			}
 			m = ask("secret-data.attacker.example.", dns.TypeA)
-			if m.Rcode != dns.RcodeNameError || edeOf(m) == nil {
-				t.Fatalf("denied name answered %s (%v), want NXDOMAIN with an extended error", rcodeString(m.Rcode), edeOf(m))
+			if m.Rcode != dns.RcodeNameError || dnstest.EDE(m) == nil {
+				t.Fatalf("denied name answered %s (%v), want NXDOMAIN with an extended error", dnstest.Rcode(m.Rcode), dnstest.EDE(m))
 			}
 			m = ask("api.example.com.", dns.TypeTXT)
 			if m.Rcode != dns.RcodeRefused {
-				t.Fatalf("TXT answered %s, want REFUSED", rcodeString(m.Rcode))
+				t.Fatalf("TXT answered %s, want REFUSED", dnstest.Rcode(m.Rcode))
 			}
 		})
 	}
@@ -162,12 +164,12 @@ func TestDNSEndToEndUDP(t *testing.T) {
 	if !a.names.Has("api.example.com", ip) {
 		t.Fatal("the answer did not bind api.example.com")
 	}
-	for _, q := range up.queries() {
+	for _, q := range up.Queries() {
 		if q.Name != "api.example.com." || q.Type != "A" {
 			t.Errorf("upstream saw %v: only allowed A queries may reach it", q)
 		}
 	}
-	if n := len(up.queries()); n != 3 {
+	if n := len(up.Queries()); n != 3 {
 		t.Errorf("upstream saw %d queries, want 3", n)
 	}
 	var lines int
@@ -188,9 +190,9 @@ func TestDNSEndToEndUDP(t *testing.T) {
 // TestDNSEndToEndTCP opens DNS-over-TCP connections through the agent's
 // netstack: answered, counted as the agent's flows while open.
 func TestDNSEndToEndTCP(t *testing.T) {
-	dnsLeakCheck(t)
-	up := newFakeUpstream(t, dnsZone...)
-	g, _ := dnsTestGateway(t, dnsTestPolicy, nil, up.addr)
+	dnstest.LeakCheck(t)
+	up := dnstest.NewServer(t, dnstest.Zone...)
+	g, _ := dnsTestGateway(t, dnstest.Policy, nil, up.Addr)
 	a := dnsTestAgent(t, g, "alice")
 	cs := dnsTestLink(t, a)
 
@@ -200,9 +202,9 @@ func TestDNSEndToEndTCP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := tcpExchange(t, conn, mkQuery("many.example.com.", dns.TypeAAAA, 0))
-	if m.Truncated || len(m.Answer) != maxBindingsPerName {
-		t.Fatalf("TCP answer TC = %v with %d records, want %d", m.Truncated, len(m.Answer), maxBindingsPerName)
+	m := tcpExchange(t, conn, dnstest.Query("many.example.com.", dns.TypeAAAA, 0))
+	if m.Truncated || len(m.Answer) != dnsproxy.MaxBindingsPerName {
+		t.Fatalf("TCP answer TC = %v with %d records, want %d", m.Truncated, len(m.Answer), dnsproxy.MaxBindingsPerName)
 	}
 	if n := a.nflows.Load(); n != 1 {
 		t.Errorf("flows while the DNS connection is open = %d, want 1", n)

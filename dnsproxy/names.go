@@ -1,4 +1,4 @@
-package gateway
+package dnsproxy
 
 import (
 	"net/netip"
@@ -21,9 +21,10 @@ const (
 	// a moment after the binding is made, and may use its cached copy until
 	// the last second of the TTL.
 	bindGrace = 10 * time.Second
-	// maxBindingsPerName bounds the addresses one name holds; the oldest
-	// goes first (a CDN rotating its addresses keeps its newest).
-	maxBindingsPerName = 32
+	// MaxBindingsPerName bounds the addresses one name holds, and one
+	// answer returns; the oldest goes first (a CDN rotating its addresses
+	// keeps its newest).
+	MaxBindingsPerName = 32
 	// maxBindingsPerAgent bounds one agent's table; the binding refreshed
 	// longest ago goes first.
 	maxBindingsPerAgent = 2048
@@ -47,12 +48,12 @@ type bindKey struct {
 	ip   netip.Addr
 }
 
-// nameTable binds IP → names for one agent, from that agent's own DNS
+// NameTable binds IP → names for one agent, from that agent's own DNS
 // answers, each for its TTL. It is what lets a flow to an address be
 // allowed by a domain rule; it is per agent so that one agent's lookups
 // never open anything for another. Its size is bounded: past the limits the
 // least recently bound entry is evicted.
-type nameTable struct {
+type NameTable struct {
 	now        func() time.Time
 	maxEntries int
 	maxPerName int
@@ -64,11 +65,13 @@ type nameTable struct {
 	head   binding                   // recency list sentinel; guarded by mu
 }
 
-func newNameTable() *nameTable {
-	t := &nameTable{
+// NewNameTable returns an empty table for one agent. It is safe for
+// concurrent use: the agent's DNS answers write it while its flows read it.
+func NewNameTable() *NameTable {
+	t := &NameTable{
 		now:        time.Now,
 		maxEntries: maxBindingsPerAgent,
-		maxPerName: maxBindingsPerName,
+		maxPerName: MaxBindingsPerName,
 		byKey:      map[bindKey]*binding{},
 		byIP:       map[netip.Addr][]*binding{},
 		byName:     map[string][]*binding{},
@@ -85,7 +88,7 @@ func bindAddr(ip netip.Addr) netip.Addr { return ip.WithZone("").Unmap() }
 // Bind records that name resolved to ip for this agent, for ttl (clamped to
 // [bindMinTTL, bindMaxTTL]) plus bindGrace. A name that is not a valid DNS
 // name, or an invalid address, binds nothing.
-func (t *nameTable) Bind(name string, ip netip.Addr, ttl time.Duration) {
+func (t *NameTable) Bind(name string, ip netip.Addr, ttl time.Duration) {
 	n, err := policy.NormalizeName(name)
 	if err != nil || !ip.IsValid() {
 		return
@@ -126,7 +129,7 @@ func (t *nameTable) Bind(name string, ip netip.Addr, ttl time.Duration) {
 }
 
 // Names returns the unexpired names bound to ip.
-func (t *nameTable) Names(ip netip.Addr) []string {
+func (t *NameTable) Names(ip netip.Addr) []string {
 	ip = bindAddr(ip)
 	now := t.now()
 	t.mu.RLock()
@@ -141,7 +144,7 @@ func (t *nameTable) Names(ip netip.Addr) []string {
 }
 
 // Has reports whether name is bound to ip and unexpired.
-func (t *nameTable) Has(name string, ip netip.Addr) bool {
+func (t *NameTable) Has(name string, ip netip.Addr) bool {
 	n, err := policy.NormalizeName(name)
 	if err != nil {
 		return false
@@ -154,7 +157,7 @@ func (t *nameTable) Has(name string, ip netip.Addr) bool {
 }
 
 // Len is the number of bindings held, expired or not.
-func (t *nameTable) Len() int {
+func (t *NameTable) Len() int {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	return len(t.byKey)
@@ -162,7 +165,7 @@ func (t *nameTable) Len() int {
 
 // dropExpiredLocked removes up to n expired bindings from the least recently
 // bound end, so a table that is no longer used shrinks as it is written.
-func (t *nameTable) dropExpiredLocked(n int) {
+func (t *NameTable) dropExpiredLocked(n int) {
 	now := t.now()
 	for b := t.head.next; n > 0 && b != &t.head; n-- {
 		next := b.next
@@ -173,7 +176,7 @@ func (t *nameTable) dropExpiredLocked(n int) {
 	}
 }
 
-func (t *nameTable) removeLocked(b *binding) {
+func (t *NameTable) removeLocked(b *binding) {
 	t.unlink(b)
 	delete(t.byKey, bindKey{b.name, b.ip})
 	t.byIP[b.ip] = without(t.byIP[b.ip], b)
@@ -186,13 +189,13 @@ func (t *nameTable) removeLocked(b *binding) {
 	}
 }
 
-func (t *nameTable) pushBack(b *binding) {
+func (t *NameTable) pushBack(b *binding) {
 	b.prev, b.next = t.head.prev, &t.head
 	t.head.prev.next = b
 	t.head.prev = b
 }
 
-func (t *nameTable) unlink(b *binding) {
+func (t *NameTable) unlink(b *binding) {
 	b.prev.next, b.next.prev = b.next, b.prev
 	b.prev, b.next = nil, nil
 }

@@ -1,4 +1,4 @@
-package gateway
+package dnsproxy
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/clawnet/clawnet/dnsproxy/dnstest"
 	"github.com/clawnet/clawnet/policy"
 )
 
@@ -18,7 +19,7 @@ type memExchanger struct {
 	fn    func(q *dns.Msg) (*dns.Msg, error)
 }
 
-func (e *memExchanger) exchange(_ context.Context, m *dns.Msg) (*dns.Msg, error) {
+func (e *memExchanger) Exchange(_ context.Context, m *dns.Msg) (*dns.Msg, error) {
 	e.asked = append(e.asked, m.Copy())
 	r, err := e.fn(m)
 	if err != nil {
@@ -32,13 +33,13 @@ func (e *memExchanger) exchange(_ context.Context, m *dns.Msg) (*dns.Msg, error)
 
 func dnsFuzzSeeds(f *testing.F) {
 	for _, q := range [][]byte{
-		mkQuery("api.example.com.", dns.TypeA, 0),
-		mkQuery("API.example.COM.", dns.TypeAAAA, 1232),
-		mkQuery("secret.example.com.", dns.TypeA, 1232),
-		mkQuery("x.attacker.example.", dns.TypeTXT, 4096),
-		mkQuery("example.com.", dns.TypeHTTPS, 1232),
-		rawQuery(func(m *dns.Msg) { m.Opcode = dns.OpcodeUpdate }),
-		rawQuery(func(m *dns.Msg) { m.Question = append(m.Question, m.Question[0]) }),
+		dnstest.Query("api.example.com.", dns.TypeA, 0),
+		dnstest.Query("API.example.COM.", dns.TypeAAAA, 1232),
+		dnstest.Query("secret.example.com.", dns.TypeA, 1232),
+		dnstest.Query("x.attacker.example.", dns.TypeTXT, 4096),
+		dnstest.Query("example.com.", dns.TypeHTTPS, 1232),
+		dnstest.RawQuery(func(m *dns.Msg) { m.Opcode = dns.OpcodeUpdate }),
+		dnstest.RawQuery(func(m *dns.Msg) { m.Question = append(m.Question, m.Question[0]) }),
 		{0x42, 0x42, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xc0, 0x0c},
 		{},
 	} {
@@ -53,7 +54,7 @@ func dnsFuzzSeeds(f *testing.F) {
 // upstream.
 func FuzzDNSQuery(f *testing.F) {
 	dnsFuzzSeeds(f)
-	pol := testDecider(f, dnsTestPolicy)
+	pol := dnstest.Decider(f, dnstest.Policy)
 	f.Fuzz(func(t *testing.T, raw []byte, tcp bool) {
 		up := &memExchanger{fn: func(q *dns.Msg) (*dns.Msg, error) {
 			m := new(dns.Msg)
@@ -62,21 +63,21 @@ func FuzzDNSQuery(f *testing.F) {
 			m.Answer = append(m.Answer, rr)
 			return m, nil
 		}}
-		r := &dnsAnswerer{up: up}
-		res := r.answer(context.Background(), pol, raw, tcp)
-		if res.reply != nil {
+		r := &Answerer{up: up}
+		res := r.Answer(context.Background(), pol, raw, tcp)
+		if res.Reply != nil {
 			m := new(dns.Msg)
-			if err := m.Unpack(res.reply); err != nil {
-				t.Fatalf("reply %x does not parse: %v", res.reply, err)
+			if err := m.Unpack(res.Reply); err != nil {
+				t.Fatalf("reply %x does not parse: %v", res.Reply, err)
 			}
 			if !m.Response || len(raw) < 12 || m.Id != binary.BigEndian.Uint16(raw) {
 				t.Fatalf("reply header %+v does not answer query %x", m.MsgHdr, raw)
 			}
-			if !tcp && len(res.reply) > dnsMaxUDPReply {
-				t.Fatalf("UDP reply of %d bytes", len(res.reply))
+			if !tcp && len(res.Reply) > maxUDPReply {
+				t.Fatalf("UDP reply of %d bytes", len(res.Reply))
 			}
-			if !tcp && m.IsEdns0() == nil && len(res.reply) > dns.MinMsgSize {
-				t.Fatalf("UDP reply of %d bytes without EDNS", len(res.reply))
+			if !tcp && m.IsEdns0() == nil && len(res.Reply) > dns.MinMsgSize {
+				t.Fatalf("UDP reply of %d bytes without EDNS", len(res.Reply))
 			}
 		}
 		for _, q := range up.asked {
@@ -94,10 +95,9 @@ func FuzzDNSQuery(f *testing.F) {
 	})
 }
 
-// FuzzDNSUpstreamAnswer feeds arbitrary bytes as the upstream's answer to an
-// allowed query. Nothing may panic, the reply must parse, and only public
-// addresses, at most maxBindingsPerName of them, may be bound.
-func FuzzDNSUpstreamAnswer(f *testing.F) {
+// upstreamAnswerSeeds are answers for api.example.com A: plain, a CNAME
+// loop, special-purpose addresses, extreme TTLs, and a count past the end.
+func upstreamAnswerSeeds(f *testing.F) {
 	seed := func(rrs ...string) []byte {
 		m := new(dns.Msg)
 		m.SetQuestion("api.example.com.", dns.TypeA)
@@ -114,7 +114,14 @@ func FuzzDNSUpstreamAnswer(f *testing.F) {
 	f.Add(seed("api.example.com. 60 IN A 127.0.0.1", "api.example.com. 60 IN A 169.254.169.254"))
 	f.Add(seed("api.example.com. 0 IN CNAME b.example.net.", "b.example.net. 4294967295 IN A 1.1.1.1"))
 	f.Add([]byte{0, 0, 0x81, 0x80, 0, 1, 0xff, 0xff, 0, 0, 0, 0})
-	pol := testDecider(f, dnsTestPolicy)
+}
+
+// FuzzDNSUpstreamAnswer feeds arbitrary bytes as the upstream's answer to an
+// allowed query. Nothing may panic, the reply must parse, and only public
+// addresses, at most MaxBindingsPerName of them, may be bound.
+func FuzzDNSUpstreamAnswer(f *testing.F) {
+	upstreamAnswerSeeds(f)
+	pol := dnstest.Decider(f, dnstest.Policy)
 	f.Fuzz(func(t *testing.T, answer []byte) {
 		up := &memExchanger{fn: func(q *dns.Msg) (*dns.Msg, error) {
 			m := new(dns.Msg)
@@ -131,20 +138,20 @@ func FuzzDNSUpstreamAnswer(f *testing.F) {
 			}
 			return m, nil
 		}}
-		r := &dnsAnswerer{up: up}
+		r := &Answerer{up: up}
 		for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
-			res := r.answer(context.Background(), pol, mkQuery("api.example.com.", qt, 1232), false)
+			res := r.Answer(context.Background(), pol, dnstest.Query("api.example.com.", qt, 1232), false)
 			m := new(dns.Msg)
-			if err := m.Unpack(res.reply); err != nil {
+			if err := m.Unpack(res.Reply); err != nil {
 				t.Fatalf("reply does not parse: %v", err)
 			}
-			if len(res.binds) > maxBindingsPerName {
-				t.Fatalf("%d addresses bound", len(res.binds))
+			if len(res.Binds) > MaxBindingsPerName {
+				t.Fatalf("%d addresses bound", len(res.Binds))
 			}
-			if len(res.binds) > 0 && (res.ttl < bindMinTTL || res.ttl > bindMaxTTL) {
-				t.Fatalf("TTL %v outside [%v, %v]", res.ttl, bindMinTTL, bindMaxTTL)
+			if len(res.Binds) > 0 && (res.TTL < bindMinTTL || res.TTL > bindMaxTTL) {
+				t.Fatalf("TTL %v outside [%v, %v]", res.TTL, bindMinTTL, bindMaxTTL)
 			}
-			for _, ip := range res.binds {
+			for _, ip := range res.Binds {
 				if policy.ClassifyAddr(ip).Class.Special() || ip.Is4() != (qt == dns.TypeA) {
 					t.Fatalf("bound %s for a %s query", ip, qtypeString(qt))
 				}
@@ -154,8 +161,8 @@ func FuzzDNSUpstreamAnswer(f *testing.F) {
 					t.Fatalf("answer record %v is not an %s of the queried name", rr, qtypeString(qt))
 				}
 			}
-			if len(m.Answer) != len(res.binds) {
-				t.Fatalf("answer has %d records, %d bound", len(m.Answer), len(res.binds))
+			if len(m.Answer) != len(res.Binds) {
+				t.Fatalf("answer has %d records, %d bound", len(m.Answer), len(res.Binds))
 			}
 		}
 	})

@@ -1,4 +1,4 @@
-package gateway
+package dnsproxy
 
 import (
 	"fmt"
@@ -22,9 +22,9 @@ func (c *fakeClock) advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func newTestNameTable() (*nameTable, *fakeClock) {
+func newTestNameTable() (*NameTable, *fakeClock) {
 	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
-	t := newNameTable()
+	t := NewNameTable()
 	t.now = clk.now
 	return t, clk
 }
@@ -112,15 +112,15 @@ func TestNameTableRefreshKeepsLaterExpiry(t *testing.T) {
 
 func TestNameTablePerNameCap(t *testing.T) {
 	tab, clk := newTestNameTable()
-	for i := range maxBindingsPerName + 5 {
+	for i := range MaxBindingsPerName + 5 {
 		tab.Bind("cdn.example.com", netip.AddrFrom4([4]byte{93, 184, 0, byte(i)}), time.Minute)
 		clk.advance(time.Millisecond)
 	}
-	if n := tab.Len(); n != maxBindingsPerName {
-		t.Fatalf("Len() = %d, want %d", n, maxBindingsPerName)
+	if n := tab.Len(); n != MaxBindingsPerName {
+		t.Fatalf("Len() = %d, want %d", n, MaxBindingsPerName)
 	}
 	// The first five (the oldest) were evicted, the newest kept.
-	for i := range maxBindingsPerName + 5 {
+	for i := range MaxBindingsPerName + 5 {
 		got := tab.Has("cdn.example.com", netip.AddrFrom4([4]byte{93, 184, 0, byte(i)}))
 		if want := i >= 5; got != want {
 			t.Errorf("Has(address %d) = %v, want %v", i, got, want)
@@ -170,7 +170,7 @@ func TestNameTableExpiredShrink(t *testing.T) {
 }
 
 func TestNameTableConcurrent(t *testing.T) {
-	tab := newNameTable()
+	tab := NewNameTable()
 	var wg sync.WaitGroup
 	for w := range 4 {
 		wg.Add(1)
@@ -191,7 +191,7 @@ func TestNameTableConcurrent(t *testing.T) {
 }
 
 func BenchmarkNameTableNames(b *testing.B) {
-	tab := newNameTable()
+	tab := NewNameTable()
 	for i := range maxBindingsPerAgent {
 		tab.Bind(fmt.Sprintf("n%d.example.com", i), netip.AddrFrom4([4]byte{93, 1, byte(i >> 8), byte(i)}), time.Hour)
 	}

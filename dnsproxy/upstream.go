@@ -1,4 +1,4 @@
-package gateway
+package dnsproxy
 
 import (
 	"context"
@@ -20,7 +20,9 @@ import (
 // retries, so the whole walk over the servers fits in that.
 const (
 	upstreamTryTimeout = 2 * time.Second
-	upstreamTimeout    = 5 * time.Second
+	// UpstreamTimeout bounds one query's whole walk over the servers: the
+	// caller's context for Resolve should end by then.
+	UpstreamTimeout = 5 * time.Second
 	// upstreamUDPSize is the EDNS buffer the gateway advertises upstream
 	// (DNS flag day 2020: no IP fragmentation); larger answers come by TCP.
 	upstreamUDPSize = 1232
@@ -32,16 +34,29 @@ const (
 // errNoUpstream means there is no server to ask.
 var errNoUpstream = errors.New("no upstream dns server configured")
 
-// exchanger sends one query upstream and returns a checked answer: one whose
-// ID and question match, with rcode NOERROR or NXDOMAIN. The fake in tests
-// and the fuzz target stand in here.
-type exchanger interface {
-	exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error)
+// Exchanger sends one query upstream and returns a checked answer: one
+// whose ID and question match, with rcode NOERROR or NXDOMAIN. It is the
+// answer path's only way out; Upstream is the real one, tests and the fuzz
+// targets put a fake in its place.
+type Exchanger interface {
+	Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error)
 }
 
-// upstream asks the configured servers in turn, over UDP with a TCP retry
-// when the answer is truncated.
-type upstream struct {
+// UpstreamOptions says which servers an Upstream asks.
+type UpstreamOptions struct {
+	// System asks the nameservers listed in ResolvConf (re-read when the
+	// file changes); otherwise Servers, in order, and there must be one.
+	System  bool
+	Servers []netip.AddrPort
+	// ResolvConf is the host's resolv.conf, read when System is set.
+	ResolvConf string
+	// TryTimeout bounds one exchange with one server; 0 means 2 s.
+	TryTimeout time.Duration
+}
+
+// Upstream asks the configured servers in turn, over UDP with a TCP retry
+// when the answer is truncated. It is safe for concurrent use.
+type Upstream struct {
 	log hclog.Logger
 	udp dns.Client
 	tcp dns.Client
@@ -57,24 +72,30 @@ type upstream struct {
 	stamp   string           // resolv.conf mtime and size when read; guarded by mu
 }
 
-var _ exchanger = (*upstream)(nil)
+var _ Exchanger = (*Upstream)(nil)
 
-func newUpstream(u Upstream, resolvConf string, log hclog.Logger) (*upstream, error) {
-	up := &upstream{
+// NewUpstream returns an Upstream for opts. With System set, a resolv.conf
+// that cannot be read yet is logged, not an error: allowed names fail
+// (SERVFAIL) until the host has resolvers.
+func NewUpstream(opts UpstreamOptions, log hclog.Logger) (*Upstream, error) {
+	up := &Upstream{
 		log:        log,
 		udp:        dns.Client{Net: "udp", UDPSize: upstreamUDPSize},
 		tcp:        dns.Client{Net: "tcp"},
 		tryTimeout: upstreamTryTimeout,
-		path:       resolvConf,
+		path:       opts.ResolvConf,
 	}
-	if !u.System {
-		if len(u.Servers) == 0 {
+	if opts.TryTimeout > 0 {
+		up.tryTimeout = opts.TryTimeout
+	}
+	if !opts.System {
+		if len(opts.Servers) == 0 {
 			return nil, errNoUpstream
 		}
-		up.static = u.Servers
+		up.static = opts.Servers
 		return up, nil
 	}
-	servers, stamp, err := readResolvConf(resolvConf)
+	servers, stamp, err := readResolvConf(opts.ResolvConf)
 	if err != nil {
 		// The host may get its resolvers later (DHCP); until then allowed
 		// names fail with SERVFAIL.
@@ -116,7 +137,7 @@ func readResolvConf(path string) ([]netip.AddrPort, string, error) {
 
 // list returns the servers to ask, re-reading the host's resolv.conf when it
 // has changed (looked at no more than every resolvConfCheck).
-func (u *upstream) list() []netip.AddrPort {
+func (u *Upstream) list() []netip.AddrPort {
 	if u.static != nil {
 		return u.static
 	}
@@ -143,7 +164,9 @@ func (u *upstream) list() []netip.AddrPort {
 	return u.servers
 }
 
-func (u *upstream) exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+// Exchange asks the servers in turn until one gives a checked answer
+// (Exchanger), all have failed, or ctx ends.
+func (u *Upstream) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
 	servers := u.list()
 	if len(servers) == 0 {
 		return nil, errNoUpstream
@@ -166,7 +189,7 @@ func (u *upstream) exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
 // ask asks one server, over UDP and then over TCP if the answer came back
 // truncated. Anything but a matching NOERROR or NXDOMAIN is an error, so
 // that the next server is tried.
-func (u *upstream) ask(ctx context.Context, s netip.AddrPort, m *dns.Msg) (*dns.Msg, error) {
+func (u *Upstream) ask(ctx context.Context, s netip.AddrPort, m *dns.Msg) (*dns.Msg, error) {
 	r, err := u.try(ctx, &u.udp, s, m)
 	if err == nil && r.Truncated {
 		r, err = u.try(ctx, &u.tcp, s, m)
@@ -186,7 +209,7 @@ func (u *upstream) ask(ctx context.Context, s netip.AddrPort, m *dns.Msg) (*dns.
 // try runs one exchange on a connection of its own, closed as soon as ctx
 // is cancelled (miekg/dns only honours a context's deadline), so a detach
 // never waits for a slow server.
-func (u *upstream) try(ctx context.Context, c *dns.Client, s netip.AddrPort, m *dns.Msg) (*dns.Msg, error) {
+func (u *Upstream) try(ctx context.Context, c *dns.Client, s netip.AddrPort, m *dns.Msg) (*dns.Msg, error) {
 	ctx, cancel := context.WithTimeout(ctx, u.tryTimeout)
 	defer cancel()
 	co, err := c.DialContext(ctx, s.String())
@@ -229,18 +252,4 @@ func checkAnswer(q, r *dns.Msg) error {
 		return nil
 	}
 	return fmt.Errorf("answered %s", rcodeString(r.Rcode))
-}
-
-func rcodeString(rc int) string {
-	if s, ok := dns.RcodeToString[rc]; ok {
-		return s
-	}
-	return "RCODE" + strconv.Itoa(rc)
-}
-
-func qtypeString(t uint16) string {
-	if s, ok := dns.TypeToString[t]; ok {
-		return s
-	}
-	return "TYPE" + strconv.Itoa(int(t))
 }

@@ -1,0 +1,222 @@
+package dnsproxy
+
+import (
+	"context"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/clawnet/clawnet/policy"
+)
+
+// Answerer answers the queries that go upstream: it asks through its
+// Exchanger and filters what comes back. It is safe for concurrent use.
+type Answerer struct {
+	up     Exchanger
+	public []netip.Prefix // the operator's treat_as_public
+}
+
+// NewAnswerer returns an Answerer that asks up, and keeps in answers the
+// special-purpose addresses inside public (the operator's treat_as_public;
+// metadata endpoints never).
+func NewAnswerer(up Exchanger, public []netip.Prefix) *Answerer {
+	return &Answerer{up: up, public: public}
+}
+
+// Answer runs the whole path for one query: ParseQuery, Decide, then
+// Resolve if the query goes upstream. The gateway runs the steps itself,
+// with its rate limits in between.
+func (r *Answerer) Answer(ctx context.Context, pol policy.Decider, raw []byte, tcp bool) Result {
+	q, res, done := ParseQuery(raw, tcp)
+	if done {
+		return res
+	}
+	if res, done := q.Decide(pol); done {
+		return res
+	}
+	return r.Resolve(ctx, q)
+}
+
+// Resolve asks the upstream for an allowed A or AAAA query and builds the
+// agent's answer from what comes back.
+//
+// CNAME semantics: the policy decides the queried name only. The chain in
+// the upstream's answer is followed (at most maxChain links, loops end
+// it) to the records of its last name, never re-queried: a name in the
+// chain the policy does not allow is never asked upstream on its own. The
+// records found are returned as records of the queried name (the agent
+// sees no CNAME) and bound to it, since that is the name the agent will
+// put in its SNI or Host. The TTL is the smallest along the chain, clamped
+// to [bindMinTTL, bindMaxTTL].
+//
+// Addresses that are special-purpose (policy.ClassifyAddr: loopback,
+// private, link-local, metadata, ...; the operator's treat_as_public
+// ranges excepted, metadata never) or the gateway host's own are removed:
+// a public name must not point the agent at an internal service (DNS
+// rebinding). When none is left the answer is NOERROR with no records and
+// Extended DNS Error 15 (Blocked).
+func (r *Answerer) Resolve(ctx context.Context, q *Query) Result {
+	d := q.decision
+	up := new(dns.Msg)
+	up.SetQuestion(dns.Fqdn(q.name), q.qtype)
+	up.RecursionDesired = true
+	up.SetEdns0(upstreamUDPSize, false)
+	resp, err := r.up.Exchange(ctx, up)
+	if err != nil {
+		m := q.reply(dns.RcodeServerFailure)
+		q.ede(m, dns.ExtendedErrorCodeNetworkError, "upstream did not answer")
+		res := q.result(m, d.Verdict, d.Rule, d.Reason)
+		res.Err = err.Error()
+		return res
+	}
+	if resp.Rcode == dns.RcodeNameError {
+		return q.result(q.reply(dns.RcodeNameError), d.Verdict, d.Rule, d.Reason)
+	}
+	addrs, ttl, removed, note := r.extract(resp, q)
+	m := q.reply(dns.RcodeSuccess)
+	owner := q.req.Question[0].Name // as the agent spelled it
+	hdr := dns.RR_Header{Name: owner, Rrtype: q.qtype, Class: dns.ClassINET, Ttl: uint32(ttl / time.Second)}
+	for _, a := range addrs {
+		if q.qtype == dns.TypeA {
+			m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: a.AsSlice()})
+		} else {
+			m.Answer = append(m.Answer, &dns.AAAA{Hdr: hdr, AAAA: a.AsSlice()})
+		}
+	}
+	verdict, rule, reason := d.Verdict, d.Rule, d.Reason
+	if note != "" {
+		reason += "; " + note
+	}
+	if len(addrs) == 0 && removed > 0 {
+		q.ede(m, dns.ExtendedErrorCodeBlocked, "special-purpose address "+blockedText)
+		verdict, rule = policy.Deny, ruleRebinding
+	}
+	res := q.result(m, verdict, rule, reason)
+	res.Binds, res.TTL = addrs, ttl
+	return res
+}
+
+// extract follows the CNAME chain from the queried name and returns the
+// acceptable addresses of its end, the TTL to use, how many addresses were
+// removed as special-purpose, and a note for the audit line on what was
+// left out.
+func (r *Answerer) extract(resp *dns.Msg, q *Query) (addrs []netip.Addr, ttl time.Duration, removed int, note string) {
+	var notes []string
+	cur, minTTL, broken := chainEnd(resp.Answer, dns.Fqdn(q.name))
+	if broken != "" {
+		return nil, bindMinTTL, 0, broken
+	}
+	var why []string
+	for _, rr := range resp.Answer {
+		ip := addrOf(rr, q.qtype, cur)
+		if !ip.IsValid() {
+			continue // not the chain's end: never taken, whatever it says
+		}
+		if w := r.special(ip, q.IsHost); w != "" {
+			if removed++; len(why) < 4 {
+				why = append(why, w)
+			}
+			continue
+		}
+		if containsAddr(addrs, ip) {
+			continue
+		}
+		if len(addrs) == MaxBindingsPerName {
+			notes = append(notes, "kept the first "+strconv.Itoa(MaxBindingsPerName)+" addresses")
+			break
+		}
+		minTTL = min(minTTL, rr.Header().Ttl)
+		addrs = append(addrs, ip)
+	}
+	if removed > 0 {
+		notes = append(notes, "removed "+strconv.Itoa(removed)+" special-purpose: "+strings.Join(why, ", "))
+	}
+	return addrs, clampTTL(time.Duration(minTTL) * time.Second), removed, strings.Join(notes, "; ")
+}
+
+// chainEnd follows the CNAME chain from name inside rrs (at most maxChain
+// links) and returns the name at its end and the smallest TTL along it,
+// in seconds and at most bindMaxTTL. broken, when set, says why the chain
+// cannot be followed.
+func chainEnd(rrs []dns.RR, name string) (end string, minTTL uint32, broken string) {
+	minTTL = uint32(bindMaxTTL / time.Second)
+	for hops := 0; ; hops++ {
+		target, ttl, n := cnameOf(rrs, name)
+		if n == 0 {
+			return name, minTTL, ""
+		}
+		if n > 1 {
+			return "", 0, "answer has " + strconv.Itoa(n) + " CNAMEs for " + name
+		}
+		if hops == maxChain {
+			return "", 0, "CNAME chain longer than " + strconv.Itoa(maxChain) + " links (or a loop)"
+		}
+		minTTL = min(minTTL, ttl)
+		name = target
+	}
+}
+
+// addrOf returns the address of rr if it is an IN record of type qtype
+// owned by name, and the zero Addr otherwise.
+func addrOf(rr dns.RR, qtype uint16, name string) netip.Addr {
+	h := rr.Header()
+	if h.Rrtype != qtype || h.Class != dns.ClassINET || !strings.EqualFold(h.Name, name) {
+		return netip.Addr{}
+	}
+	var ip netip.Addr
+	switch v := rr.(type) {
+	case *dns.A:
+		ip, _ = netip.AddrFromSlice(v.A.To4())
+	case *dns.AAAA:
+		ip, _ = netip.AddrFromSlice(v.AAAA.To16())
+	}
+	return ip
+}
+
+// cnameOf returns the target and TTL of name's CNAME in rrs, and how many
+// CNAMEs name has.
+func cnameOf(rrs []dns.RR, name string) (target string, ttl uint32, n int) {
+	for _, rr := range rrs {
+		c, ok := rr.(*dns.CNAME)
+		if !ok || c.Hdr.Class != dns.ClassINET || !strings.EqualFold(c.Hdr.Name, name) {
+			continue
+		}
+		if n == 0 {
+			target, ttl = c.Target, c.Hdr.Ttl
+		}
+		n++
+	}
+	return target, ttl, n
+}
+
+func containsAddr(list []netip.Addr, a netip.Addr) bool {
+	for _, x := range list {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
+
+// special says why ip must not be handed to an agent, or "" if it may be.
+func (r *Answerer) special(ip netip.Addr, isHost func(netip.Addr) bool) string {
+	info := policy.ClassifyAddr(ip)
+	if info.Class == policy.ClassMetadata {
+		return ip.String() + " (" + info.What + ")"
+	}
+	if isHost != nil && isHost(ip) {
+		return ip.String() + " (the gateway host's own)"
+	}
+	if !info.Class.Special() {
+		return ""
+	}
+	for _, p := range r.public {
+		if p.Contains(ip) || info.Inner.IsValid() && p.Contains(info.Inner) {
+			return ""
+		}
+	}
+	return ip.String() + " (" + info.What + ")"
+}

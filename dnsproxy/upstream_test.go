@@ -1,0 +1,202 @@
+package dnsproxy
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/miekg/dns"
+
+	"github.com/clawnet/clawnet/dnsproxy/dnstest"
+	"github.com/clawnet/clawnet/policy"
+)
+
+// hostileUpstreams answer every query wrongly, or not at all: each must
+// end in SERVFAIL with nothing bound.
+var hostileUpstreams = []struct {
+	name string
+	hook func(w dns.ResponseWriter, q *dns.Msg) bool
+}{
+	{"garbage", func(w dns.ResponseWriter, q *dns.Msg) bool {
+		w.Write([]byte{byte(q.Id >> 8), byte(q.Id), 0x81, 0x80, 0xff, 0xff, 0xff, 0xff, 0xde, 0xad})
+		return true
+	}},
+	{"wrong id", func(w dns.ResponseWriter, q *dns.Msg) bool {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		m.Id++
+		rr, _ := dns.NewRR("api.example.com. 60 IN A 6.6.6.6")
+		m.Answer = append(m.Answer, rr)
+		w.WriteMsg(m)
+		return true
+	}},
+	{"other question", func(w dns.ResponseWriter, q *dns.Msg) bool {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		m.Question[0].Name = "evil.example.net."
+		rr, _ := dns.NewRR("evil.example.net. 60 IN A 6.6.6.6")
+		m.Answer = append(m.Answer, rr)
+		w.WriteMsg(m)
+		return true
+	}},
+	{"servfail", func(w dns.ResponseWriter, q *dns.Msg) bool {
+		m := new(dns.Msg)
+		m.SetRcode(q, dns.RcodeServerFailure)
+		w.WriteMsg(m)
+		return true
+	}},
+	{"silent", func(w dns.ResponseWriter, q *dns.Msg) bool { return true }},
+	{"truncated over tcp too", func(w dns.ResponseWriter, q *dns.Msg) bool {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		m.Truncated = true
+		w.WriteMsg(m)
+		return true
+	}},
+}
+
+func TestDNSUpstreamHostile(t *testing.T) {
+	pol := dnstest.Decider(t, dnstest.Policy)
+	tests := hostileUpstreams
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := dnstest.NewServer(t, dnstest.Zone...)
+			up.SetHook(tt.hook)
+			r := newTestAnswerer(t, nil, up.Addr)
+			res := r.Answer(context.Background(), pol, dnstest.Query("api.example.com.", dns.TypeA, 1232), false)
+			m := dnstest.MustUnpack(t, res.Reply)
+			if m.Rcode != dns.RcodeServerFailure || len(m.Answer) != 0 || len(res.Binds) != 0 {
+				t.Fatalf("reply = %s %v (binds %v), want SERVFAIL with nothing", rcodeString(m.Rcode), m.Answer, res.Binds)
+			}
+			if res.Err == "" {
+				t.Error("result carries no error for the audit line")
+			}
+		})
+	}
+
+	// Records for names other than the chain's: never taken.
+	up := dnstest.NewServer(t)
+	up.SetHook(func(w dns.ResponseWriter, q *dns.Msg) bool {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		for _, s := range []string{
+			"evil.example.net. 60 IN A 6.6.6.6",
+			"api.example.com. 60 IN AAAA 2606:2800::6",
+			"api.example.com. 60 CH A 6.6.6.7",
+		} {
+			rr, _ := dns.NewRR(s)
+			m.Answer = append(m.Answer, rr)
+		}
+		w.WriteMsg(m)
+		return true
+	})
+	r := newTestAnswerer(t, nil, up.Addr)
+	res := r.Answer(context.Background(), pol, dnstest.Query("api.example.com.", dns.TypeA, 1232), false)
+	if m := dnstest.MustUnpack(t, res.Reply); len(m.Answer) != 0 || len(res.Binds) != 0 {
+		t.Fatalf("answer = %v, binds %v; want records of other names and types ignored", m.Answer, res.Binds)
+	}
+}
+
+func TestDNSUpstreamFailover(t *testing.T) {
+	bad := dnstest.NewServer(t)
+	bad.SetHook(func(w dns.ResponseWriter, q *dns.Msg) bool {
+		m := new(dns.Msg)
+		m.SetRcode(q, dns.RcodeRefused)
+		w.WriteMsg(m)
+		return true
+	})
+	good := dnstest.NewServer(t, dnstest.Zone...)
+	// A port nobody listens on first: the walk goes past it.
+	dead := netip.MustParseAddrPort("127.0.0.1:1")
+	r := newTestAnswerer(t, nil, dead, bad.Addr, good.Addr)
+	res := r.Answer(context.Background(), dnstest.Decider(t, dnstest.Policy), dnstest.Query("api.example.com.", dns.TypeA, 0), false)
+	m := dnstest.MustUnpack(t, res.Reply)
+	if len(dnstest.Addrs(m)) != 1 {
+		t.Fatalf("answer = %s %v (%s), want the third server's", rcodeString(m.Rcode), m.Answer, res.Err)
+	}
+	if len(bad.Queries()) != 1 || len(good.Queries()) != 1 {
+		t.Fatalf("servers asked: bad %v, good %v; want each once", bad.Queries(), good.Queries())
+	}
+
+	// NXDOMAIN is an answer: no next server.
+	res = r.Answer(context.Background(), dnstest.Decider(t, dnstest.Policy), dnstest.Query("nothere.example.com.", dns.TypeA, 0), false)
+	if m := dnstest.MustUnpack(t, res.Reply); m.Rcode != dns.RcodeNameError || res.Verdict != policy.Allow {
+		t.Fatalf("reply = %s (%v), want NXDOMAIN from upstream", rcodeString(m.Rcode), res.Verdict)
+	}
+}
+
+func TestDNSUpstreamCancel(t *testing.T) {
+	dnstest.LeakCheck(t)
+	up := dnstest.NewServer(t)
+	up.SetHook(func(w dns.ResponseWriter, q *dns.Msg) bool { return true }) // never answers
+	r := newTestAnswerer(t, nil, up.Addr)
+	r.up.(*Upstream).tryTimeout = time.Minute
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	start := time.Now()
+	res := r.Answer(ctx, dnstest.Decider(t, dnstest.Policy), dnstest.Query("api.example.com.", dns.TypeA, 0), false)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("answer took %v after cancel, want it to end with the context", d)
+	}
+	if m := dnstest.MustUnpack(t, res.Reply); m.Rcode != dns.RcodeServerFailure {
+		t.Fatalf("rcode = %s, want SERVFAIL", rcodeString(m.Rcode))
+	}
+}
+
+func TestDNSPolicyMissing(t *testing.T) {
+	up := dnstest.NewServer(t, dnstest.Zone...)
+	r := newTestAnswerer(t, nil, up.Addr)
+	res := r.Answer(context.Background(), nil, dnstest.Query("api.example.com.", dns.TypeA, 0), false)
+	if m := dnstest.MustUnpack(t, res.Reply); m.Rcode != dns.RcodeRefused || res.Rule != rulePolicyMissing {
+		t.Fatalf("reply = %s by %s, want REFUSED by %s", rcodeString(m.Rcode), res.Rule, rulePolicyMissing)
+	}
+	if q := up.Queries(); len(q) != 0 {
+		t.Fatalf("upstream saw %v without a policy", q)
+	}
+}
+
+func TestDNSResolvConf(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "resolv.conf")
+	if err := os.WriteFile(path, []byte("# host\nsearch lan\nnameserver 127.0.0.53\nnameserver fe80::1%eth0\noptions edns0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	up, err := NewUpstream(UpstreamOptions{System: true, ResolvConf: path}, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.AddrPort{netip.MustParseAddrPort("127.0.0.53:53"), netip.MustParseAddrPort("[fe80::1%eth0]:53")}
+	if got := up.list(); !slices.Equal(got, want) {
+		t.Fatalf("servers = %v, want %v", got, want)
+	}
+	// A change is picked up once the check interval has passed.
+	if err := os.WriteFile(path, []byte("nameserver 127.0.0.54\nnameserver 127.0.0.55\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	up.checked = time.Time{}
+	want = []netip.AddrPort{netip.MustParseAddrPort("127.0.0.54:53"), netip.MustParseAddrPort("127.0.0.55:53")}
+	if got := up.list(); !slices.Equal(got, want) {
+		t.Fatalf("servers after a change = %v, want %v", got, want)
+	}
+	// A file that loses its servers keeps the last good ones.
+	if err := os.WriteFile(path, []byte("# nothing here yet\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	up.checked = time.Time{}
+	if got := up.list(); !slices.Equal(got, want) {
+		t.Fatalf("servers after an empty file = %v, want the last good %v", got, want)
+	}
+	// No file at all: allowed names fail (SERVFAIL), nothing is asked.
+	up, err = NewUpstream(UpstreamOptions{System: true, ResolvConf: filepath.Join(dir, "missing")}, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := up.Exchange(context.Background(), new(dns.Msg).SetQuestion("a.example.com.", dns.TypeA)); err != errNoUpstream {
+		t.Fatalf("exchange without servers = %v, want %v", err, errNoUpstream)
+	}
+}
