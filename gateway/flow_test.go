@@ -16,6 +16,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/clawnet/clawnet/dnsproxy/dnstest"
 	"github.com/clawnet/clawnet/sniff"
 )
 
@@ -237,7 +238,7 @@ func (ft *flowTest) waitEvent(t *testing.T, ev Event, dst netip.AddrPort) AuditE
 }
 
 func TestFlowTCPAllowedEchoesAndCounts(t *testing.T) {
-	dnsLeakCheck(t)
+	dnstest.LeakCheck(t)
 	ft := newFlowTest(t, 0, echo, nil)
 	dst := netip.AddrPortFrom(flowTestServer, 7)
 	c, err := ft.dial(t, dst)
@@ -267,7 +268,7 @@ func TestFlowTCPAllowedEchoesAndCounts(t *testing.T) {
 }
 
 func TestFlowTCPDeniedNeverDials(t *testing.T) {
-	dnsLeakCheck(t)
+	dnstest.LeakCheck(t)
 	ft := newFlowTest(t, 0, echo, nil)
 	for _, dst := range []netip.AddrPort{
 		netip.AddrPortFrom(flowTestServer, 81),   // no rule
@@ -294,7 +295,7 @@ func TestFlowTCPDeniedNeverDials(t *testing.T) {
 }
 
 func TestFlowTCPDialFailureIsReset(t *testing.T) {
-	dnsLeakCheck(t)
+	dnstest.LeakCheck(t)
 	ft := newFlowTest(t, 0, echo, errors.New("connection refused (test)"))
 	dst := netip.AddrPortFrom(flowTestServer, 80)
 	if c, err := ft.dial(t, dst); err == nil {
@@ -310,7 +311,7 @@ func TestFlowTCPDialFailureIsReset(t *testing.T) {
 // TestFlowTCPHalfCloseUpstreamFirst: the server says its piece and shuts
 // its write side; the agent still sends after that, and the server reads it.
 func TestFlowTCPHalfCloseUpstreamFirst(t *testing.T) {
-	dnsLeakCheck(t)
+	dnstest.LeakCheck(t)
 	ft := newFlowTest(t, 0, func(c net.Conn) {
 		c.Write([]byte("banner\n"))
 		c.(*loggedConn).CloseWrite()
@@ -337,7 +338,7 @@ func TestFlowTCPHalfCloseUpstreamFirst(t *testing.T) {
 }
 
 func TestFlowTCPIdleTimeout(t *testing.T) {
-	dnsLeakCheck(t)
+	dnstest.LeakCheck(t)
 	ft := newFlowTest(t, 300*time.Millisecond, echo, nil)
 	dst := netip.AddrPortFrom(flowTestServer, 7)
 	c, err := ft.dial(t, dst)
@@ -368,7 +369,7 @@ func TestFlowTCPIdleTimeout(t *testing.T) {
 }
 
 func TestFlowUDPEcho(t *testing.T) {
-	dnsLeakCheck(t)
+	dnstest.LeakCheck(t)
 	ft := newFlowTest(t, 0, echo, nil)
 	dst := netip.AddrPortFrom(flowTestServer, 7)
 	c, err := gonet.DialUDP(ft.cs, nil, ptrTo(fullAddr(dst)), ipv4.ProtocolNumber)
@@ -422,7 +423,7 @@ func httpServer(c net.Conn) {
 // address; a later one that does not resets the flow before its bytes go
 // up, with a deny line naming it.
 func TestFlowByNameChecksEveryRequest(t *testing.T) {
-	dnsLeakCheck(t)
+	dnstest.LeakCheck(t)
 	ft := newFlowTest(t, 0, httpServer, nil)
 	dst := netip.AddrPortFrom(flowTestNamed, 8080)
 	c, err := ft.dial(t, dst)
@@ -450,7 +451,7 @@ func TestFlowByNameChecksEveryRequest(t *testing.T) {
 // TestFlowByNameWrongFirstHost: the first request's Host decides before the
 // upstream is even dialled.
 func TestFlowByNameWrongFirstHost(t *testing.T) {
-	dnsLeakCheck(t)
+	dnstest.LeakCheck(t)
 	ft := newFlowTest(t, 0, httpServer, nil)
 	dst := netip.AddrPortFrom(flowTestNamed, 8080)
 	c, err := ft.dial(t, dst)
