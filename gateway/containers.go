@@ -13,6 +13,7 @@ import (
 
 	"github.com/clawnet/clawnet/container"
 	"github.com/clawnet/clawnet/gateway/control"
+	"github.com/clawnet/clawnet/internal/resolvconf"
 )
 
 // containerAttacher is the gateway side of the container Watcher's seam.
@@ -66,7 +67,7 @@ func fixProcessDNS(pid int, gw netip.Addr) []string {
 	if self == theirs {
 		return []string{fmt.Sprintf("the process shares the host's filesystem: its resolv.conf is left alone; if it names a loopback resolver, point it at %s", gw)}
 	}
-	ch, err := container.FixResolvConfPID(pid, gw)
+	ch, err := resolvconf.FixPID(pid, gw)
 	if err != nil {
 		return []string{"DNS: " + err.Error()}
 	}
