@@ -11,10 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"regexp"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -23,7 +20,6 @@ import (
 	"github.com/clawnet/clawnet/container"
 	"github.com/clawnet/clawnet/gateway/control"
 	"github.com/clawnet/clawnet/policy"
-	"github.com/clawnet/clawnet/tun"
 )
 
 // Errors callers branch on.
@@ -110,171 +106,6 @@ func (g *Gateway) ReloadPolicies() error {
 	}
 	g.log.Info("policies reloaded", "policies", g.policies.Names(), "errors", len(errs))
 	return errors.Join(errs...)
-}
-
-var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
-
-// Attach attaches the target of req as an agent.
-func (g *Gateway) Attach(ctx context.Context, req control.AttachRequest) (*control.Agent, error) {
-	targets := 0
-	for _, set := range []bool{req.Container != "", req.PID != 0, req.Netns != ""} {
-		if set {
-			targets++
-		}
-	}
-	if targets != 1 {
-		return nil, fmt.Errorf("%w: name exactly one target: a container, --pid or --netns", ErrBadRequest)
-	}
-	pol := req.Policy
-	if pol == "" {
-		pol = g.cfg.DefaultPolicy
-	}
-	if g.policies.Get(pol) == nil {
-		return nil, fmt.Errorf("%w: unknown policy %q (known: %v)", ErrNotFound, pol, g.policies.Names())
-	}
-
-	var (
-		ns          *tun.Netns
-		err         error
-		target      string
-		containerID string
-		pid         = req.PID
-		name        = req.Name
-	)
-	switch {
-	case req.Container != "":
-		if g.Containers == nil {
-			return nil, fmt.Errorf("%w: no container engine configured; use --pid or --netns", ErrBadRequest)
-		}
-		var cname string
-		containerID, cname, pid, err = g.Containers.Resolve(ctx, req.Container)
-		if err != nil {
-			return nil, err
-		}
-		target = "container:" + cname
-		if name == "" {
-			name = cname
-		}
-		ns, err = tun.NetnsOfPID(pid)
-	case req.PID != 0:
-		target = "pid:" + strconv.Itoa(req.PID)
-		if name == "" {
-			name = "pid-" + strconv.Itoa(req.PID)
-		}
-		ns, err = tun.NetnsOfPID(req.PID)
-		if errors.Is(err, os.ErrNotExist) {
-			err = fmt.Errorf("%w: no process with pid %d", ErrNotFound, req.PID)
-		}
-	default:
-		target = "netns:" + req.Netns
-		if name == "" {
-			name = baseName(req.Netns)
-		}
-		ns, err = tun.OpenNetns(req.Netns)
-		if errors.Is(err, os.ErrNotExist) {
-			err = fmt.Errorf("%w: no network namespace at %s", ErrNotFound, req.Netns)
-		} else if errors.Is(err, tun.ErrNotNetns) {
-			err = fmt.Errorf("%w: %s is not a network namespace", ErrBadRequest, req.Netns)
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	if !validName.MatchString(name) {
-		ns.Close()
-		return nil, fmt.Errorf("%w: agent name %q: use letters, digits, '.', '_' or '-' (at most 63)", ErrBadRequest, name)
-	}
-	if ns.IsHost() {
-		ns.Close()
-		return nil, fmt.Errorf("%w: %s is the gateway's own network namespace", ErrUnreachable, target)
-	}
-
-	g.mu.Lock()
-	if g.closed {
-		g.mu.Unlock()
-		ns.Close()
-		return nil, errors.New("gateway is shutting down")
-	}
-	if _, ok := g.agents[name]; ok {
-		g.mu.Unlock()
-		ns.Close()
-		return nil, fmt.Errorf("%w: an agent called %q is already attached", ErrConflict, name)
-	}
-	if other, ok := g.byNetns[ns.ID()]; ok {
-		g.mu.Unlock()
-		ns.Close()
-		return nil, fmt.Errorf("%w: %s is already attached as agent %q", ErrConflict, target, other)
-	}
-	if len(g.agents) >= g.cfg.Limits.Agents {
-		g.mu.Unlock()
-		ns.Close()
-		return nil, fmt.Errorf("agent limit (%d) reached", g.cfg.Limits.Agents)
-	}
-	// Reserve the name and namespace while the slow part runs unlocked.
-	g.agents[name] = nil
-	g.byNetns[ns.ID()] = name
-	g.mu.Unlock()
-
-	a, err := g.attach(ctx, attachSpec{
-		name: name, policy: pol, target: target, containerID: containerID, pid: pid,
-		ns: ns, force: req.Force,
-	})
-	if err == nil && req.PID != 0 {
-		a.notes = append(a.notes, fixProcessDNS(req.PID, g.gw4)...)
-	}
-	g.mu.Lock()
-	if err != nil {
-		delete(g.agents, name)
-		delete(g.byNetns, ns.ID())
-		g.mu.Unlock()
-		ns.Close()
-		return nil, err
-	}
-	g.agents[name] = a
-	g.mu.Unlock()
-	g.log.Info("agent attached", "agent", name, "target", target, "policy", pol, "addrs", a.info().Addresses)
-	return a.info(), nil
-}
-
-func baseName(path string) string {
-	for i := len(path) - 1; i >= 0; i-- {
-		if path[i] == '/' {
-			return path[i+1:]
-		}
-	}
-	return path
-}
-
-// Detach detaches the agent called name, closing every flow it has.
-func (g *Gateway) Detach(name string) error {
-	g.mu.Lock()
-	a, ok := g.agents[name]
-	if !ok || a == nil {
-		g.mu.Unlock()
-		return fmt.Errorf("%w: no agent called %q", ErrNotFound, name)
-	}
-	delete(g.agents, name)
-	delete(g.byNetns, a.ns.ID())
-	g.mu.Unlock()
-	a.close()
-	g.log.Info("agent detached", "agent", name)
-	return nil
-}
-
-// DetachContainer detaches the agent attached from container id, if any.
-func (g *Gateway) DetachContainer(id string) error {
-	g.mu.Lock()
-	var name string
-	for n, a := range g.agents {
-		if a != nil && a.containerID == id {
-			name = n
-		}
-	}
-	g.mu.Unlock()
-	if name == "" {
-		return fmt.Errorf("%w: no agent for container %s", ErrNotFound, id)
-	}
-	return g.Detach(name)
 }
 
 // Agents lists the attached agents by name.
