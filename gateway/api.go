@@ -15,7 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/clawnet/clawnet/container"
 	"github.com/clawnet/clawnet/gateway/control"
 	"github.com/clawnet/clawnet/internal/version"
 )
@@ -31,21 +30,7 @@ func (g *Gateway) Handler() http.Handler {
 			writeErr(w, fmt.Errorf("%w: %v", ErrBadRequest, err))
 			return
 		}
-		var a *control.Agent
-		var err error
-		if req.Container != "" && g.watcher != nil {
-			var at container.Attachment
-			at, err = g.watcher.Attach(r.Context(), req.Container, req.Name, req.Policy)
-			if err == nil {
-				for _, x := range g.Agents() {
-					if x.Name == at.Agent {
-						a = &x
-					}
-				}
-			}
-		} else {
-			a, err = g.Attach(r.Context(), req)
-		}
+		a, err := g.AttachRequest(r.Context(), req)
 		if err != nil {
 			writeErr(w, err)
 			return
@@ -53,12 +38,7 @@ func (g *Gateway) Handler() http.Handler {
 		writeJSON(w, http.StatusCreated, a)
 	})
 	mux.HandleFunc("DELETE /v1/agents/{name}", func(w http.ResponseWriter, r *http.Request) {
-		for _, x := range g.Agents() {
-			if x.Name == r.PathValue("name") && x.ContainerID != "" && g.watcher != nil {
-				g.watcher.Forget(x.ContainerID)
-			}
-		}
-		if err := g.Detach(r.PathValue("name")); err != nil {
+		if err := g.DetachRequest(r.PathValue("name")); err != nil {
 			writeErr(w, err)
 			return
 		}
@@ -196,8 +176,8 @@ func peerIsRoot(c *net.UnixConn) bool {
 	return cred.Uid == 0
 }
 
-// serveControl serves the API on l until ctx ends.
-func (g *Gateway) serveControl(ctx context.Context, l net.Listener) error {
+// Serve serves the control API on l until ctx ends.
+func (g *Gateway) Serve(ctx context.Context, l net.Listener) error {
 	srv := &http.Server{Handler: g.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()

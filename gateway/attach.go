@@ -59,6 +59,29 @@ func (g *Gateway) Attach(ctx context.Context, req control.AttachRequest) (*contr
 	return a.info(), nil
 }
 
+// AttachRequest attaches what a control API request names. A container is
+// attached through the Follower when there is one, so that it is followed
+// through stops and restarts; anything else directly, as Attach does.
+func (g *Gateway) AttachRequest(ctx context.Context, req control.AttachRequest) (*control.Agent, error) {
+	if req.Container == "" || g.follower == nil {
+		return g.Attach(ctx, req)
+	}
+	if _, err := g.checkAttach(req); err != nil {
+		return nil, err
+	}
+	name, err := g.follower.Follow(ctx, req.Container, req.Name, req.Policy)
+	if err != nil {
+		return nil, err
+	}
+	g.mu.Lock()
+	a := g.agents[name]
+	g.mu.Unlock()
+	if a == nil {
+		return nil, fmt.Errorf("%w: container %s was attached as agent %q, which is gone", ErrNotFound, req.Container, name)
+	}
+	return a.info(), nil
+}
+
 // checkAttach refuses a request that does not name exactly one target or
 // names an unknown policy. It returns the policy to attach under.
 func (g *Gateway) checkAttach(req control.AttachRequest) (string, error) {
@@ -112,10 +135,10 @@ func (g *Gateway) openTarget(ctx context.Context, req control.AttachRequest) (ta
 }
 
 func (g *Gateway) openContainer(ctx context.Context, nameOrID string) (target, error) {
-	if g.Containers == nil {
+	if g.containers == nil {
 		return target{}, fmt.Errorf("%w: no container engine configured; use --pid or --netns", ErrBadRequest)
 	}
-	id, name, pid, err := g.Containers.Resolve(ctx, nameOrID)
+	id, name, pid, err := g.containers.Resolve(ctx, nameOrID)
 	if err != nil {
 		return target{}, err
 	}
@@ -195,6 +218,18 @@ func (g *Gateway) Detach(name string) error {
 	a.close()
 	g.log.Info("agent detached", "agent", name)
 	return nil
+}
+
+// DetachRequest detaches the agent called name at a user's request: its
+// container, if it has one, is no longer followed either.
+func (g *Gateway) DetachRequest(name string) error {
+	g.mu.Lock()
+	a := g.agents[name]
+	g.mu.Unlock()
+	if a != nil && a.containerID != "" && g.follower != nil {
+		g.follower.Forget(a.containerID)
+	}
+	return g.Detach(name)
 }
 
 // DetachContainer detaches the agent attached from container id, if any.

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"sort"
@@ -17,7 +18,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/clawnet/clawnet/container"
 	"github.com/clawnet/clawnet/gateway/control"
 	"github.com/clawnet/clawnet/policy"
 )
@@ -41,11 +41,10 @@ type Gateway struct {
 	dns      *resolver
 	gw4, gw6 netip.Addr
 	dialer   net.Dialer
+	dialFunc DialFunc // nil: dialer, with dial's exact-address checks
 
-	// Resolver finds containers for attach by name; nil means container
-	// targets are refused.
-	Containers ContainerResolver
-	watcher    *container.Watcher
+	containers ContainerResolver // nil: container targets are refused
+	follower   ContainerFollower // nil: containers are attached, not followed
 
 	mu      sync.Mutex
 	agents  map[string]*Agent // by name; guarded by mu
@@ -53,16 +52,39 @@ type Gateway struct {
 	closed  bool              // guarded by mu
 }
 
-// ContainerResolver finds a container's process through its engine.
-type ContainerResolver interface {
-	// Resolve returns the container's ID, its name (without a leading
-	// slash) and the PID of its main process. It refuses a container that
-	// is not running or has a network besides none.
-	Resolve(ctx context.Context, nameOrID string) (id, name string, pid int, err error)
+// DialFunc connects an allowed flow upstream, to exactly dst (an IP literal:
+// nothing is resolved again between the decision and the connection).
+type DialFunc func(ctx context.Context, network string, dst netip.AddrPort) (net.Conn, error)
+
+// Options is what a Gateway is built from; the daemon and the tests fill the
+// same struct. Every field has a working default.
+type Options struct {
+	Config *Config      // nil: DefaultConfig()
+	Log    hclog.Logger // nil: no logs
+	Audit  *Audit       // nil: audit lines are discarded
+	// Containers finds containers for attach by name; nil: container
+	// targets are refused.
+	Containers ContainerResolver
+	// Follower attaches the containers the control API names and follows
+	// them through their life; nil: they are attached once, through
+	// Containers.
+	Follower ContainerFollower
+	// Dial connects allowed flows upstream; nil: the host's own sockets.
+	Dial DialFunc
 }
 
-// New builds a gateway from cfg. It does not listen; see Serve.
-func New(cfg *Config, log hclog.Logger, audit *Audit) (*Gateway, error) {
+// New builds a gateway from opts. It does not listen; see Serve.
+func New(opts Options) (*Gateway, error) {
+	cfg, log, audit := opts.Config, opts.Log, opts.Audit
+	if cfg == nil {
+		cfg = DefaultConfig()
+	}
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	if audit == nil {
+		audit = NewAudit(io.Discard)
+	}
 	ps, err := newPolicyStore(cfg, log.Named("policy"))
 	if err != nil {
 		return nil, err
@@ -71,14 +93,17 @@ func New(cfg *Config, log hclog.Logger, audit *Audit) (*Gateway, error) {
 		return nil, fmt.Errorf("%s: default_policy %q is not defined (policies: %v)", cfg.path, cfg.DefaultPolicy, ps.Names())
 	}
 	g := &Gateway{
-		cfg:      cfg,
-		log:      log,
-		audit:    audit,
-		policies: ps,
-		pool:     newAddrPool(cfg.Network.IPv4, cfg.Network.IPv6),
-		host:     newHostAddrs(time.Second),
-		agents:   map[string]*Agent{},
-		byNetns:  map[string]string{},
+		cfg:        cfg,
+		log:        log,
+		audit:      audit,
+		policies:   ps,
+		pool:       newAddrPool(cfg.Network.IPv4, cfg.Network.IPv6),
+		host:       newHostAddrs(time.Second),
+		dialFunc:   opts.Dial,
+		containers: opts.Containers,
+		follower:   opts.Follower,
+		agents:     map[string]*Agent{},
+		byNetns:    map[string]string{},
 	}
 	g.gw4, g.gw6 = g.pool.gateway()
 	if g.dns, err = newResolver(cfg, log.Named("dns")); err != nil {
@@ -96,6 +121,9 @@ func New(cfg *Config, log hclog.Logger, audit *Audit) (*Gateway, error) {
 	}
 	return g, nil
 }
+
+// Policies names the policies in force.
+func (g *Gateway) Policies() []string { return g.policies.Names() }
 
 // ReloadPolicies re-reads the policy directory; errors name each bad file,
 // whose last good version stays in force.
