@@ -179,7 +179,7 @@ func (g *Gateway) reserve(t target) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {
-		return errors.New("gateway is shutting down")
+		return ErrShuttingDown
 	}
 	if _, ok := g.agents[t.name]; ok {
 		return fmt.Errorf("%w: an agent called %q is already attached", ErrConflict, t.name)
@@ -188,7 +188,7 @@ func (g *Gateway) reserve(t target) error {
 		return fmt.Errorf("%w: %s is already attached as agent %q", ErrConflict, t.desc, other)
 	}
 	if len(g.agents) >= g.cfg.Limits.Agents {
-		return fmt.Errorf("agent limit (%d) reached", g.cfg.Limits.Agents)
+		return fmt.Errorf("%w: %d agents are attached, the most limits.agents allows", ErrLimit, g.cfg.Limits.Agents)
 	}
 	g.agents[t.name] = nil
 	g.byNetns[t.ns.ID()] = t.name

@@ -28,6 +28,10 @@ var (
 	ErrConflict    = errors.New("already attached")
 	ErrBadRequest  = errors.New("bad request")
 	ErrUnreachable = errors.New("namespace has another way out")
+	// ErrLimit refuses what would take the gateway past a configured limit.
+	ErrLimit = errors.New("limit reached")
+	// ErrShuttingDown refuses what arrives while the gateway closes.
+	ErrShuttingDown = errors.New("gateway is shutting down")
 )
 
 // Gateway owns every attached agent.
