@@ -1,10 +1,13 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -15,6 +18,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/clawnet/clawnet/gateway/control"
 	"github.com/clawnet/clawnet/tun"
@@ -312,5 +318,50 @@ func TestErrStatus(t *testing.T) {
 		if got := errStatus(tt.err); got != tt.want {
 			t.Errorf("errStatus(%v) = %d, want %d", tt.err, got, tt.want)
 		}
+	}
+}
+
+// TestServeClosesIdle checks the control server closes a keep-alive
+// connection left idle, and stops when its context ends.
+func TestServeClosesIdle(t *testing.T) {
+	defer func(d time.Duration) { controlIdleTimeout = d }(controlIdleTimeout)
+	controlIdleTimeout = 100 * time.Millisecond
+	g, _ := apiGateway(t, Options{})
+	ignore := goleak.IgnoreCurrent()
+	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "api.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- g.Serve(ctx, l) }()
+
+	c, err := net.Dial("unix", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET /v1/version HTTP/1.1\r\nHost: clawnetd\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	start := time.Now()
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("idle keep-alive connection: read = %v after %v, want EOF (closed by the server)", err, time.Since(start))
+	}
+
+	cancel()
+	if err := <-errc; err != nil {
+		t.Errorf("Serve after its context ended = %v, want nil", err)
+	}
+	if err := goleak.Find(ignore); err != nil {
+		t.Errorf("goroutines left behind: %v", err)
 	}
 }

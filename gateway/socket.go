@@ -11,6 +11,15 @@ import (
 	"time"
 )
 
+// Timeouts of the control API's server. Clients are local and their
+// requests small; an idle keep-alive connection is closed rather than held
+// for ever. There is no read or write timeout on a whole request: an attach
+// may wait on the container engine, a CPU profile runs for its seconds.
+var (
+	controlReadHeaderTimeout = 10 * time.Second
+	controlIdleTimeout       = 30 * time.Second
+)
+
 // ListenControl listens on the unix socket at path, readable and writable by
 // root only. A stale socket from a dead daemon is replaced; a live one is an
 // error.
@@ -70,7 +79,11 @@ func peerIsRoot(c *net.UnixConn) bool {
 
 // Serve serves the control API on l until ctx ends.
 func (g *Gateway) Serve(ctx context.Context, l net.Listener) error {
-	srv := &http.Server{Handler: g.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{
+		Handler:           g.Handler(),
+		ReadHeaderTimeout: controlReadHeaderTimeout,
+		IdleTimeout:       controlIdleTimeout,
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
 	select {
