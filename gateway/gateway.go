@@ -1,8 +1,15 @@
-// Package gateway composes the data path: it attaches agents (a TUN in the
-// agent's namespace, a netstack on it), decides every flow against the
-// agent's policy, proxies what is allowed from the host's own sockets, and
-// serves the control API. It is the only package that ties tun, netstack
-// and policy together.
+// Package gateway is clawnet's data path and control API: it attaches
+// agents (a TUN in the agent's namespace, a netstack on it), decides every
+// flow and DNS query against the agent's policy, proxies what is allowed
+// from the host's own sockets, writes the audit log, and serves the control
+// API. It is the only package that ties tun, netstack and policy together.
+// A Gateway is built from Options, the same way by cmd/clawnetd and by
+// tests.
+//
+// It must never be the daemon: no flags, no signal handlers, no container
+// engine client, and it logs only through the hclog.Logger it is given.
+// cmd/clawnetd does that wiring and hands the engine in through
+// ContainerResolver and ContainerFollower; deps_test.go keeps it so.
 package gateway
 
 import (
