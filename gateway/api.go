@@ -1,115 +1,114 @@
 package gateway
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
-	"syscall"
-	"time"
 
-	"github.com/clawnet/clawnet/container"
 	"github.com/clawnet/clawnet/gateway/control"
 	"github.com/clawnet/clawnet/internal/version"
 )
 
-// Handler returns the control API.
+// maxRequestBody bounds an attach request.
+const maxRequestBody = 1 << 20
+
+// Handler returns the control API (the client is gateway/control).
 func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/agents", func(w http.ResponseWriter, r *http.Request) {
-		var req control.AttachRequest
-		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			writeErr(w, fmt.Errorf("%w: %v", ErrBadRequest, err))
-			return
-		}
-		var a *control.Agent
-		var err error
-		if req.Container != "" && g.watcher != nil {
-			var at container.Attachment
-			at, err = g.watcher.Attach(r.Context(), req.Container, req.Name, req.Policy)
-			if err == nil {
-				for _, x := range g.Agents() {
-					if x.Name == at.Agent {
-						a = &x
-					}
-				}
-			}
-		} else {
-			a, err = g.Attach(r.Context(), req)
-		}
-		if err != nil {
-			writeErr(w, err)
-			return
-		}
-		writeJSON(w, http.StatusCreated, a)
-	})
-	mux.HandleFunc("DELETE /v1/agents/{name}", func(w http.ResponseWriter, r *http.Request) {
-		for _, x := range g.Agents() {
-			if x.Name == r.PathValue("name") && x.ContainerID != "" && g.watcher != nil {
-				g.watcher.Forget(x.ContainerID)
-			}
-		}
-		if err := g.Detach(r.PathValue("name")); err != nil {
-			writeErr(w, err)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
-	mux.HandleFunc("GET /v1/agents", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, g.Agents())
-	})
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		as := g.Agents()
-		var flows int64
-		for _, a := range as {
-			flows += a.Flows
-		}
-		writeJSON(w, http.StatusOK, control.Status{
-			Version: version.Version, Agents: len(as), Flows: flows,
-			Goroutines: runtime.NumGoroutine(), OpenFDs: openFDs(), Policies: g.policies.Names(),
-		})
-	})
-	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
-		if err := g.ReloadPolicies(); err != nil {
-			writeErr(w, fmt.Errorf("%w: %v", ErrBadRequest, err))
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
-	mux.HandleFunc("GET /v1/explain", func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
-		port, err := strconv.ParseUint(q.Get("port"), 10, 16)
-		if q.Get("port") != "" && err != nil {
-			writeErr(w, fmt.Errorf("%w: bad port %q", ErrBadRequest, q.Get("port")))
-			return
-		}
-		proto := q.Get("proto")
-		if proto == "" {
-			proto = "tcp"
-		}
-		e, err := g.Explain(q.Get("policy"), proto, q.Get("host"), uint16(port))
-		if err != nil {
-			writeErr(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, e)
-	})
-	mux.HandleFunc("GET /v1/version", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"version": version.Version})
-	})
+	mux.HandleFunc("POST /v1/agents", g.handleAttach)
+	mux.HandleFunc("DELETE /v1/agents/{name}", g.handleDetach)
+	mux.HandleFunc("GET /v1/agents", g.handleList)
+	mux.HandleFunc("GET /v1/status", g.handleStatus)
+	mux.HandleFunc("POST /v1/reload", g.handleReload)
+	mux.HandleFunc("GET /v1/explain", g.handleExplain)
+	mux.HandleFunc("GET /v1/version", handleVersion)
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
+}
+
+// handleAttach attaches the target of a control.AttachRequest and answers
+// the new agent.
+func (g *Gateway) handleAttach(w http.ResponseWriter, r *http.Request) {
+	var req control.AttachRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeErr(w, fmt.Errorf("%w: %v", ErrBadRequest, err))
+		return
+	}
+	a, err := g.AttachRequest(r.Context(), req)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, a)
+}
+
+func (g *Gateway) handleDetach(w http.ResponseWriter, r *http.Request) {
+	if err := g.DetachRequest(r.PathValue("name")); err != nil {
+		writeErr(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (g *Gateway) handleList(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, g.Agents())
+}
+
+// handleStatus answers the daemon's own health, which the leak checks of
+// the integration tests read.
+func (g *Gateway) handleStatus(w http.ResponseWriter, _ *http.Request) {
+	as := g.Agents()
+	var flows int64
+	for _, a := range as {
+		flows += a.Flows
+	}
+	writeJSON(w, http.StatusOK, control.Status{
+		Version: version.Version, Agents: len(as), Flows: flows,
+		Goroutines: runtime.NumGoroutine(), OpenFDs: openFDs(), Policies: g.policies.Names(),
+	})
+}
+
+// handleReload re-reads the policy files; a bad file is the caller's to fix.
+func (g *Gateway) handleReload(w http.ResponseWriter, _ *http.Request) {
+	if err := g.ReloadPolicies(); err != nil {
+		writeErr(w, fmt.Errorf("%w: %v", ErrBadRequest, err))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleExplain answers what a policy would decide for
+// ?policy=P&proto=tcp|udp&host=H&port=N (proto tcp and port 0 by default).
+func (g *Gateway) handleExplain(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	port, err := strconv.ParseUint(q.Get("port"), 10, 16)
+	if q.Get("port") != "" && err != nil {
+		writeErr(w, fmt.Errorf("%w: bad port %q", ErrBadRequest, q.Get("port")))
+		return
+	}
+	proto := q.Get("proto")
+	if proto == "" {
+		proto = "tcp"
+	}
+	e, err := g.Explain(q.Get("policy"), proto, q.Get("host"), uint16(port))
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, e)
+}
+
+func handleVersion(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"version": version.Version})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -118,17 +117,26 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
+// writeErr answers err as a control.Error, with the status its sentinel
+// stands for; an error with none is the gateway's own fault (500).
 func writeErr(w http.ResponseWriter, err error) {
-	code := http.StatusInternalServerError
+	writeJSON(w, errStatus(err), control.Error{Error: err.Error()})
+}
+
+func errStatus(err error) int {
 	switch {
 	case errors.Is(err, ErrNotFound):
-		code = http.StatusNotFound
+		return http.StatusNotFound
 	case errors.Is(err, ErrConflict):
-		code = http.StatusConflict
+		return http.StatusConflict
 	case errors.Is(err, ErrBadRequest), errors.Is(err, ErrUnreachable):
-		code = http.StatusBadRequest
+		return http.StatusBadRequest
+	case errors.Is(err, ErrLimit):
+		return http.StatusTooManyRequests
+	case errors.Is(err, ErrShuttingDown):
+		return http.StatusServiceUnavailable
 	}
-	writeJSON(w, code, control.Error{Error: err.Error()})
+	return http.StatusInternalServerError
 }
 
 func openFDs() int {
@@ -137,78 +145,4 @@ func openFDs() int {
 		return -1
 	}
 	return len(ents)
-}
-
-// ListenControl listens on the unix socket at path, readable and writable by
-// root only. A stale socket from a dead daemon is replaced; a live one is an
-// error.
-func ListenControl(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("control socket directory: %w", err)
-	}
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("another clawnetd is already listening on %s", path)
-	}
-	_ = os.Remove(path)
-	old := syscall.Umask(0o177)
-	l, err := net.Listen("unix", path)
-	syscall.Umask(old)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		l.Close()
-		return nil, err
-	}
-	return &rootOnly{UnixListener: l.(*net.UnixListener)}, nil
-}
-
-// rootOnly refuses connections from any user but root, whatever the socket's
-// file mode says.
-type rootOnly struct{ *net.UnixListener }
-
-func (l *rootOnly) Accept() (net.Conn, error) {
-	for {
-		c, err := l.UnixListener.AcceptUnix()
-		if err != nil {
-			return nil, err
-		}
-		if peerIsRoot(c) {
-			return c, nil
-		}
-		c.Close()
-	}
-}
-
-func peerIsRoot(c *net.UnixConn) bool {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return false
-	}
-	var cred *syscall.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
-	}); err != nil || cerr != nil {
-		return false
-	}
-	return cred.Uid == 0
-}
-
-// serveControl serves the API on l until ctx ends.
-func (g *Gateway) serveControl(ctx context.Context, l net.Listener) error {
-	srv := &http.Server{Handler: g.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
-	select {
-	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-		<-errc
-		return nil
-	case err := <-errc:
-		return err
-	}
 }

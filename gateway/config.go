@@ -60,6 +60,12 @@ type NetworkConfig struct {
 	IPv6      netip.Prefix `yaml:"ipv6"`
 }
 
+// GatewayAddrs returns the gateway's own addresses on every agent link: the
+// first address of each agent prefix.
+func (n NetworkConfig) GatewayAddrs() (v4, v6 netip.Addr) {
+	return newAddrPool(n.IPv4, n.IPv6).gateway()
+}
+
 // LimitsConfig bounds what one agent can make the gateway hold.
 type LimitsConfig struct {
 	FlowsPerAgent      int `yaml:"flows_per_agent"`

@@ -2,53 +2,35 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"strconv"
 	"strings"
 
-	"github.com/hashicorp/go-hclog"
-
-	"github.com/clawnet/clawnet/container"
-	"github.com/clawnet/clawnet/gateway/control"
+	"github.com/clawnet/clawnet/internal/resolvconf"
 )
 
-// containerAttacher is the gateway side of the container Watcher's seam.
-type containerAttacher struct{ g *Gateway }
-
-var _ container.Attacher = containerAttacher{}
-
-func (c containerAttacher) AttachContainer(ctx context.Context, a container.Attachment) error {
-	_, err := c.g.Attach(ctx, control.AttachRequest{Container: a.ContainerID, Name: a.Agent, Policy: a.Policy})
-	return err
+// ContainerResolver finds a container's process through its engine.
+type ContainerResolver interface {
+	// Resolve returns the container's ID, its name (without a leading
+	// slash) and the PID of its main process. It refuses a container that
+	// is not running or has a network besides none.
+	Resolve(ctx context.Context, nameOrID string) (id, name string, pid int, err error)
 }
 
-func (c containerAttacher) DetachContainer(_ context.Context, id string) error {
-	err := c.g.DetachContainer(id)
-	if errors.Is(err, ErrNotFound) {
-		return nil
-	}
-	return err
-}
-
-// followContainers connects to the container engine, if one answers, so that
-// containers can be attached by name and are followed through their life:
-// stopped or removed ones are detached, restarted ones attached again with
-// the same policy. It returns the function that stops following.
-func (g *Gateway) followContainers(ctx context.Context, log hclog.Logger) (stop func()) {
-	ec, err := container.NewClientFromEnv()
-	if err != nil {
-		log.Info("no container engine; container targets are refused", "error", err)
-		return func() {}
-	}
-	g.Containers = container.Resolver{Client: ec, GatewayDNS: g.gw4}
-	g.watcher = container.NewWatcher(container.WatcherConfig{Client: ec, Attacher: containerAttacher{g}, Logger: log.Named("containers"), GatewayDNS: g.gw4})
-	wctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); g.watcher.Run(wctx) }()
-	return func() { cancel(); <-done; ec.Close() }
+// ContainerFollower attaches containers and follows them through their
+// life: a stopped or removed container is detached, a restarted one
+// attached again with the same name and policy. It attaches and detaches
+// through the gateway's Attach and DetachContainer, so it must not be called
+// back from them.
+type ContainerFollower interface {
+	// Follow attaches the running container nameOrID as agent (the
+	// container's name when empty) under policy (the default when empty)
+	// and follows it from then on. It returns the agent's name.
+	Follow(ctx context.Context, nameOrID, agent, policy string) (string, error)
+	// Forget stops following a container; it does not detach it.
+	Forget(containerID string)
 }
 
 // fixProcessDNS makes name lookups work for a process attached by PID whose
@@ -66,7 +48,7 @@ func fixProcessDNS(pid int, gw netip.Addr) []string {
 	if self == theirs {
 		return []string{fmt.Sprintf("the process shares the host's filesystem: its resolv.conf is left alone; if it names a loopback resolver, point it at %s", gw)}
 	}
-	ch, err := container.FixResolvConfPID(pid, gw)
+	ch, err := resolvconf.FixPID(pid, gw)
 	if err != nil {
 		return []string{"DNS: " + err.Error()}
 	}

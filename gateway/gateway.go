@@ -1,29 +1,32 @@
-// Package gateway composes the data path: it attaches agents (a TUN in the
-// agent's namespace, a netstack on it), decides every flow against the
-// agent's policy, proxies what is allowed from the host's own sockets, and
-// serves the control API. It is the only package that ties tun, netstack
-// and policy together.
+// Package gateway is clawnet's data path and control API: it attaches
+// agents (a TUN in the agent's namespace, a netstack on it), decides every
+// flow and DNS query against the agent's policy, proxies what is allowed
+// from the host's own sockets, writes the audit log, and serves the control
+// API. It is the only package that ties tun, netstack and policy together.
+// A Gateway is built from Options, the same way by cmd/clawnetd and by
+// tests.
+//
+// It must never be the daemon: no flags, no signal handlers, no container
+// engine client, and it logs only through the hclog.Logger it is given.
+// cmd/clawnetd does that wiring and hands the engine in through
+// ContainerResolver and ContainerFollower; deps_test.go keeps it so.
 package gateway
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
-	"os"
-	"regexp"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/clawnet/clawnet/container"
 	"github.com/clawnet/clawnet/gateway/control"
 	"github.com/clawnet/clawnet/policy"
-	"github.com/clawnet/clawnet/tun"
 )
 
 // Errors callers branch on.
@@ -32,6 +35,10 @@ var (
 	ErrConflict    = errors.New("already attached")
 	ErrBadRequest  = errors.New("bad request")
 	ErrUnreachable = errors.New("namespace has another way out")
+	// ErrLimit refuses what would take the gateway past a configured limit.
+	ErrLimit = errors.New("limit reached")
+	// ErrShuttingDown refuses what arrives while the gateway closes.
+	ErrShuttingDown = errors.New("gateway is shutting down")
 )
 
 // Gateway owns every attached agent.
@@ -45,14 +52,10 @@ type Gateway struct {
 	dns      *resolver
 	gw4, gw6 netip.Addr
 	dialer   net.Dialer
-	// dialFunc, when set, replaces the host dialer (tests); it gets the
-	// exact address that was decided.
-	dialFunc func(ctx context.Context, network string, dst netip.AddrPort) (net.Conn, error)
+	dialFunc DialFunc // nil: dialer, with dial's exact-address checks
 
-	// Resolver finds containers for attach by name; nil means container
-	// targets are refused.
-	Containers ContainerResolver
-	watcher    *container.Watcher
+	containers ContainerResolver // nil: container targets are refused
+	follower   ContainerFollower // nil: containers are attached, not followed
 
 	mu      sync.Mutex
 	agents  map[string]*Agent // by name; guarded by mu
@@ -60,16 +63,39 @@ type Gateway struct {
 	closed  bool              // guarded by mu
 }
 
-// ContainerResolver finds a container's process through its engine.
-type ContainerResolver interface {
-	// Resolve returns the container's ID, its name (without a leading
-	// slash) and the PID of its main process. It refuses a container that
-	// is not running or has a network besides none.
-	Resolve(ctx context.Context, nameOrID string) (id, name string, pid int, err error)
+// DialFunc connects an allowed flow upstream, to exactly dst (an IP literal:
+// nothing is resolved again between the decision and the connection).
+type DialFunc func(ctx context.Context, network string, dst netip.AddrPort) (net.Conn, error)
+
+// Options is what a Gateway is built from; the daemon and the tests fill the
+// same struct. Every field has a working default.
+type Options struct {
+	Config *Config      // nil: DefaultConfig()
+	Log    hclog.Logger // nil: no logs
+	Audit  *Audit       // nil: audit lines are discarded
+	// Containers finds containers for attach by name; nil: container
+	// targets are refused.
+	Containers ContainerResolver
+	// Follower attaches the containers the control API names and follows
+	// them through their life; nil: they are attached once, through
+	// Containers.
+	Follower ContainerFollower
+	// Dial connects allowed flows upstream; nil: the host's own sockets.
+	Dial DialFunc
 }
 
-// New builds a gateway from cfg. It does not listen; see Serve.
-func New(cfg *Config, log hclog.Logger, audit *Audit) (*Gateway, error) {
+// New builds a gateway from opts. It does not listen; see Serve.
+func New(opts Options) (*Gateway, error) {
+	cfg, log, audit := opts.Config, opts.Log, opts.Audit
+	if cfg == nil {
+		cfg = DefaultConfig()
+	}
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	if audit == nil {
+		audit = NewAudit(io.Discard)
+	}
 	ps, err := newPolicyStore(cfg, log.Named("policy"))
 	if err != nil {
 		return nil, err
@@ -78,14 +104,17 @@ func New(cfg *Config, log hclog.Logger, audit *Audit) (*Gateway, error) {
 		return nil, fmt.Errorf("%s: default_policy %q is not defined (policies: %v)", cfg.path, cfg.DefaultPolicy, ps.Names())
 	}
 	g := &Gateway{
-		cfg:      cfg,
-		log:      log,
-		audit:    audit,
-		policies: ps,
-		pool:     newAddrPool(cfg.Network.IPv4, cfg.Network.IPv6),
-		host:     newHostAddrs(time.Second),
-		agents:   map[string]*Agent{},
-		byNetns:  map[string]string{},
+		cfg:        cfg,
+		log:        log,
+		audit:      audit,
+		policies:   ps,
+		pool:       newAddrPool(cfg.Network.IPv4, cfg.Network.IPv6),
+		host:       newHostAddrs(time.Second),
+		dialFunc:   opts.Dial,
+		containers: opts.Containers,
+		follower:   opts.Follower,
+		agents:     map[string]*Agent{},
+		byNetns:    map[string]string{},
 	}
 	g.gw4, g.gw6 = g.pool.gateway()
 	if g.dns, err = newResolver(cfg, log.Named("dns")); err != nil {
@@ -104,6 +133,9 @@ func New(cfg *Config, log hclog.Logger, audit *Audit) (*Gateway, error) {
 	return g, nil
 }
 
+// Policies names the policies in force.
+func (g *Gateway) Policies() []string { return g.policies.Names() }
+
 // ReloadPolicies re-reads the policy directory; errors name each bad file,
 // whose last good version stays in force.
 func (g *Gateway) ReloadPolicies() error {
@@ -113,171 +145,6 @@ func (g *Gateway) ReloadPolicies() error {
 	}
 	g.log.Info("policies reloaded", "policies", g.policies.Names(), "errors", len(errs))
 	return errors.Join(errs...)
-}
-
-var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
-
-// Attach attaches the target of req as an agent.
-func (g *Gateway) Attach(ctx context.Context, req control.AttachRequest) (*control.Agent, error) {
-	targets := 0
-	for _, set := range []bool{req.Container != "", req.PID != 0, req.Netns != ""} {
-		if set {
-			targets++
-		}
-	}
-	if targets != 1 {
-		return nil, fmt.Errorf("%w: name exactly one target: a container, --pid or --netns", ErrBadRequest)
-	}
-	pol := req.Policy
-	if pol == "" {
-		pol = g.cfg.DefaultPolicy
-	}
-	if g.policies.Get(pol) == nil {
-		return nil, fmt.Errorf("%w: unknown policy %q (known: %v)", ErrNotFound, pol, g.policies.Names())
-	}
-
-	var (
-		ns          *tun.Netns
-		err         error
-		target      string
-		containerID string
-		pid         = req.PID
-		name        = req.Name
-	)
-	switch {
-	case req.Container != "":
-		if g.Containers == nil {
-			return nil, fmt.Errorf("%w: no container engine configured; use --pid or --netns", ErrBadRequest)
-		}
-		var cname string
-		containerID, cname, pid, err = g.Containers.Resolve(ctx, req.Container)
-		if err != nil {
-			return nil, err
-		}
-		target = "container:" + cname
-		if name == "" {
-			name = cname
-		}
-		ns, err = tun.NetnsOfPID(pid)
-	case req.PID != 0:
-		target = "pid:" + strconv.Itoa(req.PID)
-		if name == "" {
-			name = "pid-" + strconv.Itoa(req.PID)
-		}
-		ns, err = tun.NetnsOfPID(req.PID)
-		if errors.Is(err, os.ErrNotExist) {
-			err = fmt.Errorf("%w: no process with pid %d", ErrNotFound, req.PID)
-		}
-	default:
-		target = "netns:" + req.Netns
-		if name == "" {
-			name = baseName(req.Netns)
-		}
-		ns, err = tun.OpenNetns(req.Netns)
-		if errors.Is(err, os.ErrNotExist) {
-			err = fmt.Errorf("%w: no network namespace at %s", ErrNotFound, req.Netns)
-		} else if errors.Is(err, tun.ErrNotNetns) {
-			err = fmt.Errorf("%w: %s is not a network namespace", ErrBadRequest, req.Netns)
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	if !validName.MatchString(name) {
-		ns.Close()
-		return nil, fmt.Errorf("%w: agent name %q: use letters, digits, '.', '_' or '-' (at most 63)", ErrBadRequest, name)
-	}
-	if ns.IsHost() {
-		ns.Close()
-		return nil, fmt.Errorf("%w: %s is the gateway's own network namespace", ErrUnreachable, target)
-	}
-
-	g.mu.Lock()
-	if g.closed {
-		g.mu.Unlock()
-		ns.Close()
-		return nil, errors.New("gateway is shutting down")
-	}
-	if _, ok := g.agents[name]; ok {
-		g.mu.Unlock()
-		ns.Close()
-		return nil, fmt.Errorf("%w: an agent called %q is already attached", ErrConflict, name)
-	}
-	if other, ok := g.byNetns[ns.ID()]; ok {
-		g.mu.Unlock()
-		ns.Close()
-		return nil, fmt.Errorf("%w: %s is already attached as agent %q", ErrConflict, target, other)
-	}
-	if len(g.agents) >= g.cfg.Limits.Agents {
-		g.mu.Unlock()
-		ns.Close()
-		return nil, fmt.Errorf("agent limit (%d) reached", g.cfg.Limits.Agents)
-	}
-	// Reserve the name and namespace while the slow part runs unlocked.
-	g.agents[name] = nil
-	g.byNetns[ns.ID()] = name
-	g.mu.Unlock()
-
-	a, err := g.attach(ctx, attachSpec{
-		name: name, policy: pol, target: target, containerID: containerID, pid: pid,
-		ns: ns, force: req.Force,
-	})
-	if err == nil && req.PID != 0 {
-		a.notes = append(a.notes, fixProcessDNS(req.PID, g.gw4)...)
-	}
-	g.mu.Lock()
-	if err != nil {
-		delete(g.agents, name)
-		delete(g.byNetns, ns.ID())
-		g.mu.Unlock()
-		ns.Close()
-		return nil, err
-	}
-	g.agents[name] = a
-	g.mu.Unlock()
-	g.log.Info("agent attached", "agent", name, "target", target, "policy", pol, "addrs", a.info().Addresses)
-	return a.info(), nil
-}
-
-func baseName(path string) string {
-	for i := len(path) - 1; i >= 0; i-- {
-		if path[i] == '/' {
-			return path[i+1:]
-		}
-	}
-	return path
-}
-
-// Detach detaches the agent called name, closing every flow it has.
-func (g *Gateway) Detach(name string) error {
-	g.mu.Lock()
-	a, ok := g.agents[name]
-	if !ok || a == nil {
-		g.mu.Unlock()
-		return fmt.Errorf("%w: no agent called %q", ErrNotFound, name)
-	}
-	delete(g.agents, name)
-	delete(g.byNetns, a.ns.ID())
-	g.mu.Unlock()
-	a.close()
-	g.log.Info("agent detached", "agent", name)
-	return nil
-}
-
-// DetachContainer detaches the agent attached from container id, if any.
-func (g *Gateway) DetachContainer(id string) error {
-	g.mu.Lock()
-	var name string
-	for n, a := range g.agents {
-		if a != nil && a.containerID == id {
-			name = n
-		}
-	}
-	g.mu.Unlock()
-	if name == "" {
-		return fmt.Errorf("%w: no agent for container %s", ErrNotFound, id)
-	}
-	return g.Detach(name)
 }
 
 // Agents lists the attached agents by name.

@@ -1,17 +1,186 @@
-// Command clawnetd is the clawnet gateway daemon.
+// Command clawnetd is the clawnet gateway daemon. It is the wiring around
+// package gateway: it parses flags and the config file, sets up logging,
+// connects to a container engine if one answers, installs the signals
+// (SIGINT and SIGTERM stop it, SIGHUP reloads the policy files) and serves
+// the control API until told to stop. Everything the gateway does lives in
+// package gateway; nothing here decides a flow.
 package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/clawnet/clawnet/gateway"
+	"github.com/clawnet/clawnet/gateway/control"
+	"github.com/clawnet/clawnet/internal/version"
 )
 
+// Exit codes scripts can rely on (the same as clawnet's).
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+// usageError marks errors in how the daemon was called.
+type usageError struct{ error }
+
 func main() {
-	if err := gateway.Run(context.Background(), os.Args[1:], os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "clawnetd:", err)
-		os.Exit(1)
+	os.Exit(exitCode(run(context.Background(), os.Args[1:], os.Stderr), os.Stderr))
+}
+
+// exitCode prints err, if any, as one line and returns the exit code.
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil {
+		return exitOK
 	}
+	fmt.Fprintln(stderr, "clawnetd:", err)
+	if errors.As(err, new(usageError)) {
+		return exitUsage
+	}
+	return exitError
+}
+
+// run is clawnetd: it serves until ctx ends or SIGINT or SIGTERM arrives.
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	f, err := parseFlags(args, stderr)
+	if err != nil || f == nil {
+		return err
+	}
+	log := hclog.New(&hclog.LoggerOptions{
+		Name: "clawnetd", Output: stderr, JSONFormat: f.logFormat == "json",
+		Level: hclog.LevelFromString(f.logLevel),
+	})
+	cfg, err := loadConfig(f)
+	if err != nil {
+		return err
+	}
+	if os.Geteuid() != 0 {
+		log.Warn("not running as root: attaching agents needs CAP_NET_ADMIN and CAP_SYS_ADMIN")
+	}
+	audit, err := gateway.OpenAudit(cfg.AuditLog)
+	if err != nil {
+		return err
+	}
+	defer audit.Close()
+	return serve(ctx, cfg, log, audit)
+}
+
+// serve builds the gateway and its container engine wiring, and serves the
+// control API on cfg.Socket until ctx ends or a stop signal arrives.
+func serve(ctx context.Context, cfg *gateway.Config, log hclog.Logger, audit *gateway.Audit) error {
+	gw4, _ := cfg.Network.GatewayAddrs()
+	eng := connectEngine(log, gw4)
+	defer eng.close()
+	opts := gateway.Options{Config: cfg, Log: log, Audit: audit}
+	eng.options(&opts, gw4)
+	g, err := gateway.New(opts)
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	l, err := gateway.ListenControl(cfg.Socket)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(cfg.Socket)
+	defer eng.follow(ctx, g)()
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	defer reloadOnHUP(ctx, g)()
+
+	log.Info("clawnetd started", "version", version.Version, "socket", cfg.Socket, "policies", g.Policies(),
+		"default_policy", cfg.DefaultPolicy, "audit_log", cfg.AuditLog)
+	err = g.Serve(ctx, l)
+	log.Info("clawnetd stopping")
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// reloadOnHUP reloads the policy files on every SIGHUP until ctx ends. The
+// function it returns stops listening for the signal.
+func reloadOnHUP(ctx context.Context, g *gateway.Gateway) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				_ = g.ReloadPolicies()
+			}
+		}
+	}()
+	return func() { signal.Stop(hup) }
+}
+
+// flags are clawnetd's command line.
+type flags struct {
+	config, socket, logFormat, logLevel string
+}
+
+const usage = "usage: clawnetd [--config FILE] [--socket PATH] [--log-format text|json]"
+
+// parseFlags parses args. It returns nil flags and no error when it has
+// already answered (--help, --version).
+func parseFlags(args []string, stderr io.Writer) (*flags, error) {
+	var f flags
+	fs := flag.NewFlagSet("clawnetd", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are printed once, by exitCode
+	fs.StringVar(&f.config, "config", "", "config file (YAML); embedded defaults when empty")
+	fs.StringVar(&f.socket, "socket", "", "control socket path (overrides the config and "+control.SocketEnv+")")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: trace, debug, info, warn, error, off")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprintln(stderr, usage)
+		fs.SetOutput(stderr)
+		fs.PrintDefaults()
+		return nil, nil
+	case err != nil:
+		return nil, usageError{err}
+	case fs.NArg() > 0:
+		return nil, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	case *showVersion:
+		fmt.Fprintln(stderr, "clawnetd", version.Version)
+		return nil, nil
+	case f.logFormat != "text" && f.logFormat != "json":
+		return nil, usageError{fmt.Errorf("--log-format must be text or json, not %q", f.logFormat)}
+	case hclog.LevelFromString(f.logLevel) == hclog.NoLevel:
+		return nil, usageError{fmt.Errorf("--log-level must be trace, debug, info, warn, error or off, not %q", f.logLevel)}
+	}
+	return &f, nil
+}
+
+// loadConfig applies, in order, the defaults, the config file, $CLAWNET_SOCKET
+// and --socket.
+func loadConfig(f *flags) (*gateway.Config, error) {
+	cfg := gateway.DefaultConfig()
+	if f.config != "" {
+		var err error
+		if cfg, err = gateway.LoadConfig(f.config); err != nil {
+			return nil, err
+		}
+	}
+	if env := os.Getenv(control.SocketEnv); env != "" {
+		cfg.Socket = env
+	}
+	if f.socket != "" {
+		cfg.Socket = f.socket
+	}
+	return cfg, nil
 }

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/clawnet/clawnet/container"
+	"github.com/clawnet/clawnet/gateway"
+	"github.com/clawnet/clawnet/gateway/control"
+)
+
+// engine is the container engine clawnetd found, if any: containers can be
+// attached by name and are followed through their life (stopped or removed
+// ones are detached, restarted ones attached again with the same policy).
+// A nil engine refuses container targets.
+type engine struct {
+	client  *container.Client
+	watcher *container.Watcher
+	att     *attacher
+}
+
+// connectEngine finds the engine's socket. It does not connect yet.
+func connectEngine(log hclog.Logger, gw netip.Addr) *engine {
+	ec, err := container.NewClientFromEnv()
+	if err != nil {
+		log.Info("no container engine; container targets are refused", "error", err)
+		return nil
+	}
+	att := &attacher{}
+	w := container.NewWatcher(container.WatcherConfig{Client: ec, Attacher: att, Logger: log.Named("containers"), GatewayDNS: gw})
+	return &engine{client: ec, watcher: w, att: att}
+}
+
+// options gives the gateway the engine's resolver and follower.
+func (e *engine) options(o *gateway.Options, gw netip.Addr) {
+	if e == nil {
+		return
+	}
+	o.Containers = container.Resolver{Client: e.client, GatewayDNS: gw}
+	o.Follower = follower{e.watcher}
+}
+
+// follow starts following the engine's events on behalf of g. The function
+// it returns stops following and waits until it has.
+func (e *engine) follow(ctx context.Context, g *gateway.Gateway) (stop func()) {
+	if e == nil {
+		return func() {}
+	}
+	e.att.g = g
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); e.watcher.Run(wctx) }()
+	return func() { cancel(); <-done }
+}
+
+func (e *engine) close() {
+	if e != nil {
+		e.client.Close()
+	}
+}
+
+// attacher is the Watcher's way into the gateway. Its g is set before the
+// Watcher runs or the gateway serves, the only ways the Watcher attaches.
+type attacher struct{ g *gateway.Gateway }
+
+var _ container.Attacher = (*attacher)(nil)
+
+func (a *attacher) AttachContainer(ctx context.Context, at container.Attachment) error {
+	_, err := a.g.Attach(ctx, control.AttachRequest{Container: at.ContainerID, Name: at.Agent, Policy: at.Policy})
+	return err
+}
+
+func (a *attacher) DetachContainer(_ context.Context, id string) error {
+	err := a.g.DetachContainer(id)
+	if errors.Is(err, gateway.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// follower is the Watcher as the gateway's ContainerFollower.
+type follower struct{ w *container.Watcher }
+
+var _ gateway.ContainerFollower = follower{}
+
+func (f follower) Follow(ctx context.Context, nameOrID, agent, policy string) (string, error) {
+	a, err := f.w.Attach(ctx, nameOrID, agent, policy)
+	return a.Agent, err
+}
+
+func (f follower) Forget(containerID string) { f.w.Forget(containerID) }
