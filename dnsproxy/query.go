@@ -110,12 +110,17 @@ func ParseQuery(raw []byte, tcp bool) (q *Query, res Result, done bool) {
 // or authority section. bad means res answers the query.
 func (q *Query) checkSections() (res Result, bad bool) {
 	req := q.req
+	n := len(req.Question)
+	if n != 1 {
+		// Nothing sensible to echo, and many questions echoed back
+		// would not fit a UDP reply: Truncate never drops questions.
+		req.Question = nil
+	}
 	if req.Opcode != dns.OpcodeQuery {
 		return q.local(dns.RcodeNotImplemented, ruleUnsupported, "opcode "+opcodeString(req.Opcode)+" is not served"), true
 	}
-	if len(req.Question) != 1 {
-		q.req.Question = nil // nothing sensible to echo
-		return q.local(dns.RcodeFormatError, ruleMalformed, strconv.Itoa(len(req.Question))+" questions, want 1"), true
+	if n != 1 {
+		return q.local(dns.RcodeFormatError, ruleMalformed, strconv.Itoa(n)+" questions, want 1"), true
 	}
 	if len(req.Answer) != 0 || len(req.Ns) != 0 {
 		return q.local(dns.RcodeFormatError, ruleMalformed, "records in the answer or authority section of a query"), true

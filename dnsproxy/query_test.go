@@ -65,6 +65,12 @@ func malformedCases() []malformedCase {
 		{"two questions", dnstest.RawQuery(func(m *dns.Msg) {
 			m.Question = append(m.Question, dns.Question{Name: "secret.example.com.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
 		}), dns.RcodeFormatError},
+		{"notify with many questions", dnstest.RawQuery(func(m *dns.Msg) {
+			m.Opcode = dns.OpcodeNotify
+			for i := 0; i < 40; i++ {
+				m.Question = append(m.Question, dns.Question{Name: "a-rather-long-label-to-fill-the-reply.example.com.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
+			}
+		}), dns.RcodeNotImplemented},
 		{"answer in query", dnstest.RawQuery(func(m *dns.Msg) {
 			rr, _ := dns.NewRR("api.example.com. 60 IN A 1.2.3.4")
 			m.Answer = append(m.Answer, rr)
@@ -112,6 +118,12 @@ func TestDNSMalformed(t *testing.T) {
 			}
 			if len(m.Answer) != 0 || res.Verdict != policy.Deny || res.Rule != rule || res.Reason == "" {
 				t.Errorf("result = %v by %s (%s), answer %v", res.Verdict, res.Rule, res.Reason, m.Answer)
+			}
+			if len(res.Reply) > dns.MinMsgSize {
+				t.Errorf("reply is %d bytes, over the %d a UDP client without EDNS takes", len(res.Reply), dns.MinMsgSize)
+			}
+			if tt.name == "two questions" && res.Reason != "2 questions, want 1" {
+				t.Errorf("reason = %q, want the question count", res.Reason)
 			}
 		})
 	}
