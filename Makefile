@@ -5,7 +5,7 @@ BIN      := bin
 PKGS_UNIT = $(shell $(GO) list ./... | grep -v '/test\($$\|/\)')
 LDFLAGS  := -s -w -X github.com/clawnet/clawnet/internal/version.Version=$(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build deps demo test check unit integration docker-test bench bench-quick bench-smoke clean
+.PHONY: all build deps demo test check unit fuzz integration docker-test bench bench-quick bench-smoke clean
 
 all: build
 
@@ -20,7 +20,7 @@ deps:
 demo: build
 	./scripts/demo.sh
 
-test: deps check unit integration docker-test bench-smoke
+test: deps check unit fuzz integration docker-test bench-smoke
 
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -28,6 +28,10 @@ check:
 
 unit:
 	$(GO) test -race -count=1 $(PKGS_UNIT)
+
+# Every fuzz target for a bounded time (FUZZTIME, 10s each by default).
+fuzz:
+	./scripts/fuzz.sh
 
 # Packages run one at a time: each builds namespaces, TUNs and daemons.
 integration: build

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every fuzz target of the module for FUZZTIME each (default 10s), one
+# at a time: `go test -fuzz` takes one target per run. A crash fails the run
+# and leaves its input in the package's testdata/fuzz/ for a regression test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+fuzztime=${FUZZTIME:-10s}
+pkgs=$(go list ./... | grep -v '/test\($\|/\)')
+for pkg in $pkgs; do
+	dir=$(go list -f '{{.Dir}}' "$pkg")
+	targets=$(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u || true)
+	for t in $targets; do
+		echo "fuzz $pkg $t ($fuzztime)"
+		go test -run='^$' -fuzz="^${t}\$" -fuzztime="$fuzztime" "$pkg" >/tmp/fuzz.$$.log 2>&1 || {
+			cat /tmp/fuzz.$$.log
+			rm -f /tmp/fuzz.$$.log
+			exit 1
+		}
+		tail -n 1 /tmp/fuzz.$$.log
+	done
+done
+rm -f /tmp/fuzz.$$.log
