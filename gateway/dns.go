@@ -36,7 +36,7 @@ const ruleDNSRateLimit = "builtin:dns-rate-limit"
 const (
 	defaultResolvConf  = "/etc/resolv.conf"
 	dnsIPUDPHeaders    = 40 + 8 // IPv6 and UDP headers, the larger case
-	dnsAuditKind       = "dns"
+	dnsAuditKind       = KindDNS
 	dnsAuditProtoUDP   = "udp"
 	dnsAuditProtoTCP   = "tcp"
 	dnsRefusedLimitMsg = "over the agent's dns rate limit"
