@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -466,5 +467,76 @@ func TestFlowByNameWrongFirstHost(t *testing.T) {
 	}
 	if d := ft.log.dialed(); len(d) != 0 {
 		t.Fatalf("dials = %v: a refused first request must not reach upstream", d)
+	}
+}
+
+// TestFlowByNameServerFirst: a client that says nothing is taken for a
+// server-first protocol: the banner flows, and the client's first bytes
+// are checked before they go up.
+func TestFlowByNameServerFirst(t *testing.T) {
+	dnstest.LeakCheck(t)
+	ft := newFlowTest(t, 0, func(c net.Conn) {
+		c.Write([]byte("220 smtp ready\r\n"))
+		io.Copy(io.Discard, c)
+	}, nil)
+	dst := netip.AddrPortFrom(flowTestNamed, 8080)
+	c, err := ft.dial(t, dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(c)
+	if line, err := r.ReadString('\n'); err != nil || line != "220 smtp ready\r\n" {
+		t.Fatalf("banner = %q, %v", line, err)
+	}
+	c.Write([]byte("EHLO agent\r\n"))
+	c.CloseWrite()
+	ft.waitEvent(t, EventClose, dst)
+	if got := ft.log.received(); got != "EHLO agent\r\n" {
+		t.Fatalf("upstream received %q", got)
+	}
+}
+
+// TestFlowByNameSNI: a ClientHello's SNI must be an allowed name bound to
+// the address; one that is not never reaches upstream.
+func TestFlowByNameSNI(t *testing.T) {
+	dnstest.LeakCheck(t)
+	for _, tt := range []struct {
+		sni   string
+		allow bool
+	}{{"allowed.test", true}, {"unbound.test", false}} {
+		t.Run(tt.sni, func(t *testing.T) {
+			ft := newFlowTest(t, 0, func(c net.Conn) { io.Copy(io.Discard, c) }, nil)
+			dst := netip.AddrPortFrom(flowTestNamed, 8080)
+			c, err := ft.dial(t, dst)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(500 * time.Millisecond))
+			// The handshake cannot finish (nobody answers TLS); the
+			// ClientHello is what the gateway checks.
+			tls.Client(c, &tls.Config{ServerName: tt.sni, InsecureSkipVerify: true}).Handshake()
+			if !tt.allow {
+				if e := ft.waitEvent(t, EventDeny, dst); e.SNI != tt.sni {
+					t.Errorf("deny line = %+v, want sni %s", e, tt.sni)
+				}
+				if d := ft.log.dialed(); len(d) != 0 {
+					t.Fatalf("dials = %v: a refused ClientHello must not reach upstream", d)
+				}
+				return
+			}
+			if e := ft.waitEvent(t, EventOpen, dst); e.SNI != tt.sni {
+				t.Errorf("open line = %+v, want sni %s", e, tt.sni)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for !strings.HasPrefix(ft.log.received(), "\x16\x03") && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if !strings.HasPrefix(ft.log.received(), "\x16\x03") {
+				t.Fatalf("upstream received %q, want the ClientHello", ft.log.received())
+			}
+		})
 	}
 }
