@@ -10,6 +10,14 @@ package sniff
 // an error. It never copies payload: bodies and DATA frames are consumed
 // as they arrive, and only an incomplete head, frame header or framing
 // line is held back. A Stream is not safe for concurrent use.
+//
+// It must see the connection from its first byte, which must start an
+// HTTP/1 request or the HTTP/2 preface. After a request with Upgrade or a
+// CONNECT, bytes that cannot start a request make the stream opaque (the
+// server switched protocols); anywhere else they are an error. Opaque
+// relies on a server that declined the switch refusing those bytes rather
+// than skipping to a request hidden after them, as servers do (400, then
+// close).
 type Stream struct {
 	state  state
 	err    error // once set, every Scan returns it
