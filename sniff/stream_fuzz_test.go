@@ -5,8 +5,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-
-	"golang.org/x/net/http2"
 )
 
 // Minimising a new input can take the whole default budget of 60 s, with
@@ -17,12 +15,6 @@ import (
 // streamSeeds are connections of every shape Stream follows.
 func streamSeeds(f *testing.F) []string {
 	ws := "\x82\xa6\x00\x00\x00\x00" + evilHead
-	cont := pk(f)
-	frag := cont.block(get("a.example", "x", "y")...)
-	cont.check(cont.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: frag[:4], PadLength: 2,
-		Priority: http2.PriorityParam{StreamDep: 0, Weight: 1}}))
-	cont.check(cont.fr.WriteContinuation(1, true, frag[4:]))
-	cont.data(1, getA).headers(1, "x-sum", "1").headers(3, get("a.example", "host", "a.example")...)
 	seeds := []string{
 		getA + getB,
 		postA + "Content-Length: 38\r\n\r\n" + evilHead + getB,
@@ -34,7 +26,8 @@ func streamSeeds(f *testing.F) []string {
 		newH2Wire(f, h2cUpA+h2Preface).settings().headers(3, get("a.example")...).String(),
 		pk(f).headers(1, get("a.example")...).data(1, getB).headers(3, get("a.example")...).String(),
 		pk(f).headers(1, get("a.example", "host", "evil.example")...).String(),
-		cont.String(),
+		contWire(f).data(1, getA).headers(1, "x-sum", "1").headers(3, get("a.example", "host", "a.example")...).String(),
+		paddedWire(f).String(),
 		getA + "GET / HTTP/1.1\r\nX: " + strings.Repeat("y", 100) + "\r\n\r\n",
 	}
 	return append(seeds, seedHeads...)
