@@ -70,59 +70,62 @@ func (w *h2Wire) String() string { return w.out.String() }
 
 func pk(t testing.TB) *h2Wire { return newH2Wire(t, h2Preface).settings() }
 
-func TestStreamScanHTTP2(t *testing.T) {
-	const (
-		reqA2 = "http2 a.example GET /"
-		reqB2 = "http2 b.example GET /"
-	)
-	var cont, padded, big, bomb, tableOK, tableBig, badIndex *h2Wire
+// contWire is a block cut over HEADERS and two CONTINUATION frames.
+func contWire(t testing.TB) *h2Wire {
+	w := pk(t)
+	frag := w.block(get("a.example", "x-long", strings.Repeat("v", 100))...)
+	w.check(w.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: frag[:3]}))
+	w.check(w.fr.WriteContinuation(1, false, frag[3:50]))
+	return w.check(w.fr.WriteContinuation(1, true, frag[50:]))
+}
 
-	// A block cut over HEADERS and two CONTINUATION frames.
-	cont = pk(t)
-	frag := cont.block(get("a.example", "x-long", strings.Repeat("v", 100))...)
-	cont.check(cont.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: frag[:3]}))
-	cont.check(cont.fr.WriteContinuation(1, false, frag[3:50]))
-	cont.check(cont.fr.WriteContinuation(1, true, frag[50:]))
-
-	// Padding and priority; the second request's authority comes from
-	// the dynamic table.
-	padded = pk(t).headers(1, get("a.example")...)
-	second := padded.block(get("a.example")...)
+// paddedWire has padding and priority, and a second request whose
+// authority comes from the dynamic table.
+func paddedWire(t testing.TB) *h2Wire {
+	w := pk(t).headers(1, get("a.example")...)
+	second := w.block(get("a.example")...)
 	if len(second) > 6 {
 		t.Fatalf("second block is %d bytes: the authority was not indexed", len(second))
 	}
-	padded.check(padded.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: second, EndHeaders: true,
+	w.check(w.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: second, EndHeaders: true,
 		PadLength: 200, Priority: http2.PriorityParam{StreamDep: 1, Weight: 7}}))
-	padded.check(padded.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 5, BlockFragment: padded.block(get("b.example")...), EndHeaders: true, PadLength: 3}))
+	return w.check(w.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 5, BlockFragment: w.block(get("b.example")...), EndHeaders: true, PadLength: 3}))
+}
 
-	// A header block past MaxHeld.
-	big = pk(t)
-	big.check(big.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: big.block(get("a.example")...)}))
+// bigBlockWire has a header block past MaxHeld.
+func bigBlockWire(t testing.TB) *h2Wire {
+	w := pk(t)
+	w.check(w.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: w.block(get("a.example")...)}))
 	for range MaxHeld/16000 + 1 {
-		big.check(big.fr.WriteContinuation(1, false, make([]byte, 16000)))
+		w.check(w.fr.WriteContinuation(1, false, make([]byte, 16000)))
 	}
+	return w
+}
 
-	// A value indexed once, then referenced until it decodes past
-	// maxHeaderList.
-	bomb = pk(t)
+// bombWire indexes a value once, then refers to it until the block
+// decodes past maxHeaderList.
+func bombWire(t testing.TB) *h2Wire {
 	v := strings.Repeat("v", MaxHTTPHead-100)
 	fields := get("a.example")
 	for range maxHeaderList/len(v) + 1 {
 		fields = append(fields, "x-bomb", v)
 	}
-	bomb.headers(1, fields...)
+	return pk(t).headers(1, fields...)
+}
 
-	tableOK = pk(t)
-	tableOK.enc.SetMaxDynamicTableSizeLimit(maxTableSize)
-	tableOK.enc.SetMaxDynamicTableSize(maxTableSize)
-	tableOK.headers(1, get("a.example")...)
-	tableBig = pk(t)
-	tableBig.enc.SetMaxDynamicTableSizeLimit(maxTableSize + 1)
-	tableBig.enc.SetMaxDynamicTableSize(maxTableSize + 1)
-	tableBig.headers(1, get("a.example")...)
+// tableWire announces a dynamic table of size bytes.
+func tableWire(t testing.TB, size uint32) *h2Wire {
+	w := pk(t)
+	w.enc.SetMaxDynamicTableSizeLimit(size)
+	w.enc.SetMaxDynamicTableSize(size)
+	return w.headers(1, get("a.example")...)
+}
 
-	badIndex = pk(t).raw(http2.FrameHeaders, http2.FlagHeadersEndHeaders, 1, []byte{0xbf}) // index 63: empty dynamic table
-
+func TestStreamScanHTTP2(t *testing.T) {
+	const (
+		reqA2 = "http2 a.example GET /"
+		reqB2 = "http2 b.example GET /"
+	)
 	tests := []struct {
 		name string
 		in   string
@@ -133,8 +136,8 @@ func TestStreamScanHTTP2(t *testing.T) {
 		{"prior knowledge", pk(t).headers(1, get("a.example")...).data(1, getB).headers(3, get("a.example")...).headers(5, get("b.example")...).String(),
 			[]string{reqA2, reqA2, reqB2}, nil, 0},
 		{"preface only", h2Preface, nil, nil, 0},
-		{"CONTINUATION", cont.String(), []string{reqA2}, nil, 0},
-		{"padding, priority, dynamic table", padded.String(), []string{reqA2, reqA2, reqB2}, nil, 0},
+		{"CONTINUATION", contWire(t).String(), []string{reqA2}, nil, 0},
+		{"padding, priority, dynamic table", paddedWire(t).String(), []string{reqA2, reqA2, reqB2}, nil, 0},
 		{"trailers", pk(t).headers(1, get("a.example")...).data(1, "x").headers(1, "x-sum", "1").headers(3, get("b.example")...).String(),
 			[]string{reqA2, reqB2}, nil, 0},
 		{"other frames skipped", pk(t).raw(0xff, 0, 0, []byte(evilHead)).raw(http2.FramePing, 0, 0, make([]byte, 8)).
@@ -148,7 +151,7 @@ func TestStreamScanHTTP2(t *testing.T) {
 		{"CONNECT", pk(t).headers(1, ":method", "CONNECT", ":authority", "a.example:443").String(), []string{"http2 a.example CONNECT "}, nil, 0},
 		{"extended CONNECT", pk(t).headers(1, ":method", "CONNECT", ":protocol", "websocket", ":scheme", "http", ":path", "/ws", ":authority", "a.example").String(),
 			[]string{"http2 a.example CONNECT /ws"}, nil, 0},
-		{"table size 64 KiB", tableOK.String(), []string{reqA2}, nil, 0},
+		{"table size 64 KiB", tableWire(t, maxTableSize).String(), []string{reqA2}, nil, 0},
 		{"HEADERS held", pk(t).headers(1, get("a.example")...).String()[:len(h2Preface)+9+9+5], nil, nil, 14},
 		{"frame header held", pk(t).String() + "\x00\x00", nil, nil, 2},
 
@@ -182,12 +185,13 @@ func TestStreamScanHTTP2(t *testing.T) {
 		{"pad length past payload", pk(t).raw(http2.FrameHeaders, http2.FlagHeadersEndHeaders|http2.FlagHeadersPadded, 1, []byte{5, 0x82, 0, 0, 0}).String(), nil, ErrMalformed, 0},
 		{"padded empty", pk(t).raw(http2.FrameHeaders, http2.FlagHeadersEndHeaders|http2.FlagHeadersPadded, 1, nil).String(), nil, ErrMalformed, 0},
 		{"priority short", pk(t).raw(http2.FrameHeaders, http2.FlagHeadersEndHeaders|http2.FlagHeadersPriority, 1, []byte{0, 0, 0}).String(), nil, ErrMalformed, 0},
-		{"bad HPACK index", badIndex.String(), nil, ErrMalformed, 0},
+		{"bad HPACK index", pk(t).raw(http2.FrameHeaders, http2.FlagHeadersEndHeaders, 1, []byte{0xbf}).String(), // index 63: empty dynamic table
+			nil, ErrMalformed, 0},
 		{"truncated HPACK", pk(t).raw(http2.FrameHeaders, http2.FlagHeadersEndHeaders, 1, []byte{0x40, 0x05, 'x'}).String(), nil, ErrMalformed, 0},
-		{"table size past 64 KiB", tableBig.String(), nil, ErrMalformed, 0},
+		{"table size past 64 KiB", tableWire(t, maxTableSize+1).String(), nil, ErrMalformed, 0},
 		{"value past MaxHTTPHead", pk(t).headers(1, get("a.example", "x", strings.Repeat("v", MaxHTTPHead+1))...).String(), nil, ErrTooLarge, 0},
-		{"decoded block past maxHeaderList", bomb.String(), nil, ErrTooLarge, 0},
-		{"block past MaxHeld", big.String(), nil, ErrTooLarge, 0},
+		{"decoded block past maxHeaderList", bombWire(t).String(), nil, ErrTooLarge, 0},
+		{"block past MaxHeld", bigBlockWire(t).String(), nil, ErrTooLarge, 0},
 	}
 	for _, tt := range tests {
 		checkSplits(t, tt.name, []byte(tt.in), scanned{reqs: tt.want, err: tt.err, held: tt.held})

@@ -1,24 +1,32 @@
-// Package sniff reads the name a client put in the first bytes of a TCP
-// stream: the SNI of a TLS ClientHello, or the Host of an HTTP/1 request.
+// Package sniff reads the names a client puts in a TCP stream: the SNI of
+// a TLS ClientHello, and on a plaintext HTTP connection the Host of every
+// HTTP/1 request and the :authority of every HTTP/2 request.
 //
 // The gateway uses it to refuse SNI spoofing toward an attacker's address
 // and domain fronting across names: for a flow allowed only because the
 // agent's own DNS bound the destination IP to an allowed name, the name the
-// client presents must be allowed and bound to that IP too.
+// client presents must be allowed and bound to that IP too. Sniff reads the
+// first message. A Stream then follows a plaintext HTTP connection and
+// finds every request head in it, so that a kept-alive, pipelined or
+// HTTP/2 request cannot name another server (virtual-host fronting).
 //
-// The input is hostile. The parser is strict wherever servers might read
+// The input is hostile. The parsers are strict wherever servers might read
 // the same bytes differently (two SNI extensions, two Host headers, bare LF,
-// folded headers, whitespace before a colon): it returns an error, which
-// the gateway treats as deny, rather than guessing which name a server
-// would pick. It does no I/O, keeps no state, and allocates nothing beyond
-// the strings of the Result it returns.
+// folded headers, whitespace before a colon, Content-Length beside
+// Transfer-Encoding): they return an error, which the gateway treats as
+// deny, rather than guessing which name or which request boundary a server
+// would pick. They do no I/O and never copy payload. Sniff keeps no state
+// and allocates nothing beyond the strings of the Result it returns; a
+// Stream keeps one connection's framing state (and HPACK tables once it is
+// HTTP/2) and allocates per request head, never per body byte.
 //
-// What the caller must do around it: hold the client's bytes back from the
-// server until Sniff decides (server-to-client bytes may flow, so protocols
-// where the server speaks first still work); deny when it gives up with
-// ErrNeedMore on a non-empty buffer; and remember that only the first
-// message is seen: a later request on a kept-alive HTTP/1.1 connection, a
-// STARTTLS upgrade or anything inside TLS is not.
+// What the caller must do around them: hold the client's bytes back from
+// the server until Sniff decides, and each request head until Scan returns
+// it checked (server-to-client bytes may flow, so protocols where the server
+// speaks first still work); deny when a hello or head is still incomplete at
+// a byte or time cap or at EOF; and remember what stays unseen: anything
+// inside TLS, a STARTTLS upgrade, and whatever follows an Upgrade or CONNECT
+// once a Stream has gone opaque.
 package sniff
 
 import (
@@ -28,7 +36,8 @@ import (
 	"github.com/clawnet/clawnet/policy"
 )
 
-// Kind is the protocol the first bytes of a stream were recognised as.
+// Kind is a protocol: what Sniff recognised the first bytes of a stream as,
+// or what a Stream found a request in.
 type Kind uint8
 
 const (
@@ -96,7 +105,8 @@ var (
 	// buffer. A caller that gives up (byte or time cap) must deny.
 	ErrNeedMore = errors.New("sniff: need more bytes")
 	// ErrTooLarge means the ClientHello or request head does not fit in
-	// MaxTLSHello or MaxHTTPHead.
+	// MaxTLSHello or MaxHTTPHead, or, in a Stream, a chunk-size line,
+	// trailer section or HTTP/2 header block does not fit its cap.
 	ErrTooLarge = errors.New("sniff: client hello or request head too large")
 	// ErrMalformed is matched (errors.Is) by every error about bytes that
 	// claim to be TLS or HTTP but break the protocol or are ambiguous.

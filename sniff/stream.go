@@ -10,6 +10,15 @@ package sniff
 // an error. It never copies payload: bodies and DATA frames are consumed
 // as they arrive, and only an incomplete head, frame header or framing
 // line is held back. A Stream is not safe for concurrent use.
+//
+// It must see the connection from its first byte, which must start an
+// HTTP/1 request or the HTTP/2 preface. After a request with Upgrade or a
+// CONNECT, bytes that Sniff would not call HTTP, HTTP/0.9 GET excepted,
+// make the stream opaque (the server switched protocols); anywhere else
+// they are an error. Opaque
+// relies on a server that declined the switch refusing those bytes rather
+// than skipping to a request hidden after them, as servers do (400, then
+// close).
 type Stream struct {
 	state  state
 	err    error // once set, every Scan returns it
@@ -179,12 +188,33 @@ func (s *Stream) recognise(buf []byte) (int, *Request, error) {
 		return len(h2Preface), nil, nil
 	case s.state == stStart:
 		return 0, nil, errNotHTTP
+	case looksHTTP09(buf):
+		s.state = stHead
+		return s.requestHead(buf) // refused: it names no host
 	}
 	s.state, s.reason = stOpaque, reasonUpgrade
 	if s.connect {
 		s.reason = reasonConnect
 	}
 	return len(buf), nil, nil
+}
+
+// looksHTTP09 reports whether a line recognise called Unknown starts like
+// an HTTP/0.9 request, "GET" and whitespace. Servers that still take one
+// (Apache's default) send it to their default virtual host, as it has no
+// Host: after a declined upgrade that would be a request on another name.
+func looksHTTP09(buf []byte) bool {
+	for len(buf) > 0 && (buf[0] == '\r' || buf[0] == '\n') {
+		buf = buf[1:]
+	}
+	if len(buf) < 4 || !asciiEqualFold(buf[:3], "get") {
+		return false
+	}
+	switch buf[3] {
+	case ' ', '\t', '\v', '\f', '\r':
+		return true
+	}
+	return false
 }
 
 // requestHead parses an HTTP/1 request head and sets up what follows it.
