@@ -133,6 +133,7 @@ func (a *Agent) uploadHTTP(f *flow, d policy.Decision, bp *[]byte, n int) {
 	s := sniff.NewStream()
 	end := n
 	var rerr error
+	timed := false // a read deadline bounds the head being held
 	for {
 		buf := *bp
 		off, dd, req, ok := a.scanRequests(f, d, s, buf[:end])
@@ -152,9 +153,12 @@ func (a *Agent) uploadHTTP(f *flow, d policy.Decision, bp *[]byte, n int) {
 		switch {
 		case rerr != nil:
 			copyBufs.Put(bp)
-			if errors.Is(rerr, io.EOF) && held > 0 {
+			switch {
+			case held > 0 && errors.Is(rerr, io.EOF):
 				f.refuse(policy.Decision{Rule: d.Rule, Reason: "the client closed its side in the middle of a request head"}, nil)
-			} else {
+			case held > 0 && isTimeout(rerr):
+				f.refuse(policy.Decision{Rule: d.Rule, Reason: "a request head still unfinished after " + helloTimeout.String()}, nil)
+			default:
 				f.endUpload(rerr)
 			}
 			return
@@ -167,6 +171,17 @@ func (a *Agent) uploadHTTP(f *flow, d policy.Decision, bp *[]byte, n int) {
 			copyBufs.Put(bp)
 			waitReadable(f.agent, f.done)
 			bp = copyBufs.Get().(*[]byte)
+		}
+		if (held > 0) != timed {
+			// A head has started (or ended): it gets helloTimeout to
+			// finish, as the first one does; a body or an idle
+			// connection has only the flow's idle timer.
+			timed = held > 0
+			var t time.Time
+			if timed {
+				t = time.Now().Add(helloTimeout)
+			}
+			_ = f.agent.SetReadDeadline(t)
 		}
 		m, err := f.agent.Read((*bp)[held:])
 		end, rerr = held+m, err
@@ -235,7 +250,7 @@ const sniffWait = 300 * time.Millisecond
 
 // helloTimeout bounds how long a client may take to finish a ClientHello or
 // request head it has started.
-const helloTimeout = 10 * time.Second
+var helloTimeout = 10 * time.Second
 
 // readHello reads until sniff can decide, the buffer is full, or the read
 // deadline passes. It returns the bytes read and sniff's verdict on them.

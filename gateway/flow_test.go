@@ -540,3 +540,28 @@ func TestFlowByNameSNI(t *testing.T) {
 		})
 	}
 }
+
+// TestFlowByNameHeldHeadTimesOut: a later request head left unfinished is
+// reset after helloTimeout, like the first; none of it reaches upstream.
+func TestFlowByNameHeldHeadTimesOut(t *testing.T) {
+	dnstest.LeakCheck(t)
+	old := helloTimeout
+	helloTimeout = 300 * time.Millisecond
+	t.Cleanup(func() { helloTimeout = old })
+	ft := newFlowTest(t, 0, httpServer, nil)
+	dst := netip.AddrPortFrom(flowTestNamed, 8080)
+	c, err := ft.dial(t, dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	first := "GET /one HTTP/1.1\r\nHost: allowed.test\r\n\r\n"
+	c.Write([]byte(first + "GET /two HTTP/1.1\r\nHost: allowed.test\r\n"))
+	e := ft.waitEvent(t, EventDeny, dst)
+	if !strings.Contains(e.Reason, "unfinished") {
+		t.Errorf("deny line = %+v, want the unfinished head named", e)
+	}
+	if got := ft.log.received(); got != first {
+		t.Fatalf("upstream received %q, want only the finished request", got)
+	}
+}
