@@ -6,7 +6,8 @@
 // line), a server-first banner on :22, UDP echo on :7, an authoritative
 // DNS server on :53 (UDP and TCP), a lenient HTTP/1 server on :8081 (a head
 // ends at a blank line or at EOF) and cleartext HTTP/2 on :8082 (prior
-// knowledge and Upgrade: h2c, HTTP/1.1 too).
+// knowledge and Upgrade: h2c, HTTP/1.1 too) and a tarpit on :8083 (accepts,
+// never reads).
 //
 // Every connection, datagram and query is appended as one JSON line to the
 // log file (see package canarylog), so tests can assert on what really

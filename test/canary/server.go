@@ -29,6 +29,7 @@ const (
 	// Not well-known: the HTTP variants tests need beside the plain one.
 	portLenientHTTP = 8081
 	portH2C         = 8082
+	portTarpit      = 8083
 )
 
 // maxSource caps what one source request may ask for, so a typo in a test
@@ -126,6 +127,7 @@ func (s *server) listenAll(z *zone, certs *certMinter) error {
 		{portSource, canarylog.ServiceSource, handleSource},
 		{portBanner, canarylog.ServiceBanner, handleBanner},
 		{portLenientHTTP, canarylog.ServiceHTTPLenient, s.handleLenientHTTP},
+		{portTarpit, canarylog.ServiceTarpit, handleTarpit},
 	}
 	for _, st := range stream {
 		ln, err := net.Listen("tcp", s.addr(st.port))

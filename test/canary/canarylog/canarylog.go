@@ -38,6 +38,9 @@ const (
 	// ServiceH2C is cleartext HTTP/2 on port 8082, by prior knowledge or
 	// Upgrade: h2c, and plain HTTP/1.1 on the same port.
 	ServiceH2C = "h2c"
+	// ServiceTarpit is TCP on port 8083 that accepts and never reads, and
+	// holds the connection until the peer closes it.
+	ServiceTarpit = "tarpit"
 )
 
 // Events, as written in Entry.Event.
