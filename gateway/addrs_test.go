@@ -125,11 +125,11 @@ func TestDialNoBroadcast(t *testing.T) {
 	}
 	c.Close()
 	g := &Gateway{}
-	if c, err := g.dial(context.Background(), "udp", bcast); err == nil {
+	if c, err := g.dial(context.Background(), "udp", bcast, udpBuf); err == nil {
 		c.Close()
 		t.Fatalf("dial(udp, %s) = nil error: the upstream socket may broadcast", bcast)
 	}
-	if c, err := g.dial(context.Background(), "udp", netip.MustParseAddrPort("127.0.0.1:9")); err != nil {
+	if c, err := g.dial(context.Background(), "udp", netip.MustParseAddrPort("127.0.0.1:9"), udpBuf); err != nil {
 		t.Fatalf("dial(udp, 127.0.0.1:9) = %v: unicast must still work", err)
 	} else {
 		c.Close()

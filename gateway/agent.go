@@ -157,7 +157,7 @@ func (a *Agent) close() {
 	a.mu.Unlock()
 	a.cancel()
 	for _, f := range flows {
-		f.close()
+		f.abort()
 	}
 	a.stack.Close()
 	a.wg.Wait()

@@ -13,7 +13,7 @@ func TestBufferBudget(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Limits.BufferPerAgent = 64 << 20
 	a := &Agent{g: &Gateway{cfg: cfg}, flows: map[*flow]struct{}{}}
-	const full, small = 2*tcpBufFull + 2*copyBufSize, 2*tcpBufSmall + 2*copyBufSize
+	full, small := flowCost(policy.ProtoTCP, tcpBufFull), flowCost(policy.ProtoTCP, tcpBufSmall)
 	var flows []*flow
 	for {
 		f := &flow{proto: policy.ProtoTCP}

@@ -85,7 +85,7 @@ func (a *Agent) forwardByName(r *netstack.TCPRequest, f *flow, d policy.Decision
 
 // dialUpstream dials the flow's destination, reporting a failure.
 func (a *Agent) dialUpstream(f *flow, d policy.Decision) bool {
-	up, err := a.g.dial(a.ctx, "tcp", f.dst)
+	up, err := a.g.dial(a.ctx, "tcp", f.dst, f.buf)
 	if err != nil {
 		f.audit(EventFail, d, err)
 		return false

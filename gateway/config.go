@@ -200,7 +200,7 @@ func DefaultConfig() *Config {
 			IPv4:      netip.MustParsePrefix("100.96.0.0/16"),
 			IPv6:      netip.MustParsePrefix("fd63:6c61:776e:1::/64"),
 		},
-		Limits: LimitsConfig{FlowsPerAgent: 4096, HandshakesPerAgent: 256, Agents: 4096, BufferPerAgent: 512 << 20},
+		Limits: LimitsConfig{FlowsPerAgent: 4096, HandshakesPerAgent: 256, Agents: 4096, BufferPerAgent: 1 << 30},
 		Timeouts: TimeoutsConfig{
 			Dial:      Duration(10 * time.Second),
 			TCPIdle:   Duration(2 * time.Hour),

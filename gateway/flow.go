@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -53,7 +54,14 @@ func newFlow(a *Agent, proto policy.Proto, src, dst netip.AddrPort, idle time.Du
 	return &flow{a: a, proto: proto, src: src, dst: dst, start: time.Now(), idle: idle, done: make(chan struct{})}
 }
 
-func (f *flow) close() {
+func (f *flow) close() { f.shut(false) }
+
+// abort closes a flow torn down from outside (detach, idle) and resets its
+// upstream, so the kernel drops at once what a peer that stopped reading
+// would never take, instead of holding it for minutes in FIN-WAIT.
+func (f *flow) abort() { f.shut(true) }
+
+func (f *flow) shut(reset bool) {
 	f.closeOnce.Do(func() {
 		close(f.done)
 		if f.timer != nil {
@@ -63,6 +71,9 @@ func (f *flow) close() {
 			f.agent.Close()
 		}
 		if f.upstream != nil {
+			if tc, ok := f.upstream.(*net.TCPConn); ok && reset {
+				_ = tc.SetLinger(0)
+			}
 			f.upstream.Close()
 		}
 	})
@@ -78,7 +89,7 @@ func (f *flow) armIdle() {
 func (f *flow) checkIdle() {
 	quiet := time.Since(time.Unix(0, f.last.Load()))
 	if quiet >= f.idle {
-		f.close()
+		f.abort()
 		return
 	}
 	f.timer.Reset(f.idle - quiet)
@@ -129,8 +140,9 @@ func (f *flow) pipe(dst, src net.Conn, n, total *atomic.Uint64) {
 }
 
 // dial connects to exactly the address that was decided: an IP literal, so
-// nothing is resolved again between the decision and the connection.
-func (g *Gateway) dial(ctx context.Context, network string, dst netip.AddrPort) (net.Conn, error) {
+// nothing is resolved again between the decision and the connection. The
+// socket's kernel buffers are fixed at buf bytes each way (see budget.go).
+func (g *Gateway) dial(ctx context.Context, network string, dst netip.AddrPort, buf int) (net.Conn, error) {
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	if g.dialFunc != nil {
 		return g.dialFunc(ctx, network, dst)
@@ -140,28 +152,37 @@ func (g *Gateway) dial(ctx context.Context, network string, dst netip.AddrPort) 
 		if got, err := netip.ParseAddrPort(address); err != nil || got != dst {
 			return &os.SyscallError{Syscall: "connect", Err: syscall.EPERM}
 		}
-		if network == "udp4" || network == "udp6" || network == "udp" {
-			return noBroadcast(rc)
-		}
-		return nil
+		return upstreamSockopts(rc, strings.HasPrefix(network, "udp"), buf)
 	}
 	return d.DialContext(ctx, network, dst.String())
 }
 
-// noBroadcast turns SO_BROADCAST off on an upstream UDP socket (Go turns
-// it on for every UDP socket), so the kernel itself refuses to send to a
-// broadcast address should a check above ever miss one.
-func noBroadcast(rc syscall.RawConn) error {
+// upstreamSockopts sets an upstream socket up before it connects: its
+// receive and send buffers fixed at buf (so the kernel holds no more for
+// the flow than its reservation, and the window scale fits), and, on UDP,
+// SO_BROADCAST off (Go turns it on for every UDP socket), so the kernel
+// itself refuses a broadcast address should a check above ever miss one.
+func upstreamSockopts(rc syscall.RawConn, udp bool, buf int) error {
 	var serr error
+	set := func(fd int, opt, v int, name string) {
+		if serr == nil {
+			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, opt, v); err != nil {
+				serr = &os.SyscallError{Syscall: "setsockopt " + name, Err: err}
+			}
+		}
+	}
 	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 0)
+		if udp {
+			set(int(fd), unix.SO_BROADCAST, 0, "SO_BROADCAST")
+		}
+		if buf > 0 {
+			set(int(fd), unix.SO_RCVBUF, buf, "SO_RCVBUF")
+			set(int(fd), unix.SO_SNDBUF, buf, "SO_SNDBUF")
+		}
 	}); err != nil {
 		return err
 	}
-	if serr != nil {
-		return &os.SyscallError{Syscall: "setsockopt SO_BROADCAST", Err: serr}
-	}
-	return nil
+	return serr
 }
 
 // readableConn is a connection that can say when a Read would not block.

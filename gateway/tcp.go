@@ -40,7 +40,7 @@ func (a *Agent) handleTCP(r *netstack.TCPRequest) {
 // connection that dies at once. It reports whether the flow was handed to
 // its splice, which then owns it.
 func (a *Agent) forwardDirect(r *netstack.TCPRequest, f *flow, d policy.Decision) bool {
-	up, err := a.g.dial(a.ctx, "tcp", r.Dst)
+	up, err := a.g.dial(a.ctx, "tcp", r.Dst, f.buf)
 	if err != nil {
 		r.Reject()
 		f.audit(EventFail, d, err)

@@ -21,7 +21,7 @@ func (a *Agent) handleUDP(r *netstack.UDPRequest) bool {
 	}
 	// A UDP "dial" only binds and connects a socket: it does not block, so
 	// it is done here on the packet path and the first datagram is kept.
-	up, err := a.g.dial(a.ctx, "udp", r.Dst)
+	up, err := a.g.dial(a.ctx, "udp", r.Dst, f.buf)
 	if err != nil {
 		a.untrack(f)
 		f.audit(EventFail, d, err)
