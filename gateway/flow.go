@@ -176,8 +176,10 @@ func upstreamSockopts(rc syscall.RawConn, udp bool, buf int) error {
 			set(int(fd), unix.SO_BROADCAST, 0, "SO_BROADCAST")
 		}
 		if buf > 0 {
-			set(int(fd), unix.SO_RCVBUF, buf, "SO_RCVBUF")
-			set(int(fd), unix.SO_SNDBUF, buf, "SO_SNDBUF")
+			// The kernel doubles what it is given, for its own
+			// bookkeeping: ask for half, so it holds at most buf.
+			set(int(fd), unix.SO_RCVBUF, buf/2, "SO_RCVBUF")
+			set(int(fd), unix.SO_SNDBUF, buf/2, "SO_SNDBUF")
 		}
 	}); err != nil {
 		return err
