@@ -2,7 +2,8 @@
 // and clawnet binaries, real namespaces and TUN devices, and the canary as
 // the far side. Every test asserts on what reached the far side (the canary's
 // log, or a listener the test owns), not only on what the agent saw. They
-// need root and /dev/net/tun and skip otherwise.
+// run when CLAWNET_INTEGRATION=1 (make integration) and skip otherwise;
+// asked for on a host without root, /dev/net/tun, ip or nsenter, they fail.
 package integration_test
 
 import (
