@@ -36,9 +36,6 @@ var (
 	// after a refused attempt, whose arrival at the far side is the barrier
 	// before the test looks there for what must not arrive.
 	sentinelWithin = 5 * time.Second
-	// grace is how long a test waits for traffic that must not arrive
-	// before it looks at the far side's log.
-	grace = 300 * time.Millisecond
 )
 
 // env is one test's world: the test internet and a clawnetd serving it.
