@@ -35,7 +35,7 @@ fuzz:
 
 # Packages run one at a time: each builds namespaces, TUNs and daemons.
 integration: build
-	$(GO) test -race -count=1 -p 1 -timeout 25m $$($(GO) list ./test/... | grep -v /test/docker)
+	CLAWNET_INTEGRATION=1 $(GO) test -race -count=1 -p 1 -timeout 25m $$($(GO) list ./test/... | grep -v /test/docker)
 
 docker-test: build
 	CLAWNET_DOCKER_TESTS=1 $(GO) test -count=1 -timeout 20m -run Docker ./test/docker/...

@@ -175,7 +175,10 @@ func TestTCPDenied(t *testing.T) {
 				t.Run(dst.what, func(t *testing.T) {
 					to := dst.to
 					a.expectRefused(t, to)
-					e.in.NeverSaw(t, grace, "traffic to "+to.String(), harness.To(to.Addr(), to.Port()))
+					// Barrier: an allowed echo sent after the refusal reached
+					// the canary; by then the whole log must hold nothing for to.
+					done := a.echoSentinel(t, ap(srv, 7))
+					e.in.NeverSawBefore(t, 0, sentinelWithin, "the sentinel echo", done, "traffic to "+to.String(), harness.To(to.Addr(), to.Port()))
 				})
 			}
 			// The agent still works: denial is per flow.
@@ -225,7 +228,11 @@ func TestUDP(t *testing.T) {
 					t.Run(dst.what, func(t *testing.T) {
 						to := dst.to
 						a.expectUDPRefused(t, to)
-						e.in.NeverSaw(t, grace, "a datagram to "+to.String(), harness.To(to.Addr(), to.Port()))
+						// Barrier: a datagram to the same canary socket, sent
+						// after the refusal, reached it; by then the whole log
+						// must hold nothing for to.
+						done := a.udpSentinel(t, ap(srv, 7))
+						e.in.NeverSawBefore(t, 0, sentinelWithin, "the sentinel datagram", done, "a datagram to "+to.String(), harness.To(to.Addr(), to.Port()))
 					})
 				}
 			})

@@ -2,10 +2,12 @@
 // and clawnet binaries, real namespaces and TUN devices, and the canary as
 // the far side. Every test asserts on what reached the far side (the canary's
 // log, or a listener the test owns), not only on what the agent saw. They
-// need root and /dev/net/tun and skip otherwise.
+// run when CLAWNET_INTEGRATION=1 (make integration) and skip otherwise;
+// asked for on a host without root, /dev/net/tun, ip or nsenter, they fail.
 package integration_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -15,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clawnet/clawnet/test/canary/canarylog"
 	"github.com/clawnet/clawnet/test/harness"
 )
 
@@ -29,9 +32,10 @@ var (
 	tunName    = "clawnet0"
 	tunMTU     = 65520
 	denyWithin = 100 * time.Millisecond
-	// grace is how long a test waits for traffic that must not arrive
-	// before it looks at the far side's log.
-	grace = 300 * time.Millisecond
+	// sentinelWithin bounds the wait for a sentinel: an allowed flow sent
+	// after a refused attempt, whose arrival at the far side is the barrier
+	// before the test looks there for what must not arrive.
+	sentinelWithin = 5 * time.Second
 )
 
 // env is one test's world: the test internet and a clawnetd serving it.
@@ -195,6 +199,39 @@ func (a *agent) expectUDPRefused(t *testing.T, dst netip.AddrPort) {
 	case !harness.IsRefused(err):
 		t.Errorf("agent %s: UDP to %s: %v, want ICMP port unreachable (connection refused)", a.name, dst, err)
 	}
+}
+
+// echoSentinel sends a marker no other flow carries through the canary's
+// TCP echo at dst, which the agent's policy allows, and returns a predicate
+// for the canary's close line of it: the barrier NeverSawBefore waits for
+// after a refused attempt.
+func (a *agent) echoSentinel(t *testing.T, dst netip.AddrPort) func(canarylog.Entry) bool {
+	t.Helper()
+	marker := []byte("sentinel " + uniq())
+	c := a.dial(t, "tcp", dst)
+	if got, err := harness.EchoHalfClose(c, marker, sentinelWithin); err != nil || !bytes.Equal(got, marker) {
+		t.Fatalf("agent %s: sentinel echo through %s: %q, %v", a.name, dst, got, err)
+	}
+	c.Close()
+	sum := canarylog.Digest(marker)
+	return func(ce canarylog.Entry) bool {
+		return ce.Service == canarylog.ServiceEcho && ce.Event == canarylog.EventClose && ce.SHA256 == sum
+	}
+}
+
+// udpSentinel is echoSentinel with one datagram to the canary's UDP echo at
+// dst; the echoed answer also shows the gateway has handled the agent's
+// packets sent before it.
+func (a *agent) udpSentinel(t *testing.T, dst netip.AddrPort) func(canarylog.Entry) bool {
+	t.Helper()
+	marker := []byte("sentinel " + uniq())
+	c := a.dial(t, "udp", dst)
+	defer c.Close()
+	if got, err := harness.UDPExchange(c, marker, sentinelWithin); err != nil || !bytes.Equal(got, marker) {
+		t.Fatalf("agent %s: sentinel datagram to %s: %q, %v", a.name, dst, got, err)
+	}
+	sum := canarylog.Digest(marker)
+	return func(ce canarylog.Entry) bool { return ce.Service == canarylog.ServiceUDPEcho && ce.SHA256 == sum }
 }
 
 // families names the two address families the tests run over.

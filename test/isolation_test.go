@@ -55,6 +55,40 @@ func (w *watchListener) accepted() []string {
 	return append([]string(nil), w.got...)
 }
 
+// allBut is the far-side barrier for a socket the test owns: c is a
+// connection (or a connected UDP socket, which allBut sends one datagram
+// on) that the test opened to the watched socket after the refused
+// attempts. A listener accepts, and a socket reads, in arrival order, so
+// once w has recorded c everything that arrived before it is recorded too.
+// allBut waits for that and returns what w recorded other than c; it fails
+// t if c never arrives.
+func (w *watchListener) allBut(t *testing.T, c net.Conn) []string {
+	t.Helper()
+	defer c.Close()
+	if _, ok := c.(*net.UDPConn); ok {
+		if _, err := c.Write([]byte("sentinel")); err != nil {
+			t.Fatalf("sentinel datagram to %s: %v", c.RemoteAddr(), err)
+		}
+	}
+	me := c.LocalAddr().String()
+	var others []string
+	if !harness.Poll(sentinelWithin, 10*time.Millisecond, func() bool {
+		others = others[:0]
+		seen := false
+		for _, from := range w.accepted() {
+			if from == me {
+				seen = true
+			} else {
+				others = append(others, from)
+			}
+		}
+		return seen
+	}) {
+		t.Fatalf("the sentinel from %s never reached %s (it recorded %v)", me, c.RemoteAddr(), w.accepted())
+	}
+	return others
+}
+
 // watchPacket records every datagram a UDP socket receives.
 func watchPacket(t *testing.T, pc net.PacketConn) *watchListener {
 	w := &watchListener{}
@@ -114,21 +148,26 @@ func TestAgentToAgent(t *testing.T) {
 			// A reaching itself is local to its namespace and proves
 			// nothing; A reaching B's gateway-side neighbour must not work
 			// either (the gateway's address is covered elsewhere).
-			time.Sleep(grace)
-			if got := tcpSeen.accepted(); len(got) > 0 {
-				t.Errorf("agent B accepted TCP from %v", got)
-			}
-			if got := udpSeen.accepted(); len(got) > 0 {
-				t.Errorf("agent B received UDP from %v", got)
-			}
-			// And the control: B's listener does work from inside B.
+			//
+			// Barrier, in two steps. A's allowed datagram, sent after the
+			// attempts, was echoed: the gateway has handled what A sent
+			// before it. Then B reaches its own sockets from inside B (the
+			// control that they work at all); once they have that, they
+			// have whatever reached them before.
+			a.udpSentinel(t, ap(server(e.in, fam.n), 7))
 			c, err := b.ns.Dial(ctxTimeout(t, 2*time.Second), "tcp", ap(target, 5555).String())
 			if err != nil {
 				t.Fatalf("B cannot reach its own listener: %v", err)
 			}
-			c.Close()
-			if !harness.Poll(2*time.Second, 10*time.Millisecond, func() bool { return len(tcpSeen.accepted()) == 1 }) {
-				t.Errorf("B's listener saw %v, want exactly its own connection", tcpSeen.accepted())
+			if got := tcpSeen.allBut(t, c); len(got) > 0 {
+				t.Errorf("agent B accepted TCP from %v", got)
+			}
+			u, err := b.ns.Dial(ctxTimeout(t, 2*time.Second), "udp", ap(target, 5556).String())
+			if err != nil {
+				t.Fatalf("B cannot reach its own UDP socket: %v", err)
+			}
+			if got := udpSeen.allBut(t, u); len(got) > 0 {
+				t.Errorf("agent B received UDP from %v", got)
 			}
 		})
 	}
@@ -168,12 +207,21 @@ func TestHostUnreachable(t *testing.T) {
 				t.Fatal(err)
 			}
 			udpSeen := watchPacket(t, pc)
-			a.expectUDPRefused(t, ap(host, uint16(pc.LocalAddr().(*net.UDPAddr).Port)))
-			time.Sleep(grace)
-			if got := seen.accepted(); len(got) > 0 {
+			udpDst := ap(host, uint16(pc.LocalAddr().(*net.UDPAddr).Port))
+			a.expectUDPRefused(t, udpDst)
+			// Barrier: the agent's allowed datagram, sent after the
+			// attempts, was echoed, so the gateway has handled them; then
+			// the host reaches its own sockets, which by then hold
+			// whatever reached them before.
+			srv := e.in.Server4
+			if host.Is6() {
+				srv = e.in.Server6
+			}
+			a.udpSentinel(t, ap(srv, 7))
+			if got := seen.allBut(t, hostDial(t, "tcp", ap(host, port))); len(got) > 0 {
 				t.Errorf("host listener on %s accepted %v from the agent", host, got)
 			}
-			if got := udpSeen.accepted(); len(got) > 0 {
+			if got := udpSeen.allBut(t, hostDial(t, "udp", udpDst)); len(got) > 0 {
 				t.Errorf("host UDP socket on %s received from %v", host, got)
 			}
 		}
@@ -190,12 +238,11 @@ func TestHostUnreachable(t *testing.T) {
 		h4, hport := listen(t, e.in.Host4)
 		for i, probe := range []struct {
 			src, dst netip.AddrPort
-			seen     *watchListener
 		}{
-			{ap(a.v4, 40001), ap(netip.MustParseAddr("127.0.0.1"), port4), lo4},
-			{ap(a.v6, 40002), ap(netip.IPv6Loopback(), port6), lo6},
-			{ap(a.v6, 40003), ap(netip.AddrFrom16(netip.MustParseAddr("127.0.0.1").As16()), port4), lo4},
-			{ap(a.v6, 40004), ap(netip.AddrFrom16(e.in.Host4.As16()), hport), h4},
+			{ap(a.v4, 40001), ap(netip.MustParseAddr("127.0.0.1"), port4)},
+			{ap(a.v6, 40002), ap(netip.IPv6Loopback(), port6)},
+			{ap(a.v6, 40003), ap(netip.AddrFrom16(netip.MustParseAddr("127.0.0.1").As16()), port4)},
+			{ap(a.v6, 40004), ap(netip.AddrFrom16(e.in.Host4.As16()), hport)},
 		} {
 			if err := ps.Send(harness.TCPSYN(probe.src, probe.dst, uint32(1000+i))); err != nil {
 				t.Fatalf("send SYN to %s: %v", probe.dst, err)
@@ -206,11 +253,32 @@ func TestHostUnreachable(t *testing.T) {
 			if err == nil && reply.TCPFlags&harness.TCPSyn != 0 {
 				t.Errorf("SYN to %s was accepted: %v", probe.dst, reply)
 			}
-			if got := probe.seen.accepted(); len(got) > 0 {
-				t.Errorf("host listener for %s accepted %v", probe.dst, got)
+		}
+		// Barrier: the host reaches each listener itself, after every
+		// probe; by then a listener holds whatever reached it before.
+		for _, l := range []struct {
+			seen *watchListener
+			at   netip.AddrPort
+		}{
+			{lo4, ap(netip.MustParseAddr("127.0.0.1"), port4)},
+			{lo6, ap(netip.IPv6Loopback(), port6)},
+			{h4, ap(e.in.Host4, hport)},
+		} {
+			if got := l.seen.allBut(t, hostDial(t, "tcp", l.at)); len(got) > 0 {
+				t.Errorf("host listener on %s accepted %v", l.at, got)
 			}
 		}
 	})
+}
+
+// hostDial connects from the host namespace (the test's own).
+func hostDial(t *testing.T, network string, dst netip.AddrPort) net.Conn {
+	t.Helper()
+	c, err := net.DialTimeout(network, dst.String(), 2*time.Second)
+	if err != nil {
+		t.Fatalf("dial %s %s from the host: %v", network, dst, err)
+	}
+	return c
 }
 
 // TestGatewayAddress checks the gateway's own TUN-side addresses: DNS on
@@ -248,7 +316,10 @@ func TestGatewayAddress(t *testing.T) {
 			}
 		})
 	}
-	e.in.NeverSaw(t, grace, "anything (no port of the gateway leads out, no disallowed name goes upstream)", harness.Traffic)
+	// Barrier: an allowed datagram, sent after every probe, reached the
+	// canary; by then the whole log must hold nothing else.
+	done := a.udpSentinel(t, ap(e.in.Server4, 7))
+	e.in.NeverSawBefore(t, 0, sentinelWithin, "the sentinel datagram", done, "anything (no port of the gateway leads out, no disallowed name goes upstream)", harness.Traffic)
 }
 
 // names allows one name of the canary's zone, and nothing by address.
@@ -322,15 +393,14 @@ func TestDNS(t *testing.T) {
 				if len(r.Answer) > 0 {
 					t.Errorf("txt.canary.test (not allowed) was answered: %v", r.Answer)
 				}
-				time.Sleep(grace)
-				for _, ce := range e.in.Since(mark) {
-					if ce.Service == canarylog.ServiceDNS && ce.Qname != "canary.test." {
-						t.Errorf("the upstream server was asked about %s %s, which the policy does not allow", ce.Qname, ce.Qtype)
-					}
-					if ce.Service != canarylog.ServiceDNS {
-						t.Errorf("a DNS query led to non-DNS traffic upstream: %+v", ce)
-					}
-				}
+				// Barrier: an echo to the address canary.test opened, sent
+				// after the refused query, reached the canary. Since the
+				// mark only the query for canary.test may be in the log.
+				done := a.echoSentinel(t, ap(e.in.Server4, 7))
+				e.in.NeverSawBefore(t, mark, sentinelWithin, "the sentinel echo", done,
+					"a query for a name the policy does not allow, or non-DNS traffic from a query", func(ce canarylog.Entry) bool {
+						return ce.Service != canarylog.ServiceDNS || ce.Qname != "canary.test."
+					})
 			})
 		}
 	}
@@ -350,10 +420,10 @@ func TestDNS(t *testing.T) {
 	// One agent's lookups open nothing for another.
 	mark := e.in.Mark()
 	other.expectRefused(t, ap(e.in.Server4, 7))
-	time.Sleep(grace)
-	if got := e.in.Since(mark); len(got) > 0 {
-		t.Errorf("another agent's lookup let dns-other through:\n%s", harness.DumpEntries(got))
-	}
+	// Barrier: dns-other has no allowed flow, so the sentinel is dns's echo,
+	// sent after dns-other's refusal.
+	done := a.echoSentinel(t, ap(e.in.Server4, 7))
+	e.in.NeverSawBefore(t, mark, sentinelWithin, "the sentinel echo", done, "traffic from dns-other (another agent's lookup let it through)", harness.Traffic)
 }
 
 // TestSNIAndHost checks that where the agent names a host in the flow, the
@@ -394,14 +464,14 @@ func TestSNIAndHost(t *testing.T) {
 		}
 		return nil
 	}
-	httpGet := func(host string) error {
+	httpGet := func(host, path string) error {
 		c, err := a.ns.Dial(ctxTimeout(t, 2*time.Second), "tcp", ap(e.in.Server4, 80).String())
 		if err != nil {
 			return err
 		}
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(5 * time.Second))
-		fmt.Fprintf(c, "GET /host HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", host)
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, host)
 		body, err := io.ReadAll(c)
 		if err != nil {
 			return err
@@ -418,7 +488,7 @@ func TestSNIAndHost(t *testing.T) {
 	e.in.WaitFor(t, 5*time.Second, "the TLS request for canary.test", func(ce canarylog.Entry) bool {
 		return ce.Service == canarylog.ServiceHTTPS && ce.Event == canarylog.EventRequest && ce.SNI == "canary.test"
 	})
-	if err := httpGet("canary.test"); err != nil {
+	if err := httpGet("canary.test", "/host"); err != nil {
 		t.Errorf("HTTP with Host canary.test: %v", err)
 	}
 	e.in.WaitFor(t, 5*time.Second, "the HTTP request for canary.test", func(ce canarylog.Entry) bool {
@@ -429,17 +499,22 @@ func TestSNIAndHost(t *testing.T) {
 		if err := tlsGet(name); err == nil {
 			t.Errorf("TLS with SNI %s to canary.test's address went through", name)
 		}
-		if err := httpGet(name); err == nil {
+		if err := httpGet(name, "/host"); err == nil {
 			t.Errorf("HTTP with Host %s to canary.test's address went through", name)
 		}
 	}
-	time.Sleep(grace)
-	bad := e.in.Matching(func(ce canarylog.Entry) bool {
+	// Barrier: an allowed request on a path of its own, sent after the
+	// refused ones, reached the canary; by then the whole log must hold no
+	// other name.
+	path := "/sentinel-" + uniq()
+	if err := httpGet("canary.test", path); err != nil {
+		t.Fatalf("sentinel request with Host canary.test: %v", err)
+	}
+	e.in.NeverSawBefore(t, 0, sentinelWithin, "the sentinel request", func(ce canarylog.Entry) bool {
+		return ce.Service == canarylog.ServiceHTTP && ce.Event == canarylog.EventRequest && ce.Path == path
+	}, "names the policy does not bind to this address", func(ce canarylog.Entry) bool {
 		return (ce.SNI != "" && ce.SNI != "canary.test") || (ce.Host != "" && ce.Host != "canary.test")
 	})
-	if len(bad) > 0 {
-		t.Errorf("canary received names the policy does not bind to this address:\n%s", harness.DumpEntries(bad))
-	}
 }
 
 func sameAddrs(ss []string, want ...netip.Addr) bool {
@@ -507,20 +582,12 @@ func TestSpoofedSource(t *testing.T) {
 			}); err == nil {
 				t.Errorf("forged SYN from B's address was accepted: %v", reply)
 			}
-			time.Sleep(grace)
-			if got := e.in.Since(mark); len(got) > 0 {
-				t.Errorf("canary received traffic from the spoofing agent:\n%s", harness.DumpEntries(got))
-			}
 
-			// Control: B's own flow to the same place goes through.
-			bc := b.dial(t, "tcp", ap(srv, 7))
-			msg := []byte("victim " + fam.name)
-			if got, err := harness.EchoHalfClose(bc, msg, 5*time.Second); err != nil || string(got) != string(msg) {
-				t.Fatalf("B's own echo: %q, %v", got, err)
-			}
-			e.in.WaitFor(t, 5*time.Second, "B's echo", func(ce canarylog.Entry) bool {
-				return ce.Service == canarylog.ServiceEcho && ce.Event == canarylog.EventClose && ce.SHA256 == canarylog.Digest(msg)
-			})
+			// Control and barrier: B's own flow to the same place goes
+			// through, after A's attempts; once the canary has it, nothing
+			// else may be in its log since the mark.
+			done := b.echoSentinel(t, ap(srv, 7))
+			e.in.NeverSawBefore(t, mark, sentinelWithin, "B's echo", done, "traffic from the spoofing agent", harness.Traffic)
 		})
 	}
 }

@@ -6,9 +6,10 @@
 // Every resource is named uniquely (the test process's PID is part of each
 // name, so a later run can tell leftovers of a dead run from a live one) and
 // released with t.Cleanup, also when a test fails. Tests built on it need
-// root; RequireRoot skips them otherwise. Traffic only ever goes to loopback
-// and to namespaces the harness made: nothing here may aim at any other
-// address.
+// root and run only when asked for (CLAWNET_INTEGRATION=1): RequireRoot
+// skips them otherwise, and fails them when asked for on a host that cannot
+// run them. Traffic only ever goes to loopback and to namespaces the harness
+// made: nothing here may aim at any other address.
 package harness
 
 import (
@@ -41,25 +42,82 @@ func Main(m *testing.M) {
 	os.Exit(code)
 }
 
-// RequireRoot skips t unless the process can build namespaces, veths and TUN
-// devices: root, /dev/net/tun, and the ip and nsenter commands.
+// EnvIntegration must be 1 for the root-only tier to run; make integration
+// sets it.
+const EnvIntegration = "CLAWNET_INTEGRATION"
+
+// envDockerTests is the Docker tier's own switch (make docker-test sets it,
+// test/docker checks it before calling RequireRoot); it asks for the same
+// host, so RequireRoot honours it too.
+const envDockerTests = "CLAWNET_DOCKER_TESTS"
+
+// RequireRoot skips t unless the root-only tier was asked for, and fails it
+// when it was asked for but the process cannot build namespaces, veths and
+// TUN devices (root, /dev/net/tun, the ip and nsenter commands): a skip
+// there would count as a pass and hide a host that never ran the tier.
 func RequireRoot(t testing.TB) {
 	t.Helper()
+	requireHost(t, realHost)
+}
+
+func requireHost(t testing.TB, h host) {
+	t.Helper()
+	switch v, why := checkHost(h); v {
+	case hostSkip:
+		t.Skip(why)
+	case hostFail:
+		t.Fatal(why)
+	}
+}
+
+// hostVerdict is what RequireRoot does with a test.
+type hostVerdict int
+
+const (
+	hostRun  hostVerdict = iota
+	hostSkip             // the tier was not asked for
+	hostFail             // asked for, but something it needs is missing
+)
+
+// host is what checkHost looks at, so a self-test can hand it another one.
+type host struct {
+	getenv   func(string) string
+	geteuid  func() int
+	stat     func(string) (os.FileInfo, error)
+	lookPath func(string) (string, error)
+}
+
+var realHost = host{getenv: os.Getenv, geteuid: os.Geteuid, stat: os.Stat, lookPath: exec.LookPath}
+
+// checkHost decides whether a root-only test runs, skips or fails, with a
+// one-line reason for the last two.
+func checkHost(h host) (hostVerdict, string) {
+	var asked string
+	for _, env := range []string{EnvIntegration, envDockerTests} {
+		if h.getenv(env) == "1" {
+			asked = env
+			break
+		}
+	}
+	if asked == "" {
+		return hostSkip, fmt.Sprintf("root-only integration test: runs only with %s=1 (make integration)", EnvIntegration)
+	}
 	var missing []string
-	if os.Geteuid() != 0 {
+	if h.geteuid() != 0 {
 		missing = append(missing, "root (euid 0)")
 	}
-	if _, err := os.Stat("/dev/net/tun"); err != nil {
+	if _, err := h.stat("/dev/net/tun"); err != nil {
 		missing = append(missing, "/dev/net/tun")
 	}
 	for _, cmd := range []string{"ip", "nsenter"} {
-		if _, err := exec.LookPath(cmd); err != nil {
+		if _, err := h.lookPath(cmd); err != nil {
 			missing = append(missing, "the "+cmd+" command")
 		}
 	}
 	if len(missing) > 0 {
-		t.Skipf("integration test needs %s; run as root on Linux (make integration)", strings.Join(missing, ", "))
+		return hostFail, fmt.Sprintf("%s=1 but the root-only tier cannot run here; missing: %s", asked, strings.Join(missing, ", "))
 	}
+	return hostRun, ""
 }
 
 // namePrefix starts every namespace the harness makes; the PID after it lets

@@ -2,9 +2,11 @@ package harness
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	mrand "math/rand/v2"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -358,7 +360,8 @@ func (in *Internet) WaitFor(t testing.TB, timeout time.Duration, what string, pr
 }
 
 // NeverSaw waits for grace (time for a late connection to land) and then
-// fails t if the canary logged anything pred accepts.
+// fails t if the canary logged anything pred accepts. It is a timing guess:
+// prefer NeverSawBefore, which waits for an ordering barrier instead.
 func (in *Internet) NeverSaw(t testing.TB, grace time.Duration, what string, pred func(canarylog.Entry) bool) {
 	t.Helper()
 	time.Sleep(grace)
@@ -371,13 +374,18 @@ func (in *Internet) NeverSaw(t testing.TB, grace time.Duration, what string, pre
 // period. The test takes a Mark, sends a refused flow, then an allowed
 // sentinel it can recognise; once the canary has logged the sentinel,
 // whatever the refused flow let through has had its chance to arrive, so a
-// log without it since the mark proves nothing arrived. It fails t at once
-// if the sentinel itself never comes.
+// log without it since the mark proves nothing arrived. The sentinel's own
+// lines (every line of its connection or UDP flow: same service and both
+// ends) are never counted as refused, so refused may be as wide as Traffic.
+// It fails t at once if the sentinel itself never comes.
 func (in *Internet) NeverSawBefore(t testing.TB, mark int, timeout time.Duration, sentinel string, sentinelPred func(canarylog.Entry) bool, what string, refused func(canarylog.Entry) bool) {
 	t.Helper()
-	in.WaitFor(t, timeout, sentinel, sentinelPred)
+	s := in.WaitFor(t, timeout, sentinel, sentinelPred)
 	var got []canarylog.Entry
 	for _, e := range in.Since(mark) {
+		if sameFlow(e, s) {
+			continue
+		}
 		if refused(e) {
 			got = append(got, e)
 		}
@@ -385,6 +393,34 @@ func (in *Internet) NeverSawBefore(t testing.TB, mark int, timeout time.Duration
 	if len(got) > 0 {
 		t.Errorf("canary logged %s, which must never arrive:\n%s", what, dumpEntries(got))
 	}
+}
+
+// sameFlow reports whether two entries are lines of one connection or UDP
+// flow.
+func sameFlow(a, b canarylog.Entry) bool {
+	return a.Service == b.Service && a.Remote == b.Remote && a.Local == b.Local && a.Remote != ""
+}
+
+// HostSentinel sends a datagram no other test sends from the host namespace
+// to the canary's UDP echo at addr (port 7) and waits for the answer; it
+// returns a predicate for the canary's line, for NeverSawBefore. It is the
+// barrier for refused traffic that has no allowed flow left to order
+// against (a dead gateway), or that was sent from the host itself: the
+// host's own packets take the same last hop as the gateway's.
+func (in *Internet) HostSentinel(t testing.TB, addr netip.Addr) func(canarylog.Entry) bool {
+	t.Helper()
+	dst := netip.AddrPortFrom(addr, 7)
+	c, err := net.DialTimeout("udp", dst.String(), 5*time.Second)
+	if err != nil {
+		t.Fatalf("sentinel: dial %s: %v", dst, err)
+	}
+	defer c.Close()
+	marker := []byte("host sentinel " + hex.EncodeToString(RandomBytes(8)))
+	if got, err := UDPExchange(c, marker, 5*time.Second); err != nil || !bytes.Equal(got, marker) {
+		t.Fatalf("sentinel datagram to %s: %q, %v", dst, got, err)
+	}
+	sum := canarylog.Digest(marker)
+	return func(e canarylog.Entry) bool { return e.Service == canarylog.ServiceUDPEcho && e.SHA256 == sum }
 }
 
 // Traffic is a predicate for every entry that records traffic (everything
