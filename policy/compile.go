@@ -151,6 +151,9 @@ func Compile(f *File, opts Options) (*Policy, error) {
 			return nil, err
 		}
 	}
+	if c, ok := proxyConflict(f.Ingress); ok {
+		return nil, fmt.Errorf("%s: %s", ruleID(f.Filename, f.Ingress[c.i].Line, fmt.Sprintf("ingress[%d]", c.i)), c.msg(f.Ingress))
+	}
 	p.allowNets.build()
 	p.denyNets.build()
 	p.inAllow.nets.build()

@@ -245,6 +245,9 @@ func (p *parser) top(doc *yaml.Node, f *File) error {
 			}
 		}
 	}
+	if c, ok := proxyConflict(f.Ingress); ok {
+		return p.errAt(f.Ingress[c.i].Line, "%s", c.msg(f.Ingress))
+	}
 	return nil
 }
 

@@ -201,3 +201,58 @@ func (p *Policy) peerPorts(peer Peer, proto Proto) (ports portSet, allow, deny *
 	})
 	return ports, allow, deny
 }
+
+// proxyClash is two ingress rules that disagree on proxy_protocol for
+// the same port: i is the later one.
+type proxyClash struct {
+	i, j  int
+	proto Proto
+	port  uint16
+}
+
+func (c proxyClash) msg(rules []IngressRule) string {
+	return fmt.Sprintf("ingress[%d] and ingress[%d] (line %d) disagree on proxy_protocol for %s port %d: set it on both or on neither (a server that reads PROXY headers must get one on every connection, or a peer could write its own)",
+		c.i, c.j, rules[c.j].Line, c.proto, c.port)
+}
+
+// proxyConflict finds the first ingress rule whose ports overlap those of
+// an earlier rule that disagrees with it on proxy_protocol. Whether a
+// connection starts with a PROXY header must depend on the port alone:
+// a server that reads one would otherwise take a header that a peer
+// without one wrote itself.
+func proxyConflict(rules []IngressRule) (proxyClash, bool) {
+	protos := [2]Proto{ProtoTCP, ProtoUDP}
+	var with, without [2]portSet // by protocol
+	for i, r := range rules {
+		for k, proto := range protos {
+			ps := ingressPorts(r, proto)
+			if len(ps) == 0 {
+				continue
+			}
+			mine, other := &without[k], with[k]
+			if r.ProxyProtocol {
+				mine, other = &with[k], without[k]
+			}
+			if len(ps.intersect(other)) > 0 {
+				for j, o := range rules[:i] {
+					if o.ProxyProtocol == r.ProxyProtocol {
+						continue
+					}
+					if x := ps.intersect(ingressPorts(o, proto)); len(x) > 0 {
+						return proxyClash{i: i, j: j, proto: proto, port: x[0].Lo}, true
+					}
+				}
+			}
+			*mine = mine.union(ps)
+		}
+	}
+	return proxyClash{}, false
+}
+
+// ingressPorts is the ports an ingress (allow) rule covers on proto.
+func ingressPorts(r IngressRule, proto Proto) portSet {
+	if r.Protocol == proto || r.Protocol == 0 && proto == ProtoTCP {
+		return normalizePorts(r.Ports)
+	}
+	return nil
+}

@@ -345,6 +345,34 @@ deny:
 	})
 }
 
+// The same port may not both carry a PROXY header and not: whoever rule
+// lets a peer in, the server sees the same kind of stream.
+func TestProxyConflict(t *testing.T) {
+	base := "version: v1\nname: gw\ningress:\n"
+	good := []string{
+		"  - {ports: [80], host: true, proxy_protocol: v2}\n  - {ports: [80], agents: [a], proxy_protocol: v2}\n",
+		"  - {ports: [80], host: true, proxy_protocol: v2}\n  - {ports: [81], agents: [a]}\n",
+		"  - {ports: [80], host: true, proxy_protocol: v2}\n  - {ports: [80], agents: [a], protocol: udp}\n",
+		"  - {ports: [80], protocol: udp, host: true, proxy_protocol: v2}\n  - {ports: [80], agents: [a]}\n",
+	}
+	for _, g := range good {
+		if _, err := Parse("gw.yaml", []byte(base+g)); err != nil {
+			t.Errorf("Parse(%q) = %v, want ok", g, err)
+		}
+	}
+	bad := map[string]string{
+		"  - {ports: [80], host: true, proxy_protocol: v2}\n  - {ports: [\"1-100\"], agents: [a]}\n":                                                                      "gw.yaml:5: ingress[1] and ingress[0] (line 4) disagree on proxy_protocol for tcp port 80",
+		"  - {ports: [\"70-90\"], host: true}\n  - {ports: [90], protocol: tcp, agents: [a], proxy_protocol: v2}\n":                                                       "gw.yaml:5: ingress[1] and ingress[0] (line 4) disagree on proxy_protocol for tcp port 90",
+		"  - {ports: [53], protocol: udp, host: true}\n  - {ports: [53], protocol: tcp, host: true}\n  - {ports: [53], protocol: udp, agents: [a], proxy_protocol: v2}\n": "gw.yaml:6: ingress[2] and ingress[0] (line 4) disagree on proxy_protocol for udp port 53",
+	}
+	for src, want := range bad {
+		_, err := Parse("gw.yaml", []byte(base+src))
+		if err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("Parse(%q) = %v, want %s...", src, err, want)
+		}
+	}
+}
+
 func TestParsePeer(t *testing.T) {
 	tests := []struct {
 		in   string
@@ -395,6 +423,7 @@ func TestCompileHandBuiltIngress(t *testing.T) {
 		{deny: []IngressRule{{Host: true, AllowAny: true}}},                 // allow_any on deny
 		{ingress: []IngressRule{{Ports: ports, CIDRs: []netip.Prefix{{}}}}}, // bad cidr
 		{ingress: []IngressRule{{Ports: ports, CIDRs: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}}}},
+		{ingress: []IngressRule{{Ports: ports, Host: true}, {Ports: ports, Host: true, ProxyProtocol: true}}},
 		{egress: []Rule{{Ports: ports, Agents: []string{"a/b"}}}},
 		{egress: []Rule{{Agents: []string{"a"}}}}, // no ports
 	}
