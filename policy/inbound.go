@@ -173,9 +173,8 @@ func (p *Policy) HasIngress(proto Proto, port uint16) bool {
 
 // peerPorts returns the ports on which peer may connect over proto, the
 // first ingress rule that leaves one open (or the first that named the
-// peer), and the first ingress_deny rule that named it.
-func (p *Policy) peerPorts(peer Peer, proto Proto) (ports portSet, allow, deny *rule) {
-	var denied portSet
+// peer), the first ingress_deny rule that named it, and the ports denied.
+func (p *Policy) peerPorts(peer Peer, proto Proto) (ports portSet, allow, deny *rule, denied portSet) {
 	p.inDeny.match(peer, true, func(i int32, _ netip.Prefix) bool {
 		r := &p.rules[i]
 		if ps := r.portsFor(proto); ps != nil {
@@ -199,8 +198,39 @@ func (p *Policy) peerPorts(peer Peer, proto Proto) (ports portSet, allow, deny *
 		ports = ports.union(left)
 		return true
 	})
-	return ports, allow, deny
+	return ports, allow, deny, denied
 }
+
+// agentPorts returns the ports on which agent may be reached over proto,
+// the first egress rule that leaves one open (or the first that named the
+// agent), the first deny rule that named it, and the ports denied.
+func (p *Policy) agentPorts(agent string, proto Proto) (ports portSet, allow, deny *rule, denied portSet) {
+	for _, i := range p.denyAgents[agent] {
+		r := &p.rules[i]
+		if ps := r.portsFor(proto); ps != nil {
+			if deny == nil {
+				deny = r
+			}
+			denied = denied.union(ps)
+		}
+	}
+	for _, i := range p.allowAgents[agent] {
+		r := &p.rules[i]
+		ps := r.portsFor(proto)
+		if ps == nil {
+			continue
+		}
+		left := ps.minus(denied)
+		if allow == nil || len(ports) == 0 && len(left) > 0 {
+			allow = r
+		}
+		ports = ports.union(left)
+	}
+	return ports, allow, deny, denied
+}
+
+// everyPort reports whether s holds every port a flow can use.
+func everyPort(s portSet) bool { return len(portSet{{1, 65535}}.minus(s)) == 0 }
 
 // proxyClash is two ingress rules that disagree on proxy_protocol for
 // the same port: i is the later one.

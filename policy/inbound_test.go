@@ -445,3 +445,103 @@ func TestCompileHandBuiltIngress(t *testing.T) {
 		{remotePeer("192.0.2.1"), tcp, 80, Deny, "hand.yaml:5 ingress_deny[0]", false},
 	})
 }
+
+func TestExplainInbound(t *testing.T) {
+	p := mustLoad(t, "testdata/good/inbound.yaml", Options{})
+	tests := []struct {
+		in      Inbound
+		want    Verdict
+		rule    string
+		reasons []string
+	}{
+		{Inbound{tcp, 18789, agentPeer("openclaw-cli")}, Allow, "inbound.yaml:19 ingress[0]",
+			[]string{"agent openclaw-cli may connect to tcp port 18789", "agent openclaw-cli's own policy must also name this agent"}},
+		{Inbound{tcp, 0, agentPeer("tester")}, Allow, "inbound.yaml:19 ingress[0]",
+			[]string{"agent tester may connect to tcp ports 8000-8079,8081-8100,9000,18789"}},
+		{Inbound{udp, 0, agentPeer("tester")}, Deny, RuleDefault,
+			[]string{"no ingress rule allows agent tester on any udp port", "add to ingress: {ports: [PORT], protocol: udp, agents: [tester]}"}},
+		{Inbound{tcp, 18789, agentPeer("x")}, Deny, RuleDefault,
+			[]string{"no ingress rule allows agent x on tcp port 18789; to let it in, add to ingress: {ports: [18789], agents: [x]}"}},
+		{Inbound{tcp, 22, hostPeer}, Deny, RuleDefault, []string{"add to ingress: {ports: [22], host: true}"}},
+		{Inbound{tcp, 0, hostPeer}, Allow, "inbound.yaml:19 ingress[0]", []string{"the host may connect to tcp port 18789"}},
+		{Inbound{tcp, 22, remotePeer("::ffff:198.51.100.7")}, Deny, RuleDefault, []string{"add to ingress: {ports: [22], cidrs: [198.51.100.7]}"}},
+		{Inbound{tcp, 9000, remotePeer("192.0.2.5")}, Allow, "inbound.yaml:24 ingress[2]", []string{"with a PROXY v2 header"}},
+		{Inbound{tcp, 0, remotePeer("192.0.2.200")}, Deny, "inbound.yaml:39 ingress_deny[1]", []string{"denied on every tcp port an ingress rule gives it"}},
+		{Inbound{tcp, 8080, agentPeer("tester")}, Deny, "inbound.yaml:37 ingress_deny[0]", []string{"denied by an ingress_deny rule"}},
+		{Inbound{tcp, 0, agentPeer("bad name")}, Deny, RuleBadPeer, nil},
+		{Inbound{Proto(1), 0, hostPeer}, Deny, RuleBadProto, nil},
+	}
+	for _, tc := range tests {
+		d := ExplainInbound(p, tc.in)
+		if d.Verdict != tc.want || d.Rule != tc.rule {
+			t.Errorf("ExplainInbound(%s %s %d) = %v, want %v by %s", tc.in.Peer, tc.in.Proto, tc.in.Port, d, tc.want, tc.rule)
+		}
+		for _, r := range tc.reasons {
+			if !strings.Contains(d.Reason, r) {
+				t.Errorf("ExplainInbound(%s %s %d).Reason = %q, want it to contain %q", tc.in.Peer, tc.in.Proto, tc.in.Port, d.Reason, r)
+			}
+		}
+	}
+	only := mustParse(t, "only.yaml", "version: v1\nname: only\ningress_deny:\n  - agents: [x]\n", Options{})
+	if d := ExplainInbound(only, Inbound{tcp, 0, agentPeer("x")}); d.Rule != "only.yaml:4 ingress_deny[0]" || !strings.Contains(d.Reason, "denied on every tcp port by an ingress_deny rule") {
+		t.Errorf("ExplainInbound(only, agent:x tcp 0) = %v, want deny by only.yaml:4 ingress_deny[0]", d)
+	}
+}
+
+func TestExplainAgent(t *testing.T) {
+	p := mustLoad(t, "testdata/good/inbound.yaml", Options{})
+	tests := []struct {
+		agent   string
+		proto   Proto
+		port    uint16
+		want    Verdict
+		rule    string
+		reasons []string
+	}{
+		{"db", tcp, 5432, Allow, "inbound.yaml:6 egress[0]", []string{"agent db's own policy must also let this agent in"}},
+		{"db", tcp, 0, Allow, "inbound.yaml:6 egress[0]", []string{"agent db is allowed on tcp ports 5432,6379"}},
+		{"cache", tcp, 0, Allow, "inbound.yaml:6 egress[0]", []string{"agent cache is allowed on tcp port 6379"}},
+		{"search", tcp, 0, Deny, "inbound.yaml:17 deny[1]", []string{"denied on every tcp port an egress rule gives it"}},
+		{"search", udp, 0, Deny, "inbound.yaml:17 deny[1]", []string{"agent search is denied on every udp port by a deny rule"}},
+		{"db", udp, 0, Deny, RuleDefault, []string{"add to egress: {agents: [db], ports: [PORT], protocol: udp}"}},
+		{"cache", udp, 0, Deny, RuleDefault, []string{"no egress rule allows udp to agent cache"}}, // the deny covers 5432 only
+		{"web", tcp, 8080, Deny, RuleDefault, []string{"no egress rule allows tcp to agent web on port 8080; to allow it, add to egress: {agents: [web], ports: [8080]}"}},
+		{"a b", tcp, 80, Deny, RuleBadName, nil},
+		{"db", Proto(1), 0, Deny, RuleBadProto, nil},
+	}
+	for _, tc := range tests {
+		d := ExplainAgent(p, tc.agent, tc.proto, tc.port)
+		if d.Verdict != tc.want || d.Rule != tc.rule {
+			t.Errorf("ExplainAgent(%q, %s, %d) = %v, want %v by %s", tc.agent, tc.proto, tc.port, d, tc.want, tc.rule)
+		}
+		for _, r := range tc.reasons {
+			if !strings.Contains(d.Reason, r) {
+				t.Errorf("ExplainAgent(%q, %s, %d).Reason = %q, want it to contain %q", tc.agent, tc.proto, tc.port, d.Reason, r)
+			}
+		}
+	}
+}
+
+// Inbound decisions share the compiled policy too; run with -race.
+func TestConcurrentInbound(t *testing.T) {
+	p := mustLoad(t, "testdata/good/inbound.yaml", Options{})
+	done := make(chan bool)
+	for g := 0; g < 8; g++ {
+		go func() {
+			ok := true
+			for i := 0; i < 500; i++ {
+				ok = ok && p.DecideInbound(Inbound{tcp, 18789, agentPeer("tester")}).Allowed()
+				ok = ok && !p.DecideInbound(Inbound{tcp, 9000, remotePeer("192.0.2.200")}).Allowed()
+				ok = ok && p.DecideAgent("db", tcp, 5432).Allowed()
+				ok = ok && ExplainInbound(p, Inbound{tcp, 0, hostPeer}).Allowed()
+				ok = ok && ExplainAgent(p, "cache", tcp, 0).Allowed()
+			}
+			done <- ok
+		}()
+	}
+	for g := 0; g < 8; g++ {
+		if !<-done {
+			t.Errorf("a concurrent decision came out wrong")
+		}
+	}
+}
