@@ -123,7 +123,6 @@ var (
 	ruleKeys    = []string{"domains", "cidrs", "agents", "ports", "protocol"}
 	ingressKeys = []string{"ports", "protocol", "agents", "host", "cidrs", "allow_any", "proxy_protocol"}
 	nameRE      = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
-	agentNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
 	yamlLine    = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 )
 
@@ -628,9 +627,22 @@ func (f *File) AgentRefs() []AgentRef {
 }
 
 // ValidAgentName reports whether name can be an attached agent's name:
-// letters, digits, '.', '_' and '-', starting with a letter or digit, at
-// most 63.
-func ValidAgentName(name string) bool { return agentNameRE.MatchString(name) }
+// ^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$, as the gateway checks at attach. It is
+// on the inbound decision path, so it is not a regexp.
+func ValidAgentName(name string) bool {
+	if len(name) == 0 || len(name) > 63 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case i > 0 && (c == '.' || c == '_' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // ParseCIDR parses a prefix such as "10.20.0.0/16", or a bare address as a
 // single-address prefix. Host bits and IPv4-mapped IPv6 forms are refused

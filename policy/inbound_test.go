@@ -2,6 +2,7 @@ package policy
 
 import (
 	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -542,6 +543,20 @@ func TestConcurrentInbound(t *testing.T) {
 	for g := 0; g < 8; g++ {
 		if !<-done {
 			t.Errorf("a concurrent decision came out wrong")
+		}
+	}
+}
+
+// ValidAgentName is the gateway's attach-time pattern, without a regexp.
+func TestValidAgentName(t *testing.T) {
+	re := regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
+	long := strings.Repeat("a", 63)
+	for _, s := range []string{
+		"a", "Z", "0", "openclaw-cli", "A.b_c-1", "1234", long, long + "a", "",
+		"-a", ".a", "_a", "a b", "a/b", "a:b", "é", "a\n", "a\x00", "a..b", "a-", "ab\u0131",
+	} {
+		if got, want := ValidAgentName(s), re.MatchString(s); got != want {
+			t.Errorf("ValidAgentName(%q) = %v, want %v", s, got, want)
 		}
 	}
 }
