@@ -2,6 +2,7 @@ package policy
 
 import (
 	"net/netip"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -558,5 +559,33 @@ func TestValidAgentName(t *testing.T) {
 		if got, want := ValidAgentName(s), re.MatchString(s); got != want {
 			t.Errorf("ValidAgentName(%q) = %v, want %v", s, got, want)
 		}
+	}
+}
+
+// Every complete policy in README.md (a yaml block that starts with
+// version: v1) parses and compiles, so the documentation cannot drift.
+func TestReadmeExamples(t *testing.T) {
+	data, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	blocks := strings.Split(string(data), "```yaml\n")
+	for _, b := range blocks[1:] {
+		src, _, _ := strings.Cut(b, "```")
+		if !strings.HasPrefix(src, "version: v1") {
+			continue
+		}
+		n++
+		f, err := Parse("README.md", []byte(src))
+		if err == nil {
+			_, err = Compile(f, Options{})
+		}
+		if err != nil {
+			t.Errorf("README example %d: %v", n, err)
+		}
+	}
+	if n < 3 {
+		t.Errorf("README.md has %d complete policy examples, want at least 3", n)
 	}
 }
