@@ -477,11 +477,9 @@ func (p *parser) ingressRule(n *yaml.Node, list string, deny bool) (IngressRule,
 	if !deny && r.AllowAny && len(r.CIDRs) == 0 {
 		return r, p.errf(n, "%s rule has allow_any: true but no cidrs for it to apply to", list)
 	}
-	if !r.AllowAny {
-		for i, c := range r.CIDRs {
-			if !deny && tooBroad(c) {
-				return r, p.errAt(r.cidrLine(i), "cidr %q lets nearly every address connect; narrow it, or set allow_any: true on this rule", c)
-			}
+	for i, c := range r.CIDRs {
+		if !deny && !r.AllowAny && tooBroad(c) {
+			return r, p.errAt(r.cidrLine(i), "cidr %q lets nearly every address connect; narrow it, or set allow_any: true on this rule", c)
 		}
 	}
 	return r, nil

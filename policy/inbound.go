@@ -40,7 +40,7 @@ func (p Peer) describe() string {
 	case PeerHost:
 		return "the host"
 	}
-	return "remote " + p.Addr.String()
+	return "remote " + flowAddr(p.Addr).String()
 }
 
 // checkPeer says why a peer cannot be decided on, if it cannot.

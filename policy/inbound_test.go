@@ -111,6 +111,7 @@ func TestDecideInboundReason(t *testing.T) {
 		{Inbound{tcp, 9000, remotePeer("192.0.2.5")}, "remote 192.0.2.5 in 192.0.2.0/24 may connect to tcp port 9000, with a PROXY v2 header"},
 		{Inbound{tcp, 18789, agentPeer("x")}, "no ingress rule allows agent x on tcp port 18789"},
 		{Inbound{udp, 53, remotePeer("192.0.2.5")}, "no ingress rule allows remote 192.0.2.5 on udp port 53"},
+		{Inbound{udp, 53, remotePeer("::ffff:192.0.2.5")}, "no ingress rule allows remote 192.0.2.5 on udp port 53"},
 		{Inbound{tcp, 8080, agentPeer("tester")}, "agent tester is denied by an ingress_deny rule (tcp and udp port 8080)"},
 		{Inbound{udp, 1, remotePeer("192.0.2.129")}, "remote 192.0.2.129 in 192.0.2.128/25 is denied by an ingress_deny rule (tcp and udp any port)"},
 	}
