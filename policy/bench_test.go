@@ -149,3 +149,48 @@ func BenchmarkClassify(b *testing.B) {
 		}
 	}
 }
+
+// bigIngress writes a policy of n ingress rules, by agent, host and cidr,
+// and an ingress_deny rule every tenth.
+func bigIngress(n int) string {
+	var b strings.Builder
+	b.WriteString("version: v1\nname: big\ningress:\n")
+	for i := 0; i < n; i++ {
+		switch i % 3 {
+		case 0:
+			fmt.Fprintf(&b, "  - agents: [agent%d, peer%d]\n    ports: [%d]\n", i, i%97, 1000+i)
+		case 1:
+			fmt.Fprintf(&b, "  - host: true\n    ports: [%d]\n", 1000+i)
+		case 2:
+			fmt.Fprintf(&b, "  - cidrs: [%d.%d.%d.0/24]\n    ports: [%d]\n", 11+i%100, i/256%256, i%256, 1000+i)
+		}
+	}
+	b.WriteString("ingress_deny:\n")
+	for i := 0; i < n/10; i++ {
+		fmt.Fprintf(&b, "  - agents: [blocked%d]\n  - cidrs: [%d.%d.0.0/16]\n    ports: [22]\n", i, 11+i%100, i%256)
+	}
+	return b.String()
+}
+
+func benchInbound(b *testing.B, in Inbound, want Verdict) {
+	p := mustParse(b, "big.yaml", bigIngress(5000), Options{})
+	if d := p.DecideInbound(in); d.Verdict != want {
+		b.Fatalf("DecideInbound(%v) = %v, want %v", in, d.Decision, want)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		p.DecideInbound(in)
+	}
+}
+
+func BenchmarkDecideInboundAgent(b *testing.B) {
+	benchInbound(b, Inbound{Proto: ProtoTCP, Port: 1000 + 4998, Peer: Peer{Kind: PeerAgent, Agent: "peer51"}}, Allow)
+}
+
+func BenchmarkDecideInboundRemote(b *testing.B) {
+	benchInbound(b, Inbound{Proto: ProtoTCP, Port: 1000 + 4997, Peer: Peer{Kind: PeerRemote, Addr: netip.MustParseAddr("108.19.133.7")}}, Allow)
+}
+
+func BenchmarkDecideInboundDefaultDeny(b *testing.B) {
+	benchInbound(b, Inbound{Proto: ProtoTCP, Port: 18789, Peer: Peer{Kind: PeerAgent, Agent: "nobody"}}, Deny)
+}

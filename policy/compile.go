@@ -19,8 +19,19 @@ type Policy struct {
 	rules  []rule
 	public []netip.Prefix
 
-	allowNames, denyNames domainSet
-	allowNets, denyNets   prefixTable
+	allowNames, denyNames   domainSet
+	allowNets, denyNets     prefixTable
+	allowAgents, denyAgents map[string][]int32 // egress to attached agents
+
+	inAllow, inDeny peerTable // ingress, ingress_deny
+}
+
+// peerTable finds the ingress rules that name a peer.
+type peerTable struct {
+	agents map[string][]int32
+	host   []int32
+	nets   prefixTable
+	all    []int32 // every rule in the table, in file order
 }
 
 var _ Decider = (*Policy)(nil)
@@ -49,6 +60,8 @@ type rule struct {
 	ports  portSet // nil: every port
 	// scope says what the rule covers, for reasons: "tcp port 443".
 	scope string
+	// proxy: an ingress rule that asks for a PROXY v2 header.
+	proxy bool
 }
 
 func (r *rule) covers(p Proto, port uint16) bool {
@@ -128,14 +141,31 @@ func Compile(f *File, opts Options) (*Policy, error) {
 			return nil, err
 		}
 	}
+	for i, r := range f.Ingress {
+		if err := p.addIngress(r, ruleID(f.Filename, r.Line, fmt.Sprintf("ingress[%d]", i)), false); err != nil {
+			return nil, err
+		}
+	}
+	for i, r := range f.IngressDeny {
+		if err := p.addIngress(r, ruleID(f.Filename, r.Line, fmt.Sprintf("ingress_deny[%d]", i)), true); err != nil {
+			return nil, err
+		}
+	}
+	if c, ok := proxyConflict(f.Ingress); ok {
+		return nil, fmt.Errorf("%s: %s", ruleID(f.Filename, f.Ingress[c.i].Line, fmt.Sprintf("ingress[%d]", c.i)), c.msg(f.Ingress))
+	}
 	p.allowNets.build()
 	p.denyNets.build()
+	p.inAllow.nets.build()
+	p.inDeny.nets.build()
 	return p, nil
 }
 
-func (p *Policy) add(r Rule, id string, deny bool) error {
-	cr := rule{id: id, deny: deny, ports: normalizePorts(r.Ports)}
-	switch r.Protocol {
+// newRule checks and compiles what every rule has: protocol and ports.
+// Allow rules need ports; a deny rule without them covers every port.
+func newRule(id string, deny bool, proto Proto, ports []PortRange) (rule, error) {
+	cr := rule{id: id, deny: deny, ports: normalizePorts(ports)}
+	switch proto {
 	case ProtoTCP:
 		cr.protos = maskTCP
 	case ProtoUDP:
@@ -146,10 +176,10 @@ func (p *Policy) add(r Rule, id string, deny bool) error {
 			cr.protos |= maskUDP
 		}
 	default:
-		return fmt.Errorf("%s: unsupported protocol %s", id, r.Protocol)
+		return cr, fmt.Errorf("%s: unsupported protocol %s", id, proto)
 	}
 	if !deny && len(cr.ports) == 0 {
-		return fmt.Errorf("%s: egress rule without ports", id)
+		return cr, fmt.Errorf("%s: allow rule without ports", id)
 	}
 	switch cr.protos {
 	case maskTCP:
@@ -163,6 +193,14 @@ func (p *Policy) add(r Rule, id string, deny bool) error {
 		cr.scope += "any port"
 	} else {
 		cr.scope += cr.ports.String()
+	}
+	return cr, nil
+}
+
+func (p *Policy) add(r Rule, id string, deny bool) error {
+	cr, err := newRule(id, deny, r.Protocol, r.Ports)
+	if err != nil {
+		return err
 	}
 	idx := int32(len(p.rules))
 	p.rules = append(p.rules, cr)
@@ -183,6 +221,67 @@ func (p *Policy) add(r Rule, id string, deny bool) error {
 			return fmt.Errorf("%s: bad cidr %s", id, c)
 		}
 		nets.add(c, idx)
+	}
+	agents := &p.allowAgents
+	if deny {
+		agents = &p.denyAgents
+	}
+	for _, a := range r.Agents {
+		if !ValidAgentName(a) {
+			return fmt.Errorf("%s: bad agent name %q", id, a)
+		}
+		addAgent(agents, a, idx)
+	}
+	return nil
+}
+
+func addAgent(m *map[string][]int32, name string, idx int32) {
+	if *m == nil {
+		*m = make(map[string][]int32)
+	}
+	if l := (*m)[name]; len(l) == 0 || l[len(l)-1] != idx {
+		(*m)[name] = append(l, idx)
+	}
+}
+
+// addIngress compiles an ingress (deny false) or ingress_deny rule. It
+// re-checks what Parse checks, for Files built by hand.
+func (p *Policy) addIngress(r IngressRule, id string, deny bool) error {
+	cr, err := newRule(id, deny, r.Protocol, r.Ports)
+	if err != nil {
+		return err
+	}
+	if len(r.Agents) == 0 && !r.Host && len(r.CIDRs) == 0 {
+		return fmt.Errorf("%s: ingress rule names no peer", id)
+	}
+	if deny && (r.AllowAny || r.ProxyProtocol) {
+		return fmt.Errorf("%s: allow_any and proxy_protocol belong on ingress rules", id)
+	}
+	cr.proxy = r.ProxyProtocol
+	idx := int32(len(p.rules))
+	p.rules = append(p.rules, cr)
+	t := &p.inAllow
+	if deny {
+		t = &p.inDeny
+	}
+	t.all = append(t.all, idx)
+	for _, a := range r.Agents {
+		if !ValidAgentName(a) {
+			return fmt.Errorf("%s: bad agent name %q", id, a)
+		}
+		addAgent(&t.agents, a, idx)
+	}
+	if r.Host {
+		t.host = append(t.host, idx)
+	}
+	for _, c := range r.CIDRs {
+		if !c.IsValid() || c.Addr().Zone() != "" || c.Addr().Is4In6() {
+			return fmt.Errorf("%s: bad cidr %s", id, c)
+		}
+		if !deny && !r.AllowAny && tooBroad(c) {
+			return fmt.Errorf("%s: cidr %s lets nearly every address connect and allow_any is not set", id, c)
+		}
+		t.nets.add(c, idx)
 	}
 	return nil
 }

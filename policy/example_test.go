@@ -41,3 +41,35 @@ deny:
 	// deny by coder.yaml:10 deny[0]: name gist.github.com matches a deny rule
 	// allow by coder.yaml:3 preset anthropic: dns query for api.anthropic.com: allow by coder.yaml:3 preset anthropic; tcp api.anthropic.com:443: allow by coder.yaml:3 preset anthropic: name api.anthropic.com matches api.anthropic.com on tcp port 443; its addresses must also be public, or opened by a cidrs rule naming their range
 }
+
+// An OpenClaw Gateway agent reachable on 18789 from the host and from the
+// agent openclaw-cli, whose own policy must name it in its egress.
+func Example_inbound() {
+	src := `version: v1
+name: openclaw-gateway
+ingress:
+  - ports: [18789]
+    host: true
+    agents: [openclaw-cli]
+`
+	f, err := policy.Parse("openclaw-gateway.yaml", []byte(src))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	p, err := policy.Compile(f, policy.Options{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	cli := policy.Peer{Kind: policy.PeerAgent, Agent: "openclaw-cli"}
+	fmt.Println(p.DecideInbound(policy.Inbound{Proto: policy.ProtoTCP, Port: 18789, Peer: cli}))
+	fmt.Println(p.DecideInbound(policy.Inbound{Proto: policy.ProtoTCP, Port: 18789, Peer: policy.Peer{Kind: policy.PeerHost}}))
+	fmt.Println(p.DecideInbound(policy.Inbound{Proto: policy.ProtoTCP, Port: 22, Peer: cli}))
+	fmt.Println(policy.ExplainInbound(p, policy.Inbound{Proto: policy.ProtoTCP, Port: 18789, Peer: policy.Peer{Kind: policy.PeerAgent, Agent: "intruder"}}))
+	// Output:
+	// allow by openclaw-gateway.yaml:4 ingress[0]: agent openclaw-cli may connect to tcp port 18789
+	// allow by openclaw-gateway.yaml:4 ingress[0]: the host may connect to tcp port 18789
+	// deny by default: no ingress rule allows agent openclaw-cli on tcp port 22
+	// deny by default: no ingress rule allows agent intruder on tcp port 18789; to let it in, add to ingress: {ports: [18789], agents: [intruder]}
+}

@@ -74,3 +74,95 @@ func explainAddr(p *Policy, proto Proto, a netip.Addr, port uint16) Decision {
 	}
 	return Decision{Deny, RuleDefault, "no cidrs rule allows " + proto.String() + " to " + a.String() + "; a name bound by the agent's own DNS lookup may still open it"}
 }
+
+// ExplainInbound answers "may this peer connect to the agent?" for
+// `clawnet policy explain --from`. in.Port 0 means any port. When no rule
+// lets the peer in, the reason says which rule would; agent to agent, it
+// says the peer's own policy must allow the connection too.
+func ExplainInbound(p *Policy, in Inbound) Decision {
+	if maskOf(in.Proto) == 0 {
+		return Decision{Deny, RuleBadProto, "only tcp and udp connections are allowed, not " + in.Proto.String()}
+	}
+	if d, ok := checkPeer(in.Peer); !ok {
+		return d
+	}
+	who := in.Peer.describe()
+	var d Decision
+	if in.Port != 0 {
+		d = p.DecideInbound(in).Decision
+	} else {
+		ports, allow, deny, denied := p.peerPorts(in.Peer, in.Proto)
+		switch {
+		case len(ports) > 0:
+			d = Decision{Allow, allow.id, who + " may connect to " + in.Proto.String() + " " + ports.String()}
+		case deny != nil && allow != nil:
+			d = Decision{Deny, deny.id, who + " is denied on every " + in.Proto.String() + " port an ingress rule gives it"}
+		case deny != nil && everyPort(denied):
+			d = Decision{Deny, deny.id, who + " is denied on every " + in.Proto.String() + " port by an ingress_deny rule"}
+		default:
+			d = Decision{Deny, RuleDefault, "no ingress rule allows " + who + " on any " + in.Proto.String() + " port"}
+		}
+	}
+	switch {
+	case d.Rule == RuleDefault:
+		peer := "host: true"
+		switch in.Peer.Kind {
+		case PeerAgent:
+			peer = "agents: [" + in.Peer.Agent + "]"
+		case PeerRemote:
+			peer = "cidrs: [" + flowAddr(in.Peer.Addr).String() + "]"
+		}
+		d.Reason += "; to let it in, add to ingress: {" + rulePorts(in.Proto, in.Port) + ", " + peer + "}"
+	case d.Allowed() && in.Peer.Kind == PeerAgent:
+		d.Reason += "; agent " + in.Peer.Agent + "'s own policy must also name this agent in its egress agents"
+	}
+	return d
+}
+
+// ExplainAgent answers "may the agent connect to the attached agent
+// named agent?" by this policy's egress and deny rules; port 0 means any
+// port. The other agent's ingress must allow the connection too.
+func ExplainAgent(p *Policy, agent string, proto Proto, port uint16) Decision {
+	if !ValidAgentName(agent) {
+		return Decision{Deny, RuleBadName, "bad agent name " + strconv.Quote(agent)}
+	}
+	if maskOf(proto) == 0 {
+		return Decision{Deny, RuleBadProto, "only tcp and udp flows are allowed, not " + proto.String()}
+	}
+	var d Decision
+	if port != 0 {
+		d = p.DecideAgent(agent, proto, port)
+	} else {
+		ports, allow, deny, denied := p.agentPorts(agent, proto)
+		switch {
+		case len(ports) > 0:
+			d = Decision{Allow, allow.id, "agent " + agent + " is allowed on " + proto.String() + " " + ports.String()}
+		case deny != nil && allow != nil:
+			d = Decision{Deny, deny.id, "agent " + agent + " is denied on every " + proto.String() + " port an egress rule gives it"}
+		case deny != nil && everyPort(denied):
+			d = Decision{Deny, deny.id, "agent " + agent + " is denied on every " + proto.String() + " port by a deny rule"}
+		default:
+			d = Decision{Deny, RuleDefault, "no egress rule allows " + proto.String() + " to agent " + agent}
+		}
+	}
+	switch {
+	case d.Rule == RuleDefault:
+		d.Reason += "; to allow it, add to egress: {agents: [" + agent + "], " + rulePorts(proto, port) + "}"
+	case d.Allowed():
+		d.Reason += "; agent " + agent + "'s own policy must also let this agent in, by name in its ingress agents"
+	}
+	return d
+}
+
+// rulePorts writes the ports and protocol of a rule that would cover
+// proto/port, in YAML flow style.
+func rulePorts(proto Proto, port uint16) string {
+	s := "ports: [PORT]"
+	if port != 0 {
+		s = "ports: [" + strconv.Itoa(int(port)) + "]"
+	}
+	if proto != ProtoTCP {
+		s += ", protocol: " + proto.String()
+	}
+	return s
+}

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -24,6 +25,10 @@ type File struct {
 	Presets     []PresetRef
 	Egress      []Rule
 	Deny        []Rule
+	// Ingress and IngressDeny say who may connect to the agent. With no
+	// Ingress rule nothing may.
+	Ingress     []IngressRule
+	IngressDeny []IngressRule
 	// UnsafeAllowAnyAddress lets egress cidrs be broader than /8 (IPv4) or
 	// /16 (IPv6), up to 0.0.0.0/0 and ::/0. Even then such a rule never opens
 	// special-purpose addresses.
@@ -38,19 +43,57 @@ type PresetRef struct {
 
 // Rule is one entry of the egress or deny list. It matches a flow whose
 // destination is in one of CIDRs or bears a name matching one of Domains,
-// on one of Ports, with Protocol.
+// or a connection to one of the attached Agents, on one of Ports, with
+// Protocol.
 type Rule struct {
 	Line    int
 	Domains []Pattern
 	CIDRs   []netip.Prefix
+	// Agents are names of attached agents (as `clawnet attach --name`
+	// gives them), matched exactly.
+	Agents []string
 	// Ports is empty only in deny rules, where it means every port.
 	Ports []PortRange
 	// Protocol is 0 when the file does not say: tcp for egress rules, tcp
 	// and udp for deny rules.
 	Protocol Proto
 
-	cidrLines []int
-	id        string // overrides the name made from file and line
+	cidrLines  []int
+	agentLines []int
+	id         string // overrides the name made from file and line
+}
+
+// IngressRule is one entry of the ingress or ingress_deny list. It matches
+// a connection to the agent on one of Ports, with Protocol, from one of the
+// peers it names: one of Agents, the host if Host, or a remote client whose
+// address is in one of CIDRs.
+type IngressRule struct {
+	Line int
+	// Ports is empty only in ingress_deny rules, where it means every port.
+	Ports []PortRange
+	// Protocol is 0 when the file does not say: tcp for ingress rules, tcp
+	// and udp for ingress_deny rules.
+	Protocol Proto
+	Agents   []string
+	Host     bool
+	CIDRs    []netip.Prefix
+	// AllowAny lets CIDRs be broader than /8 (IPv4) or /16 (IPv6), up to
+	// 0.0.0.0/0 and ::/0. Ingress rules only.
+	AllowAny bool
+	// ProxyProtocol (proxy_protocol: v2) asks the gateway to send a PROXY
+	// protocol v2 header with the peer's identity. Ingress rules only.
+	ProxyProtocol bool
+
+	cidrLines  []int
+	agentLines []int
+}
+
+// AgentRef is one mention of an agent's name in a policy file.
+type AgentRef struct {
+	Name string
+	Line int
+	// List is where it appears: egress, deny, ingress or ingress_deny.
+	List string
 }
 
 // ParseError is a problem in a policy file. It prints as "file:line: msg".
@@ -76,10 +119,11 @@ const (
 const maxPolicyBytes = 4 << 20
 
 var (
-	topKeys  = []string{"version", "name", "description", "presets", "egress", "deny", "unsafe_allow_any_address"}
-	ruleKeys = []string{"domains", "cidrs", "ports", "protocol"}
-	nameRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
-	yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+	topKeys     = []string{"version", "name", "description", "presets", "egress", "deny", "ingress", "ingress_deny", "unsafe_allow_any_address"}
+	ruleKeys    = []string{"domains", "cidrs", "agents", "ports", "protocol"}
+	ingressKeys = []string{"ports", "protocol", "agents", "host", "cidrs", "allow_any", "proxy_protocol"}
+	nameRE      = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+	yamlLine    = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 )
 
 // Parse parses and validates a policy file. filename is used in messages
@@ -173,6 +217,10 @@ func (p *parser) top(doc *yaml.Node, f *File) error {
 			f.Egress, err = p.rules(v, key, false)
 		case "deny":
 			f.Deny, err = p.rules(v, key, true)
+		case "ingress":
+			f.Ingress, err = p.ingressRules(v, key, false)
+		case "ingress_deny":
+			f.IngressDeny, err = p.ingressRules(v, key, true)
 		case "unsafe_allow_any_address":
 			f.UnsafeAllowAnyAddress, err = p.boolean(v, key)
 		}
@@ -195,6 +243,9 @@ func (p *parser) top(doc *yaml.Node, f *File) error {
 				}
 			}
 		}
+	}
+	if c, ok := proxyConflict(f.Ingress); ok {
+		return p.errAt(f.Ingress[c.i].Line, "%s", c.msg(f.Ingress))
 	}
 	return nil
 }
@@ -251,6 +302,17 @@ func (p *parser) str(n *yaml.Node, key string) (string, error) {
 	}
 	if n.Tag != "!!str" {
 		return "", p.errf(n, "%s: want a string, got %q", key, n.Value)
+	}
+	return n.Value, nil
+}
+
+// scalar is a plain value of any type, as written: "v2", 1234, true.
+func (p *parser) scalar(n *yaml.Node, key, what string) (string, error) {
+	if err := p.kind(n, yaml.ScalarNode, key, what); err != nil {
+		return "", err
+	}
+	if n.Tag == "!!null" {
+		return "", p.errf(n, "%s: want %s", key, what)
 	}
 	return n.Value, nil
 }
@@ -322,77 +384,29 @@ func (p *parser) rules(n *yaml.Node, key string, deny bool) ([]Rule, error) {
 func (p *parser) rule(n *yaml.Node, list string, deny bool) (Rule, error) {
 	r := Rule{Line: n.Line}
 	if n.Kind != yaml.MappingNode {
-		return r, p.errf(n, "%s: each rule must be a mapping with domains or cidrs", list)
+		return r, p.errf(n, "%s: each rule must be a mapping with domains, cidrs or agents", list)
 	}
 	err := p.mapping(n, ruleKeys, func(key string, k, v *yaml.Node) error {
+		var err error
 		switch key {
 		case "domains":
-			items, err := p.seq(v, key)
-			if err != nil {
-				return err
-			}
-			for _, it := range items {
-				s, err := p.str(it, key)
-				if err != nil {
-					return err
-				}
-				pat, err := ParsePattern(s)
-				if err != nil {
-					return p.errf(it, "%v", err)
-				}
-				r.Domains = append(r.Domains, pat)
-			}
+			r.Domains, err = p.domains(v, key)
 		case "cidrs":
-			items, err := p.seq(v, key)
-			if err != nil {
-				return err
-			}
-			for _, it := range items {
-				s, err := p.str(it, key)
-				if err != nil {
-					return err
-				}
-				c, err := ParseCIDR(s)
-				if err != nil {
-					return p.errf(it, "%v", err)
-				}
-				r.CIDRs = append(r.CIDRs, c)
-				r.cidrLines = append(r.cidrLines, it.Line)
-			}
+			r.CIDRs, r.cidrLines, err = p.cidrs(v, key)
+		case "agents":
+			r.Agents, r.agentLines, err = p.agents(v, key)
 		case "ports":
-			items, err := p.seq(v, key)
-			if err != nil {
-				return err
-			}
-			for _, it := range items {
-				if err := p.kind(it, yaml.ScalarNode, "ports", "a port or a range"); err != nil {
-					return err
-				}
-				if it.Tag != "!!int" && it.Tag != "!!str" {
-					return p.errf(it, "bad port %q (want 1-65535 or \"lo-hi\")", it.Value)
-				}
-				pr, err := ParsePortRange(it.Value)
-				if err != nil {
-					return p.errf(it, "%v", err)
-				}
-				r.Ports = append(r.Ports, pr)
-			}
+			r.Ports, err = p.ports(v, key)
 		case "protocol":
-			s, err := p.str(v, key)
-			if err != nil {
-				return err
-			}
-			if r.Protocol, err = ParseProto(s); err != nil {
-				return p.errf(v, "%v", err)
-			}
+			r.Protocol, err = p.protocol(v, key)
 		}
-		return nil
+		return err
 	})
 	if err != nil {
 		return r, err
 	}
-	if len(r.Domains) == 0 && len(r.CIDRs) == 0 {
-		return r, p.errf(n, "%s rule matches nothing: give it domains or cidrs", list)
+	if len(r.Domains) == 0 && len(r.CIDRs) == 0 && len(r.Agents) == 0 {
+		return r, p.errf(n, "%s rule matches nothing: give it domains, cidrs or agents", list)
 	}
 	if !deny && len(r.Ports) == 0 {
 		return r, p.errf(n, "%s rule needs ports (a deny rule without ports covers every port)", list)
@@ -400,12 +414,232 @@ func (p *parser) rule(n *yaml.Node, list string, deny bool) (Rule, error) {
 	return r, nil
 }
 
-// cidrLines holds the line of each CIDR, for messages after the walk.
-func (r Rule) cidrLine(i int) int {
-	if i < len(r.cidrLines) {
-		return r.cidrLines[i]
+func (p *parser) ingressRules(n *yaml.Node, key string, deny bool) ([]IngressRule, error) {
+	items, err := p.seq(n, key)
+	if err != nil {
+		return nil, err
 	}
-	return r.Line
+	out := make([]IngressRule, 0, len(items))
+	for _, it := range items {
+		r, err := p.ingressRule(it, key, deny)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func (p *parser) ingressRule(n *yaml.Node, list string, deny bool) (IngressRule, error) {
+	r := IngressRule{Line: n.Line}
+	if n.Kind != yaml.MappingNode {
+		return r, p.errf(n, "%s: each rule must be a mapping with ports and agents, host or cidrs", list)
+	}
+	err := p.mapping(n, ingressKeys, func(key string, k, v *yaml.Node) error {
+		var err error
+		switch key {
+		case "ports":
+			r.Ports, err = p.ports(v, key)
+		case "protocol":
+			r.Protocol, err = p.protocol(v, key)
+		case "agents":
+			r.Agents, r.agentLines, err = p.agents(v, key)
+		case "host":
+			r.Host, err = p.boolean(v, key)
+		case "cidrs":
+			r.CIDRs, r.cidrLines, err = p.cidrs(v, key)
+		case "allow_any":
+			if deny {
+				return p.errf(k, "allow_any belongs on ingress rules; an ingress_deny rule may cover any address")
+			}
+			r.AllowAny, err = p.boolean(v, key)
+		case "proxy_protocol":
+			if deny {
+				return p.errf(k, "proxy_protocol belongs on ingress rules, not on ingress_deny")
+			}
+			var s string
+			if s, err = p.scalar(v, key, "v2"); err == nil && s != "v2" {
+				err = p.errf(v, "proxy_protocol: want v2, got %q", s)
+			}
+			r.ProxyProtocol = err == nil
+		}
+		return err
+	})
+	if err != nil {
+		return r, err
+	}
+	if len(r.Agents) == 0 && !r.Host && len(r.CIDRs) == 0 {
+		return r, p.errf(n, "%s rule names no peer: give it agents, host: true or cidrs", list)
+	}
+	if !deny && len(r.Ports) == 0 {
+		return r, p.errf(n, "%s rule needs ports (an ingress_deny rule without ports covers every port)", list)
+	}
+	if !deny && r.AllowAny && len(r.CIDRs) == 0 {
+		return r, p.errf(n, "%s rule has allow_any: true but no cidrs for it to apply to", list)
+	}
+	for i, c := range r.CIDRs {
+		if !deny && !r.AllowAny && tooBroad(c) {
+			return r, p.errAt(r.cidrLine(i), "cidr %q lets nearly every address connect; narrow it, or set allow_any: true on this rule", c)
+		}
+	}
+	return r, nil
+}
+
+func (p *parser) domains(n *yaml.Node, key string) ([]Pattern, error) {
+	items, err := p.seq(n, key)
+	if err != nil {
+		return nil, err
+	}
+	var out []Pattern
+	for _, it := range items {
+		s, err := p.str(it, key)
+		if err != nil {
+			return nil, err
+		}
+		pat, err := ParsePattern(s)
+		if err != nil {
+			return nil, p.errf(it, "%v", err)
+		}
+		out = append(out, pat)
+	}
+	return out, nil
+}
+
+// cidrs parses a list of prefixes and the line of each.
+func (p *parser) cidrs(n *yaml.Node, key string) ([]netip.Prefix, []int, error) {
+	items, err := p.seq(n, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	var out []netip.Prefix
+	var lines []int
+	for _, it := range items {
+		s, err := p.str(it, key)
+		if err != nil {
+			return nil, nil, err
+		}
+		c, err := ParseCIDR(s)
+		if err != nil {
+			return nil, nil, p.errf(it, "%v", err)
+		}
+		out = append(out, c)
+		lines = append(lines, it.Line)
+	}
+	return out, lines, nil
+}
+
+// agents parses a list of agent names and the line of each.
+func (p *parser) agents(n *yaml.Node, key string) ([]string, []int, error) {
+	items, err := p.seq(n, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	var out []string
+	var lines []int
+	for _, it := range items {
+		// An agent may be called 1234 or true; such names are still names.
+		s, err := p.scalar(it, key, "an agent name")
+		if err != nil {
+			return nil, nil, err
+		}
+		if !ValidAgentName(s) {
+			return nil, nil, p.errf(it, "bad agent name %q (want letters, digits, '.', '_', '-', starting with a letter or digit, at most 63)", s)
+		}
+		out = append(out, s)
+		lines = append(lines, it.Line)
+	}
+	return out, lines, nil
+}
+
+func (p *parser) ports(n *yaml.Node, key string) ([]PortRange, error) {
+	items, err := p.seq(n, key)
+	if err != nil {
+		return nil, err
+	}
+	var out []PortRange
+	for _, it := range items {
+		if err := p.kind(it, yaml.ScalarNode, key, "a port or a range"); err != nil {
+			return nil, err
+		}
+		if it.Tag != "!!int" && it.Tag != "!!str" {
+			return nil, p.errf(it, "bad port %q (want 1-65535 or \"lo-hi\")", it.Value)
+		}
+		pr, err := ParsePortRange(it.Value)
+		if err != nil {
+			return nil, p.errf(it, "%v", err)
+		}
+		out = append(out, pr)
+	}
+	return out, nil
+}
+
+func (p *parser) protocol(n *yaml.Node, key string) (Proto, error) {
+	s, err := p.str(n, key)
+	if err != nil {
+		return 0, err
+	}
+	proto, err := ParseProto(s)
+	if err != nil {
+		return 0, p.errf(n, "%v", err)
+	}
+	return proto, nil
+}
+
+// cidrLine is the line of CIDRs[i], for messages after the walk.
+func (r Rule) cidrLine(i int) int { return lineOf(r.cidrLines, i, r.Line) }
+
+func (r IngressRule) cidrLine(i int) int { return lineOf(r.cidrLines, i, r.Line) }
+
+func lineOf(lines []int, i, fallback int) int {
+	if i < len(lines) {
+		return lines[i]
+	}
+	return fallback
+}
+
+// AgentRefs lists every mention of an agent's name in f, in file order:
+// the agents it may connect to (egress, deny) and the agents that may
+// connect to it (ingress, ingress_deny). A name need not be attached when
+// the file is loaded; `clawnet policy check` warns about those that are not.
+func (f *File) AgentRefs() []AgentRef {
+	var out []AgentRef
+	add := func(list string, names []string, lines []int, line int) {
+		for i, n := range names {
+			out = append(out, AgentRef{Name: n, Line: lineOf(lines, i, line), List: list})
+		}
+	}
+	for _, r := range f.Egress {
+		add("egress", r.Agents, r.agentLines, r.Line)
+	}
+	for _, r := range f.Deny {
+		add("deny", r.Agents, r.agentLines, r.Line)
+	}
+	for _, r := range f.Ingress {
+		add("ingress", r.Agents, r.agentLines, r.Line)
+	}
+	for _, r := range f.IngressDeny {
+		add("ingress_deny", r.Agents, r.agentLines, r.Line)
+	}
+	slices.SortStableFunc(out, func(a, b AgentRef) int { return a.Line - b.Line })
+	return out
+}
+
+// ValidAgentName reports whether name can be an attached agent's name:
+// ^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$, as the gateway checks at attach. It is
+// on the inbound decision path, so it is not a regexp.
+func ValidAgentName(name string) bool {
+	if len(name) == 0 || len(name) > 63 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case i > 0 && (c == '.' || c == '_' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // ParseCIDR parses a prefix such as "10.20.0.0/16", or a bare address as a

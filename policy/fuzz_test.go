@@ -21,6 +21,8 @@ func FuzzParse(f *testing.F) {
 		f.Add(data)
 	}
 	f.Add([]byte("version: v1\nname: x\negress:\n  - cidrs: [10.0.0.0/8]\n    ports: [1]\n"))
+	f.Add([]byte("version: v1\nname: x\ningress:\n  - ports: [18789]\n    host: true\n    agents: [a]\n    cidrs: [10.0.0.0/8]\n    proxy_protocol: v2\ningress_deny:\n  - cidrs: [10.1.0.0/16]\n"))
+	f.Add([]byte("version: v1\nname: x\ningress:\n  - {ports: [\"1-65535\"], protocol: udp, cidrs: [\"::/0\"], allow_any: true}\negress:\n  - {agents: [a, B.c], ports: [443]}\ndeny:\n  - agents: [a]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		file, err := Parse("fuzz.yaml", data)
 		if err != nil {
@@ -54,5 +56,31 @@ func FuzzParse(f *testing.F) {
 			p.DecideName(n, ProtoTCP, 443)
 			Explain(p, ProtoTCP, n, 0)
 		}
+		peers := []Peer{
+			{Kind: PeerAgent, Agent: "a"}, {Kind: PeerHost}, {},
+			{Kind: PeerRemote, Addr: netip.MustParseAddr("10.1.2.3")},
+			{Kind: PeerRemote, Addr: netip.MustParseAddr("64:ff9b::10.1.2.3")},
+		}
+		for _, peer := range peers {
+			for _, proto := range []Proto{ProtoTCP, ProtoUDP} {
+				in := Inbound{Proto: proto, Port: 18789, Peer: peer}
+				d := p.DecideInbound(in)
+				if d.Rule == "" || d.Reason == "" || strings.Contains(d.Reason, "\n") {
+					t.Fatalf("DecideInbound(%s) = %v, no rule or reason on one line", peer, d.Decision)
+				}
+				if d.Allowed() && (peer.Kind == 0 || len(file.Ingress) == 0 || !p.HasIngress(proto, 18789)) {
+					t.Fatalf("DecideInbound(%s %s 18789) = %v, want deny: no ingress rule can allow it", peer, proto, d.Decision)
+				}
+				if d.ProxyProtocol && !d.Allowed() {
+					t.Fatalf("DecideInbound(%s) = %v with ProxyProtocol set on a deny", peer, d.Decision)
+				}
+				in.Port = 0
+				ExplainInbound(p, in)
+			}
+		}
+		if d := p.DecideAgent("a", ProtoTCP, 443); d.Allowed() && len(file.Egress) == 0 {
+			t.Fatalf("DecideAgent(a) = %v with no egress rules", d)
+		}
+		ExplainAgent(p, "a", ProtoUDP, 0)
 	})
 }

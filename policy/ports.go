@@ -111,6 +111,9 @@ func (s portSet) minus(t portSet) portSet {
 	return out
 }
 
+// intersect returns the ports in both s and t.
+func (s portSet) intersect(t portSet) portSet { return s.minus(s.minus(t)) }
+
 func (s portSet) String() string {
 	if len(s) == 1 && s[0].Lo <= 1 && s[0].Hi == 65535 {
 		return "any port"

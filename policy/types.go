@@ -80,6 +80,79 @@ type Flow struct {
 	Names []string
 }
 
+// PeerKind says how a peer of an inbound connection reached the gateway.
+// The zero value is no peer and is always denied.
+type PeerKind uint8
+
+const (
+	// PeerAgent is another attached agent, known by the TUN its packets
+	// came from.
+	PeerAgent PeerKind = iota + 1
+	// PeerHost is the gateway host itself: a connection through a published
+	// listener from one of the host's own addresses.
+	PeerHost
+	// PeerRemote is a client of a published listener bound to a
+	// non-loopback address, known by its address.
+	PeerRemote
+)
+
+func (k PeerKind) String() string {
+	switch k {
+	case PeerAgent:
+		return "agent"
+	case PeerHost:
+		return "host"
+	case PeerRemote:
+		return "remote"
+	}
+	return fmt.Sprintf("peer(%d)", uint8(k))
+}
+
+// Peer is who opens an inbound connection. The gateway fills it from the
+// link or the published listener the connection came through, never from
+// a source address the peer chose.
+type Peer struct {
+	Kind PeerKind
+	// Agent is the peer agent's name, for PeerAgent.
+	Agent string
+	// Addr is what cidrs rules match, for PeerRemote. For the other kinds
+	// it is for the audit log only.
+	Addr netip.Addr
+}
+
+// String is the peer as `clawnet policy explain --from` takes it:
+// "agent:NAME", "host" or "remote:ADDR" (see ParsePeer).
+func (p Peer) String() string {
+	switch p.Kind {
+	case PeerAgent:
+		return "agent:" + p.Agent
+	case PeerHost:
+		return "host"
+	case PeerRemote:
+		return "remote:" + p.Addr.String()
+	}
+	return p.Kind.String()
+}
+
+// Inbound is what the gateway knows about a new connection to an agent
+// when it asks for a decision.
+type Inbound struct {
+	Proto Proto
+	// Port is the agent's port the peer connects to.
+	Port uint16
+	Peer Peer
+}
+
+// InboundDecision is a decision on an inbound connection, with what the
+// allowing rule asks of the gateway.
+type InboundDecision struct {
+	Decision
+	// ProxyProtocol asks the gateway to send the agent's server a PROXY
+	// protocol v2 header carrying the peer's identity, before any byte from
+	// the peer. Only an Allow sets it.
+	ProxyProtocol bool
+}
+
 // Decider is what the gateway needs of a compiled policy. Implementations
 // are immutable and safe for concurrent use.
 type Decider interface {
@@ -95,4 +168,14 @@ type Decider interface {
 	// upstream at all (some allow rule names it and no deny rule covers it on
 	// every port).
 	DecideQuery(qname string) Decision
+	// DecideInbound decides a new connection to the agent, by its ingress
+	// and ingress_deny rules. Agent to agent, the gateway also asks the
+	// connecting agent's DecideAgent: both must allow.
+	DecideInbound(Inbound) InboundDecision
+	// DecideAgent decides whether the agent may connect to the attached
+	// agent named agent on proto/port, by its egress and deny rules.
+	DecideAgent(agent string, proto Proto, port uint16) Decision
+	// HasIngress reports whether some ingress rule lets some peer connect
+	// on proto/port. The gateway refuses to publish a UDP port without one.
+	HasIngress(proto Proto, port uint16) bool
 }
