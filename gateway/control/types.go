@@ -21,6 +21,9 @@ type AttachRequest struct {
 	Netns     string `json:"netns,omitempty"`
 	// Force attaches even when the namespace has interfaces besides lo.
 	Force bool `json:"force,omitempty"`
+	// Publish lists ports to publish on the host, as ParsePublish reads
+	// them; the attach fails if one cannot be.
+	Publish []string `json:"publish,omitempty"`
 }
 
 // Agent describes an attached agent.
@@ -41,6 +44,8 @@ type Agent struct {
 	// buffer budget (limits.buffer_per_agent).
 	BufferReserved int64     `json:"buffer_reserved"`
 	AttachedAt     time.Time `json:"attached_at"`
+	// Published are the agent's published ports, in their full form.
+	Published []string `json:"published,omitempty"`
 	// Notes are things the user should know about this attach (for example
 	// how DNS was made to work).
 	Notes []string `json:"notes,omitempty"`
@@ -58,10 +63,13 @@ type Status struct {
 
 // Explanation answers `clawnet policy explain`.
 type Explanation struct {
-	Policy  string `json:"policy"`
-	Proto   string `json:"proto"`
-	Host    string `json:"host"`
-	Port    uint16 `json:"port"`
+	Policy string `json:"policy"`
+	Proto  string `json:"proto"`
+	Host   string `json:"host,omitempty"`
+	Port   uint16 `json:"port"`
+	// From is the peer of an inbound question (agent:NAME, host, or an
+	// address), empty for an outbound one.
+	From    string `json:"from,omitempty"`
 	Verdict string `json:"verdict"`
 	Rule    string `json:"rule"`
 	Reason  string `json:"reason"`
