@@ -19,12 +19,19 @@ type AuditEvent struct {
 	Event  Event     `json:"event,omitempty"` // flow lines only
 	Agent  string    `json:"agent"`
 	Policy string    `json:"policy"`
-	Proto  string    `json:"proto,omitempty"`
-	Src    string    `json:"src,omitempty"`
-	Dst    string    `json:"dst,omitempty"`
-	Name   string    `json:"name,omitempty"`
-	SNI    string    `json:"sni,omitempty"`
-	Host   string    `json:"host,omitempty"`
+	// Direction is "in" for a connection that reaches the agent (from
+	// another agent or through a published port); left out for the
+	// agent's own outbound flows.
+	Direction string `json:"direction,omitempty"`
+	// Peer is the other side of a flow between agents or of an inbound
+	// one: agent:NAME, host, or remote:ADDR.
+	Peer  string `json:"peer,omitempty"`
+	Proto string `json:"proto,omitempty"`
+	Src   string `json:"src,omitempty"`
+	Dst   string `json:"dst,omitempty"`
+	Name  string `json:"name,omitempty"`
+	SNI   string `json:"sni,omitempty"`
+	Host  string `json:"host,omitempty"`
 	// Request is the HTTP request ("METHOD target") a deny refused.
 	Request string `json:"request,omitempty"`
 	QName   string `json:"qname,omitempty"`
@@ -65,7 +72,10 @@ const (
 // line is the audit line of event ev on f, decided by d.
 func (f *flow) line(ev Event, d policy.Decision, err error) *AuditEvent {
 	e := &AuditEvent{Kind: KindFlow, Event: ev, Proto: f.proto.String(), Src: f.src.String(), Dst: f.dst.String(),
-		Name: f.name, SNI: f.sni, Host: f.host, Verdict: d.Verdict.String(), Rule: d.Rule, Reason: d.Reason}
+		Name: f.name, SNI: f.sni, Host: f.host, Verdict: d.Verdict.String(), Rule: d.Rule, Reason: d.Reason, Peer: f.peer}
+	if f.in {
+		e.Direction = "in"
+	}
 	if err != nil {
 		e.Error = err.Error()
 	}

@@ -14,6 +14,14 @@ import (
 // alone would not allow is marked byName: a TCP one must then show an
 // allowed, bound name (SNI or Host) before anything reaches upstream.
 func (a *Agent) decideFlow(f *flow) policy.Decision {
+	if a.g.pool.contains(f.dst.Addr()) {
+		if b := a.g.agentAt(f.dst.Addr()); b != nil && b != a {
+			if f.proto != policy.ProtoTCP {
+				return policy.Decision{Rule: "builtin:agents", Reason: "only TCP is carried between agents"}
+			}
+			return a.decideToAgent(f, b)
+		}
+	}
 	if d, ok := a.g.guard(f.dst.Addr(), f.dst.Port()); ok {
 		return d
 	}

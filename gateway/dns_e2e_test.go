@@ -33,6 +33,12 @@ var dnsTestAgentAddr = netip.MustParseAddr("100.96.0.2")
 // TUN, where the test opens sockets as a process in the agent would.
 func dnsTestLink(t *testing.T, a *Agent) *stack.Stack {
 	t.Helper()
+	return testLink(t, a, dnsTestAgentAddr)
+}
+
+// testLink is dnsTestLink with the agent's side at addr.
+func testLink(t *testing.T, a *Agent, addr netip.Addr) *stack.Stack {
+	t.Helper()
 	ch := tuntest.NewChannelTUN()
 	st, err := netstack.New(netstack.Config{
 		Device:  ch.TUN(),
@@ -56,7 +62,7 @@ func dnsTestLink(t *testing.T, a *Agent) *stack.Stack {
 		t.Fatalf("create nic: %v", err)
 	}
 	pa := tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber,
-		AddressWithPrefix: tcpip.AddrFrom4(dnsTestAgentAddr.As4()).WithPrefix()}
+		AddressWithPrefix: tcpip.AddrFrom4(addr.As4()).WithPrefix()}
 	if err := cs.AddProtocolAddress(1, pa, stack.AddressProperties{}); err != nil {
 		t.Fatalf("add address: %v", err)
 	}

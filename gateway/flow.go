@@ -41,6 +41,14 @@ type flow struct {
 	name     string         // the DNS name bound to dst that allowed the flow, if any
 	sni      string
 	host     string
+	// Inbound flows, and flows between agents: in says the flow is seen
+	// from the side of the agent it reaches; peer names the other side
+	// (agent:NAME, host, remote:ADDR); to is the agent a flow goes to.
+	in        bool
+	peer      string
+	to        *Agent
+	mirror    *flow                  // to's side of a flow between agents
+	mirrorDec policy.InboundDecision // to's ingress decision on it
 
 	up, down atomic.Uint64 // bytes agent→upstream and back
 	last     atomic.Int64  // unix nanos of the last byte either way

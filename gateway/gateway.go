@@ -204,7 +204,7 @@ func (g *Gateway) guard(dst netip.Addr, port uint16) (policy.Decision, bool) {
 		}
 		return policy.Decision{Rule: "builtin:gateway", Reason: "only DNS (port 53) is served on the gateway's address"}, true
 	case g.pool.contains(dst):
-		return policy.Decision{Rule: "builtin:agents", Reason: "agents cannot reach one another"}, true
+		return policy.Decision{Rule: "builtin:agents", Reason: "no other agent is attached at " + dst.String()}, true
 	case dst.IsLoopback() || dst.IsUnspecified():
 		return policy.Decision{Rule: "builtin:host", Reason: "the gateway host's loopback is never reachable"}, true
 	}

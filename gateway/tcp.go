@@ -25,13 +25,18 @@ func (a *Agent) handleTCP(r *netstack.TCPRequest) {
 		f.audit(EventDeny, limitDecision(err), nil)
 		return
 	}
-	if f.byName {
+	switch {
+	case f.byName:
 		defer a.untrack(f)
 		a.forwardByName(r, f, d)
-		return
-	}
-	if !a.forwardDirect(r, f, d) {
-		a.untrack(f)
+	case f.to != nil:
+		if !a.forwardToAgent(r, f, d) {
+			a.untrack(f)
+		}
+	default:
+		if !a.forwardDirect(r, f, d) {
+			a.untrack(f)
+		}
 	}
 }
 

@@ -1,0 +1,159 @@
+package gateway
+
+import (
+	"context"
+	"net"
+	"net/netip"
+
+	"github.com/clawnet/clawnet/netstack"
+	"github.com/clawnet/clawnet/policy"
+)
+
+// Inbound: nothing reaches an agent but through the gateway, and only when
+// the agent's ingress rules name the peer. A peer is another agent, known
+// by the link its packets came in on, or a client of a port the gateway
+// published on the host (publish.go). Every inbound connection is decided
+// and audited on the side of the agent it reaches (direction "in"); between
+// agents the caller's egress must name the callee as well.
+
+// agentAt returns the attached agent whose link address is ip, if any.
+func (g *Gateway) agentAt(ip netip.Addr) *Agent {
+	ip = ip.Unmap()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, a := range g.agents {
+		if a == nil {
+			continue
+		}
+		for _, p := range a.addrs {
+			if p.Addr() == ip {
+				return a
+			}
+		}
+	}
+	return nil
+}
+
+// agentAddr returns the agent's link address of dst's family (IPv4 when
+// the agent has no IPv6).
+func (a *Agent) agentAddr(v6 bool) netip.Addr {
+	if v6 && len(a.addrs) > 1 {
+		return a.addrs[1].Addr()
+	}
+	return a.addrs[0].Addr()
+}
+
+// policyNow is the agent's policy as it stands, or nil if it is gone.
+func (a *Agent) policyNow() policy.Decider { return a.g.policies.Get(a.policy) }
+
+// decideToAgent decides a flow from agent a to agent b: a's egress must
+// name b and b's ingress must name a. b's side of the flow (f.mirror) is
+// decided here too, and a refusal by b's ingress is audited on b's side,
+// as every inbound decision is.
+func (a *Agent) decideToAgent(f *flow, b *Agent) policy.Decision {
+	f.peer = "agent:" + b.name
+	f.pol = a.policyNow()
+	if f.pol == nil {
+		return policy.Decision{Rule: "builtin:policy-missing", Reason: "policy " + a.policy + " is no longer defined"}
+	}
+	d := f.pol.DecideAgent(b.name, f.proto, f.dst.Port())
+	if !d.Allowed() {
+		return d
+	}
+	in := b.inboundFlow(f.proto, f.src, f.dst, "agent:"+a.name)
+	bd := in.decideInbound(policy.Peer{Kind: policy.PeerAgent, Agent: a.name})
+	if !bd.Allowed() {
+		in.audit(EventDeny, bd.Decision, nil)
+		return policy.Decision{Rule: bd.Rule, Reason: "agent " + b.name + "'s ingress: " + bd.Reason}
+	}
+	f.to, f.mirror, f.mirrorDec = b, in, bd
+	return d
+}
+
+// inboundFlow is a new flow that reaches agent a from peer.
+func (a *Agent) inboundFlow(proto policy.Proto, src, dst netip.AddrPort, peer string) *flow {
+	f := newFlow(a, proto, src, dst, a.g.cfg.Timeouts.TCPIdle.D())
+	if proto == policy.ProtoUDP {
+		f.idle = a.g.cfg.Timeouts.UDPIdle.D()
+	}
+	f.in, f.peer = true, peer
+	return f
+}
+
+// decideInbound decides an inbound flow by its agent's ingress rules, on
+// one policy snapshot the flow keeps.
+func (f *flow) decideInbound(peer policy.Peer) policy.InboundDecision {
+	f.pol = f.a.policyNow()
+	if f.pol == nil {
+		return policy.InboundDecision{Decision: policy.Decision{Rule: "builtin:policy-missing", Reason: "policy " + f.a.policy + " is no longer defined"}}
+	}
+	return f.pol.DecideInbound(policy.Inbound{Proto: f.proto, Port: f.dst.Port(), Peer: peer})
+}
+
+// forwardToAgent carries a TCP flow from agent a to agent f.to: the
+// connection into b's stack is opened first, from a's own address and
+// port (b's server sees who called), and only then is a's handshake
+// completed. b tracks its side, so its limits and its detach apply. It
+// reports whether the flow was handed to its splice, which then owns it.
+func (a *Agent) forwardToAgent(r *netstack.TCPRequest, f *flow, d policy.Decision) bool {
+	b, in, bd := f.to, f.mirror, f.mirrorDec
+	fail := func(ev Event, bdec, adec policy.Decision, err error) bool {
+		r.Reject()
+		in.audit(ev, bdec, err)
+		f.audit(ev, adec, err)
+		return false
+	}
+	if err := b.track(in); err != nil {
+		return fail(EventDeny, limitDecision(err), limitDecision(err), nil)
+	}
+	bc, err := b.openInto(a.ctx, in, f.src, f.dst, bd.ProxyProtocol)
+	if err != nil {
+		b.untrack(in)
+		return fail(EventFail, bd.Decision, d, err)
+	}
+	r.Buffer = f.buf
+	ac, err := r.Accept()
+	if err != nil {
+		bc.Abort()
+		b.untrack(in)
+		return fail(EventFail, bd.Decision, d, err)
+	}
+	f.agent, f.upstream = ac, bc
+	in.agent, in.upstream = bc, ac
+	f.audit(EventOpen, d, nil)
+	in.audit(EventOpen, bd.Decision, nil)
+	f.armIdle()
+	go func() {
+		defer a.untrack(f)
+		defer b.untrack(in)
+		f.spliceTCP()
+		f.close()
+		in.close()
+		f.audit(EventClose, d, nil)
+		// b's side counts from b: what it sent is what a received.
+		in.up.Store(f.down.Load())
+		in.down.Store(f.up.Load())
+		in.audit(EventClose, bd.Decision, nil)
+	}()
+	return true
+}
+
+// openInto opens the connection into agent a for inbound flow f, from src
+// to dst, writing a PROXY v2 header first when the ingress rule asks.
+func (a *Agent) openInto(ctx context.Context, f *flow, src, dst netip.AddrPort, proxy bool) (*netstack.TCPConn, error) {
+	ctx, cancel := context.WithTimeout(ctx, a.g.cfg.Timeouts.Dial.D())
+	defer cancel()
+	c, err := a.stack.DialTCP(ctx, src, dst, f.buf)
+	if err != nil {
+		return nil, err
+	}
+	if proxy {
+		if err := writeProxyHeader(c, src, dst, f.peer); err != nil {
+			c.Abort()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+var _ net.Conn = (*netstack.TCPConn)(nil)

@@ -1,0 +1,280 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	proxyproto "github.com/pires/go-proxyproto"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/clawnet/clawnet/dnsproxy/dnstest"
+)
+
+const (
+	alicePolicy = `version: v1
+name: dnstest
+egress:
+  - agents: [bob]
+    ports: [8080, 8081, 9090]
+`
+	bobPolicy = `version: v1
+name: bobpol
+ingress:
+  - agents: [alice]
+    ports: [8080]
+  - agents: [alice]
+    ports: [8081]
+    proxy_protocol: v2
+`
+	carolPolicy = `version: v1
+name: carolpol
+egress:
+  - agents: [bob]
+    ports: [8080]
+`
+)
+
+// twoAgents is alice, bob and carol on real netstacks, each with its own
+// agent-side stack, registered with the gateway as attached agents.
+type agentsTest struct {
+	g                  *Gateway
+	audit              *syncBuffer
+	alice, bob, carol  *Agent
+	aliceK, bobK, carK *stack.Stack
+}
+
+func newAgentsTest(t *testing.T) *agentsTest {
+	t.Helper()
+	g, audit := dnsTestGateway(t, alicePolicy, nil, netip.MustParseAddrPort("127.0.0.1:1"))
+	for name, pol := range map[string]string{"bob.yaml": bobPolicy, "carol.yaml": carolPolicy} {
+		if err := os.WriteFile(filepath.Join(g.cfg.PolicyDir, name), []byte(pol), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := g.ReloadPolicies(); err != nil {
+		t.Fatal(err)
+	}
+	at := &agentsTest{g: g, audit: audit}
+	mk := func(name, pol string, idx int) (*Agent, *stack.Stack) {
+		a := dnsTestAgent(t, g, name)
+		a.policy = pol
+		p4, _ := g.pool.addrs(idx)
+		a.addrs = []netip.Prefix{p4}
+		g.mu.Lock()
+		if g.agents == nil {
+			g.agents = map[string]*Agent{}
+		}
+		g.agents[name] = a
+		g.mu.Unlock()
+		return a, testLink(t, a, p4.Addr())
+	}
+	at.alice, at.aliceK = mk("alice", "dnstest", 2)
+	at.bob, at.bobK = mk("bob", "bobpol", 3)
+	at.carol, at.carK = mk("carol", "carolpol", 4)
+	return at
+}
+
+// serverLog records what a test server inside an agent saw.
+type serverLog struct {
+	mu      sync.Mutex
+	remotes []string
+	got     []string
+}
+
+func (l *serverLog) add(remote, got string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.remotes = append(l.remotes, remote)
+	l.got = append(l.got, got)
+}
+
+func (l *serverLog) seen() ([]string, []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.remotes...), append([]string(nil), l.got...)
+}
+
+// listenIn runs a line server inside an agent's kernel (its side of the
+// link): it records the peer and the first line, answers "hi <line>".
+// With proxy set it reads a PROXY v2 header first and records its TLV.
+func listenIn(t *testing.T, k *stack.Stack, addr netip.AddrPort, proxy bool) *serverLog {
+	t.Helper()
+	ln, err := gonet.ListenTCP(k, tcpip.FullAddress{Addr: tcpip.AddrFrom4(addr.Addr().As4()), Port: addr.Port()}, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := &serverLog{}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				r := bufio.NewReader(c)
+				remote := c.RemoteAddr().String()
+				if proxy {
+					h, err := proxyproto.Read(r)
+					if err != nil {
+						log.add(remote, "bad proxy header: "+err.Error())
+						return
+					}
+					tlvs, _ := h.TLVs()
+					for _, tlv := range tlvs {
+						if tlv.Type == PP2TypeClawnetPeer {
+							remote = h.SourceAddr.String() + " " + string(tlv.Value)
+						}
+					}
+				}
+				line, _ := r.ReadString('\n')
+				log.add(remote, line)
+				io.WriteString(c, "hi "+line)
+			}()
+		}
+	}()
+	return log
+}
+
+func dialFrom(t *testing.T, k *stack.Stack, dst netip.AddrPort) (net.Conn, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return gonet.DialContextTCP(ctx, k, fullAddr(dst), ipv4.ProtocolNumber)
+}
+
+func (at *agentsTest) waitLine(t *testing.T, agent string, ev Event, dst netip.AddrPort) AuditEvent {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, e := range at.audit.events(t) {
+			if e.Agent == agent && e.Event == ev && e.Dst == dst.String() {
+				return e
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("no %s line of %s for %s; log: %+v", ev, agent, dst, at.audit.events(t))
+	return AuditEvent{}
+}
+
+// TestAgentToAgent: alice reaches bob's server only where alice's egress
+// names bob and bob's ingress names alice; bob's server sees alice's own
+// address, and a refused attempt never reaches it.
+func TestAgentToAgent(t *testing.T) {
+	dnstest.LeakCheck(t)
+	at := newAgentsTest(t)
+	bobAddr := at.bob.addrs[0].Addr()
+	plain := listenIn(t, at.bobK, netip.AddrPortFrom(bobAddr, 8080), false)
+	closed := listenIn(t, at.bobK, netip.AddrPortFrom(bobAddr, 9090), false)
+
+	dst := netip.AddrPortFrom(bobAddr, 8080)
+	c, err := dialFrom(t, at.aliceK, dst)
+	if err != nil {
+		t.Fatalf("alice → bob:8080: %v", err)
+	}
+	io.WriteString(c, "from alice\n")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	reply, err := bufio.NewReader(c).ReadString('\n')
+	c.Close()
+	if err != nil || reply != "hi from alice\n" {
+		t.Fatalf("reply = %q, %v", reply, err)
+	}
+	remotes, _ := plain.seen()
+	if len(remotes) != 1 || !strings.HasPrefix(remotes[0], at.alice.addrs[0].Addr().String()+":") {
+		t.Fatalf("bob's server saw %v, want alice's address", remotes)
+	}
+	if e := at.waitLine(t, "bob", EventOpen, dst); e.Direction != "in" || e.Peer != "agent:alice" || !strings.Contains(e.Rule, "ingress[0]") {
+		t.Errorf("bob's open line = %+v", e)
+	}
+	if e := at.waitLine(t, "alice", EventOpen, dst); e.Direction != "" || e.Peer != "agent:bob" {
+		t.Errorf("alice's open line = %+v", e)
+	}
+	if e := at.waitLine(t, "bob", EventClose, dst); *e.BytesDown != uint64(len("from alice\n")) || *e.BytesUp != uint64(len(reply)) {
+		t.Errorf("bob's close line counts up %d down %d", *e.BytesUp, *e.BytesDown)
+	}
+
+	// 9090: alice's egress names it, bob's ingress does not.
+	refused := netip.AddrPortFrom(bobAddr, 9090)
+	if c, err := dialFrom(t, at.aliceK, refused); err == nil {
+		c.Close()
+		t.Fatal("alice → bob:9090 connected; bob's ingress does not allow it")
+	}
+	if e := at.waitLine(t, "bob", EventDeny, refused); e.Direction != "in" || e.Peer != "agent:alice" {
+		t.Errorf("bob's deny line = %+v", e)
+	}
+	// carol's egress names bob, but bob's ingress does not name carol.
+	if c, err := dialFrom(t, at.carK, dst); err == nil {
+		c.Close()
+		t.Fatal("carol → bob:8080 connected; bob's ingress names only alice")
+	}
+	at.waitLine(t, "carol", EventDeny, dst)
+	// bob's egress names nobody: bob cannot call alice, whatever alice allows.
+	back := netip.AddrPortFrom(at.alice.addrs[0].Addr(), 8080)
+	if c, err := dialFrom(t, at.bobK, back); err == nil {
+		c.Close()
+		t.Fatal("bob → alice connected without an egress rule")
+	}
+	at.waitLine(t, "bob", EventDeny, back)
+	// The barrier: one more allowed call goes through after the refused
+	// ones, so they had their chance to arrive.
+	c, err = dialFrom(t, at.aliceK, dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "sentinel\n")
+	bufio.NewReader(c).ReadString('\n')
+	c.Close()
+	if r, _ := closed.seen(); len(r) != 0 {
+		t.Fatalf("bob's server on 9090 was reached by %v", r)
+	}
+	if r, got := plain.seen(); len(r) != 2 || got[1] != "sentinel\n" {
+		t.Fatalf("bob's server on 8080 saw %v %q, want alice twice and nothing from carol", r, got)
+	}
+}
+
+// TestAgentToAgentProxyProtocol: where bob's ingress asks for it, bob's
+// server gets a PROXY v2 header naming alice.
+func TestAgentToAgentProxyProtocol(t *testing.T) {
+	dnstest.LeakCheck(t)
+	at := newAgentsTest(t)
+	bobAddr := at.bob.addrs[0].Addr()
+	log := listenIn(t, at.bobK, netip.AddrPortFrom(bobAddr, 8081), true)
+	c, err := dialFrom(t, at.aliceK, netip.AddrPortFrom(bobAddr, 8081))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "hello\n")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if reply, err := bufio.NewReader(c).ReadString('\n'); err != nil || reply != "hi hello\n" {
+		t.Fatalf("reply = %q, %v", reply, err)
+	}
+	remotes, _ := log.seen()
+	want := at.alice.addrs[0].Addr().String()
+	if len(remotes) != 1 || !strings.HasPrefix(remotes[0], want+":") || !strings.HasSuffix(remotes[0], " agent:alice") {
+		t.Fatalf("bob's server read PROXY source and peer %v, want %s:PORT agent:alice", remotes, want)
+	}
+}
