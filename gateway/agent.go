@@ -43,7 +43,9 @@ type Agent struct {
 	flows    map[*flow]struct{} // guarded by mu
 	closed   bool               // guarded by mu
 	reserved int64              // buffer bytes reserved by live flows; guarded by mu
-	wg       sync.WaitGroup     // flow goroutines
+	// listeners are the agent's published ports; guarded by mu.
+	listeners map[control.Publish]*published
+	wg        sync.WaitGroup // flow goroutines
 
 	nflows    atomic.Int64
 	bytesUp   atomic.Uint64
@@ -128,8 +130,8 @@ func (a *Agent) info() *control.Agent {
 		Name: a.name, Target: a.target, ContainerID: a.containerID, PID: a.pid,
 		Netns: a.ns.Path(), Interface: a.dev.IfName, Policy: a.policy,
 		Flows: a.nflows.Load(), BytesUp: a.bytesUp.Load(), BytesDown: a.bytesDown.Load(),
-		BufferReserved: a.bufferReserved(),
-		AttachedAt:     a.attachedAt, Notes: a.notes,
+		BufferReserved: a.bufferReserved(), Published: a.publishedSpecs(),
+		AttachedAt: a.attachedAt, Notes: a.notes,
 	}
 	for _, p := range a.addrs {
 		ai.Addresses = append(ai.Addresses, p.String())
@@ -155,6 +157,7 @@ func (a *Agent) close() {
 		flows = append(flows, f)
 	}
 	a.mu.Unlock()
+	a.closeListeners()
 	a.cancel()
 	for _, f := range flows {
 		f.abort()

@@ -56,7 +56,36 @@ func (g *Gateway) Attach(ctx context.Context, req control.AttachRequest) (*contr
 	g.agents[t.name] = a
 	g.mu.Unlock()
 	g.log.Info("agent attached", "agent", t.name, "target", t.desc, "policy", pol, "addrs", a.info().Addresses)
+	if err := g.publishAtAttach(t.name, req.Publish); err != nil {
+		return nil, err
+	}
 	return a.info(), nil
+}
+
+// publishAtAttach publishes the ports an attach request names; if one
+// cannot be, the agent is detached again and the attach fails with why.
+func (g *Gateway) publishAtAttach(name string, specs []string) error {
+	ps, err := parsePublish(specs)
+	if err == nil {
+		err = g.Publish(name, ps)
+	}
+	if err != nil {
+		_ = g.Detach(name)
+		return err
+	}
+	return nil
+}
+
+func parsePublish(specs []string) ([]control.Publish, error) {
+	ps := make([]control.Publish, 0, len(specs))
+	for _, s := range specs {
+		p, err := control.ParsePublish(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
+		}
+		ps = append(ps, p)
+	}
+	return ps, nil
 }
 
 // AttachRequest attaches what a control API request names. A container is
@@ -78,6 +107,9 @@ func (g *Gateway) AttachRequest(ctx context.Context, req control.AttachRequest) 
 	g.mu.Unlock()
 	if a == nil {
 		return nil, fmt.Errorf("%w: container %s was attached as agent %q, which is gone", ErrNotFound, req.Container, name)
+	}
+	if err := g.publishAtAttach(name, req.Publish); err != nil {
+		return nil, err
 	}
 	return a.info(), nil
 }

@@ -106,7 +106,7 @@ func (a *Agent) forwardToAgent(r *netstack.TCPRequest, f *flow, d policy.Decisio
 	if err := b.track(in); err != nil {
 		return fail(EventDeny, limitDecision(err), limitDecision(err), nil)
 	}
-	bc, err := b.openInto(a.ctx, in, f.src, f.dst, bd.ProxyProtocol)
+	bc, err := b.openInto(a.ctx, in, f.src, f.dst, bd.ProxyProtocol, f.src, f.dst)
 	if err != nil {
 		b.untrack(in)
 		return fail(EventFail, bd.Decision, d, err)
@@ -139,8 +139,9 @@ func (a *Agent) forwardToAgent(r *netstack.TCPRequest, f *flow, d policy.Decisio
 }
 
 // openInto opens the connection into agent a for inbound flow f, from src
-// to dst, writing a PROXY v2 header first when the ingress rule asks.
-func (a *Agent) openInto(ctx context.Context, f *flow, src, dst netip.AddrPort, proxy bool) (*netstack.TCPConn, error) {
+// to dst, writing first, when the ingress rule asks, a PROXY v2 header
+// from psrc (the peer as the gateway saw it) to pdst.
+func (a *Agent) openInto(ctx context.Context, f *flow, src, dst netip.AddrPort, proxy bool, psrc, pdst netip.AddrPort) (*netstack.TCPConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, a.g.cfg.Timeouts.Dial.D())
 	defer cancel()
 	c, err := a.stack.DialTCP(ctx, src, dst, f.buf)
@@ -148,7 +149,7 @@ func (a *Agent) openInto(ctx context.Context, f *flow, src, dst netip.AddrPort, 
 		return nil, err
 	}
 	if proxy {
-		if err := writeProxyHeader(c, src, dst, f.peer); err != nil {
+		if err := writeProxyHeader(c, psrc, pdst, f.peer); err != nil {
 			c.Abort()
 			return nil, err
 		}

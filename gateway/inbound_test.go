@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
@@ -20,6 +21,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/clawnet/clawnet/dnsproxy/dnstest"
+	"github.com/clawnet/clawnet/gateway/control"
 )
 
 const (
@@ -36,6 +38,11 @@ ingress:
     ports: [8080]
   - agents: [alice]
     ports: [8081]
+    proxy_protocol: v2
+  - host: true
+    ports: [8080]
+  - host: true
+    ports: [8082]
     proxy_protocol: v2
 `
 	carolPolicy = `version: v1
@@ -276,5 +283,82 @@ func TestAgentToAgentProxyProtocol(t *testing.T) {
 	want := at.alice.addrs[0].Addr().String()
 	if len(remotes) != 1 || !strings.HasPrefix(remotes[0], want+":") || !strings.HasSuffix(remotes[0], " agent:alice") {
 		t.Fatalf("bob's server read PROXY source and peer %v, want %s:PORT agent:alice", remotes, want)
+	}
+}
+
+func freePort(t *testing.T) uint16 {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return uint16(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// TestPublish: a port published on the host's loopback reaches bob's
+// server when bob's ingress allows the host, from the gateway's address,
+// with the client named in a PROXY v2 header where asked; a spec no rule
+// could pass, UDP and a taken port are refused; unpublish closes it.
+func TestPublish(t *testing.T) {
+	dnstest.LeakCheck(t)
+	at := newAgentsTest(t)
+	t.Cleanup(at.bob.closeListeners)
+	bobAddr := at.bob.addrs[0].Addr()
+	plain := listenIn(t, at.bobK, netip.AddrPortFrom(bobAddr, 8080), false)
+	proxied := listenIn(t, at.bobK, netip.AddrPortFrom(bobAddr, 8082), true)
+	lo := netip.MustParseAddr("127.0.0.1")
+	p1 := control.Publish{HostAddr: lo, HostPort: freePort(t), AgentPort: 8080, Proto: "tcp"}
+	p2 := control.Publish{HostAddr: lo, HostPort: freePort(t), AgentPort: 8082, Proto: "tcp"}
+	if err := at.g.Publish("bob", []control.Publish{p1, p2}); err != nil {
+		t.Fatal(err)
+	}
+	ask := func(p control.Publish, line string) (string, error) {
+		c, err := net.DialTimeout("tcp", netip.AddrPortFrom(p.HostAddr, p.HostPort).String(), 5*time.Second)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, line)
+		return bufio.NewReader(c).ReadString('\n')
+	}
+	if got, err := ask(p1, "from the host\n"); err != nil || got != "hi from the host\n" {
+		t.Fatalf("through %s: %q, %v", p1, got, err)
+	}
+	if r, _ := plain.seen(); len(r) != 1 || !strings.HasPrefix(r[0], at.g.gw4.String()+":") {
+		t.Fatalf("bob's server saw %v, want the gateway's address", r)
+	}
+	e := at.waitLine(t, "bob", EventOpen, netip.AddrPortFrom(bobAddr, 8080))
+	if e.Direction != "in" || e.Peer != "host" || !strings.HasPrefix(e.Src, "127.0.0.1:") {
+		t.Errorf("bob's open line = %+v", e)
+	}
+	if got, err := ask(p2, "proxied\n"); err != nil || got != "hi proxied\n" {
+		t.Fatalf("through %s: %q, %v", p2, got, err)
+	}
+	if r, _ := proxied.seen(); len(r) != 1 || !strings.HasPrefix(r[0], "127.0.0.1:") || !strings.HasSuffix(r[0], " host") {
+		t.Fatalf("PROXY header = %v, want the client 127.0.0.1 and peer host", r)
+	}
+
+	for _, tt := range []struct {
+		p    control.Publish
+		want error
+	}{
+		{control.Publish{HostAddr: lo, HostPort: freePort(t), AgentPort: 9999, Proto: "tcp"}, ErrBadRequest}, // no ingress rule
+		{control.Publish{HostAddr: lo, HostPort: freePort(t), AgentPort: 8080, Proto: "udp"}, ErrBadRequest},
+		{control.Publish{HostAddr: lo, HostPort: p1.HostPort, AgentPort: 8082, Proto: "tcp"}, ErrConflict}, // port taken
+	} {
+		if err := at.g.Publish("bob", []control.Publish{tt.p}); !errors.Is(err, tt.want) {
+			t.Errorf("Publish(%s) = %v, want %v", tt.p, err, tt.want)
+		}
+	}
+	if err := at.g.Unpublish("bob", []control.Publish{p1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ask(p1, "after\n"); err == nil {
+		t.Fatal("an unpublished port still answers")
+	}
+	if got := at.bob.publishedSpecs(); len(got) != 1 || got[0] != p2.String() {
+		t.Fatalf("published = %v, want only %s", got, p2)
 	}
 }
