@@ -2,9 +2,11 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 
+	"github.com/clawnet/clawnet/gateway/control"
 	"github.com/clawnet/clawnet/netstack"
 	"github.com/clawnet/clawnet/policy"
 )
@@ -158,3 +160,30 @@ func (a *Agent) openInto(ctx context.Context, f *flow, src, dst netip.AddrPort, 
 }
 
 var _ net.Conn = (*netstack.TCPConn)(nil)
+
+// ExplainInbound answers what the named policy would decide for a
+// connection from peer (agent:NAME, host, or an address) to the agent's
+// port; port 0 asks about every port.
+func (g *Gateway) ExplainInbound(pol, proto string, port uint16, from string) (*control.Explanation, error) {
+	p := g.policies.Get(pol)
+	if p == nil {
+		return nil, fmt.Errorf("%w: unknown policy %q (known: %v)", ErrNotFound, pol, g.policies.Names())
+	}
+	pr, err := policy.ParseProto(proto)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	peer, err := policy.ParsePeer(from)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --from %q: %v", ErrBadRequest, from, err)
+	}
+	in := policy.Inbound{Proto: pr, Port: port, Peer: peer}
+	var d policy.Decision
+	if cp, ok := p.(*policy.Policy); ok {
+		d = policy.ExplainInbound(cp, in)
+	} else {
+		d = p.DecideInbound(in).Decision
+	}
+	return &control.Explanation{Policy: pol, Proto: pr.String(), Port: port, From: peer.String(),
+		Verdict: d.Verdict.String(), Rule: d.Rule, Reason: d.Reason}, nil
+}
