@@ -309,3 +309,32 @@ func qtypeString(t uint16) string {
 	}
 	return "TYPE" + strconv.Itoa(int(t))
 }
+
+// Name is the name asked about, normalised ("" for a query that failed
+// its checks).
+func (q *Query) Name() string { return q.name }
+
+// Local answers q from what the caller knows itself, never upstream: the
+// addresses of q's type among addrs, with ttl; NXDOMAIN when addrs is
+// empty; REFUSED for a type other than A and AAAA. The verdict, rule and
+// reason are the caller's, for the audit line. Nothing is bound: the
+// caller decides what its names open.
+func (q *Query) Local(addrs []netip.Addr, ttl time.Duration, d policy.Decision) Result {
+	if len(addrs) == 0 {
+		return q.result(q.reply(dns.RcodeNameError), d.Verdict, d.Rule, d.Reason)
+	}
+	if q.qtype != dns.TypeA && q.qtype != dns.TypeAAAA {
+		return q.result(q.reply(dns.RcodeRefused), policy.Deny, ruleUnsupported, "type "+qtypeString(q.qtype)+" is not resolved, only A and AAAA")
+	}
+	m := q.reply(dns.RcodeSuccess)
+	hdr := dns.RR_Header{Name: q.req.Question[0].Name, Rrtype: q.qtype, Class: dns.ClassINET, Ttl: uint32(ttl / time.Second)}
+	for _, a := range addrs {
+		switch {
+		case q.qtype == dns.TypeA && a.Is4():
+			m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: a.AsSlice()})
+		case q.qtype == dns.TypeAAAA && a.Is6() && !a.Is4In6():
+			m.Answer = append(m.Answer, &dns.AAAA{Hdr: hdr, AAAA: a.AsSlice()})
+		}
+	}
+	return q.result(m, d.Verdict, d.Rule, d.Reason)
+}

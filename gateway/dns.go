@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -154,6 +156,9 @@ func (c *dnsCall) start(raw []byte) (q *dnsproxy.Query, res dnsproxy.Result, don
 	}
 	if c.a.g.host != nil {
 		q.IsHost = c.a.g.host.contains
+	}
+	if res, ok := c.agentName(q); ok {
+		return nil, res, true
 	}
 	if res, done := q.Decide(c.a.g.policies.Get(c.a.policy)); done {
 		return nil, res, true
@@ -305,4 +310,42 @@ func (c *dnsCall) serve(conn net.Conn, touch func()) {
 		}
 		touch()
 	}
+}
+
+// AgentZone is the zone in which the gateway's DNS names attached agents,
+// NAME.agents.clawnet.internal, for the agents whose egress names them.
+// It is answered locally and never sent upstream.
+const AgentZone = "agents.clawnet.internal"
+
+// agentTTL is short: an agent re-attached gets a new address.
+const agentTTL = 10 * time.Second
+
+// agentName answers a query in AgentZone: the link addresses of the agent
+// it names, when that agent is attached and this agent's egress names it
+// on some port; NXDOMAIN otherwise. ok is false for any other name.
+func (c *dnsCall) agentName(q *dnsproxy.Query) (dnsproxy.Result, bool) {
+	name, in := strings.CutSuffix(q.Name(), "."+AgentZone)
+	if !in && q.Name() != AgentZone {
+		return dnsproxy.Result{}, false
+	}
+	b := c.a.g.agent(name)
+	pol := c.a.policyNow()
+	if b == nil || b == c.a || pol == nil || !namesAgent(pol, name) {
+		return q.Local(nil, 0, policy.Decision{Rule: "builtin:agents", Reason: "no attached agent " + strconv.Quote(name) + " that this agent's egress names"}), true
+	}
+	addrs := make([]netip.Addr, 0, len(b.addrs))
+	for _, p := range b.addrs {
+		addrs = append(addrs, p.Addr())
+	}
+	return q.Local(addrs, agentTTL, policy.Decision{Verdict: policy.Allow, Rule: "builtin:agents", Reason: "agent " + name + "'s link address"}), true
+}
+
+// namesAgent reports whether pol's egress lets its agent reach agent name
+// on some port, TCP or UDP.
+func namesAgent(pol policy.Decider, name string) bool {
+	cp, ok := pol.(*policy.Policy)
+	if !ok {
+		return false
+	}
+	return policy.ExplainAgent(cp, name, policy.ProtoTCP, 0).Allowed() || policy.ExplainAgent(cp, name, policy.ProtoUDP, 0).Allowed()
 }

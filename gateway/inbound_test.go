@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	proxyproto "github.com/pires/go-proxyproto"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -360,5 +361,44 @@ func TestPublish(t *testing.T) {
 	}
 	if got := at.bob.publishedSpecs(); len(got) != 1 || got[0] != p2.String() {
 		t.Fatalf("published = %v, want only %s", got, p2)
+	}
+}
+
+// TestAgentNames: the gateway's DNS names an attached agent for the agents
+// whose egress names it, and for no one else.
+func TestAgentNames(t *testing.T) {
+	dnstest.LeakCheck(t)
+	at := newAgentsTest(t)
+	ask := func(k *stack.Stack, name string) *dns.Msg {
+		t.Helper()
+		c, err := gonet.DialUDP(k, nil, ptrTo(fullAddr(netip.AddrPortFrom(at.g.gw4, 53))), ipv4.ProtocolNumber)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write(dnstest.Query(name, dns.TypeA, 1232))
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 4096)
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("ask %s: %v", name, err)
+		}
+		return dnstest.MustUnpack(t, buf[:n])
+	}
+	m := ask(at.aliceK, "bob."+AgentZone+".")
+	if got := dnstest.Addrs(m); len(got) != 1 || got[0] != at.bob.addrs[0].Addr() {
+		t.Fatalf("alice asking for bob got %v, want %s", got, at.bob.addrs[0].Addr())
+	}
+	for _, q := range []struct {
+		k    *stack.Stack
+		name string
+	}{
+		{at.carK, "alice." + AgentZone + "."}, // carol's egress names only bob
+		{at.aliceK, "nobody." + AgentZone + "."},
+		{at.bobK, "alice." + AgentZone + "."}, // bob's egress names nobody
+	} {
+		if m := ask(q.k, q.name); m.Rcode != dns.RcodeNameError || len(m.Answer) != 0 {
+			t.Errorf("asking for %s = %s %v, want NXDOMAIN", q.name, dns.RcodeToString[m.Rcode], m.Answer)
+		}
 	}
 }
