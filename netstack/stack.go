@@ -171,6 +171,10 @@ func addrOf(a tcpip.Address) netip.Addr {
 func (ns *Stack) Close() {
 	ns.closeOnce.Do(func() {
 		ns.dev.Close()
+		// Let the reader finish the packet it may be delivering before
+		// the stack's Wait, which waits for it holding the stack's lock:
+		// that delivery can need the lock (a UDP endpoint reads options).
+		ns.ep.Wait()
 		ns.s.Close()
 		ns.s.Wait()
 		ns.ep.Close()

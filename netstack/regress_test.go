@@ -1,0 +1,40 @@
+package netstack
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/tun/tuntest"
+)
+
+// A packet can still be on its way into the stack when Close is called: the
+// reader took it from the TUN just before the device closed. Close must let
+// that delivery finish, not wait for the reader while holding a lock the
+// delivery needs. Found by FuzzStackPackets.
+func TestCloseWhileDeliveringPacket(t *testing.T) {
+	delivering := make(chan struct{})
+	ch := tuntest.NewChannelTUN()
+	// Not newTestStack: its cleanup would hang on a Close that deadlocked.
+	s, err := New(Config{Device: ch.TUN(), MTU: 1500, TCP: func(r *TCPRequest) { r.Reject() }, UDP: func(r *UDPRequest) bool {
+		close(delivering)
+		// The reader is preempted here while Close runs.
+		time.Sleep(100 * time.Millisecond)
+		if c, err := r.Accept(); err == nil {
+			c.Close()
+		}
+		return true
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch.Outbound <- udpPacket(netip.AddrPortFrom(agentAddr, 40000), netip.AddrPortFrom(farAddr, 9999), []byte("x"))
+	<-delivering
+	closed := make(chan struct{})
+	go func() { s.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Stack.Close did not return while a packet was being delivered")
+	}
+}
