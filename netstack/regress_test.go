@@ -38,3 +38,38 @@ func TestCloseWhileDeliveringPacket(t *testing.T) {
 		t.Fatal("Stack.Close did not return while a packet was being delivered")
 	}
 }
+
+// A flow handler may call Accept just as the agent detaches: gVisor aborts
+// only the endpoints registered when the stack closes, so a handshake begun
+// during Close used to hold Accept until its SYN-ACK retransmissions ran
+// out, minutes later. Found by FuzzStackPackets.
+func TestAcceptRacingClose(t *testing.T) {
+	for i := 0; i < 50; i++ {
+		accepted := make(chan error, 1)
+		s, ch := newTestStack(t, Config{TCP: func(r *TCPRequest) {
+			c, err := r.Accept()
+			if err == nil {
+				c.Close()
+			}
+			accepted <- err
+		}})
+		stop := make(chan struct{})
+		go func() {
+			for {
+				select {
+				case <-ch.Inbound:
+				case <-stop:
+					return
+				}
+			}
+		}()
+		ch.Outbound <- tcpSYN(netip.AddrPortFrom(agentAddr, 40000), netip.AddrPortFrom(farAddr, 443))
+		s.Close()
+		select {
+		case <-accepted:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("round %d: Accept still blocked 5s after Stack.Close", i)
+		}
+		close(stop)
+	}
+}
