@@ -73,3 +73,17 @@ func TestAcceptRacingClose(t *testing.T) {
 		close(stop)
 	}
 }
+
+// Config.TCPBuffer below gVisor's 1 MiB default used to fail New.
+func TestNewSmallTCPBuffer(t *testing.T) {
+	for _, size := range []int{4 << 10, 64 << 10, 1 << 20} {
+		ch := tuntest.NewChannelTUN()
+		s, err := New(Config{Device: ch.TUN(), MTU: 1500, TCPBuffer: size,
+			TCP: func(r *TCPRequest) { r.Reject() }, UDP: func(*UDPRequest) bool { return false }})
+		if err != nil {
+			t.Errorf("New(TCPBuffer: %d) = %v", size, err)
+			continue
+		}
+		s.Close()
+	}
+}

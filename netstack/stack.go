@@ -141,10 +141,12 @@ func New(cfg Config) (*Stack, error) {
 }
 
 func (ns *Stack) tune(cfg Config) error {
+	// gVisor refuses a range whose default or minimum exceeds its maximum.
+	lo, def := min(4<<10, cfg.TCPBuffer), min(1<<20, cfg.TCPBuffer)
 	opts := []tcpip.SettableTransportProtocolOption{
 		ptr(tcpip.TCPSACKEnabled(true)),
-		&tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: cfg.TCPBuffer},
-		&tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: cfg.TCPBuffer},
+		&tcpip.TCPReceiveBufferSizeRangeOption{Min: lo, Default: def, Max: cfg.TCPBuffer},
+		&tcpip.TCPSendBufferSizeRangeOption{Min: lo, Default: def, Max: cfg.TCPBuffer},
 		ptr(tcpip.TCPModerateReceiveBufferOption(true)),
 		// No TIME-WAIT on the agent's link. gVisor hands a SYN that meets
 		// a TIME-WAIT endpoint only to a listener, never to the forwarder:
