@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"time"
 
 	wgtun "golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -23,6 +24,9 @@ import (
 )
 
 const nicID tcpip.NICID = 1
+
+// ErrClosed is returned by TCPRequest.Accept once the stack is closing.
+var ErrClosed = errors.New("netstack: stack closed")
 
 // Config describes one agent's stack.
 type Config struct {
@@ -58,6 +62,14 @@ type Stack struct {
 	Stats Stats
 
 	closeOnce sync.Once
+
+	// acceptMu guards the handshakes TCPRequest.Accept is completing, so
+	// that Close can end them: gVisor aborts only the endpoints registered
+	// when the stack closes, and a handshake begun as it closes would hold
+	// its Accept until the SYN-ACK retransmissions run out, minutes later.
+	acceptMu  sync.Mutex
+	closing   bool                       // guarded by acceptMu
+	accepting map[*waiter.Queue]struct{} // guarded by acceptMu
 }
 
 // New builds the stack on cfg.Device and starts reading it.
@@ -71,7 +83,7 @@ func New(cfg Config) (*Stack, error) {
 	if cfg.TCPBuffer <= 0 {
 		cfg.TCPBuffer = 4 << 20
 	}
-	ns := &Stack{dev: cfg.Device}
+	ns := &Stack{dev: cfg.Device, accepting: map[*waiter.Queue]struct{}{}}
 	ns.s = stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
@@ -129,10 +141,12 @@ func New(cfg Config) (*Stack, error) {
 }
 
 func (ns *Stack) tune(cfg Config) error {
+	// gVisor refuses a range whose default or minimum exceeds its maximum.
+	lo, def := min(4<<10, cfg.TCPBuffer), min(1<<20, cfg.TCPBuffer)
 	opts := []tcpip.SettableTransportProtocolOption{
 		ptr(tcpip.TCPSACKEnabled(true)),
-		&tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: cfg.TCPBuffer},
-		&tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: cfg.TCPBuffer},
+		&tcpip.TCPReceiveBufferSizeRangeOption{Min: lo, Default: def, Max: cfg.TCPBuffer},
+		&tcpip.TCPSendBufferSizeRangeOption{Min: lo, Default: def, Max: cfg.TCPBuffer},
 		ptr(tcpip.TCPModerateReceiveBufferOption(true)),
 		// No TIME-WAIT on the agent's link. gVisor hands a SYN that meets
 		// a TIME-WAIT endpoint only to a listener, never to the forwarder:
@@ -171,10 +185,37 @@ func addrOf(a tcpip.Address) netip.Addr {
 func (ns *Stack) Close() {
 	ns.closeOnce.Do(func() {
 		ns.dev.Close()
+		// Let the reader finish the packet it may be delivering before
+		// the stack's Wait, which waits for it holding the stack's lock:
+		// that delivery can need the lock (a UDP endpoint reads options).
+		ns.ep.Wait()
+		ns.acceptMu.Lock()
+		ns.closing = true
+		ns.acceptMu.Unlock()
 		ns.s.Close()
+		ns.endAccepts()
 		ns.s.Wait()
 		ns.ep.Close()
 	})
+}
+
+// endAccepts wakes every Accept still completing a handshake, whose
+// endpoint then finds itself unconnected and closes, and waits for them to
+// return. A wake-up sent before gVisor's handshake waits is lost, so it is
+// repeated until none is left.
+func (ns *Stack) endAccepts() {
+	for {
+		ns.acceptMu.Lock()
+		n := len(ns.accepting)
+		for wq := range ns.accepting {
+			wq.Notify(waiter.WritableEvents)
+		}
+		ns.acceptMu.Unlock()
+		if n == 0 {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // TCPRequest is a new TCP flow, held at SYN: the agent's handshake completes
@@ -224,20 +265,40 @@ func (c *TCPConn) Abort() { c.ep.Abort() }
 
 // Accept completes the agent's handshake and returns the connection.
 func (r *TCPRequest) Accept() (*TCPConn, error) {
-	var wq waiter.Queue
-	ep, err := r.r.CreateEndpoint(&wq)
+	wq := new(waiter.Queue)
+	ns := r.s
+	ns.acceptMu.Lock()
+	if ns.closing {
+		ns.acceptMu.Unlock()
+		r.r.Complete(true)
+		return nil, ErrClosed
+	}
+	ns.accepting[wq] = struct{}{}
+	ns.acceptMu.Unlock()
+	ep, err := r.r.CreateEndpoint(wq)
+	ns.acceptMu.Lock()
+	delete(ns.accepting, wq)
+	closing := ns.closing
+	ns.acceptMu.Unlock()
 	if err != nil {
 		r.r.Complete(true)
 		return nil, fmt.Errorf("complete handshake: %v", err)
 	}
 	r.r.Complete(false)
+	if closing {
+		// The handshake completed as the stack closed, too late for
+		// the stack to abort it.
+		ep.Abort()
+		ep.Close()
+		return nil, ErrClosed
+	}
 	// Keepalive on the agent's side finds a peer that vanished silently.
 	ep.SocketOptions().SetKeepAlive(true)
 	if r.Buffer > 0 {
 		ep.SocketOptions().SetReceiveBufferSize(int64(r.Buffer), true)
 		ep.SocketOptions().SetSendBufferSize(int64(r.Buffer), true)
 	}
-	return &TCPConn{TCPConn: gonet.NewTCPConn(&wq, ep), ep: ep, wq: &wq}, nil
+	return &TCPConn{TCPConn: gonet.NewTCPConn(wq, ep), ep: ep, wq: wq}, nil
 }
 
 // UDPRequest is the first datagram of a new UDP flow.

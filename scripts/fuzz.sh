@@ -11,7 +11,7 @@ for pkg in $pkgs; do
 	targets=$(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u || true)
 	for t in $targets; do
 		echo "fuzz $pkg $t ($fuzztime)"
-		go test -run='^$' -fuzz="^${t}\$" -fuzztime="$fuzztime" "$pkg" >/tmp/fuzz.$$.log 2>&1 || {
+		go test -run='^$' -fuzz="^${t}\$" -fuzztime="$fuzztime" -fuzzminimizetime=0 "$pkg" >/tmp/fuzz.$$.log 2>&1 || {
 			cat /tmp/fuzz.$$.log
 			rm -f /tmp/fuzz.$$.log
 			exit 1
