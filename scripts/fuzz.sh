@@ -2,6 +2,9 @@
 # Runs every fuzz target of the module for FUZZTIME each (default 10s), one
 # at a time: `go test -fuzz` takes one target per run. A crash fails the run
 # and leaves its input in the package's testdata/fuzz/ for a regression test.
+# Minimisation is off: the netstack's coverage varies from run to run (it is
+# concurrent), and the fuzzer would spend the time minimising inputs whose
+# new coverage it cannot reproduce.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fuzztime=${FUZZTIME:-10s}
