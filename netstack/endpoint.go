@@ -63,25 +63,19 @@ func (e *endpoint) readLoop() {
 	sizes := []int{0}
 	for {
 		n, err := e.dev.Read(bufs, sizes, 0)
-		if err != nil {
-			if errors.Is(err, os.ErrClosed) {
-				return
-			}
-			// A transient read error (for example a packet too large for
-			// the buffer) must not stop the agent's link.
-			e.stats.Dropped.Add(1)
-			select {
-			case <-e.done:
-				return
-			default:
-			}
-			if isFatalRead(err) {
-				return
-			}
-			continue
-		}
 		for i := 0; i < n; i++ {
 			e.deliver(bufs[i][:sizes[i]])
+		}
+		if err != nil {
+			// Closing the device (detach, shutdown) is how the loop
+			// ends. The buffer holds the largest packet a TUN carries
+			// and the device has no offloads, so no other error is
+			// transient: the link is gone (the agent deleted it, say),
+			// and spinning on it would help no one.
+			if !errors.Is(err, os.ErrClosed) {
+				e.stats.Dropped.Add(1)
+			}
+			return
 		}
 	}
 }
@@ -154,11 +148,6 @@ func (e *endpoint) isForeignEcho(pkt []byte) bool {
 		}
 	}
 	return true
-}
-
-func isFatalRead(err error) bool {
-	var pe *os.PathError
-	return errors.As(err, &pe) && errors.Is(pe.Err, os.ErrClosed)
 }
 
 // WritePackets implements stack.LinkWriter.
