@@ -45,6 +45,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"publish", "a1", "localhost:8080:80"}, `host address "localhost" is not an IP address`},
 		{[]string{"unpublish", "a1"}, "unpublish takes an agent name and one or more ports"},
 		{[]string{"unpublish", "a1", "8080:99999"}, `publish "8080:99999": agent port`},
+		{[]string{"run", "-p", "80", "--", "img"}, `publish "80": no agent port`},
+		{[]string{"run", "--rm", "--publish=8080:80/sctp", "--", "img"}, `publish "8080:80/sctp": protocol must be tcp or udp`},
 	}
 	for _, tt := range tests {
 		code, _, stderr := runCLI(t, tt.args...)
