@@ -23,6 +23,11 @@ import (
 // imported from the host, never pulled.
 const HolderImageRepo = "clawnet-holder"
 
+// LabelPublish is on a holder attached with published ports: they are
+// listed, comma-separated, in their RunOptions.Publish form, so that the
+// engine keeps the record along with the agent's name and policy.
+const LabelPublish = "io.clawnet.publish"
+
 // EnvHolderBinary overrides the holder's binary (see RunOptions).
 const EnvHolderBinary = "CLAWNET_HOLDER_BINARY"
 
@@ -32,6 +37,12 @@ type RunOptions struct {
 	// and a random suffix.
 	Name   string
 	Policy string // empty: the daemon's default policy
+	// Publish are ports the gateway publishes on the host for the agent,
+	// as `clawnet attach --publish` takes them
+	// ([HOST_IP:]HOST_PORT:AGENT_PORT[/tcp|udp]). The holder is attached
+	// with them; the engine never sees them, and the holder and the agent
+	// keep --network none.
+	Publish []string
 	// DockerArgs are docker run options, passed through to the agent's
 	// container except the network ones (see README.md).
 	DockerArgs []string
@@ -54,11 +65,15 @@ type RunOptions struct {
 }
 
 // AttachRequest asks the daemon to attach a running container (by ID),
-// exactly as `clawnet attach --name Name --policy Policy Container` would.
+// exactly as `clawnet attach --name Name --policy Policy [--publish P]...
+// Container` would.
 type AttachRequest struct {
 	Container string
 	Name      string
 	Policy    string
+	// Publish are the ports to publish (RunOptions.Publish); the attach
+	// must fail if one cannot be.
+	Publish []string
 }
 
 // AttachFunc attaches a container through the daemon's control API. Run
@@ -113,13 +128,17 @@ func Run(ctx context.Context, o RunOptions, attach AttachFunc) (exitCode int, er
 	if len(holderArgs) == 0 {
 		holderArgs = []string{"pause"}
 	}
+	labels := map[string]string{LabelRole: "holder", LabelAgent: name, LabelPolicy: o.Policy}
+	if len(o.Publish) > 0 {
+		labels[LabelPublish] = strings.Join(o.Publish, ",")
+	}
 	noInit := false
 	spec := ContainerSpec{
 		Image:      image,
 		Entrypoint: []string{"/clawnet"},
 		Cmd:        holderArgs,
 		Hostname:   hopts.hostname,
-		Labels:     map[string]string{LabelRole: "holder", LabelAgent: name, LabelPolicy: o.Policy},
+		Labels:     labels,
 		HostConfig: HostConfig{
 			NetworkMode: "none",
 			DNS:         hopts.dns,
@@ -151,7 +170,7 @@ func Run(ctx context.Context, o RunOptions, attach AttachFunc) (exitCode int, er
 	if err := c.StartContainer(ctx, holderID); err != nil {
 		return 0, fmt.Errorf("clawnet run: holder: %w", err)
 	}
-	if err := attach(ctx, AttachRequest{Container: holderID, Name: name, Policy: o.Policy}); err != nil {
+	if err := attach(ctx, AttachRequest{Container: holderID, Name: name, Policy: o.Policy, Publish: o.Publish}); err != nil {
 		return 0, fmt.Errorf("clawnet run: attach: %w", err)
 	}
 

@@ -24,6 +24,12 @@ func TestParseRunArgs(t *testing.T) {
 			RunOptions{Name: "a1", Policy: "coder", DockerArgs: []string{"--rm", "-i", "-t", "-e", "X=--network"}, Image: "img", Cmd: []string{"sh", "-c", "echo --"}}, ""},
 		{[]string{"-eFOO=1", "-v", "/a:/b", "--name=x", "--", "img"},
 			RunOptions{Name: "x", DockerArgs: []string{"-eFOO=1", "-v", "/a:/b"}, Image: "img", Cmd: []string{}}, ""},
+		// -p is clawnet's: taken out of the docker options in every form.
+		{[]string{"-p", "8080:80", "-p=9000:9000/udp", "--publish", "127.0.0.1:1:2", "--publish=3:4", "-dp5:6", "--rm", "-p7:8", "--", "img", "-p", "9:9"},
+			RunOptions{Publish: []string{"8080:80", "9000:9000/udp", "127.0.0.1:1:2", "3:4", "5:6", "7:8"}, DockerArgs: []string{"-d", "--rm"}, Image: "img", Cmd: []string{"-p", "9:9"}}, ""},
+		{[]string{"--rm", "-p", "--", "img"}, RunOptions{}, "option -p needs a value"},
+		{[]string{"--publish", "--", "img"}, RunOptions{}, "option --publish needs a value"},
+		{[]string{"-P", "--", "img"}, RunOptions{DockerArgs: []string{"-P"}, Image: "img", Cmd: []string{}}, ""},
 		{[]string{"img"}, RunOptions{}, `missing "--"`},
 		{[]string{"--rm", "--"}, RunOptions{}, "missing image"},
 		{[]string{"--name"}, RunOptions{}, `missing "--"`},
@@ -55,13 +61,24 @@ func TestSplitRunArgs(t *testing.T) {
 		t.Errorf("splitRunArgs = %+v, %q, %v; want %+v, %q", h, agent, err, wantH, wantA)
 	}
 	for _, bad := range [][]string{
-		{"--network", "host"}, {"--net=bridge"}, {"-p", "80:80"}, {"-P"}, {"--publish=80"},
+		{"--network", "host"}, {"--net=bridge"}, {"-P"}, {"--publish-all"},
 		{"--expose", "80"}, {"--ip", "10.0.0.2"}, {"--mac-address", "02:00:00:00:00:01"}, {"--link", "db"},
 		{"-dit", "--network", "none"},
 	} {
 		_, _, err := splitRunArgs(bad)
 		if err == nil || !errors.Is(err, errNetworkOpt) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("splitRunArgs(%q) err = %v; want a one-line network refusal", bad, err)
+		}
+	}
+}
+
+// TestSplitRunArgsClawnetOptions: clawnet's own options reaching the
+// docker options (RunOptions built by hand) are refused, never passed on.
+func TestSplitRunArgsClawnetOptions(t *testing.T) {
+	for _, bad := range [][]string{{"-p", "80:80"}, {"--publish=80:80"}, {"-dp", "80:80"}, {"--name", "x"}, {"--policy=p"}} {
+		_, _, err := splitRunArgs(bad)
+		if err == nil || !strings.Contains(err.Error(), "to clawnet run (RunOptions), not among the docker options") {
+			t.Errorf("splitRunArgs(%q) err = %v; want a refusal pointing at RunOptions", bad, err)
 		}
 	}
 }
@@ -150,6 +167,7 @@ func TestRunHolderThenAgent(t *testing.T) {
 	code, err := Run(context.Background(), RunOptions{
 		Name: "agent1", Policy: "coder", Image: "clawnet-test:latest", Cmd: []string{"wget", "x"},
 		DockerArgs: []string{"--rm", "--dns", "127.0.0.1", "-e", "A=1"},
+		Publish:    []string{"127.0.0.1:8080:80/tcp", "[::1]:5353:53/udp"},
 		Stdout:     &out, Client: c, DockerCLI: cli, HolderBinary: miniELF(t, false),
 	}, attach)
 	if err != nil || code != 3 {
@@ -173,9 +191,15 @@ func TestRunHolderThenAgent(t *testing.T) {
 		!reflect.DeepEqual(h.Cmd, []string{"pause"}) || !reflect.DeepEqual(h.HostConfig.CapDrop, []string{"ALL"}) {
 		t.Errorf("holder spec = %+v; want --network none, the --dns moved to it, /clawnet pause, no caps", h)
 	}
-	if len(attached) != 1 || attached[0].Name != "agent1" || attached[0].Policy != "coder" || len(attached[0].Container) != 64 {
-		t.Errorf("attached = %+v; want the holder's ID as agent1/coder", attached)
+	if len(attached) != 1 || attached[0].Name != "agent1" || attached[0].Policy != "coder" || len(attached[0].Container) != 64 ||
+		!reflect.DeepEqual(attached[0].Publish, []string{"127.0.0.1:8080:80/tcp", "[::1]:5353:53/udp"}) {
+		t.Errorf("attached = %+v; want the holder's ID as agent1/coder, with the published ports", attached)
 	}
+	if got := h.Labels[LabelPublish]; got != "127.0.0.1:8080:80/tcp,[::1]:5353:53/udp" {
+		t.Errorf("holder label %s = %q; want the published ports", LabelPublish, got)
+	}
+	// The published ports are nowhere in docker's argv: the engine never
+	// sees them.
 	argv, _ := os.ReadFile(argsFile)
 	want := "run\n--network\ncontainer:" + attached[0].Container + "\n--name\nagent1\n--label\nio.clawnet.role=agent\n" +
 		"--label\nio.clawnet.agent=agent1\n--label\nio.clawnet.holder=" + attached[0].Container + "\n" +
@@ -196,9 +220,13 @@ func TestRunHolderThenAgent(t *testing.T) {
 	}
 	f.mu.Lock()
 	n := len(f.imported)
+	_, labelled := f.created[len(f.created)-1].Labels[LabelPublish]
 	f.mu.Unlock()
 	if n != 1 {
 		t.Errorf("imports after a second run = %d; want 1", n)
+	}
+	if labelled || len(attached) != 2 || attached[1].Publish != nil {
+		t.Errorf("a run with no -p: holder labelled %v, attached %+v; want no ports", labelled, attached[1:])
 	}
 }
 

@@ -7,12 +7,13 @@ import (
 )
 
 // RunUsage is the synopsis of `clawnet run`.
-const RunUsage = "clawnet run [--name NAME] [--policy POLICY] [docker run options] -- IMAGE [CMD...]"
+const RunUsage = "clawnet run [--name NAME] [--policy POLICY] [-p [HOST_IP:]HOST_PORT:AGENT_PORT[/tcp|udp]]... [docker run options] -- IMAGE [CMD...]"
 
-// ParseRunArgs splits `clawnet run` arguments: clawnet's own --name and
-// --policy, the docker run options before "--", then the image and its
-// command. --name names both the agent and its container. The CLI should
-// hand it the raw arguments (docker's options are not clawnet flags).
+// ParseRunArgs splits `clawnet run` arguments: clawnet's own --name,
+// --policy and -p/--publish, the docker run options before "--", then the
+// image and its command. --name names both the agent and its container;
+// -p publishes through the gateway, never through the engine. The CLI
+// should hand it the raw arguments (docker's options are not clawnet flags).
 func ParseRunArgs(args []string) (RunOptions, error) {
 	var o RunOptions
 	sep := -1
@@ -40,6 +41,8 @@ func ParseRunArgs(args []string) (RunOptions, error) {
 			o.Name = op.value
 		case "--policy":
 			o.Policy = op.value
+		case "--publish":
+			o.Publish = append(o.Publish, op.value)
 		default:
 			o.DockerArgs = append(o.DockerArgs, op.raw...)
 		}
@@ -189,9 +192,9 @@ func splitRunArgs(args []string) (holderOpts, []string, error) {
 		case "--network", "--net", "--network-alias", "--net-alias", "--link", "--ip", "--ip6",
 			"--link-local-ip", "--mac-address":
 			return h, nil, fmt.Errorf("clawnet run: %s cannot be used: clawnet's gateway is the container's only network (%w)", op.name, errNetworkOpt)
-		case "--publish", "--publish-all", "--expose":
-			return h, nil, fmt.Errorf("clawnet run: %s cannot be used: nothing can connect into an agent, its only peer is clawnet's gateway (%w)", op.name, errNetworkOpt)
-		case "--name", "--policy":
+		case "--publish-all", "--expose":
+			return h, nil, fmt.Errorf("clawnet run: %s cannot be used: the agent's only peer is clawnet's gateway; publish each port with -p HOST_PORT:AGENT_PORT (%w)", op.name, errNetworkOpt)
+		case "--name", "--policy", "--publish":
 			return h, nil, fmt.Errorf("clawnet run: give %s to clawnet run (RunOptions), not among the docker options", op.name)
 		default:
 			agent = append(agent, op.raw...)

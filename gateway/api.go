@@ -22,6 +22,8 @@ func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/agents", g.handleAttach)
 	mux.HandleFunc("DELETE /v1/agents/{name}", g.handleDetach)
+	mux.HandleFunc("POST /v1/agents/{name}/publish", g.handlePublish)
+	mux.HandleFunc("DELETE /v1/agents/{name}/publish", g.handleUnpublish)
 	mux.HandleFunc("GET /v1/agents", g.handleList)
 	mux.HandleFunc("GET /v1/status", g.handleStatus)
 	mux.HandleFunc("POST /v1/reload", g.handleReload)
@@ -43,6 +45,11 @@ func (g *Gateway) handleAttach(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, fmt.Errorf("%w: %v", ErrBadRequest, err))
 		return
 	}
+	// A bad spec is refused before anything is opened.
+	if _, err := parsePublish(req.Publish); err != nil {
+		writeErr(w, err)
+		return
+	}
 	a, err := g.AttachRequest(r.Context(), req)
 	if err != nil {
 		writeErr(w, err)
@@ -57,6 +64,61 @@ func (g *Gateway) handleDetach(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// handlePublish publishes ports of a running agent (a
+// control.PublishRequest); nothing is published if one cannot be.
+func (g *Gateway) handlePublish(w http.ResponseWriter, r *http.Request) {
+	ps, err := decodePublish(w, r)
+	if err == nil {
+		err = g.Publish(r.PathValue("name"), ps)
+	}
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleUnpublish closes the agent's listeners for the ports named.
+func (g *Gateway) handleUnpublish(w http.ResponseWriter, r *http.Request) {
+	ps, err := decodePublish(w, r)
+	if err == nil {
+		err = g.Unpublish(r.PathValue("name"), ps)
+	}
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// decodePublish reads a control.PublishRequest naming at least one port.
+func decodePublish(w http.ResponseWriter, r *http.Request) ([]control.Publish, error) {
+	var req control.PublishRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	if len(req.Publish) == 0 {
+		return nil, fmt.Errorf("%w: name one or more ports ([HOST_IP:]HOST_PORT:AGENT_PORT[/tcp|udp])", ErrBadRequest)
+	}
+	return parsePublish(req.Publish)
+}
+
+// parsePublish reads publish specs as control.ParsePublish does; the first
+// bad one is a bad request.
+func parsePublish(specs []string) ([]control.Publish, error) {
+	ps := make([]control.Publish, 0, len(specs))
+	for _, s := range specs {
+		p, err := control.ParsePublish(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
+		}
+		ps = append(ps, p)
+	}
+	return ps, nil
 }
 
 func (g *Gateway) handleList(w http.ResponseWriter, _ *http.Request) {
@@ -87,7 +149,9 @@ func (g *Gateway) handleReload(w http.ResponseWriter, _ *http.Request) {
 }
 
 // handleExplain answers what a policy would decide for
-// ?policy=P&proto=tcp|udp&host=H&port=N (proto tcp and port 0 by default).
+// ?policy=P&proto=tcp|udp&host=H&port=N (proto tcp and port 0 by default):
+// a connection the agent would open, or, with &from=PEER (agent:NAME, host
+// or an address), one PEER would open to the agent's port N.
 func (g *Gateway) handleExplain(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	port, err := strconv.ParseUint(q.Get("port"), 10, 16)
@@ -99,7 +163,16 @@ func (g *Gateway) handleExplain(w http.ResponseWriter, r *http.Request) {
 	if proto == "" {
 		proto = "tcp"
 	}
-	e, err := g.Explain(q.Get("policy"), proto, q.Get("host"), uint16(port))
+	var e *control.Explanation
+	if from := q.Get("from"); from != "" {
+		if q.Get("host") != "" {
+			writeErr(w, fmt.Errorf("%w: give host or from, not both", ErrBadRequest))
+			return
+		}
+		e, err = g.ExplainInbound(q.Get("policy"), proto, uint16(port), from)
+	} else {
+		e, err = g.Explain(q.Get("policy"), proto, q.Get("host"), uint16(port))
+	}
 	if err != nil {
 		writeErr(w, err)
 		return

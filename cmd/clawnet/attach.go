@@ -11,14 +11,17 @@ import (
 
 func newAttachCmd(e *env) *cobra.Command {
 	var req control.AttachRequest
+	var publish []string
 	cmd := &cobra.Command{
-		Use:   "attach [--name NAME] [--policy POLICY] (CONTAINER | --pid PID | --netns PATH)",
+		Use:   "attach [--name NAME] [--policy POLICY] [-p " + publishUsage + "]... (CONTAINER | --pid PID | --netns PATH)",
 		Short: "Give an agent's network namespace its one interface, through the gateway",
 		Long: `attach creates a TUN device inside the target's network namespace (from
 outside: the agent needs no capability and no tool), gives it addresses and
 default routes, and connects it to the gateway. From then on every flow the
 agent opens is decided by its policy. The namespace must have no interface
-but lo (anything else would be a way around the gateway) unless --force.`,
+but lo (anything else would be a way around the gateway) unless --force.
+Each --publish makes the gateway listen on the host (127.0.0.1 unless
+HOST_IP is given) for the agent's port; the attach fails if one cannot be.`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 1 {
 				return usageError{fmt.Errorf("attach takes one container, got %d arguments", len(args))}
@@ -41,12 +44,20 @@ but lo (anything else would be a way around the gateway) unless --force.`,
 			if cmd.Flags().Changed("pid") && req.PID <= 0 {
 				return usageError{fmt.Errorf("--pid must be a positive process ID, not %d", req.PID)}
 			}
+			var err error
+			if req.Publish, err = publishSpecs(publish); err != nil {
+				return err
+			}
 			a, err := e.client().Attach(cmd.Context(), req)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(e.stdout, "attached %s (%s) policy=%s interface=%s addresses=%s gateway=%s\n",
-				a.Name, a.Target, a.Policy, a.Interface, strings.Join(a.Addresses, ","), strings.Join(a.Gateway, ","))
+			published := ""
+			if len(a.Published) > 0 {
+				published = " published=" + strings.Join(a.Published, ",")
+			}
+			fmt.Fprintf(e.stdout, "attached %s (%s) policy=%s interface=%s addresses=%s gateway=%s%s\n",
+				a.Name, a.Target, a.Policy, a.Interface, strings.Join(a.Addresses, ","), strings.Join(a.Gateway, ","), published)
 			for _, n := range a.Notes {
 				fmt.Fprintf(e.stdout, "note: %s\n", n)
 			}
@@ -59,6 +70,7 @@ but lo (anything else would be a way around the gateway) unless --force.`,
 	f.IntVar(&req.PID, "pid", 0, "attach the network namespace of this process")
 	f.StringVar(&req.Netns, "netns", "", "attach the network namespace at this path (for example /var/run/netns/NAME)")
 	f.BoolVar(&req.Force, "force", false, "attach even if the namespace has interfaces besides lo")
+	f.StringArrayVarP(&publish, "publish", "p", nil, "publish the agent's port on the host, "+publishUsage+" (127.0.0.1 unless HOST_IP; repeatable)")
 	return cmd
 }
 

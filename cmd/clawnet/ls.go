@@ -26,10 +26,14 @@ func newLsCmd(e *env) *cobra.Command {
 				return enc.Encode(as)
 			}
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tTARGET\tPOLICY\tADDRESSES\tFLOWS\tUP\tDOWN")
+			fmt.Fprintln(tw, "NAME\tTARGET\tPOLICY\tADDRESSES\tFLOWS\tUP\tDOWN\tPUBLISHED")
 			for _, a := range as {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", a.Name, a.Target, a.Policy,
-					strings.Join(a.Addresses, ","), a.Flows, human(a.BytesUp), human(a.BytesDown))
+				published := "-"
+				if len(a.Published) > 0 {
+					published = strings.Join(a.Published, ",")
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", a.Name, a.Target, a.Policy,
+					strings.Join(a.Addresses, ","), a.Flows, human(a.BytesUp), human(a.BytesDown), published)
 			}
 			return tw.Flush()
 		},

@@ -43,7 +43,7 @@ func newRoot(e *env) *cobra.Command {
 	root.SetErr(e.stderr)
 	root.PersistentFlags().StringVar(&e.socket, "socket", "", "control socket of clawnetd (default $"+control.SocketEnv+" or "+control.DefaultSocket+")")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newAttachCmd(e), newDetachCmd(e), newLsCmd(e), newVersionCmd(e), newPolicyCmd(e), newStatusCmd(e), newReloadCmd(e), newRunCmd(e), newPauseCmd())
+	root.AddCommand(newAttachCmd(e), newDetachCmd(e), newPublishCmd(e), newUnpublishCmd(e), newLsCmd(e), newVersionCmd(e), newPolicyCmd(e), newStatusCmd(e), newReloadCmd(e), newRunCmd(e), newPauseCmd())
 	return root
 }
 

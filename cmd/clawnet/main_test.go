@@ -31,6 +31,22 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"policy", "check"}, "check takes one or more policy files"},
 		{[]string{"policy", "explain", "api.github.com"}, "--policy is required"},
 		{[]string{"policy", "explain", "--policy", "p", "h:0"}, `bad port in "h:0"`},
+		{[]string{"policy", "explain", "--policy", "p"}, "explain takes one HOST[:PORT], or --from PEER"},
+		{[]string{"policy", "explain", "--from", "host", ":80"}, "--policy is required"},
+		{[]string{"policy", "explain", "--policy", "p", "--from", "agent:a b", ":80"}, `--from: bad agent name "a b"`},
+		{[]string{"policy", "explain", "--policy", "p", "--from", "nobody", ":80"}, `--from: bad peer "nobody" (want agent:NAME, host or an IP address)`},
+		{[]string{"policy", "explain", "--policy", "p", "--from", "host", "api.github.com:443"}, `bad port "api.github.com:443": with --from, give the agent's port as :PORT`},
+		{[]string{"policy", "explain", "--policy", "p", "--from", "host", ":0"}, `bad port ":0"`},
+		{[]string{"policy", "explain", "--policy", "p", "--from", "host", ":80", ":81"}, "explain --from takes at most one :PORT"},
+		{[]string{"attach", "c1", "-p", "80"}, `publish "80": no agent port`},
+		{[]string{"attach", "c1", "-p", "8080:80", "--publish", "8080:80/sctp"}, `publish "8080:80/sctp": protocol must be tcp or udp`},
+		{[]string{"publish"}, "publish takes an agent name and one or more ports, [HOST_IP:]HOST_PORT:AGENT_PORT[/tcp|udp]"},
+		{[]string{"publish", "a1"}, "publish takes an agent name and one or more ports"},
+		{[]string{"publish", "a1", "localhost:8080:80"}, `host address "localhost" is not an IP address`},
+		{[]string{"unpublish", "a1"}, "unpublish takes an agent name and one or more ports"},
+		{[]string{"unpublish", "a1", "8080:99999"}, `publish "8080:99999": agent port`},
+		{[]string{"run", "-p", "80", "--", "img"}, `publish "80": no agent port`},
+		{[]string{"run", "--rm", "--publish=8080:80/sctp", "--", "img"}, `publish "8080:80/sctp": protocol must be tcp or udp`},
 	}
 	for _, tt := range tests {
 		code, _, stderr := runCLI(t, tt.args...)

@@ -1,11 +1,11 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"strconv"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -25,6 +25,10 @@ func newPolicyCheckCmd(e *env) *cobra.Command {
 	return &cobra.Command{
 		Use:   "check FILE...",
 		Short: "Parse and compile policy files; print one line per problem",
+		Long: `check parses and compiles policy files without a daemon, printing one line
+per refused file. When a daemon answers, it also warns (without failing)
+about each agent name a file mentions that is not attached: such a rule
+applies once an agent of that name is.`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usageError{errors.New("check takes one or more policy files")}
@@ -33,6 +37,7 @@ func newPolicyCheckCmd(e *env) *cobra.Command {
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			bad := 0
+			var refs []fileRef
 			for _, file := range args {
 				data, err := os.ReadFile(file)
 				if err == nil {
@@ -41,6 +46,7 @@ func newPolicyCheckCmd(e *env) *cobra.Command {
 						var p *policy.Policy
 						if p, err = policy.Compile(f, policy.Options{}); err == nil {
 							fmt.Fprintf(e.stdout, "%s: ok (policy %q)\n", file, p.Name())
+							refs = append(refs, agentRefs(file, f)...)
 							continue
 						}
 					}
@@ -48,6 +54,7 @@ func newPolicyCheckCmd(e *env) *cobra.Command {
 				bad++
 				fmt.Fprintln(e.stderr, err)
 			}
+			warnUnattached(cmd.Context(), e, refs)
 			if bad > 0 {
 				return fmt.Errorf("%d of %d policy files refused", bad, len(args))
 			}
@@ -56,50 +63,49 @@ func newPolicyCheckCmd(e *env) *cobra.Command {
 	}
 }
 
-func newPolicyExplainCmd(e *env) *cobra.Command {
-	var pol, proto string
-	cmd := &cobra.Command{
-		Use:   "explain --policy NAME [--proto tcp|udp] HOST[:PORT]",
-		Short: "Say what the gateway would decide for a destination, and by which rule",
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usageError{errors.New("explain takes one HOST[:PORT]")}
-			}
-			return nil
-		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if pol == "" {
-				return usageError{errors.New("--policy is required")}
-			}
-			host, port, err := splitHostPort(args[0])
-			if err != nil {
-				return usageError{err}
-			}
-			x, err := e.client().Explain(cmd.Context(), pol, proto, host, port)
-			if err != nil {
-				return err
-			}
-			dst := x.Host
-			if x.Port != 0 {
-				dst = net.JoinHostPort(x.Host, strconv.Itoa(int(x.Port)))
-			}
-			fmt.Fprintf(e.stdout, "%s %s %s: %s by %s: %s\n", x.Policy, x.Proto, dst, x.Verdict, x.Rule, x.Reason)
-			return nil
-		},
-	}
-	cmd.Flags().StringVar(&pol, "policy", "", "policy name")
-	cmd.Flags().StringVar(&proto, "proto", "tcp", "protocol: tcp or udp")
-	return cmd
+// fileRef is an agent name a policy file mentions, where it first does.
+type fileRef struct {
+	file string
+	policy.AgentRef
 }
 
-// splitHostPort accepts host, host:port, [v6]:port and a bare IPv6 address.
-func splitHostPort(s string) (string, uint16, error) {
-	if h, p, err := net.SplitHostPort(s); err == nil {
-		n, err := strconv.ParseUint(p, 10, 16)
-		if err != nil || n == 0 {
-			return "", 0, fmt.Errorf("bad port in %q", s)
+// agentRefs lists each agent name f mentions once, at its first mention.
+func agentRefs(file string, f *policy.File) []fileRef {
+	var out []fileRef
+	seen := map[string]bool{}
+	for _, r := range f.AgentRefs() {
+		if !seen[r.Name] {
+			seen[r.Name] = true
+			out = append(out, fileRef{file, r})
 		}
-		return h, uint16(n), nil
 	}
-	return s, 0, nil
+	return out
+}
+
+// daemonWait bounds how long check waits for a daemon's list of agents.
+const daemonWait = 2 * time.Second
+
+// warnUnattached warns about each name in refs that no attached agent has.
+// It asks the daemon only when a file names agents, and says nothing when
+// none answers: check must work offline.
+func warnUnattached(ctx context.Context, e *env, refs []fileRef) {
+	if len(refs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, daemonWait)
+	defer cancel()
+	as, err := e.client().Agents(ctx)
+	if err != nil {
+		return
+	}
+	attached := map[string]bool{}
+	for _, a := range as {
+		attached[a.Name] = true
+	}
+	for _, r := range refs {
+		if !attached[r.Name] {
+			fmt.Fprintf(e.stderr, "%s:%d: warning: %s names agent %q, which is not attached; the rule applies once an agent of that name is\n",
+				r.file, r.Line, r.List, r.Name)
+		}
+	}
 }

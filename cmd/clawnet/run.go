@@ -30,9 +30,12 @@ func newRunCmd(e *env) *cobra.Command {
 			if err != nil {
 				return usageError{err}
 			}
+			if o.Publish, err = publishSpecs(o.Publish); err != nil {
+				return err
+			}
 			o.Stdin, o.Stdout, o.Stderr = os.Stdin, e.stdout, e.stderr
 			code, err := container.Run(cmd.Context(), o, func(ctx context.Context, r container.AttachRequest) error {
-				_, err := e.client().Attach(ctx, control.AttachRequest{Container: r.Container, Name: r.Name, Policy: r.Policy})
+				_, err := e.client().Attach(ctx, control.AttachRequest{Container: r.Container, Name: r.Name, Policy: r.Policy, Publish: r.Publish})
 				return err
 			})
 			if err != nil {

@@ -106,6 +106,17 @@ func (c *Client) Detach(ctx context.Context, name string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/agents/"+url.PathEscape(name), nil, nil)
 }
 
+// Publish publishes ports of the running agent called agent; specs are
+// read as ParsePublish reads them. Either all are published or none.
+func (c *Client) Publish(ctx context.Context, agent string, specs []string) error {
+	return c.do(ctx, http.MethodPost, "/v1/agents/"+url.PathEscape(agent)+"/publish", PublishRequest{Publish: specs}, nil)
+}
+
+// Unpublish closes the agent's published ports named by specs.
+func (c *Client) Unpublish(ctx context.Context, agent string, specs []string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/agents/"+url.PathEscape(agent)+"/publish", PublishRequest{Publish: specs}, nil)
+}
+
 // Agents lists attached agents.
 func (c *Client) Agents(ctx context.Context) ([]Agent, error) {
 	var as []Agent
@@ -123,6 +134,15 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 // Reload makes the daemon read its policy files again.
 func (c *Client) Reload(ctx context.Context) error {
 	return c.do(ctx, http.MethodPost, "/v1/reload", nil, nil)
+}
+
+// ExplainInbound asks what policy would decide for a connection from the
+// peer from (agent:NAME, host or an address) to an agent's port (0: any).
+func (c *Client) ExplainInbound(ctx context.Context, policy, proto, from string, port uint16) (*Explanation, error) {
+	q := url.Values{"policy": {policy}, "proto": {proto}, "from": {from}, "port": {fmt.Sprint(port)}}
+	var e Explanation
+	err := c.do(ctx, http.MethodGet, "/v1/explain?"+q.Encode(), nil, &e)
+	return &e, err
 }
 
 // Explain asks what policy would decide for host:port.

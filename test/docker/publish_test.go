@@ -1,0 +1,169 @@
+package dockertest
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/clawnet/clawnet/container"
+	"github.com/clawnet/clawnet/gateway/control"
+	"github.com/clawnet/clawnet/test/harness"
+)
+
+// webPolicy lets the gateway host connect to the agent's port 8080, through
+// a published port, and nothing else in or out.
+const webPolicy = `version: v1
+name: web
+ingress:
+  - ports: [8080]
+    host: true
+`
+
+// TestDockerRunPublish: `clawnet run -p 127.0.0.1:PORT:8080` publishes the
+// agent's HTTP server on the host's loopback through the gateway, never
+// through the engine: a GET from the host reaches the server (it serves a
+// file only the container has, and logs the request), the port is closed on
+// the host's other addresses, and the listener goes when the container
+// stops.
+func TestDockerRunPublish(t *testing.T) {
+	requireDocker(t)
+	raceHolder(t)
+	in := harness.NewInternet(t)
+	d := harness.StartDaemon(t, harness.DaemonConfig{
+		Policies:      map[string]string{"canary": canaryPolicy(in), "web": webPolicy},
+		DefaultPolicy: "canary",
+		Internet:      in,
+	})
+	w := world{in: in, d: d}
+	img := testImage(t)
+	name := uniq("cn-pub")
+	t.Cleanup(func() { removeContainers(t, name) })
+
+	port := freePort(t)
+	spec := fmt.Sprintf("127.0.0.1:%d:8080", port)
+	token := uniq("served")
+	path := "/" + token + ".txt"
+	r := d.CLI("run", "--name", name, "--policy", "web", "-d", "-p", spec, "--", img, "sh", "-c",
+		"mkdir -p /www && echo "+token+" > /www"+path+" && exec httpd -f -vv -p 8080 -h /www")
+	if !r.OK() {
+		t.Fatalf("clawnet run -p %s: %v", spec, r)
+	}
+	w.waitAgent(t, name, true, 5*time.Second)
+	if a := lsAgent(t, d, name); !slices.Contains(a.Published, spec+"/tcp") {
+		t.Fatalf("clawnet ls: agent %s publishes %q after clawnet run -p %s; want %s/tcp (publishing is not built yet?)", name, a.Published, spec, spec)
+	}
+
+	// The engine saw no port: the holder keeps --network none, the agent
+	// joins it, and neither has a port binding.
+	holder := container.HolderName(name)
+	for _, c := range []struct{ name, mode string }{{holder, "none"}, {name, "container:"}} {
+		got := mustDocker(t, "inspect", "--format", "{{.HostConfig.NetworkMode}} {{json .HostConfig.PortBindings}}", c.name)
+		mode, bindings, _ := strings.Cut(got, " ")
+		if !strings.HasPrefix(mode, c.mode) || (bindings != "{}" && bindings != "null") {
+			t.Errorf("docker inspect %s: network %s, port bindings %s; want %s and none", c.name, mode, bindings, c.mode)
+		}
+	}
+
+	loop := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
+	var body string
+	var err error
+	if !harness.Poll(10*time.Second, 100*time.Millisecond, func() bool {
+		body, err = httpGet("http://" + loop.String() + path)
+		return err == nil
+	}) {
+		t.Fatalf("GET http://%s%s from the host: %v; want the agent's file", loop, path, err)
+	}
+	if body != token+"\n" {
+		t.Errorf("GET http://%s%s = %q; want %q, the file only the container has", loop, path, body, token+"\n")
+	}
+	if !harness.Poll(5*time.Second, 100*time.Millisecond, func() bool {
+		return strings.Contains(docker("logs", name).Stderr, "url:"+path)
+	}) {
+		t.Errorf("the agent's httpd never logged url:%s; docker logs: %s", path, docker("logs", name).Stderr)
+	}
+
+	// Published on loopback only: the same port on the host's other
+	// addresses (another loopback address, the host's end of the test
+	// internet's link) refuses.
+	for _, a := range []netip.Addr{netip.MustParseAddr("127.0.0.2"), in.Host4} {
+		if err := dialRefused(netip.AddrPortFrom(a, port)); err != nil {
+			t.Error(err)
+		}
+	}
+
+	mustDocker(t, "stop", "-t", "0", name)
+	if !harness.Poll(10*time.Second, 100*time.Millisecond, func() bool { return dialRefused(loop) == nil }) {
+		t.Errorf("%v 10s after docker stop %s; want the listener gone; clawnet ls: %+v", dialRefused(loop), name, lsAgent(t, d, name))
+	}
+	mustDocker(t, "rm", "-f", name)
+	w.waitAgent(t, name, false, 10*time.Second)
+	noneLeft(t, name)
+	if err := dialRefused(loop); err != nil {
+		t.Errorf("after docker rm: %v", err)
+	}
+}
+
+// freePort returns a TCP port nothing listens on, on any IPv4 address.
+func freePort(t *testing.T) uint16 {
+	t.Helper()
+	l, err := net.Listen("tcp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return uint16(l.Addr().(*net.TCPAddr).Port)
+}
+
+// httpGet fetches url from the host, with a deadline.
+func httpGet(url string) (string, error) {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("%s: %q", resp.Status, b)
+	}
+	return string(b), nil
+}
+
+// dialRefused is nil when a TCP connection to ap from the host is refused.
+func dialRefused(ap netip.AddrPort) error {
+	c, err := net.DialTimeout("tcp", ap.String(), 2*time.Second)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("%s accepts a connection; want it refused", ap)
+	}
+	if !harness.IsRefused(err) {
+		return fmt.Errorf("dial %s: %v; want it refused", ap, err)
+	}
+	return nil
+}
+
+// lsAgent returns clawnet ls --json's entry for name, published ports
+// included (zero if it is not attached).
+func lsAgent(t *testing.T, d *harness.Daemon, name string) control.Agent {
+	t.Helper()
+	var as []control.Agent
+	if err := json.Unmarshal([]byte(d.MustCLI(t, "ls", "--json")), &as); err != nil {
+		t.Fatalf("clawnet ls --json: %v", err)
+	}
+	for _, a := range as {
+		if a.Name == name {
+			return a
+		}
+	}
+	return control.Agent{Name: name}
+}
