@@ -76,18 +76,6 @@ func (g *Gateway) publishAtAttach(name string, specs []string) error {
 	return nil
 }
 
-func parsePublish(specs []string) ([]control.Publish, error) {
-	ps := make([]control.Publish, 0, len(specs))
-	for _, s := range specs {
-		p, err := control.ParsePublish(s)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
-		}
-		ps = append(ps, p)
-	}
-	return ps, nil
-}
-
 // AttachRequest attaches what a control API request names. A container is
 // attached through the Follower when there is one, so that it is followed
 // through stops and restarts; anything else directly, as Attach does.

@@ -32,7 +32,7 @@ import (
 // Errors callers branch on.
 var (
 	ErrNotFound    = errors.New("not found")
-	ErrConflict    = errors.New("already attached")
+	ErrConflict    = errors.New("conflict")
 	ErrBadRequest  = errors.New("bad request")
 	ErrUnreachable = errors.New("namespace has another way out")
 	// ErrLimit refuses what would take the gateway past a configured limit.
