@@ -108,7 +108,11 @@ func (a *Agent) forwardToAgent(r *netstack.TCPRequest, f *flow, d policy.Decisio
 	if err := b.track(in); err != nil {
 		return fail(EventDeny, limitDecision(err), limitDecision(err), nil)
 	}
-	bc, err := b.openInto(a.ctx, in, f.src, f.dst, bd.ProxyProtocol, f.src, f.dst)
+	// From a's own address, whatever source its packets claim: identity
+	// is the link, and b's server must never see a's traffic as another
+	// agent's.
+	src := netip.AddrPortFrom(a.agentAddr(f.dst.Addr().Is6() && !f.dst.Addr().Is4In6()), f.src.Port())
+	bc, err := b.openInto(a.ctx, in, src, f.dst, bd.ProxyProtocol, src, f.dst)
 	if err != nil {
 		b.untrack(in)
 		return fail(EventFail, bd.Decision, d, err)

@@ -20,12 +20,14 @@ import (
 // no route back; the client's identity goes in the audit line, and in a
 // PROXY v2 header where the rule asks for one.
 
-// published is one listener of an agent's.
+// published is one listener of an agent's. Its accept loop is its own;
+// each connection it hands on is then the agent's (tracked, and aborted
+// at detach like any flow), so closing a listener never waits for one.
 type published struct {
 	a    *Agent
 	spec control.Publish
 	ln   net.Listener
-	wg   sync.WaitGroup // the accept loop and its connections' handshakes
+	wg   sync.WaitGroup // the accept loop
 }
 
 // Publish opens host listeners for the agent called name. Each spec is
@@ -119,11 +121,7 @@ func (l *published) serve() {
 		if err != nil {
 			return
 		}
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			l.a.acceptPublished(l.spec, c.(*net.TCPConn))
-		}()
+		go l.a.acceptPublished(l.spec, c.(*net.TCPConn))
 	}
 }
 
