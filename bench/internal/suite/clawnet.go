@@ -26,10 +26,12 @@ const dnsName = "bench.test"
 // the default config, used when attach does not print one.
 const gatewayDefault = "100.96.0.1"
 
-// flowsPerAgent keeps each agent well under the gateway's default
-// limits.flows_per_agent (4096): the per-flow figure spreads its flows over
-// as many agents as that takes instead of changing the default config.
-const flowsPerAgent = 2500
+// flowsPerAgent keeps each agent well under the gateway's default limits:
+// limits.flows_per_agent (4096) and limits.buffer_per_agent (512 MiB, which
+// admits about 720 TCP flows: each reserves its netstack and copy buffers
+// at their most). The per-flow figure spreads its flows over as many agents
+// as that takes instead of changing the default config.
+const flowsPerAgent = 600
 
 // clawnetSystem is clawnetd (in the host namespace, on its default config
 // plus a policy that allows the server) and one attached agent namespace.
