@@ -54,6 +54,8 @@ const (
 	HTTPAddrCPUsPerGB  = "http_addr_cpu_s_per_gb"
 	HTTPSmallPerS      = "http_small_per_s"
 	HTTPSmallAddrPerS  = "http_small_addr_per_s"
+	HTTPSmallCPUus     = "http_small_cpu_us"
+	HTTPSmallAddrCPUus = "http_small_addr_cpu_us"
 	DNSQPS             = "dns_qps"
 	DNSP50us           = "dns_p50_us"
 	RSSIdleMiB         = "rss_idle_mib"
@@ -80,6 +82,8 @@ var Metrics = []Metric{
 	{HTTPAddrCPUsPerGB, "CPU per GB, HTTP by address", "s/GB", false, []string{Clawnet}},
 	{HTTPSmallPerS, "HTTP 1 KiB POSTs (clawnet: by name)", "1/s", true, nil},
 	{HTTPSmallAddrPerS, "HTTP 1 KiB POSTs, by address", "1/s", true, []string{Clawnet}},
+	{HTTPSmallCPUus, "CPU per 1 KiB POST", "µs", false, []string{Slirp, Pasta, Clawnet}},
+	{HTTPSmallAddrCPUus, "CPU per 1 KiB POST, by address", "µs", false, []string{Clawnet}},
 	{DNSQPS, "DNS via gateway", "q/s", true, []string{Clawnet}},
 	{DNSP50us, "DNS via gateway p50", "µs", false, []string{Clawnet}},
 	{RSSIdleMiB, "RSS idle gateway", "MiB", false, []string{Clawnet}},

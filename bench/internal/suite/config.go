@@ -137,8 +137,8 @@ var tests = []struct {
 	{testMemory, []string{report.RSSIdleMiB, report.RSSPerAgentKiB, report.RSSPerFlowKiB}, ""},
 	{testHTTP, []string{report.HTTPUploadGbps}, report.HTTPCPUsPerGB},
 	{testHTTPAddr, []string{report.HTTPUploadAddrGbps}, report.HTTPAddrCPUsPerGB},
-	{testSmall, []string{report.HTTPSmallPerS}, ""},
-	{testSmallAddr, []string{report.HTTPSmallAddrPerS}, ""},
+	{testSmall, []string{report.HTTPSmallPerS}, report.HTTPSmallCPUus},
+	{testSmallAddr, []string{report.HTTPSmallAddrPerS}, report.HTTPSmallAddrCPUus},
 }
 
 // SelectMetrics restricts the run to the tests that give any of the

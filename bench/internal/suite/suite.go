@@ -304,6 +304,11 @@ func (r *runner) measure(ctx context.Context, s system, rep int) {
 		if ht.rate {
 			r.samples.Add(name, ht.key, res.PerSec)
 			line = append(line, fmt.Sprintf("%s %.0f/s", ht.label, res.PerSec))
+			if cpuOK && res.Ops > 0 {
+				perReq := float64(used.Microseconds()) / float64(res.Ops)
+				r.samples.Add(name, ht.cpuKey, perReq)
+				line = append(line, fmt.Sprintf("cpu %.1fµs", perReq))
+			}
 			continue
 		}
 		r.samples.Add(name, ht.key, res.Gbps)
@@ -348,7 +353,7 @@ func (r *runner) httpTests(s system) []httpTest {
 	if !ok {
 		return []httpTest{
 			{testHTTP, report.HTTPUploadGbps, report.HTTPCPUsPerGB, "http", false, false, r.cfg.HTTPUpload, slices.Concat(large, byAddr)},
-			{testSmall, report.HTTPSmallPerS, "", "http-small", true, false, r.cfg.HTTPSmall, slices.Concat(small, byAddr)},
+			{testSmall, report.HTTPSmallPerS, report.HTTPSmallCPUus, "http-small", true, false, r.cfg.HTTPSmall, slices.Concat(small, byAddr)},
 		}
 	}
 	byName := []string{"-addr", fmt.Sprintf("%s:%d", dnsName, httpPort), "-dns", c.gateway + ":53"}
@@ -356,8 +361,8 @@ func (r *runner) httpTests(s system) []httpTest {
 	return []httpTest{
 		{testHTTP, report.HTTPUploadGbps, report.HTTPCPUsPerGB, "http", false, true, r.cfg.HTTPUpload, slices.Concat(large, byName)},
 		{testHTTPAddr, report.HTTPUploadAddrGbps, report.HTTPAddrCPUsPerGB, "http-addr", false, false, r.cfg.HTTPUpload, slices.Concat(large, byAddr)},
-		{testSmall, report.HTTPSmallPerS, "", "http-small", true, true, r.cfg.HTTPSmall, slices.Concat(small, byName)},
-		{testSmallAddr, report.HTTPSmallAddrPerS, "", "http-small-addr", true, false, r.cfg.HTTPSmall, slices.Concat(small, byAddr)},
+		{testSmall, report.HTTPSmallPerS, report.HTTPSmallCPUus, "http-small", true, true, r.cfg.HTTPSmall, slices.Concat(small, byName)},
+		{testSmallAddr, report.HTTPSmallAddrPerS, report.HTTPSmallAddrCPUus, "http-small-addr", true, false, r.cfg.HTTPSmall, slices.Concat(small, byAddr)},
 	}
 }
 
