@@ -16,9 +16,6 @@ import (
 func (a *Agent) decideFlow(f *flow) policy.Decision {
 	if a.g.pool.contains(f.dst.Addr()) {
 		if b := a.g.agentAt(f.dst.Addr()); b != nil && b != a {
-			if f.proto != policy.ProtoTCP {
-				return policy.Decision{Rule: "builtin:agents", Reason: "only TCP is carried between agents"}
-			}
 			return a.decideToAgent(f, b)
 		}
 	}

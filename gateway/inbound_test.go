@@ -31,6 +31,9 @@ name: dnstest
 egress:
   - agents: [bob]
     ports: [8080, 8081, 9090]
+  - agents: [bob]
+    ports: [5353]
+    protocol: udp
 `
 	bobPolicy = `version: v1
 name: bobpol
@@ -45,6 +48,9 @@ ingress:
   - host: true
     ports: [8082]
     proxy_protocol: v2
+  - agents: [alice]
+    ports: [5353]
+    protocol: udp
 `
 	carolPolicy = `version: v1
 name: carolpol
@@ -400,5 +406,66 @@ func TestAgentNames(t *testing.T) {
 		if m := ask(q.k, q.name); m.Rcode != dns.RcodeNameError || len(m.Answer) != 0 {
 			t.Errorf("asking for %s = %s %v, want NXDOMAIN", q.name, dns.RcodeToString[m.Rcode], m.Answer)
 		}
+	}
+}
+
+// TestAgentToAgentUDP: a UDP flow between agents needs both policies too,
+// and reaches bob's socket from alice's own address.
+func TestAgentToAgentUDP(t *testing.T) {
+	dnstest.LeakCheck(t)
+	at := newAgentsTest(t)
+	bobAddr := at.bob.addrs[0].Addr()
+	srv, err := gonet.DialUDP(at.bobK, ptrTo(fullAddr(netip.AddrPortFrom(bobAddr, 5353))), nil, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	got := make(chan string, 4)
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, from, err := srv.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			got <- from.String() + " " + string(buf[:n])
+			srv.WriteTo(append([]byte("re "), buf[:n]...), from)
+		}
+	}()
+	send := func(k *stack.Stack) (*gonet.UDPConn, error) {
+		c, err := gonet.DialUDP(k, nil, ptrTo(fullAddr(netip.AddrPortFrom(bobAddr, 5353))), ipv4.ProtocolNumber)
+		if err != nil {
+			return nil, err
+		}
+		_, err = c.Write([]byte("ping"))
+		return c, err
+	}
+	c, err := send(at.aliceK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 64)
+	n, err := c.Read(buf)
+	if err != nil || string(buf[:n]) != "re ping" {
+		t.Fatalf("alice's reply = %q, %v", buf[:n], err)
+	}
+	if s := <-got; !strings.HasPrefix(s, at.alice.addrs[0].Addr().String()+":") {
+		t.Fatalf("bob's socket saw %q, want alice's address", s)
+	}
+	if e := at.waitLine(t, "bob", EventOpen, netip.AddrPortFrom(bobAddr, 5353)); e.Direction != "in" || e.Proto != "udp" || e.Peer != "agent:alice" {
+		t.Errorf("bob's open line = %+v", e)
+	}
+	// carol's egress does not name bob on UDP: refused, never delivered.
+	c2, err := send(at.carK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	at.waitLine(t, "carol", EventDeny, netip.AddrPortFrom(bobAddr, 5353))
+	c.Write([]byte("sentinel"))
+	if s := <-got; !strings.HasSuffix(s, " sentinel") {
+		t.Fatalf("bob's socket saw %q before alice's sentinel: carol's datagram got through", s)
 	}
 }
