@@ -219,3 +219,5 @@ func waitReadable(c net.Conn, done <-chan struct{}) {
 		})
 	}
 }
+
+func nowNanos() int64 { return time.Now().UnixNano() }

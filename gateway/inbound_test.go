@@ -51,6 +51,9 @@ ingress:
   - agents: [alice]
     ports: [5353]
     protocol: udp
+  - host: true
+    ports: [5354]
+    protocol: udp
 `
 	carolPolicy = `version: v1
 name: carolpol
@@ -467,5 +470,59 @@ func TestAgentToAgentUDP(t *testing.T) {
 	c.Write([]byte("sentinel"))
 	if s := <-got; !strings.HasSuffix(s, " sentinel") {
 		t.Fatalf("bob's socket saw %q before alice's sentinel: carol's datagram got through", s)
+	}
+}
+
+// TestPublishUDP: a published UDP port carries a host client's datagrams
+// into the agent from the gateway's address, and the answers back.
+func TestPublishUDP(t *testing.T) {
+	dnstest.LeakCheck(t)
+	at := newAgentsTest(t)
+	t.Cleanup(at.bob.closeListeners)
+	bobAddr := at.bob.addrs[0].Addr()
+	srv, err := gonet.DialUDP(at.bobK, ptrTo(fullAddr(netip.AddrPortFrom(bobAddr, 5354))), nil, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	seen := make(chan string, 4)
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, from, err := srv.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			seen <- from.String()
+			srv.WriteTo(append([]byte("re "), buf[:n]...), from)
+		}
+	}()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := uint16(pc.LocalAddr().(*net.UDPAddr).Port)
+	pc.Close()
+	p := control.Publish{HostAddr: netip.MustParseAddr("127.0.0.1"), HostPort: port, AgentPort: 5354, Proto: "udp"}
+	if err := at.g.Publish("bob", []control.Publish{p}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("udp", netip.AddrPortFrom(p.HostAddr, p.HostPort).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("hello"))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 64)
+	n, err := c.Read(buf)
+	if err != nil || string(buf[:n]) != "re hello" {
+		t.Fatalf("reply through %s = %q, %v", p, buf[:n], err)
+	}
+	if from := <-seen; !strings.HasPrefix(from, at.g.gw4.String()+":") {
+		t.Fatalf("bob's socket saw %s, want the gateway's address", from)
+	}
+	if e := at.waitLine(t, "bob", EventOpen, netip.AddrPortFrom(bobAddr, 5354)); e.Direction != "in" || e.Peer != "host" || e.Proto != "udp" {
+		t.Errorf("bob's open line = %+v", e)
 	}
 }
