@@ -47,6 +47,7 @@ type Agent struct {
 	listeners map[control.Publish]*published
 	wg        sync.WaitGroup // flow goroutines
 
+	newFlows  *rate.Limiter // limits.new_flows_per_second; nil: none
 	nflows    atomic.Int64
 	bytesUp   atomic.Uint64
 	bytesDown atomic.Uint64
@@ -99,6 +100,7 @@ func (g *Gateway) attach(ctx context.Context, s attachSpec) (*Agent, error) {
 		flows:      map[*flow]struct{}{},
 		names:      dnsproxy.NewNameTable(),
 		denyLog:    rate.NewLimiter(20, 50),
+		newFlows:   rate.NewLimiter(rate.Limit(g.cfg.Limits.NewFlowsPerSecond), g.cfg.Limits.NewFlowsBurst),
 	}
 	if dev.IPv6 {
 		a.addrs = append(a.addrs, p6)
@@ -174,6 +176,9 @@ func (a *Agent) track(f *flow) error {
 	defer a.mu.Unlock()
 	if a.closed {
 		return errors.New("agent is detaching")
+	}
+	if a.newFlows != nil && !f.in && !a.newFlows.Allow() {
+		return fmt.Errorf("more than %g new flows a second (limits.new_flows_per_second)", a.g.cfg.Limits.NewFlowsPerSecond)
 	}
 	if len(a.flows) >= a.g.cfg.Limits.FlowsPerAgent {
 		return fmt.Errorf("flow limit (%d) reached", a.g.cfg.Limits.FlowsPerAgent)

@@ -70,7 +70,12 @@ func (n NetworkConfig) GatewayAddrs() (v4, v6 netip.Addr) {
 type LimitsConfig struct {
 	FlowsPerAgent      int `yaml:"flows_per_agent"`
 	HandshakesPerAgent int `yaml:"handshakes_per_agent"`
-	Agents             int `yaml:"agents"`
+	// NewFlowsPerSecond and NewFlowsBurst bound how fast one agent may
+	// open flows (TCP and UDP), so a connect flood costs its neighbours
+	// little: past them a new flow is refused at once.
+	NewFlowsPerSecond float64 `yaml:"new_flows_per_second"`
+	NewFlowsBurst     int     `yaml:"new_flows_burst"`
+	Agents            int     `yaml:"agents"`
 	// BufferPerAgent caps the bytes one agent's flows can make the
 	// gateway hold: its stack's send and receive buffers and the copy
 	// buffers of its flows, counted at their most (see budget.go).
@@ -200,7 +205,8 @@ func DefaultConfig() *Config {
 			IPv4:      netip.MustParsePrefix("100.96.0.0/16"),
 			IPv6:      netip.MustParsePrefix("fd63:6c61:776e:1::/64"),
 		},
-		Limits: LimitsConfig{FlowsPerAgent: 4096, HandshakesPerAgent: 256, Agents: 4096, BufferPerAgent: 1 << 30},
+		Limits: LimitsConfig{FlowsPerAgent: 4096, HandshakesPerAgent: 256, Agents: 4096, BufferPerAgent: 1 << 30,
+			NewFlowsPerSecond: 500, NewFlowsBurst: 1000},
 		Timeouts: TimeoutsConfig{
 			Dial:      Duration(10 * time.Second),
 			TCPIdle:   Duration(2 * time.Hour),
@@ -280,7 +286,8 @@ func (c *Config) validate() error {
 	if n.Interface == "" || len(n.Interface) > 15 {
 		return fmt.Errorf("network.interface must be 1 to 15 characters, not %q", n.Interface)
 	}
-	if c.Limits.FlowsPerAgent <= 0 || c.Limits.HandshakesPerAgent <= 0 || c.Limits.Agents <= 0 {
+	if c.Limits.FlowsPerAgent <= 0 || c.Limits.HandshakesPerAgent <= 0 || c.Limits.Agents <= 0 ||
+		c.Limits.NewFlowsPerSecond <= 0 || c.Limits.NewFlowsBurst <= 0 {
 		return errors.New("limits must be positive")
 	}
 	if c.Limits.BufferPerAgent < minBufferPerAgent {
