@@ -98,7 +98,9 @@ egress:
 	// go, its DNS server, and its lab range declared public. The per-agent
 	// DNS rate limit (200/s by default) guards against an abusive agent;
 	// left in place, the DNS figure would measure the limiter, not the
-	// resolver, so it is lifted here and nowhere else.
+	// resolver, so it is lifted here and nowhere else. The same goes for
+	// the per-agent rate of new flows (500/s by default), which the
+	// connects/s figure would otherwise measure.
 	config := fmt.Sprintf(`version: v1
 socket: %s
 policy_dir: %s
@@ -107,6 +109,9 @@ dns:
   upstream: ["%s"]
   queries_per_second: 1000000
   burst: 1000000
+limits:
+  new_flows_per_second: 1000000
+  new_flows_burst: 1000000
 treat_as_public: [%s]
 `, c.socket(), filepath.Join(dir, "policies"), filepath.Join(dir, "audit.log"),
 		netip.AddrPortFrom(c.t.addr, dnsPort), benchRange)
