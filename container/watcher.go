@@ -33,6 +33,7 @@ const (
 	logContainer = "container"
 	logAgent     = "agent"
 	logPid       = "pid"
+	logPublish   = "publish"
 	logErr       = "error"
 )
 
@@ -42,18 +43,29 @@ type Attachment struct {
 	ContainerName string
 	Agent         string // agent name, the container's name unless given
 	Policy        string // empty: the daemon's default policy
+	// Publish are the ports published on the host for the agent
+	// ([HOST_IP:]HOST_PORT:AGENT_PORT[/tcp|udp], as `clawnet attach
+	// --publish` takes them). The Watcher opens them after every attach of
+	// the container, so that they survive its restarts.
+	Publish []string
 	// Pid is the container's init process on the host; its /proc/PID/ns/net
 	// is the namespace to attach. It changes on every restart.
 	Pid int
 }
 
 // Attacher is what the Watcher needs from the daemon. AttachContainer gives
-// the namespace of a.Pid a TUN and starts its agent; DetachContainer removes
-// the agent of that container and closes its flows (a container that is not
-// attached is not an error). Neither may call back into the Watcher.
+// the namespace of a.Pid a TUN and starts its agent (it does not publish
+// a.Publish: the Watcher does, through PublishPorts); DetachContainer
+// removes the agent of that container, its flows and its published ports (a
+// container that is not attached is not an error). PublishPorts opens the
+// agent's listeners for specs, all of them or none; UnpublishPorts closes
+// them (one that is not open is not an error). None may call back into the
+// Watcher.
 type Attacher interface {
 	AttachContainer(ctx context.Context, a Attachment) error
 	DetachContainer(ctx context.Context, containerID string) error
+	PublishPorts(ctx context.Context, agent string, specs []string) error
+	UnpublishPorts(ctx context.Context, agent string, specs []string) error
 }
 
 // WatcherConfig configures a Watcher. Client and Attacher are required.
@@ -99,6 +111,7 @@ type tracked struct {
 	a         Attachment
 	attached  bool   // the daemon has an agent for it now
 	startedAt string // State.StartedAt of the attached run
+	published bool   // a.Publish is open now
 }
 
 // NewWatcher returns a Watcher. It does nothing until Attach or Run.
@@ -126,10 +139,13 @@ func NewWatcher(cfg WatcherConfig) *Watcher {
 }
 
 // Attach attaches the running container nameOrID as agent (its name when
-// empty) under policy, points its resolv.conf at the gateway if needed, and
-// follows it from then on. It refuses a container that is not running or
-// has any other network, with a one-line error saying what to do.
-func (w *Watcher) Attach(ctx context.Context, nameOrID, agent, policy string) (Attachment, error) {
+// empty) under policy, points its resolv.conf at the gateway if needed,
+// publishes the ports publish names, and follows it from then on: the ports
+// are published again whenever the container is attached again. It refuses
+// a container that is not running or has any other network, with a
+// one-line error saying what to do, and fails (attaching nothing) when a
+// port cannot be published.
+func (w *Watcher) Attach(ctx context.Context, nameOrID, agent, policy string, publish []string) (Attachment, error) {
 	w.opMu.Lock()
 	defer w.opMu.Unlock()
 	info, err := w.cfg.Client.Inspect(ctx, nameOrID)
@@ -148,13 +164,27 @@ func (w *Watcher) Attach(ctx context.Context, nameOrID, agent, policy string) (A
 	if agent == "" {
 		agent = info.Name
 	}
-	a := Attachment{ContainerID: info.ID, ContainerName: info.Name, Agent: agent, Policy: policy, Pid: info.Pid}
+	a := Attachment{ContainerID: info.ID, ContainerName: info.Name, Agent: agent, Policy: policy,
+		Publish: append([]string(nil), publish...), Pid: info.Pid}
 	if err := w.attach(ctx, a, info); err != nil {
 		return Attachment{}, err
 	}
+	t := &tracked{a: a, attached: true, startedAt: info.StartedAt}
+	if len(a.Publish) > 0 {
+		if err := w.cfg.Attacher.PublishPorts(ctx, a.Agent, a.Publish); err != nil {
+			if derr := w.cfg.Attacher.DetachContainer(ctx, a.ContainerID); derr != nil {
+				w.log.Error("detach after publish failure", logContainer, a.ContainerName, logErr, derr)
+			}
+			return Attachment{}, fmt.Errorf("container %q: %w", a.ContainerName, err)
+		}
+		t.published = true
+	}
 	w.mu.Lock()
-	w.tracked[info.ID] = &tracked{a: a, attached: true, startedAt: info.StartedAt}
+	w.tracked[info.ID] = t
 	w.mu.Unlock()
+	if t.published {
+		w.log.Info("ports published", logContainer, a.ContainerName, logAgent, a.Agent, logPublish, a.Publish)
+	}
 	return a, nil
 }
 
@@ -317,18 +347,20 @@ func (w *Watcher) reconcile(ctx context.Context, id string) {
 	if !info.Running || info.Pid <= 0 {
 		if cur.attached {
 			w.detach(ctx, lg, cur)
-			w.update(id, t, func(t *tracked) { t.attached = false })
+			w.update(id, t, func(t *tracked) { t.attached, t.published = false, false })
 			lg.Info("container stopped; agent detached until it starts again")
 		}
 		return
 	}
 	if cur.attached && cur.a.Pid == info.Pid && cur.startedAt == info.StartedAt {
+		// The same run: only ports that could not be opened are left to do.
+		w.syncPorts(ctx, lg, id)
 		return
 	}
 	// A new run of the container: new PID, new namespace.
 	if cur.attached {
 		w.detach(ctx, lg, cur)
-		w.update(id, t, func(t *tracked) { t.attached = false })
+		w.update(id, t, func(t *tracked) { t.attached, t.published = false, false })
 	}
 	a := cur.a
 	a.Pid = info.Pid
@@ -343,6 +375,30 @@ func (w *Watcher) reconcile(ctx context.Context, id string) {
 		return
 	}
 	lg.Info("container restarted; attached again", logPid, a.Pid)
+	w.syncPorts(ctx, lg, id)
+}
+
+// syncPorts opens the published ports of followed container id when they
+// are not open (an earlier try failed). Called with opMu held.
+func (w *Watcher) syncPorts(ctx context.Context, lg hclog.Logger, id string) {
+	w.mu.Lock()
+	t := w.tracked[id]
+	var cur tracked
+	if t != nil {
+		cur = *t
+	}
+	w.mu.Unlock()
+	if t == nil || !cur.attached || len(cur.a.Publish) == 0 || cur.published {
+		return
+	}
+	if err := w.cfg.Attacher.PublishPorts(ctx, cur.a.Agent, cur.a.Publish); err != nil {
+		lg.Error("ports not published; tried again at the container's next event", logPublish, cur.a.Publish, logErr, err)
+		return
+	}
+	if !w.update(id, t, func(t *tracked) { t.published = true }) {
+		return
+	}
+	lg.Info("ports published", logPublish, cur.a.Publish)
 }
 
 // update applies f to t if t is still the followed state of id.
@@ -416,7 +472,7 @@ func (w *Watcher) syncHolders(ctx context.Context) {
 				continue
 			}
 			agent := h.Labels[LabelAgent]
-			if _, err := w.Attach(ctx, h.ID, agent, h.Labels[LabelPolicy]); err != nil {
+			if _, err := w.Attach(ctx, h.ID, agent, h.Labels[LabelPolicy], nil); err != nil {
 				w.log.Error("attach running holder", logContainer, shortID(h.ID), logAgent, agent, logErr, err)
 				continue
 			}
