@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,7 +47,8 @@ type Attachment struct {
 	// Publish are the ports published on the host for the agent
 	// ([HOST_IP:]HOST_PORT:AGENT_PORT[/tcp|udp], as `clawnet attach
 	// --publish` takes them). The Watcher opens them after every attach of
-	// the container, so that they survive its restarts.
+	// the container, so that they survive its restarts; for a `clawnet run`
+	// holder, only while the agent container in its namespace runs.
 	Publish []string
 	// Pid is the container's init process on the host; its /proc/PID/ns/net
 	// is the namespace to attach. It changes on every restart.
@@ -111,7 +113,11 @@ type tracked struct {
 	a         Attachment
 	attached  bool   // the daemon has an agent for it now
 	startedAt string // State.StartedAt of the attached run
-	published bool   // a.Publish is open now
+	// wantPorts: a.Publish should be open while the agent is attached.
+	// Always for a plain container; for a `clawnet run` holder, while the
+	// agent container in its namespace runs (or does not exist yet).
+	wantPorts bool
+	published bool // a.Publish is open now
 }
 
 // NewWatcher returns a Watcher. It does nothing until Attach or Run.
@@ -144,10 +150,21 @@ func NewWatcher(cfg WatcherConfig) *Watcher {
 // are published again whenever the container is attached again. It refuses
 // a container that is not running or has any other network, with a
 // one-line error saying what to do, and fails (attaching nothing) when a
-// port cannot be published.
+// port cannot be published. A `clawnet run` holder whose agent container
+// exists but does not run is attached without its ports; they open when
+// that container starts.
 func (w *Watcher) Attach(ctx context.Context, nameOrID, agent, policy string, publish []string) (Attachment, error) {
 	w.opMu.Lock()
 	defer w.opMu.Unlock()
+	return w.follow(ctx, nameOrID, agent, policy, publish, nil)
+}
+
+// follow is Attach, called with opMu held. agentRuns is nil for a user's
+// request. syncHolders passes whether the agent container of the holder it
+// adopts runs; a port that cannot be opened then does not fail the attach
+// (the agent would be left with no network at all): it is logged and
+// tried again at the next event of that container.
+func (w *Watcher) follow(ctx context.Context, nameOrID, agent, policy string, publish []string, agentRuns *bool) (Attachment, error) {
 	info, err := w.cfg.Client.Inspect(ctx, nameOrID)
 	if err != nil {
 		return Attachment{}, err
@@ -166,18 +183,31 @@ func (w *Watcher) Attach(ctx context.Context, nameOrID, agent, policy string, pu
 	}
 	a := Attachment{ContainerID: info.ID, ContainerName: info.Name, Agent: agent, Policy: policy,
 		Publish: append([]string(nil), publish...), Pid: info.Pid}
+	want := true
+	switch {
+	case agentRuns != nil:
+		want = *agentRuns
+	case len(publish) > 0 && info.Labels[LabelRole] == "holder":
+		want = w.holderAgentWantsPorts(ctx, info.ID)
+	}
 	if err := w.attach(ctx, a, info); err != nil {
 		return Attachment{}, err
 	}
-	t := &tracked{a: a, attached: true, startedAt: info.StartedAt}
-	if len(a.Publish) > 0 {
-		if err := w.cfg.Attacher.PublishPorts(ctx, a.Agent, a.Publish); err != nil {
+	t := &tracked{a: a, attached: true, startedAt: info.StartedAt, wantPorts: want}
+	if want && len(a.Publish) > 0 {
+		err := w.cfg.Attacher.PublishPorts(ctx, a.Agent, a.Publish)
+		switch {
+		case err == nil:
+			t.published = true
+		case agentRuns == nil:
 			if derr := w.cfg.Attacher.DetachContainer(ctx, a.ContainerID); derr != nil {
 				w.log.Error("detach after publish failure", logContainer, a.ContainerName, logErr, derr)
 			}
 			return Attachment{}, fmt.Errorf("container %q: %w", a.ContainerName, err)
+		default:
+			w.log.Error("ports not published; tried again at the container's next event", logContainer, a.ContainerName,
+				logAgent, a.Agent, logPublish, a.Publish, logErr, err)
 		}
-		t.published = true
 	}
 	w.mu.Lock()
 	w.tracked[info.ID] = t
@@ -187,6 +217,35 @@ func (w *Watcher) Attach(ctx context.Context, nameOrID, agent, policy string, pu
 	}
 	return a, nil
 }
+
+// holderAgentWantsPorts says whether a holder's ports should be open: when
+// the agent container in its namespace runs, or does not exist yet (`clawnet
+// run` attaches the holder first, and claims the ports then, so that a port
+// that is taken fails the run before the agent starts).
+func (w *Watcher) holderAgentWantsPorts(ctx context.Context, holderID string) bool {
+	exists, runs, err := w.holderAgent(ctx, holderID)
+	if err != nil {
+		w.log.Warn("list the holder's agent container; publishing its ports", logContainer, shortID(holderID), logErr, err)
+		return true
+	}
+	return !exists || runs
+}
+
+// holderAgent says whether the agent container of holder holderID exists
+// and whether it runs (a paused one counts: its server keeps its state).
+func (w *Watcher) holderAgent(ctx context.Context, holderID string) (exists, runs bool, err error) {
+	cs, err := w.cfg.Client.ListContainers(ctx, LabelHolder, holderID)
+	if err != nil {
+		return false, false, err
+	}
+	for _, c := range cs {
+		exists = true
+		runs = runs || stateRuns(c.State)
+	}
+	return exists, runs, nil
+}
+
+func stateRuns(state string) bool { return state == "running" || state == "paused" }
 
 // attach asks the daemon to attach a and fixes the container's DNS; on a DNS
 // failure it detaches again, since an agent that cannot resolve names looks
@@ -296,9 +355,11 @@ func (w *Watcher) consume(ctx context.Context, s *EventStream) error {
 }
 
 func (w *Watcher) handle(ctx context.Context, ev Event) {
-	if ev.Type == "container" && ev.Action == "destroy" {
-		if h := ev.Attributes[LabelHolder]; h != "" && ev.Attributes[LabelRole] == "agent" {
+	if h := ev.Attributes[LabelHolder]; ev.Type == "container" && h != "" && ev.Attributes[LabelRole] == "agent" {
+		if ev.Action == "destroy" {
 			w.removeHolder(ctx, h, "its agent container was removed")
+		} else {
+			w.followAgentContainer(ctx, h)
 		}
 	}
 	w.mu.Lock()
@@ -378,8 +439,42 @@ func (w *Watcher) reconcile(ctx context.Context, id string) {
 	w.syncPorts(ctx, lg, id)
 }
 
-// syncPorts opens the published ports of followed container id when they
-// are not open (an earlier try failed). Called with opMu held.
+// followAgentContainer opens the ports of holder holderID while the agent
+// container in its namespace runs and closes them while it does not, so
+// that a stopped `clawnet run` agent leaves no listener behind and a
+// started one is reachable again. Level-triggered, like reconcile: the
+// engine is asked what runs, whatever the event.
+func (w *Watcher) followAgentContainer(ctx context.Context, holderID string) {
+	w.mu.Lock()
+	t := w.tracked[holderID]
+	w.mu.Unlock()
+	if t == nil {
+		return
+	}
+	w.opMu.Lock()
+	defer w.opMu.Unlock()
+	_, runs, err := w.holderAgent(ctx, holderID)
+	if err != nil {
+		w.log.Warn("list the holder's agent container; will retry on the next event or reconnection",
+			logContainer, shortID(holderID), logErr, err)
+		return
+	}
+	w.setWantPorts(ctx, holderID, runs)
+}
+
+// setWantPorts records whether the ports of followed container id should
+// be open, and opens or closes them. Called with opMu held.
+func (w *Watcher) setWantPorts(ctx context.Context, id string, want bool) {
+	w.mu.Lock()
+	if t := w.tracked[id]; t != nil {
+		t.wantPorts = want
+	}
+	w.mu.Unlock()
+	w.syncPorts(ctx, nil, id)
+}
+
+// syncPorts opens or closes the published ports of followed container id
+// as its record wants them. Called with opMu held.
 func (w *Watcher) syncPorts(ctx context.Context, lg hclog.Logger, id string) {
 	w.mu.Lock()
 	t := w.tracked[id]
@@ -388,17 +483,28 @@ func (w *Watcher) syncPorts(ctx context.Context, lg hclog.Logger, id string) {
 		cur = *t
 	}
 	w.mu.Unlock()
-	if t == nil || !cur.attached || len(cur.a.Publish) == 0 || cur.published {
+	if t == nil || !cur.attached || len(cur.a.Publish) == 0 || cur.wantPorts == cur.published {
 		return
 	}
-	if err := w.cfg.Attacher.PublishPorts(ctx, cur.a.Agent, cur.a.Publish); err != nil {
-		lg.Error("ports not published; tried again at the container's next event", logPublish, cur.a.Publish, logErr, err)
+	if lg == nil {
+		lg = w.log.With(logContainer, cur.a.ContainerName, logAgent, cur.a.Agent)
+	}
+	if cur.wantPorts {
+		if err := w.cfg.Attacher.PublishPorts(ctx, cur.a.Agent, cur.a.Publish); err != nil {
+			lg.Error("ports not published; tried again at the container's next event", logPublish, cur.a.Publish, logErr, err)
+			return
+		}
+		if !w.update(id, t, func(t *tracked) { t.published = true }) {
+			return
+		}
+		lg.Info("ports published", logPublish, cur.a.Publish)
 		return
 	}
-	if !w.update(id, t, func(t *tracked) { t.published = true }) {
-		return
+	if err := w.cfg.Attacher.UnpublishPorts(ctx, cur.a.Agent, cur.a.Publish); err != nil {
+		lg.Error("unpublish", logPublish, cur.a.Publish, logErr, err)
 	}
-	lg.Info("ports published", logPublish, cur.a.Publish)
+	w.update(id, t, func(t *tracked) { t.published = false })
+	lg.Info("agent container not running; ports closed until it starts again", logPublish, cur.a.Publish)
 }
 
 // update applies f to t if t is still the followed state of id.
@@ -442,7 +548,10 @@ func (w *Watcher) resync(ctx context.Context) {
 // (removed while clawnetd was not following events), and attaches running
 // holders whose agent container exists but that nobody follows: their
 // agents lost the gateway when a previous clawnetd stopped, and have had no
-// network since. They get the name and policy recorded on the holder.
+// network since. They get the name, policy and ports recorded on the
+// holder; the ports open only if the agent container runs. The ports of
+// followed holders are brought in line with their agent containers too,
+// since their events may have been missed.
 func (w *Watcher) syncHolders(ctx context.Context) {
 	holders, err := w.cfg.Client.ListContainers(ctx, LabelRole, "holder")
 	if err != nil {
@@ -458,21 +567,30 @@ func (w *Watcher) syncHolders(ctx context.Context) {
 		return
 	}
 	used := make(map[string]bool, len(agents))
+	runs := make(map[string]bool, len(agents))
 	for _, a := range agents {
-		used[a.Labels[LabelHolder]] = true
+		h := a.Labels[LabelHolder]
+		used[h] = true
+		runs[h] = runs[h] || stateRuns(a.State)
 	}
 	now := time.Now()
 	for _, h := range holders {
 		switch {
 		case used[h.ID] && h.State == "running":
+			w.opMu.Lock()
 			w.mu.Lock()
 			_, followed := w.tracked[h.ID]
 			w.mu.Unlock()
 			if followed {
+				w.setWantPorts(ctx, h.ID, runs[h.ID])
+				w.opMu.Unlock()
 				continue
 			}
 			agent := h.Labels[LabelAgent]
-			if _, err := w.Attach(ctx, h.ID, agent, h.Labels[LabelPolicy], nil); err != nil {
+			agentRuns := runs[h.ID]
+			_, err := w.follow(ctx, h.ID, agent, h.Labels[LabelPolicy], splitPublish(h.Labels[LabelPublish]), &agentRuns)
+			w.opMu.Unlock()
+			if err != nil {
 				w.log.Error("attach running holder", logContainer, shortID(h.ID), logAgent, agent, logErr, err)
 				continue
 			}
@@ -481,6 +599,14 @@ func (w *Watcher) syncHolders(ctx context.Context) {
 			w.removeHolder(ctx, h.ID, "its agent container no longer exists")
 		}
 	}
+}
+
+// splitPublish reads LabelPublish.
+func splitPublish(label string) []string {
+	if label == "" {
+		return nil
+	}
+	return strings.Split(label, ",")
 }
 
 func (w *Watcher) removeHolder(ctx context.Context, id, why string) {

@@ -447,3 +447,112 @@ func TestWatcherPublishesAtEveryAttach(t *testing.T) {
 		t.Errorf("Tracked() = %+v; want web with its two ports", tr)
 	}
 }
+
+// TestWatcherHolderPortsFollowAgentContainer: a `clawnet run` holder stays
+// attached while its agent container stops and starts, and its ports follow
+// that container: closed while it does not run, open again when it starts,
+// also when the events were missed while the engine was away.
+func TestWatcherHolderPortsFollowAgentContainer(t *testing.T) {
+	f := newFakeEngine(t)
+	holderLabels := map[string]string{LabelRole: "holder", LabelAgent: "a", LabelPolicy: "p", LabelPublish: "8080:80"}
+	f.add(&fakeContainer{ID: "h1", Name: "clawnet-holder-a", Pid: 100, StartedAt: "t1", NetworkMode: "none", Networks: []string{"none"},
+		Labels: holderLabels, CreatedUnix: time.Now().Unix(), ResolvConf: writeResolv(t, "nameserver 198.18.0.53\n")})
+	at := newFakeAttacher()
+	w := startWatcher(t, f, at)
+	ctx := context.Background()
+
+	// clawnet run attaches the holder before the agent container exists:
+	// the ports are claimed at once.
+	if _, err := w.Attach(ctx, "h1", "a", "p", []string{"8080:80"}); err != nil {
+		t.Fatal(err)
+	}
+	agentLabels := map[string]string{LabelRole: "agent", LabelAgent: "a", LabelHolder: "h1"}
+	f.add(&fakeContainer{ID: "a1", Name: "a", Pid: 200, StartedAt: "t1", NetworkMode: "container:h1", Labels: agentLabels})
+	f.emit("container", "start", "a1", agentLabels)
+
+	// docker stop a: kill, die, stop.
+	f.set("a1", func(c *fakeContainer) { c.Running, c.Status = false, "exited" })
+	for _, ev := range []string{"kill", "die", "stop"} {
+		f.emit("container", ev, "a1", agentLabels)
+	}
+	waitFor(t, "unpublish on stop", func() bool { return len(at.log()) == 3 })
+	// docker start a.
+	f.set("a1", func(c *fakeContainer) { c.Running, c.Status, c.Pid, c.StartedAt = true, "running", 201, "t2" })
+	f.emit("container", "start", "a1", agentLabels)
+	waitFor(t, "publish on start", func() bool { return len(at.log()) == 4 })
+
+	// The engine goes away; meanwhile the agent container stops.
+	f.set("a1", func(c *fakeContainer) { c.Running, c.Status = false, "exited" })
+	f.dropSubscribers()
+	waitFor(t, "unpublish at resync", func() bool { return len(at.log()) == 5 })
+	// Another container's events change nothing.
+	f.emit("container", "start", "x1", map[string]string{LabelRole: "agent", LabelHolder: "other"})
+
+	want := []string{
+		"attach h1 as a policy=p pid=100",
+		"publish a 8080:80",
+		"unpublish a 8080:80",
+		"publish a 8080:80",
+		"unpublish a 8080:80",
+	}
+	time.Sleep(50 * time.Millisecond)
+	if got := at.since(0); got != strings.Join(want, "\n") {
+		t.Errorf("attacher calls:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
+	}
+
+	// docker rm a: the holder goes, and its agent with it.
+	f.del("a1")
+	f.emit("container", "destroy", "a1", agentLabels)
+	waitFor(t, "detach with the holder", func() bool { return len(at.log()) == 6 })
+	if got := at.log()[5]; got != "detach h1" {
+		t.Errorf("last call = %q; want detach h1", got)
+	}
+	waitFor(t, "forgotten", func() bool { return len(w.Tracked()) == 0 })
+}
+
+// TestWatcherAdoptsHoldersWithTheirPorts: a clawnetd that starts while
+// `clawnet run` holders run attaches them again and publishes the ports
+// recorded on them, but only for an agent container that runs; the other's
+// open when it starts. A port that cannot be opened does not keep the agent
+// from its network.
+func TestWatcherAdoptsHoldersWithTheirPorts(t *testing.T) {
+	f := newFakeEngine(t)
+	rc := writeResolv(t, "nameserver 198.18.0.53\n")
+	old := time.Now().Add(-time.Hour).Unix()
+	for _, h := range []struct{ id, agent, publish, state string }{
+		{"h1", "up", "127.0.0.1:8080:80,9000:9000/tcp", "running"},
+		{"h2", "down", "8081:80", "exited"},
+	} {
+		f.add(&fakeContainer{ID: h.id, Name: HolderName(h.agent), Pid: 77, NetworkMode: "none", Networks: []string{"none"}, ResolvConf: rc,
+			Labels: map[string]string{LabelRole: "holder", LabelAgent: h.agent, LabelPolicy: "p", LabelPublish: h.publish}, CreatedUnix: old})
+		f.add(&fakeContainer{ID: "a-" + h.id, Name: h.agent, Pid: 78, Status: h.state, Running: h.state == "running", NetworkMode: "container:" + h.id,
+			Labels: map[string]string{LabelRole: "agent", LabelAgent: h.agent, LabelHolder: h.id}})
+	}
+	at := newFakeAttacher()
+	w := startWatcher(t, f, at)
+	waitFor(t, "adoption", func() bool { return len(at.log()) == 3 })
+	got := at.since(0)
+	for _, want := range []string{"attach h1 as up policy=p pid=77", "publish up 127.0.0.1:8080:80,9000:9000/tcp", "attach h2 as down policy=p pid=77"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("adoption calls:\n%s\nwant %q among them", got, want)
+		}
+	}
+	if strings.Index(got, "attach h1") > strings.Index(got, "publish up") {
+		t.Errorf("adoption calls:\n%s\nwant the ports published after the attach", got)
+	}
+	downLabels := map[string]string{LabelRole: "agent", LabelHolder: "h2"}
+	at.mu.Lock()
+	at.failPublish = errors.New("conflict: host port 8081 is already in use")
+	at.mu.Unlock()
+	f.set("a-h2", func(c *fakeContainer) { c.Running, c.Status = true, "running" })
+	f.emit("container", "start", "a-h2", downLabels)
+	waitFor(t, "a failed publish", func() bool { return len(at.log()) == 4 })
+	f.emit("container", "restart", "a-h2", downLabels)
+	waitFor(t, "publish retried", func() bool { return len(at.log()) == 5 })
+	if got := at.since(3); got != "publish down failed\npublish down 8081:80" {
+		t.Errorf("calls after the agent container started:\n%s\nwant a failed publish, then one that worked", got)
+	}
+	if n := len(w.Tracked()); n != 2 {
+		t.Errorf("Tracked() has %d containers; want both holders", n)
+	}
+}
