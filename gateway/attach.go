@@ -86,7 +86,8 @@ func (g *Gateway) AttachRequest(ctx context.Context, req control.AttachRequest) 
 	if _, err := g.checkAttach(req); err != nil {
 		return nil, err
 	}
-	name, err := g.follower.Follow(ctx, req.Container, req.Name, req.Policy)
+	// The follower publishes the ports, and again at every re-attach.
+	name, err := g.follower.Follow(ctx, req.Container, req.Name, req.Policy, req.Publish)
 	if err != nil {
 		return nil, err
 	}
@@ -95,9 +96,6 @@ func (g *Gateway) AttachRequest(ctx context.Context, req control.AttachRequest) 
 	g.mu.Unlock()
 	if a == nil {
 		return nil, fmt.Errorf("%w: container %s was attached as agent %q, which is gone", ErrNotFound, req.Container, name)
-	}
-	if err := g.publishAtAttach(name, req.Publish); err != nil {
-		return nil, err
 	}
 	return a.info(), nil
 }
