@@ -80,6 +80,10 @@ type LimitsConfig struct {
 	// gateway hold: its stack's send and receive buffers and the copy
 	// buffers of its flows, counted at their most (see budget.go).
 	BufferPerAgent ByteSize `yaml:"buffer_per_agent"`
+	// MemoryLimit is the daemon's soft memory limit (as GOMEMLIMIT); 0 is
+	// none. The buffer budgets bound what agents hold; this bounds the
+	// whole process's garbage too.
+	MemoryLimit ByteSize `yaml:"memory_limit"`
 }
 
 // ByteSize is a size in bytes written as a number or with a binary unit:

@@ -53,6 +53,7 @@ type Gateway struct {
 	gw4, gw6 netip.Addr
 	dialer   net.Dialer
 	dialFunc DialFunc // nil: dialer, with dial's exact-address checks
+	memory   *memoryReturner
 
 	containers ContainerResolver // nil: container targets are refused
 	follower   ContainerFollower // nil: containers are attached, not followed
@@ -130,6 +131,7 @@ func New(opts Options) (*Gateway, error) {
 			Count:    4,
 		},
 	}
+	g.memory = newMemoryReturner(30*time.Second, int64(cfg.Limits.MemoryLimit))
 	return g, nil
 }
 
@@ -259,6 +261,9 @@ func (g *Gateway) Close() {
 	wg.Wait()
 	g.host.close()
 	g.dns.close()
+	if g.memory != nil {
+		g.memory.close()
+	}
 }
 
 // Flows counts live flows over all agents.
