@@ -28,9 +28,10 @@ import (
 // its addresses in the pool, its published ports, whether the attach was
 // forced, and since when it is attached. The file is written whole and
 // atomically (a temporary file, fsync, rename, fsync of the directory) on
-// every attach and detach and when published ports change, so a crash at
-// any point leaves the old file or the new one. Gateway.Close (a stop)
-// forgets nothing: only a detach does.
+// every attach and detach, with every agent's published ports as they are
+// then, and by stateChanged, for the publish routes to call when only
+// published ports change; a crash at any point leaves the old file or the
+// new one. Gateway.Close (a stop) forgets nothing: only a detach does.
 //
 // At start, before the control API serves, Restore attaches every recorded
 // target again with its name, policy, addresses, published ports and
