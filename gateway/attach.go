@@ -59,6 +59,7 @@ func (g *Gateway) Attach(ctx context.Context, req control.AttachRequest) (*contr
 	if err := g.publishAtAttach(t.name, req.Publish); err != nil {
 		return nil, err
 	}
+	g.recordAttach(a, req.Force)
 	return a.info(), nil
 }
 
@@ -233,6 +234,7 @@ func (g *Gateway) Detach(name string) error {
 	delete(g.agents, name)
 	delete(g.byNetns, a.ns.ID())
 	g.mu.Unlock()
+	g.forgetAttach(name)
 	a.close()
 	g.log.Info("agent detached", "agent", name)
 	return nil

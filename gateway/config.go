@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -27,6 +28,7 @@ type Config struct {
 	MCPServers    []string       `yaml:"mcp_servers"`
 	DNS           DNSConfig      `yaml:"dns"`
 	AuditLog      string         `yaml:"audit_log"`
+	StateDir      string         `yaml:"state_dir"` // what is attached, for a restart (state.go); "": none
 	TreatAsPublic PrefixList     `yaml:"treat_as_public"`
 	Network       NetworkConfig  `yaml:"network"`
 	Limits        LimitsConfig   `yaml:"limits"`
@@ -203,6 +205,7 @@ func DefaultConfig() *Config {
 		LLMProvider:   "anthropic",
 		DNS:           DNSConfig{Upstream: Upstream{System: true}, QueriesPerSecond: 200, Burst: 400},
 		AuditLog:      "-",
+		StateDir:      "/var/lib/clawnet",
 		Network: NetworkConfig{
 			Interface: "clawnet0",
 			MTU:       65520,
@@ -276,6 +279,9 @@ func (c *Config) validate() error {
 	}
 	if c.DefaultPolicy == "" {
 		return errors.New("default_policy must not be empty")
+	}
+	if c.StateDir != "" && !filepath.IsAbs(c.StateDir) {
+		return fmt.Errorf("state_dir must be an absolute path (or empty to keep no state), not %q", c.StateDir)
 	}
 	n := c.Network
 	if !n.IPv4.IsValid() || !n.IPv4.Addr().Is4() || n.IPv4.Bits() > 30 {

@@ -57,6 +57,7 @@ type Gateway struct {
 
 	containers ContainerResolver // nil: container targets are refused
 	follower   ContainerFollower // nil: containers are attached, not followed
+	state      *stateStore       // nil: what is attached is not kept
 
 	mu      sync.Mutex
 	agents  map[string]*Agent // by name; guarded by mu
@@ -83,6 +84,10 @@ type Options struct {
 	Follower ContainerFollower
 	// Dial connects allowed flows upstream; nil: the host's own sockets.
 	Dial DialFunc
+	// StateDir is where the gateway keeps what it has attached, for
+	// Restore after a restart (clawnetd gives it Config.StateDir); empty:
+	// nothing is kept.
+	StateDir string
 }
 
 // New builds a gateway from opts. It does not listen; see Serve.
@@ -104,6 +109,10 @@ func New(opts Options) (*Gateway, error) {
 	if ps.Get(cfg.DefaultPolicy) == nil {
 		return nil, fmt.Errorf("%s: default_policy %q is not defined (policies: %v)", cfg.path, cfg.DefaultPolicy, ps.Names())
 	}
+	st, err := openState(opts.StateDir)
+	if err != nil {
+		return nil, err
+	}
 	g := &Gateway{
 		cfg:        cfg,
 		log:        log,
@@ -114,12 +123,14 @@ func New(opts Options) (*Gateway, error) {
 		dialFunc:   opts.Dial,
 		containers: opts.Containers,
 		follower:   opts.Follower,
+		state:      st,
 		agents:     map[string]*Agent{},
 		byNetns:    map[string]string{},
 	}
 	g.gw4, g.gw6 = g.pool.gateway()
 	if g.dns, err = newResolver(cfg, log.Named("dns")); err != nil {
 		g.host.close()
+		st.close()
 		return nil, err
 	}
 	g.dialer = net.Dialer{
@@ -264,6 +275,7 @@ func (g *Gateway) Close() {
 	if g.memory != nil {
 		g.memory.close()
 	}
+	g.state.close()
 }
 
 // Flows counts live flows over all agents.

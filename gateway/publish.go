@@ -48,6 +48,7 @@ func (g *Gateway) Publish(name string, ps []control.Publish) error {
 	if a == nil {
 		return fmt.Errorf("%w: no agent called %q", ErrNotFound, name)
 	}
+	defer g.stateChanged()
 	for _, p := range ps {
 		if err := a.publish(p); err != nil {
 			return err
@@ -62,6 +63,7 @@ func (g *Gateway) Unpublish(name string, ps []control.Publish) error {
 	if a == nil {
 		return fmt.Errorf("%w: no agent called %q", ErrNotFound, name)
 	}
+	defer g.stateChanged()
 	for _, p := range ps {
 		a.mu.Lock()
 		l := a.listeners[p]

@@ -1,8 +1,9 @@
 // Command clawnetd is the clawnet gateway daemon. It is the wiring around
 // package gateway: it parses flags and the config file, sets up logging,
 // connects to a container engine if one answers, installs the signals
-// (SIGINT and SIGTERM stop it, SIGHUP reloads the policy files) and serves
-// the control API until told to stop. Everything the gateway does lives in
+// (SIGINT and SIGTERM stop it, SIGHUP reloads the policy files), attaches
+// again what the last clawnetd had attached, and serves the control API
+// until told to stop. Everything the gateway does lives in
 // package gateway; nothing here decides a flow.
 package main
 
@@ -80,7 +81,7 @@ func serve(ctx context.Context, cfg *gateway.Config, log hclog.Logger, audit *ga
 	gw4, _ := cfg.Network.GatewayAddrs()
 	eng := connectEngine(log, gw4)
 	defer eng.close()
-	opts := gateway.Options{Config: cfg, Log: log, Audit: audit}
+	opts := gateway.Options{Config: cfg, Log: log, Audit: audit, StateDir: cfg.StateDir}
 	eng.options(&opts, gw4)
 	g, err := gateway.New(opts)
 	if err != nil {
@@ -92,6 +93,8 @@ func serve(ctx context.Context, cfg *gateway.Config, log hclog.Logger, audit *ga
 		return err
 	}
 	defer os.Remove(cfg.Socket)
+	// What the last clawnetd had attached, before anything else attaches.
+	g.Restore(ctx)
 	defer eng.follow(ctx, g)()
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)

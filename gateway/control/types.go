@@ -42,8 +42,12 @@ type Agent struct {
 	BytesDown   uint64   `json:"bytes_down"`
 	// BufferReserved is what the agent's live flows have reserved of its
 	// buffer budget (limits.buffer_per_agent).
-	BufferReserved int64     `json:"buffer_reserved"`
-	AttachedAt     time.Time `json:"attached_at"`
+	BufferReserved int64 `json:"buffer_reserved"`
+	// AttachedAt is since when the agent is attached: the time of its
+	// attach, kept when a restart of clawnetd attaches it again (a
+	// container's agent, attached again by the engine watcher, starts
+	// anew).
+	AttachedAt time.Time `json:"attached_at"`
 	// Published are the agent's published ports, in their full form.
 	Published []string `json:"published,omitempty"`
 	// Notes are things the user should know about this attach (for example

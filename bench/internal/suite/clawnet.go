@@ -105,6 +105,7 @@ egress:
 socket: %s
 policy_dir: %s
 audit_log: %s
+state_dir: %s
 dns:
   upstream: ["%s"]
   queries_per_second: 1000000
@@ -113,7 +114,7 @@ limits:
   new_flows_per_second: 1000000
   new_flows_burst: 1000000
 treat_as_public: [%s]
-`, c.socket(), filepath.Join(dir, "policies"), filepath.Join(dir, "audit.log"),
+`, c.socket(), filepath.Join(dir, "policies"), filepath.Join(dir, "audit.log"), filepath.Join(dir, "state"),
 		netip.AddrPortFrom(c.t.addr, dnsPort), benchRange)
 	if err := os.WriteFile(filepath.Join(dir, "policies", "bench.yaml"), []byte(policy), 0o644); err != nil {
 		return err
