@@ -183,7 +183,12 @@ func (a *Agent) track(f *flow) error {
 	if len(a.flows) >= a.g.cfg.Limits.FlowsPerAgent {
 		return fmt.Errorf("flow limit (%d) reached", a.g.cfg.Limits.FlowsPerAgent)
 	}
+	if n := a.g.nflows.Add(1); n > int64(a.g.cfg.Limits.Flows) {
+		a.g.nflows.Add(-1)
+		return fmt.Errorf("the gateway's flow limit (%d, limits.flows) reached", a.g.cfg.Limits.Flows)
+	}
 	if err := a.reserveLocked(f); err != nil {
+		a.g.nflows.Add(-1)
 		return err
 	}
 	a.flows[f] = struct{}{}
@@ -202,6 +207,7 @@ func (a *Agent) untrack(f *flow) {
 	a.mu.Lock()
 	delete(a.flows, f)
 	a.reserved -= f.reserved
+	a.g.nflows.Add(-1)
 	a.mu.Unlock()
 	a.nflows.Add(-1)
 	a.wg.Done()

@@ -105,3 +105,29 @@ func TestNewFlowRate(t *testing.T) {
 		t.Fatalf("an inbound flow was refused by the agent's own rate: %v", err)
 	}
 }
+
+// TestGatewayFlowLimit: limits.flows bounds live flows over all agents;
+// a closed flow frees its place.
+func TestGatewayFlowLimit(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Limits.Flows = 3
+	g := &Gateway{cfg: cfg}
+	a := &Agent{g: g, flows: map[*flow]struct{}{}}
+	b := &Agent{g: g, flows: map[*flow]struct{}{}}
+	f1, f2 := &flow{proto: policy.ProtoTCP}, &flow{proto: policy.ProtoTCP}
+	for _, tr := range []struct {
+		a *Agent
+		f *flow
+	}{{a, f1}, {b, f2}, {b, &flow{proto: policy.ProtoUDP}}} {
+		if err := tr.a.track(tr.f); err != nil {
+			t.Fatalf("track within limits.flows: %v", err)
+		}
+	}
+	if err := a.track(&flow{proto: policy.ProtoTCP}); err == nil || !strings.Contains(err.Error(), "limits.flows") {
+		t.Fatalf("a fourth flow = %v, want a refusal naming limits.flows", err)
+	}
+	a.untrack(f1)
+	if err := b.track(&flow{proto: policy.ProtoTCP}); err != nil {
+		t.Fatalf("after a close: %v", err)
+	}
+}

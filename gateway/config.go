@@ -70,7 +70,9 @@ func (n NetworkConfig) GatewayAddrs() (v4, v6 netip.Addr) {
 
 // LimitsConfig bounds what one agent can make the gateway hold.
 type LimitsConfig struct {
-	FlowsPerAgent      int `yaml:"flows_per_agent"`
+	FlowsPerAgent int `yaml:"flows_per_agent"`
+	// Flows bounds live flows over all agents together.
+	Flows              int `yaml:"flows"`
 	HandshakesPerAgent int `yaml:"handshakes_per_agent"`
 	// NewFlowsPerSecond and NewFlowsBurst bound how fast one agent may
 	// open flows (TCP and UDP), so a connect flood costs its neighbours
@@ -212,7 +214,7 @@ func DefaultConfig() *Config {
 			IPv4:      netip.MustParsePrefix("100.96.0.0/16"),
 			IPv6:      netip.MustParsePrefix("fd63:6c61:776e:1::/64"),
 		},
-		Limits: LimitsConfig{FlowsPerAgent: 4096, HandshakesPerAgent: 256, Agents: 4096, BufferPerAgent: 1 << 30,
+		Limits: LimitsConfig{FlowsPerAgent: 4096, Flows: 262144, HandshakesPerAgent: 256, Agents: 4096, BufferPerAgent: 1 << 30,
 			NewFlowsPerSecond: 500, NewFlowsBurst: 1000},
 		Timeouts: TimeoutsConfig{
 			Dial:      Duration(10 * time.Second),
@@ -296,7 +298,7 @@ func (c *Config) validate() error {
 	if n.Interface == "" || len(n.Interface) > 15 {
 		return fmt.Errorf("network.interface must be 1 to 15 characters, not %q", n.Interface)
 	}
-	if c.Limits.FlowsPerAgent <= 0 || c.Limits.HandshakesPerAgent <= 0 || c.Limits.Agents <= 0 ||
+	if c.Limits.FlowsPerAgent <= 0 || c.Limits.Flows <= 0 || c.Limits.HandshakesPerAgent <= 0 || c.Limits.Agents <= 0 ||
 		c.Limits.NewFlowsPerSecond <= 0 || c.Limits.NewFlowsBurst <= 0 {
 		return errors.New("limits must be positive")
 	}

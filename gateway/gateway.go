@@ -21,6 +21,7 @@ import (
 	"net/netip"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -54,6 +55,7 @@ type Gateway struct {
 	dialer   net.Dialer
 	dialFunc DialFunc // nil: dialer, with dial's exact-address checks
 	memory   *memoryReturner
+	nflows   atomic.Int64 // live flows over all agents (limits.flows)
 
 	containers ContainerResolver // nil: container targets are refused
 	follower   ContainerFollower // nil: containers are attached, not followed
