@@ -78,7 +78,7 @@ func newResolver(cfg *Config, log hclog.Logger) (*resolver, error) {
 		return nil, err
 	}
 	return &resolver{
-		Answerer: dnsproxy.NewAnswerer(up, cfg.TreatAsPublic),
+		Answerer: dnsproxy.NewAnswerer(up, dnsproxy.AnswererOptions{Public: cfg.TreatAsPublic}),
 		log:      log,
 		slots:    make(chan struct{}, dnsInFlightTotal),
 		rate:     rate.Limit(cfg.DNS.QueriesPerSecond),
