@@ -355,7 +355,11 @@ func (u *Upstream) ask(ctx context.Context, s netip.AddrPort, m *dns.Msg) (*dns.
 	r, err := u.try(ctx, &u.udp, s, m)
 	if err == nil && r.Truncated {
 		r, err = u.try(ctx, &u.tcp, s, m)
-		if err == nil && r.Truncated {
+		switch {
+		case err != nil:
+			// It did answer over UDP: up, but no use to this query.
+			return nil, &answerError{fmt.Errorf("truncated over udp, then %w", err)}
+		case r.Truncated:
 			return nil, &answerError{errors.New("answer truncated over tcp")}
 		}
 	}

@@ -3,10 +3,12 @@ package dnsproxy
 import (
 	"context"
 	"errors"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -330,5 +332,37 @@ func TestDNSUpstreamDown(t *testing.T) {
 	}
 	if _, took, err := exchangeA(up, "api.example.com."); err != nil || took > try/2 {
 		t.Fatalf("exchange after recovery = %v in %v, want an answer at once", err, took)
+	}
+}
+
+// TestDNSUpstreamTCPFails: a server that answers over UDP truncated and
+// then not over TCP has answered: it stays up, and the query does not ask
+// it again.
+func TestDNSUpstreamTCPFails(t *testing.T) {
+	srv := dnstest.NewServer(t, dnstest.Zone...)
+	srv.SetHook(func(w dns.ResponseWriter, q *dns.Msg) bool {
+		if _, tcp := w.RemoteAddr().(*net.TCPAddr); tcp {
+			return true // silent
+		}
+		m := new(dns.Msg)
+		m.SetReply(q)
+		m.Truncated = true
+		w.WriteMsg(m)
+		return true
+	})
+	up := newTestUpstream(t, 100*time.Millisecond, srv.Addr)
+	_, _, err := exchangeA(up, "api.example.com.")
+	if err == nil || !strings.Contains(err.Error(), "truncated over udp, then tcp") {
+		t.Fatalf("exchange = %v, want the TCP retry's failure", err)
+	}
+	var nets []string
+	for _, q := range srv.Queries() {
+		nets = append(nets, q.Net)
+	}
+	if !slices.Equal(nets, []string{"udp", "tcp"}) {
+		t.Errorf("server asked over %v, want udp then tcp, once", nets)
+	}
+	if h := up.health[srv.Addr]; h == nil || h.fails != 0 {
+		t.Errorf("health = %+v, want the server up", h)
 	}
 }
