@@ -15,6 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/clawnet/clawnet/dnsproxy"
 	"github.com/clawnet/clawnet/gateway/control"
 )
 
@@ -46,7 +47,23 @@ type DNSConfig struct {
 	// gateway answers REFUSED at once.
 	QueriesPerSecond int `yaml:"queries_per_second"`
 	Burst            int `yaml:"burst"`
+	// TryTimeout bounds one exchange with one upstream server; a lookup
+	// retries across the servers within dnsproxy.UpstreamTimeout.
+	TryTimeout Duration `yaml:"try_timeout"`
+	// CacheSize bounds the upstream answers kept for all agents; 0 keeps
+	// none.
+	CacheSize int `yaml:"cache_size"`
+	// ServfailTTL is how long a lookup the upstream failed is answered
+	// SERVFAIL at once; 0 asks again every time.
+	ServfailTTL Duration `yaml:"servfail_ttl"`
 }
+
+// Bounds of the dns keys: a cache entry costs well under a KiB, and a
+// failure kept longer than RFC 9520's 5 minutes hides a recovered name.
+const (
+	maxDNSCacheSize   = 1000000
+	maxDNSServfailTTL = 5 * time.Minute
+)
 
 // Upstream is either the host's resolvers or explicit servers.
 type Upstream struct {
@@ -205,9 +222,11 @@ func DefaultConfig() *Config {
 		PolicyDir:     "/etc/clawnet/policies",
 		DefaultPolicy: "default",
 		LLMProvider:   "anthropic",
-		DNS:           DNSConfig{Upstream: Upstream{System: true}, QueriesPerSecond: 200, Burst: 400},
-		AuditLog:      "-",
-		StateDir:      "/var/lib/clawnet",
+		DNS: DNSConfig{Upstream: Upstream{System: true}, QueriesPerSecond: 200, Burst: 400,
+			TryTimeout: Duration(dnsproxy.DefaultTryTimeout), CacheSize: dnsproxy.DefaultCacheSize,
+			ServfailTTL: Duration(dnsproxy.DefaultFailureTTL)},
+		AuditLog: "-",
+		StateDir: "/var/lib/clawnet",
 		Network: NetworkConfig{
 			Interface: "clawnet0",
 			MTU:       65520,
@@ -315,6 +334,15 @@ func (c *Config) validate() error {
 	}
 	if c.DNS.QueriesPerSecond <= 0 || c.DNS.Burst <= 0 {
 		return errors.New("dns.queries_per_second and dns.burst must be positive")
+	}
+	if c.DNS.TryTimeout <= 0 || c.DNS.TryTimeout.D() > dnsproxy.UpstreamTimeout {
+		return fmt.Errorf("dns.try_timeout must be positive and at most %v, not %v", dnsproxy.UpstreamTimeout, c.DNS.TryTimeout.D())
+	}
+	if c.DNS.CacheSize < 0 || c.DNS.CacheSize > maxDNSCacheSize {
+		return fmt.Errorf("dns.cache_size must be between 0 and %d, not %d", maxDNSCacheSize, c.DNS.CacheSize)
+	}
+	if c.DNS.ServfailTTL < 0 || c.DNS.ServfailTTL.D() > maxDNSServfailTTL {
+		return fmt.Errorf("dns.servfail_ttl must be between 0s and %v, not %v", maxDNSServfailTTL, c.DNS.ServfailTTL.D())
 	}
 	if !c.DNS.Upstream.System && len(c.DNS.Upstream.Servers) == 0 {
 		return errors.New("dns.upstream needs at least one server, or \"system\"")
