@@ -139,7 +139,7 @@ func (g *Gateway) Policies() []string { return g.policies.Names() }
 // ReloadPolicies re-reads the policy directory; errors name each bad file,
 // whose last good version stays in force.
 func (g *Gateway) ReloadPolicies() error {
-	errs := g.policies.Reload()
+	errs := g.policies.Reload(nil)
 	for _, e := range errs {
 		g.log.Error("policy reload", "error", e)
 	}
