@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -492,5 +493,42 @@ func TestRevokeDuringSetup(t *testing.T) {
 	}
 	if e := ft.waitEvent(t, EventRevoke, dst); !strings.Contains(e.Rule, "deny[0]") {
 		t.Errorf("revoke line = %+v", e)
+	}
+}
+
+// TestReloadAnswer: POST /v1/reload answers what each agent lost; when a
+// file is refused, the error answer still carries what the other files
+// revoked.
+func TestReloadAnswer(t *testing.T) {
+	dnstest.LeakCheck(t)
+	ft := newRevokeTest(t, echo)
+	g := ft.a.g
+	dst := netip.AddrPortFrom(flowTestServer, 7)
+	c, err := ft.dial(t, dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	exchange(t, c, "before")
+	writePolicy(t, g, "dnstest.yaml", flowTestPolicy+"deny:\n  - cidrs: [198.18.0.2/32]\n")
+	writePolicy(t, g, "bad.yaml", "version: v1\nname: bad\negres: []\n")
+	code, body := call(t, g, "POST", "/v1/reload", "")
+	var got struct {
+		control.Error
+		control.ReloadResult
+	}
+	if err := json.Unmarshal([]byte(body), &got); err != nil {
+		t.Fatalf("reload answer %q: %v", body, err)
+	}
+	if code != http.StatusBadRequest || !strings.Contains(got.Error.Error, "bad.yaml:3") ||
+		got.Revoked["flowtest"] != 1 || !slices.Equal(got.Changed, []string{"dnstest"}) {
+		t.Fatalf("reload = %d %s, want 400 naming bad.yaml:3 and the flow revoked", code, body)
+	}
+	expectReset(t, c)
+
+	os.Remove(filepath.Join(g.cfg.PolicyDir, "bad.yaml"))
+	code, body = call(t, g, "POST", "/v1/reload", "")
+	if code != http.StatusOK || body != `{"policies":["default","dnstest"]}`+"\n" {
+		t.Fatalf("reload with nothing changed = %d %s", code, body)
 	}
 }
