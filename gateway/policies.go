@@ -10,7 +10,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
+	"github.com/fsnotify/fsnotify"
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/clawnet/clawnet/policy"
@@ -200,4 +202,70 @@ func policyFiles(dir string) ([]string, error) {
 	}
 	sort.Strings(files)
 	return files, nil
+}
+
+// policyWatchDelay is how long policy_dir must stay quiet after a change
+// before it is reloaded, so that an editor's save (write, rename) or a
+// deployment of several files is one reload.
+const policyWatchDelay = 200 * time.Millisecond
+
+// WatchPolicies reloads the policies, as Reload does (revocations
+// included), whenever something in policy_dir is created, written, removed
+// or renamed, once the directory has been quiet for policyWatchDelay. A
+// touch reloads nothing. The function it returns stops watching and waits
+// for the watcher to end.
+func (g *Gateway) WatchPolicies() (stop func(), err error) {
+	dir := g.cfg.PolicyDir
+	if dir == "" {
+		return nil, errors.New("watch policy_dir: none is set")
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, fmt.Errorf("watch policy_dir: %w", err)
+	}
+	if err := w.Add(dir); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("watch policy_dir %s: %w", dir, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		g.watchPolicies(w)
+	}()
+	return func() {
+		w.Close()
+		<-done
+	}, nil
+}
+
+// watchPolicies reloads after each quiet spell that follows a change, until
+// w is closed.
+func (g *Gateway) watchPolicies(w *fsnotify.Watcher) {
+	log := g.log.Named("policy")
+	quiet := time.NewTimer(policyWatchDelay)
+	quiet.Stop()
+	defer quiet.Stop()
+	for {
+		select {
+		case ev, ok := <-w.Events:
+			if !ok {
+				return
+			}
+			if ev.Op == fsnotify.Chmod {
+				continue // attributes only: the bytes are the same
+			}
+			quiet.Reset(policyWatchDelay)
+		case err, ok := <-w.Errors:
+			if !ok {
+				return
+			}
+			// Events may have been lost (a queue overflow): read
+			// everything again rather than miss a change.
+			log.Warn("watching policy_dir", "error", err)
+			quiet.Reset(policyWatchDelay)
+		case <-quiet.C:
+			log.Debug("policy_dir changed, reloading")
+			_, _ = g.Reload()
+		}
+	}
 }

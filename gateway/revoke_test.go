@@ -496,6 +496,32 @@ func TestRevokeDuringSetup(t *testing.T) {
 	}
 }
 
+// TestWatchPolicies: an edit in policy_dir applies without a reload
+// command; live flows it denies are revoked.
+func TestWatchPolicies(t *testing.T) {
+	dnstest.LeakCheck(t)
+	ft := newRevokeTest(t, echo)
+	g := ft.a.g
+	stop, err := g.WatchPolicies()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	dst := netip.AddrPortFrom(flowTestServer, 7)
+	c, err := ft.dial(t, dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	exchange(t, c, "before")
+	writePolicy(t, g, "dnstest.yaml", flowTestPolicy+"deny:\n  - cidrs: [198.18.0.2/32]\n")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil || !strings.Contains(err.Error(), "reset") {
+		t.Fatalf("agent's read after the edit = %d, %v; want a reset", n, err)
+	}
+	ft.waitEvent(t, EventRevoke, dst)
+}
+
 // TestReloadAnswer: POST /v1/reload answers what each agent lost; when a
 // file is refused, the error answer still carries what the other files
 // revoked.
