@@ -287,8 +287,8 @@ func TestAPIExplain(t *testing.T) {
 
 func TestAPIReload(t *testing.T) {
 	g, dir := apiGateway(t, Options{})
-	if code, body := call(t, g, "POST", "/v1/reload", ""); code != http.StatusNoContent {
-		t.Errorf("reload = %d %q, want 204", code, body)
+	if code, body := call(t, g, "POST", "/v1/reload", ""); code != http.StatusOK || !strings.Contains(body, `"policies":["coder","default"]`) {
+		t.Errorf("reload = %d %q, want 200 and the policies in force", code, body)
 	}
 	bad := filepath.Join(dir, "bad.yaml")
 	if err := os.WriteFile(bad, []byte("version: v1\nname: bad\negres: []\n"), 0o600); err != nil {

@@ -69,6 +69,9 @@ const (
 	EventFail  Event = "fail"  // allowed, but the upstream could not be reached
 )
 
+// EventRevoke: live, closed because a changed policy now denies it (revoke.go).
+const EventRevoke Event = "revoke"
+
 // line is the audit line of event ev on f, decided by d.
 func (f *flow) line(ev Event, d policy.Decision, err error) *AuditEvent {
 	e := &AuditEvent{Kind: KindFlow, Event: ev, Proto: f.proto.String(), Src: f.src.String(), Dst: f.dst.String(),

@@ -28,6 +28,7 @@ func (a *Agent) decideFlow(f *flow) policy.Decision {
 	}
 	ip := f.dst.Addr().Unmap()
 	fl := policy.Flow{Proto: f.proto, Dst: netip.AddrPortFrom(ip, f.dst.Port()), Names: a.names.Names(ip)}
+	f.names = fl.Names
 	d := f.pol.DecideFlow(fl)
 	if len(fl.Names) > 0 {
 		f.name = fl.Names[0]

@@ -151,15 +151,10 @@ func New(opts Options) (*Gateway, error) {
 // Policies names the policies in force.
 func (g *Gateway) Policies() []string { return g.policies.Names() }
 
-// ReloadPolicies re-reads the policy directory; errors name each bad file,
-// whose last good version stays in force.
+// ReloadPolicies is Reload for callers that need only its error.
 func (g *Gateway) ReloadPolicies() error {
-	errs := g.policies.Reload()
-	for _, e := range errs {
-		g.log.Error("policy reload", "error", e)
-	}
-	g.log.Info("policies reloaded", "policies", g.policies.Names(), "errors", len(errs))
-	return errors.Join(errs...)
+	_, err := g.Reload()
+	return err
 }
 
 // Agents lists the attached agents by name.

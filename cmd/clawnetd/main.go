@@ -1,10 +1,10 @@
 // Command clawnetd is the clawnet gateway daemon. It is the wiring around
 // package gateway: it parses flags and the config file, sets up logging,
 // connects to a container engine if one answers, installs the signals
-// (SIGINT and SIGTERM stop it, SIGHUP reloads the policy files), attaches
-// again what the last clawnetd had attached, and serves the control API
-// until told to stop. Everything the gateway does lives in
-// package gateway; nothing here decides a flow.
+// (SIGINT and SIGTERM stop it, SIGHUP reloads the policy files, as an edit
+// in policy_dir does), attaches again what the last clawnetd had attached,
+// and serves the control API until told to stop. Everything the gateway
+// does lives in package gateway; nothing here decides a flow.
 package main
 
 import (
@@ -100,6 +100,11 @@ func serve(ctx context.Context, cfg *gateway.Config, log hclog.Logger, audit *ga
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	defer reloadOnHUP(ctx, g)()
+	if stopWatch, err := g.WatchPolicies(); err != nil {
+		log.Warn("policy files are not watched: reload them with clawnet reload or SIGHUP", "error", err)
+	} else {
+		defer stopWatch()
+	}
 
 	log.Info("clawnetd started", "version", version.Version, "socket", cfg.Socket, "policies", g.Policies(),
 		"default_policy", cfg.DefaultPolicy, "audit_log", cfg.AuditLog)

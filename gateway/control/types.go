@@ -65,6 +65,18 @@ type Status struct {
 	Policies   []string `json:"policies"`
 }
 
+// ReloadResult answers a reload: the policies now in force, those the
+// reload changed (added, removed or edited; a file rewritten with the same
+// bytes changes nothing), and how many live flows each agent lost because
+// its changed policy no longer allows them (agents that lost none are left
+// out). A reload that refused a file still applied the others: its error
+// answer carries this too.
+type ReloadResult struct {
+	Policies []string       `json:"policies"`
+	Changed  []string       `json:"changed,omitempty"`
+	Revoked  map[string]int `json:"revoked,omitempty"`
+}
+
 // Explanation answers `clawnet policy explain`.
 type Explanation struct {
 	Policy string `json:"policy"`
