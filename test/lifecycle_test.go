@@ -8,12 +8,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/clawnet/clawnet/test/canary/canarylog"
 	"github.com/clawnet/clawnet/test/harness"
@@ -301,6 +306,101 @@ func TestDetach(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestAttachFirstPackets checks that attach returns only once the agent can
+// be answered: over attach/detach cycles of one namespace, one datagram of
+// each family sent right after each attach, with no retry, gets its echo.
+// The kernel installs an IPv6 address's local route after the request that
+// adds the address has returned, from a work queue that needs the rtnl lock;
+// until then the agent already sends from the address, but the gateway's
+// answers to it are dropped as packets to forward. Namespaces coming and
+// going elsewhere on the host hold that lock, so the test churns some
+// throughout to open the window wide.
+func TestAttachFirstPackets(t *testing.T) {
+	e := newEnv(t, echoOnly)
+	churnNamespaces(t, 2)
+	ns := harness.NewNetNS(t, "agent")
+	a := &agent{name: "first", ns: ns}
+	const cycles = 20
+	for cycle := 1; cycle <= cycles; cycle++ {
+		// Not e.d.Attach: its clawnet ls afterwards would give the kernel
+		// time the agent does not wait for.
+		e.d.MustCLI(t, "attach", "--name", a.name, "--policy", "echo-only", "--netns", ns.Path)
+		for _, fam := range []int{6, 4} {
+			marker := []byte(fmt.Sprintf("first datagram, IPv%d, cycle %d", fam, cycle))
+			u := a.dial(t, "udp", ap(server(e.in, fam), 7))
+			_, err := harness.UDPExchange(u, marker, 2*time.Second)
+			u.Close()
+			if err != nil {
+				arrived := e.in.Saw(func(ce canarylog.Entry) bool {
+					return ce.Service == canarylog.ServiceUDPEcho && ce.SHA256 == canarylog.Digest(marker)
+				})
+				t.Fatalf("cycle %d: the agent's first IPv%d datagram after attach got no echo (the canary saw it: %v): %v", cycle, fam, arrived, err)
+			}
+		}
+		e.d.MustCLI(t, "detach", a.name)
+	}
+}
+
+// churnNamespaces creates and destroys network namespaces on n goroutines
+// until t ends. Tearing one down runs the kernel's namespace cleanup, which
+// holds the rtnl lock, as on a host where other agents come and go.
+func churnNamespaces(t *testing.T, n int) {
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := throwawayNamespace(); err != nil {
+					t.Errorf("namespace churn: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	t.Cleanup(func() {
+		close(stop)
+		wg.Wait()
+	})
+}
+
+// throwawayNamespace makes a network namespace with a few dummy links and
+// lets it go. The thread goes back to its own namespace rather than exit:
+// the harness's children die with the thread that started them.
+func throwawayNamespace() error {
+	runtime.LockOSThread()
+	home, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer home.Close()
+	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("unshare: %w", err)
+	}
+	if h, err := netlink.NewHandle(); err == nil {
+		for i := range 4 {
+			la := netlink.NewLinkAttrs()
+			la.Name = fmt.Sprintf("churn%d", i)
+			h.LinkAdd(&netlink.Dummy{LinkAttrs: la})
+		}
+		h.Close()
+	}
+	if err := unix.Setns(int(home.Fd()), unix.CLONE_NEWNET); err != nil {
+		// Left locked: the thread is thrown away with its namespace.
+		return fmt.Errorf("return from the namespace: %w", err)
+	}
+	runtime.UnlockOSThread()
+	return nil
 }
 
 // settledStatus waits for the daemon's goroutine count to stop moving (its

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -45,7 +46,8 @@ type Device struct {
 var ErrExists = errors.New("interface already exists")
 
 // Create makes a TUN device in ns, gives it cfg's addresses and MTU, default
-// routes for both families, and brings it and lo up.
+// routes for both families, and brings it and lo up. It returns once the
+// namespace's kernel takes packets to every address it gave as its own.
 func Create(ns *Netns, cfg Config) (*Device, error) {
 	var fd int
 	err := ns.Do(func() error {
@@ -158,6 +160,51 @@ func configure(ns *Netns, d *Device, cfg Config) error {
 		r := &netlink.Route{LinkIndex: d.Index, Dst: dst, Scope: netlink.SCOPE_UNIVERSE}
 		if err := h.RouteAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("add default route via %s: %w", d.IfName, err)
+		}
+	}
+	var local []netip.Addr
+	for _, p := range cfg.Addrs {
+		if p.Addr().Is4() || d.IPv6 {
+			local = append(local, p.Addr())
+		}
+	}
+	return waitLocal(h, local, localTimeout)
+}
+
+// localTimeout bounds the wait for the kernel to take an address as local.
+// It waits on the rtnl lock, as every netlink request above does: only a
+// kernel that is stuck gets near it.
+const localTimeout = 10 * time.Second
+
+// waitLocal waits until the kernel delivers packets addressed to each of
+// addrs to its own sockets, that is until each has its route in the local
+// table. An IPv4 address has it when the request that adds it returns. An
+// IPv6 address does not: the kernel inserts its local route afterwards,
+// from its address-configuration work queue (the step that ends duplicate
+// address detection, taken even for an address with IFA_F_NODAD on a NOARP
+// device), and that work needs the rtnl lock, which namespaces being set up
+// or torn down elsewhere on the host hold for milliseconds or more. In the
+// meantime the address is already on the interface, so the agent sends from
+// it, but the kernel takes the gateway's answers to it for packets to
+// forward and drops them (Ip6InAddrErrors): a datagram's reply is lost, a
+// SYN is answered only by its retransmission a second later.
+func waitLocal(h *netlink.Handle, addrs []netip.Addr, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	pause := 100 * time.Microsecond
+	for _, a := range addrs {
+		for {
+			rs, err := h.RouteGet(net.IP(a.AsSlice()))
+			if err == nil && len(rs) > 0 && rs[0].Type == unix.RTN_LOCAL {
+				break
+			}
+			if time.Now().After(deadline) {
+				if err == nil {
+					err = errors.New("no local route")
+				}
+				return fmt.Errorf("address %s still not local after %v: %w", a, timeout, err)
+			}
+			time.Sleep(pause)
+			pause = min(2*pause, 10*time.Millisecond)
 		}
 	}
 	return nil

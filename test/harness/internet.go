@@ -220,7 +220,52 @@ func NewInternetWith(t testing.TB, opts InternetOptions) *Internet {
 		t.Fatal(err)
 	}
 	in.start(t, canaryBin, dir)
+	var servers []netip.Addr
+	for i := 2; i <= ServerHosts+1; i++ {
+		servers = append(servers, in.Addr6(i))
+	}
+	waitLocal6(t, "", in.Host6)
+	in.NS.WaitLocal6(t, servers...)
 	return in
+}
+
+// waitLocal6 waits until the kernel of the named namespace ("" for the
+// host's) takes each of addrs, IPv6 addresses, as its own. ip addr add
+// returns before that: the kernel puts an IPv6 address's local route in
+// afterwards, from a work queue that needs the rtnl lock (busy while other
+// namespaces come and go), and drops a packet to the address that comes
+// first as one to forward. IPv4 addresses are local once added.
+func waitLocal6(t testing.TB, ns string, addrs ...netip.Addr) {
+	t.Helper()
+	args := []string{"-6", "route", "show", "table", "local", "type", "local"}
+	if ns != "" {
+		args = append([]string{"-n", ns}, args...)
+	}
+	var missing []netip.Addr
+	ok := Poll(10*time.Second, 5*time.Millisecond, func() bool {
+		out, err := exec.Command("ip", args...).Output()
+		if err != nil {
+			return false
+		}
+		local := make(map[netip.Addr]bool)
+		for _, line := range strings.Split(string(out), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "local" {
+				if a, err := netip.ParseAddr(f[1]); err == nil {
+					local[a] = true
+				}
+			}
+		}
+		missing = missing[:0]
+		for _, a := range addrs {
+			if !local[a] {
+				missing = append(missing, a)
+			}
+		}
+		return len(missing) == 0
+	})
+	if !ok {
+		t.Fatalf("addresses %v not local in namespace %q after 10s", missing, ns)
+	}
 }
 
 // Zone is the canary.test zone the canary serves, with this internet's

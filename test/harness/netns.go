@@ -133,6 +133,14 @@ func (ns *NetNS) Do(fn func() error) error {
 	return (<-done).err
 }
 
+// WaitLocal6 waits until the namespace's kernel takes each of addrs, IPv6
+// addresses added to one of its interfaces, as its own: until then a packet
+// to them is dropped (see waitLocal6). It fails t after 10s.
+func (ns *NetNS) WaitLocal6(t testing.TB, addrs ...netip.Addr) {
+	t.Helper()
+	waitLocal6(t, ns.Name, addrs...)
+}
+
 // Dial connects from inside the namespace. Use IP literals: a name lookup
 // would run on another thread, in the host namespace.
 func (ns *NetNS) Dial(ctx context.Context, network, addr string) (net.Conn, error) {

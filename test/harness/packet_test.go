@@ -71,6 +71,7 @@ func TestPacketSocket(t *testing.T) {
 	ns.MustRun(t, "ip", "addr", "add", "203.0.113.1/24", "dev", "tst0")
 	ns.MustRun(t, "ip", "-6", "addr", "add", "2001:db8:ffff::1/64", "dev", "tst0", "nodad")
 	ns.MustRun(t, "ip", "link", "set", "tst0", "up")
+	ns.WaitLocal6(t, netip.MustParseAddr("2001:db8:ffff::1"))
 
 	ps, err := ns.OpenPacketSocket("tst0")
 	if err != nil {
