@@ -62,7 +62,7 @@ type Config struct {
 }
 
 // Preset returns the configuration of mode: "full" (make bench, ~15
-// minutes), "quick" (make bench-quick, under 3½ minutes) or "smoke" (CI:
+// minutes), "quick" (make bench-quick, about 3 minutes) or "smoke" (CI:
 // proves every system still runs, about a minute; its figures mean little).
 func Preset(mode string) (Config, error) {
 	c := Config{Mode: mode, Systems: slices.Clone(report.Systems), Workers: 8, DNSWorkers: 4,

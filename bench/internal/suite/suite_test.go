@@ -143,7 +143,9 @@ func TestPresetsFitTheirBudgets(t *testing.T) {
 	// DNS and clawnet's two HTTP tests by address once per repetition;
 	// ~15s for clawnet's memory phase. Inbound, the two tests (~0.2s
 	// start-up each) on each inbound system, and ~5s to start docker's
-	// container. It must leave 10% of the budget for building.
+	// container. It must leave 10% of the budget for building. The model
+	// is generous: a whole quick run took 183 s at a load average of 10
+	// (2026-11-26), against its 207 s.
 	budget := map[string]time.Duration{"full": 15 * time.Minute, "quick": 4 * time.Minute, "smoke": 2 * time.Minute}
 	for mode, limit := range budget {
 		c, err := Preset(mode)
