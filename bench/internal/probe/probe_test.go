@@ -96,6 +96,31 @@ func TestRRDetectsAWrongReply(t *testing.T) {
 	}
 }
 
+func TestPing(t *testing.T) {
+	if err := Ping(context.Background(), server(t)); err != nil {
+		t.Errorf("Ping(echo server) = %v, want nil", err)
+	}
+	// A forwarder that accepts and closes, its server not up yet, is not
+	// an answer.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	if err := Ping(context.Background(), ln.Addr().String()); err == nil {
+		t.Error("Ping(accept and close) = nil, want an error")
+	}
+}
+
 func TestConnects(t *testing.T) {
 	addr := server(t)
 	r, err := Connects(context.Background(), addr, 4, time.Second)

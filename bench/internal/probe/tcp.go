@@ -97,6 +97,20 @@ func exchange(c net.Conn, req, reply []byte) error {
 	return nil
 }
 
+// Ping opens one connection to addr and proves it end to end with one
+// exchange. A forwarder (a published port) accepts before the server
+// behind it is up, so a connection alone proves nothing; an echo does.
+func Ping(ctx context.Context, addr string) error {
+	dl := net.Dialer{Timeout: 2 * time.Second}
+	c, err := dl.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", addr, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	return exchange(c, request(opKeep, 1), make([]byte, MsgSize))
+}
+
 // RR measures transactions per second and their latency over one
 // connection to addr, one request in flight at a time, for d.
 func RR(ctx context.Context, addr string, d time.Duration) (Result, error) {

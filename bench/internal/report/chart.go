@@ -13,6 +13,7 @@ var colors = map[string]string{
 	Slirp:   "#e39b2e",
 	Pasta:   "#4e79a7",
 	Clawnet: "#d62728",
+	Docker:  "#59a14f",
 }
 
 type panel struct {
@@ -25,8 +26,9 @@ type panel struct {
 
 var panels = []panel{
 	{"Throughput (higher is better)", "Gbit/s", 1, []string{"upload", "download", "upload ×4", "download ×4", "HTTP upload"}, []string{UploadGbps, DownloadGbps, Upload4Gbps, Download4Gbps, HTTPUploadGbps}},
-	{"Request/response latency (lower is better)", "µs", 1, []string{"p50", "p99"}, []string{RRP50us, RRP99us}},
+	{"Request/response latency (lower is better)", "µs", 1, []string{"p50", "p99", "inbound p50", "inbound p99"}, []string{RRP50us, RRP99us, InboundRRP50us, InboundRRP99us}},
 	{"Rates (higher is better)", "thousand per second", 1000, []string{"request/response", "connects", "HTTP 1 KiB POSTs"}, []string{RRPerS, ConnectsPerS, HTTPSmallPerS}},
+	{"Inbound rates, host → published port (higher is better)", "thousand per second", 1000, []string{"request/response", "connects"}, []string{InboundRRPerS, InboundConnectsPerS}},
 }
 
 const (

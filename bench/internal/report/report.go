@@ -18,10 +18,22 @@ const (
 	Slirp   = "slirp4netns"
 	Pasta   = "pasta"
 	Clawnet = "clawnet"
+	// Docker is a container on Docker's default bridge with a published
+	// port (`docker run -p`): it has inbound figures only.
+	Docker = "docker"
 )
 
 // Systems lists every system the suite knows, in run order.
-var Systems = []string{Veth, Slirp, Pasta, Clawnet}
+var Systems = []string{Veth, Slirp, Pasta, Clawnet, Docker}
+
+// Outbound lists the systems whose client namespace reaches the server
+// namespace: every outbound figure is theirs.
+var Outbound = []string{Veth, Slirp, Pasta, Clawnet}
+
+// Inbound lists the systems measured from the host to a server behind
+// them: a published or forwarded port (pasta, clawnet, docker) or, for
+// veth, the server namespace straight over the host's veth.
+var Inbound = []string{Veth, Pasta, Clawnet, Docker}
 
 // Metric describes one figure.
 type Metric struct {
@@ -30,7 +42,7 @@ type Metric struct {
 	Unit  string
 	// HigherBetter is false for latencies, memory and CPU cost.
 	HigherBetter bool
-	// For lists the systems that must report it; nil means every system.
+	// For lists the systems that report it, and must.
 	For []string
 }
 
@@ -61,26 +73,33 @@ const (
 	RSSIdleMiB         = "rss_idle_mib"
 	RSSPerAgentKiB     = "rss_per_agent_kib"
 	RSSPerFlowKiB      = "rss_per_flow_kib"
+	// Inbound: from the host namespace to the probe server inside the
+	// system's namespace, through a published port on 127.0.0.1 (veth:
+	// straight to the server namespace).
+	InboundRRPerS       = "inbound_rr_per_s"
+	InboundRRP50us      = "inbound_rr_p50_us"
+	InboundRRP99us      = "inbound_rr_p99_us"
+	InboundConnectsPerS = "inbound_connects_per_s"
 )
 
 // Metrics lists every figure in table order.
 var Metrics = []Metric{
-	{UploadGbps, "upload, 1 stream", "Gbit/s", true, nil},
-	{DownloadGbps, "download, 1 stream", "Gbit/s", true, nil},
-	{Upload4Gbps, "upload, 4 streams", "Gbit/s", true, nil},
-	{Download4Gbps, "download, 4 streams", "Gbit/s", true, nil},
-	{RRPerS, "request/response", "1/s", true, nil},
-	{RRP50us, "request/response p50", "µs", false, nil},
-	{RRP99us, "request/response p99", "µs", false, nil},
-	{ConnectsPerS, "connects", "1/s", true, nil},
+	{UploadGbps, "upload, 1 stream", "Gbit/s", true, Outbound},
+	{DownloadGbps, "download, 1 stream", "Gbit/s", true, Outbound},
+	{Upload4Gbps, "upload, 4 streams", "Gbit/s", true, Outbound},
+	{Download4Gbps, "download, 4 streams", "Gbit/s", true, Outbound},
+	{RRPerS, "request/response", "1/s", true, Outbound},
+	{RRP50us, "request/response p50", "µs", false, Outbound},
+	{RRP99us, "request/response p99", "µs", false, Outbound},
+	{ConnectsPerS, "connects", "1/s", true, Outbound},
 	// CPU cost is the data-path process's own CPU; the kernel path has none
 	// to single out, so veth does not report it.
 	{CPUsPerGB, "CPU per GB moved", "s/GB", false, []string{Slirp, Pasta, Clawnet}},
-	{HTTPUploadGbps, "HTTP upload (clawnet: by name)", "Gbit/s", true, nil},
+	{HTTPUploadGbps, "HTTP upload (clawnet: by name)", "Gbit/s", true, Outbound},
 	{HTTPUploadAddrGbps, "HTTP upload, by address", "Gbit/s", true, []string{Clawnet}},
 	{HTTPCPUsPerGB, "CPU per GB, HTTP upload", "s/GB", false, []string{Slirp, Pasta, Clawnet}},
 	{HTTPAddrCPUsPerGB, "CPU per GB, HTTP by address", "s/GB", false, []string{Clawnet}},
-	{HTTPSmallPerS, "HTTP 1 KiB POSTs (clawnet: by name)", "1/s", true, nil},
+	{HTTPSmallPerS, "HTTP 1 KiB POSTs (clawnet: by name)", "1/s", true, Outbound},
 	{HTTPSmallAddrPerS, "HTTP 1 KiB POSTs, by address", "1/s", true, []string{Clawnet}},
 	{HTTPSmallCPUus, "CPU per 1 KiB POST", "µs", false, []string{Slirp, Pasta, Clawnet}},
 	{HTTPSmallAddrCPUus, "CPU per 1 KiB POST, by address", "µs", false, []string{Clawnet}},
@@ -89,6 +108,10 @@ var Metrics = []Metric{
 	{RSSIdleMiB, "RSS idle gateway", "MiB", false, []string{Clawnet}},
 	{RSSPerAgentKiB, "RSS per idle agent", "KiB", false, []string{Clawnet}},
 	{RSSPerFlowKiB, "RSS per idle TCP flow", "KiB", false, []string{Clawnet}},
+	{InboundRRPerS, "inbound request/response", "1/s", true, Inbound},
+	{InboundRRP50us, "inbound request/response p50", "µs", false, Inbound},
+	{InboundRRP99us, "inbound request/response p99", "µs", false, Inbound},
+	{InboundConnectsPerS, "inbound connects", "1/s", true, Inbound},
 }
 
 // MetricByKey returns the metric named key.
@@ -103,7 +126,7 @@ func MetricByKey(key string) (Metric, bool) {
 
 // Required reports whether system must report m.
 func (m Metric) Required(system string) bool {
-	return m.For == nil || slices.Contains(m.For, system)
+	return slices.Contains(m.For, system)
 }
 
 // Samples holds every repetition's value: system → metric → values.

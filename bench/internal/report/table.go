@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
 	"text/tabwriter"
 )
@@ -115,9 +116,9 @@ func ratio(v, ref float64) string {
 }
 
 // Write prints the results table of metrics for systems (in that order)
-// and the targets: each figure, its ratio to veth, and clawnet's ratio to
-// the better of slirp4netns and pasta. With markdown it writes a Markdown
-// table.
+// and the targets: each figure, its ratio to veth, clawnet's ratio to the
+// better of slirp4netns and pasta and, when docker is among systems, to
+// docker. With markdown it writes a Markdown table.
 func Write(w io.Writer, r Results, systems []string, metrics []Metric, failed map[string]string, markdown bool) error {
 	header := []string{"metric", "unit"}
 	for _, s := range systems {
@@ -128,6 +129,12 @@ func Write(w io.Writer, r Results, systems []string, metrics []Metric, failed ma
 		}
 	}
 	header = append(header, "clawnet÷best(slirp4netns,pasta)")
+	// Inbound, the engine's published port is the reference a Docker
+	// user knows.
+	withDocker := slices.Contains(systems, Docker)
+	if withDocker {
+		header = append(header, "clawnet÷docker")
+	}
 	var rows [][]string
 	for _, m := range metrics {
 		row := []string{m.Label, m.Unit}
@@ -156,7 +163,18 @@ func Write(w io.Writer, r Results, systems []string, metrics []Metric, failed ma
 			}
 		}
 		row = append(row, best)
-		if any || m.For == nil {
+		if withDocker {
+			rc := ""
+			c, ok1 := r.Get(Clawnet, m.Key)
+			d, ok2 := r.Get(Docker, m.Key)
+			if ok1 && ok2 {
+				rc = ratio(c, d)
+			}
+			row = append(row, rc)
+		}
+		// A row no system here reports (clawnet's own figures in a run
+		// without clawnet) says nothing.
+		if any || slices.ContainsFunc(systems, m.Required) {
 			rows = append(rows, row)
 		}
 	}

@@ -36,15 +36,24 @@ const flowsPerAgent = 600
 
 // clawnetSystem is clawnetd (in the host namespace, on its default config
 // plus a policy that allows the server) and one attached agent namespace.
+// With inbound the agent runs the probe server too, and the attach
+// publishes its port on the host's 127.0.0.1.
 type clawnetSystem struct {
 	t       *topology
 	bin     string // directory holding clawnetd and clawnet
+	inbound bool
 	logFile string // clawnetd's own log, kept with the results
 	logF    *os.File
 	dir     string // config, policy, socket, audit log, daemon log
 	ns      string
 	gateway string
-	d       *proc // the running daemon
+	d       *proc  // the running daemon
+	port    uint16 // published on 127.0.0.1, to the agent's probePort
+	srv     *proc  // the probe server in the agent's namespace
+}
+
+func (c *clawnetSystem) inboundAddr() netip.AddrPort {
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), c.port)
 }
 
 func (c *clawnetSystem) name() string       { return report.Clawnet }
@@ -65,7 +74,7 @@ func (c *clawnetSystem) alive() error {
 	if gone, err := c.d.exited(); gone {
 		return err
 	}
-	return nil
+	return serverExited(c.srv)
 }
 
 func (c *clawnetSystem) socket() string { return filepath.Join(c.dir, "clawnet.sock") }
@@ -86,6 +95,8 @@ func (c *clawnetSystem) prepare() error {
 		return err
 	}
 	srv := netip.PrefixFrom(c.t.addr, 24).Masked()
+	// The ingress rule lets the host in, through the published port, to
+	// the probe server the bench agent runs.
 	policy := fmt.Sprintf(`version: v1
 name: bench
 egress:
@@ -93,7 +104,10 @@ egress:
     ports: [%d, %d, "%d-%d"]
   - domains: [%s]
     ports: [%d]
-`, srv, probePort, httpAddrPort, iperfBasePort, iperfBasePort+len(report.Systems)-1, dnsName, httpPort)
+ingress:
+  - host: true
+    ports: [%d]
+`, srv, probePort, httpAddrPort, iperfBasePort, iperfBasePort+len(report.Systems)-1, dnsName, httpPort, probePort)
 	// Only what the suite needs on top of the defaults: where its files
 	// go, its DNS server, and its lab range declared public. The per-agent
 	// DNS rate limit (200/s by default) guards against an abusive agent;
@@ -190,12 +204,13 @@ func (c *clawnetSystem) clawnetCLI(ctx context.Context, args ...string) (string,
 	return string(out), nil
 }
 
-// attach creates namespace ns (lo only) and attaches it as agent name.
-func (c *clawnetSystem) attach(ctx context.Context, ns, name string) (string, error) {
+// attach creates namespace ns (lo only) and attaches it as agent name,
+// with more flags of clawnet attach if given.
+func (c *clawnetSystem) attach(ctx context.Context, ns, name string, flags ...string) (string, error) {
 	if err := addNetns(ctx, ns); err != nil {
 		return "", err
 	}
-	return c.clawnetCLI(ctx, "attach", "--netns", netnsPath(ns), "--name", name, "--policy", "bench")
+	return c.clawnetCLI(ctx, append([]string{"attach", "--netns", netnsPath(ns), "--name", name, "--policy", "bench"}, flags...)...)
 }
 
 // gatewayFrom reads the IPv4 gateway from attach's output line
@@ -223,15 +238,32 @@ func (c *clawnetSystem) setup(ctx context.Context) error {
 		return err
 	}
 	c.ns = c.t.nsName("clawnet")
-	out, err := c.attach(ctx, c.ns, "bench")
+	var flags []string
+	if c.inbound {
+		var err error
+		if c.port, err = freePort(); err != nil {
+			return err
+		}
+		flags = []string{"--publish", fmt.Sprintf("127.0.0.1:%d:%d", c.port, probePort)}
+	}
+	out, err := c.attach(ctx, c.ns, "bench", flags...)
 	if err != nil {
 		return err
 	}
 	c.gateway = gatewayFrom(out)
-	return nil
+	if !c.inbound {
+		return nil
+	}
+	if c.srv, err = inboundServer(c.ns, c.t.probe); err != nil {
+		return err
+	}
+	return waitProbe(ctx, c.inboundAddr())
 }
 
 func (c *clawnetSystem) close() error {
+	if c.srv != nil {
+		c.srv.stop()
+	}
 	c.stopDaemon()
 	err := delNetns(c.ns)
 	if c.dir != "" {
@@ -276,6 +308,38 @@ func (c *clawnetSystem) nameBoundSince(off int64) (int, error) {
 		dst, err := netip.ParseAddrPort(ev.Dst)
 		if err == nil && ev.Kind == "flow" && ev.Event == "open" && ev.Verdict == "allow" &&
 			dst.Port() == httpPort && strings.EqualFold(ev.Host, dnsName) {
+			n++
+		}
+	}
+	return n, sc.Err()
+}
+
+// inboundSince counts the inbound connections from the host to the bench
+// agent's probePort that the audit log shows opened, allowed, since
+// offset off: proof that a figure labelled clawnet went through the
+// gateway's published port and its ingress decision.
+func (c *clawnetSystem) inboundSince(off int64) (int, error) {
+	f, err := os.Open(c.auditLog())
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		return 0, err
+	}
+	n := 0
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var ev struct {
+			Kind, Event, Agent, Direction, Peer, Dst, Verdict string
+		}
+		if json.Unmarshal(sc.Bytes(), &ev) != nil {
+			continue
+		}
+		dst, err := netip.ParseAddrPort(ev.Dst)
+		if err == nil && ev.Kind == "flow" && ev.Event == "open" && ev.Verdict == "allow" && ev.Agent == "bench" &&
+			ev.Direction == "in" && ev.Peer == "host" && dst.Port() == probePort {
 			n++
 		}
 	}
@@ -480,4 +544,10 @@ var (
 	_ system = (*slirpSystem)(nil)
 	_ system = (*pastaSystem)(nil)
 	_ system = (*clawnetSystem)(nil)
+	_ system = (*dockerSystem)(nil)
+
+	_ inbounder = (*vethSystem)(nil)
+	_ inbounder = (*pastaSystem)(nil)
+	_ inbounder = (*clawnetSystem)(nil)
+	_ inbounder = (*dockerSystem)(nil)
 )

@@ -1,9 +1,11 @@
 // Package suite runs the benchmark: it builds its own network namespaces,
 // starts the servers and each system under test (kernel veth, slirp4netns,
-// pasta and clawnet), measures them interleaved, several repetitions each,
-// and hands the samples to package report. It sends traffic only to the
-// namespaces it made, addressed from the benchmarking range 198.18.0.0/15,
-// and removes everything it made when it returns.
+// pasta and clawnet; and, for the inbound figures, a Docker container
+// with a published port), measures them interleaved, several repetitions
+// each, and hands the samples to package report. It sends traffic only to
+// the namespaces and the container it made, addressed from the
+// benchmarking range 198.18.0.0/15 or through ports it published on
+// 127.0.0.1, and removes everything it made when it returns.
 package suite
 
 import (
@@ -38,19 +40,29 @@ type Config struct {
 	HTTPSmallBody int
 	HTTPInFlight  int
 
+	// The inbound tests, from the host through each system's published
+	// port: request/response over one connection, and connects with
+	// Workers at once.
+	InRR       time.Duration
+	InConnects time.Duration
+
 	// Only, when set, holds the metric keys to measure: the tests that give
 	// them run, the others do not (see SelectMetrics).
 	Only []string
 
 	Systems []string
-	OutDir  string
-	Root    string // repository root: bench/probe lives there
-	Bin     string // directory holding clawnetd and clawnet (default Root/bin)
-	Log     io.Writer
+	// DockerOptional lets the run go on without docker when no Docker
+	// engine answers (the smoke run's default systems only): anywhere
+	// else a missing engine fails the docker system, and so the run.
+	DockerOptional bool
+	OutDir         string
+	Root           string // repository root: bench/probe lives there
+	Bin            string // directory holding clawnetd and clawnet (default Root/bin)
+	Log            io.Writer
 }
 
 // Preset returns the configuration of mode: "full" (make bench, ~15
-// minutes), "quick" (make bench-quick, under 3½ minutes) or "smoke" (CI:
+// minutes), "quick" (make bench-quick, about 3 minutes) or "smoke" (CI:
 // proves every system still runs, about a minute; its figures mean little).
 func Preset(mode string) (Config, error) {
 	c := Config{Mode: mode, Systems: slices.Clone(report.Systems), Workers: 8, DNSWorkers: 4,
@@ -60,11 +72,13 @@ func Preset(mode string) (Config, error) {
 		c.Reps, c.IperfSeconds = 5, 5
 		c.RR, c.Connects, c.DNS = 3*time.Second, 3*time.Second, 3*time.Second
 		c.HTTPUpload, c.HTTPSmall = 3*time.Second, 2*time.Second
+		c.InRR, c.InConnects = 2*time.Second, 2*time.Second
 		c.Agents, c.Flows = 100, 5000
 	case "quick":
 		c.Reps, c.IperfSeconds = 3, 2
 		c.RR, c.Connects, c.DNS = time.Second, time.Second, time.Second
 		c.HTTPUpload, c.HTTPSmall = time.Second, 500*time.Millisecond
+		c.InRR, c.InConnects = 500*time.Millisecond, 500*time.Millisecond
 		c.Agents, c.Flows = 100, 5000
 	case "smoke":
 		c.Reps, c.IperfSeconds = 1, 1
@@ -72,6 +86,7 @@ func Preset(mode string) (Config, error) {
 		// Smaller bodies, so that even pasta's upload stalls (NOTES.md)
 		// leave the test near its half second.
 		c.HTTPUpload, c.HTTPSmall, c.HTTPBody = 500*time.Millisecond, 300*time.Millisecond, 16<<20
+		c.InRR, c.InConnects = 500*time.Millisecond, 500*time.Millisecond
 		c.Agents, c.Flows = 20, 1000
 	default:
 		return Config{}, fmt.Errorf("unknown mode %q (want full, quick or smoke)", mode)
@@ -120,6 +135,9 @@ const (
 	testHTTPAddr  = "http-addr"
 	testSmall     = "http-small"
 	testSmallAddr = "http-small-addr"
+	// Inbound: from the host to the server behind the system.
+	testInRR       = "inbound-rr"
+	testInConnects = "inbound-connects"
 )
 
 var tests = []struct {
@@ -139,6 +157,8 @@ var tests = []struct {
 	{testHTTPAddr, []string{report.HTTPUploadAddrGbps}, report.HTTPAddrCPUsPerGB},
 	{testSmall, []string{report.HTTPSmallPerS}, report.HTTPSmallCPUus},
 	{testSmallAddr, []string{report.HTTPSmallAddrPerS}, report.HTTPSmallAddrCPUus},
+	{testInRR, []string{report.InboundRRPerS, report.InboundRRP50us, report.InboundRRP99us}, ""},
+	{testInConnects, []string{report.InboundConnectsPerS}, ""},
 }
 
 // SelectMetrics restricts the run to the tests that give any of the
@@ -187,6 +207,30 @@ func (c Config) runs(test string) bool {
 		}
 	}
 	return false
+}
+
+// runsFor reports whether test runs on system: it is part of this run and
+// gives a figure system reports (no outbound test runs on docker, no
+// inbound one on slirp4netns, DNS only on clawnet).
+func (c Config) runsFor(test, system string) bool {
+	if !c.runs(test) {
+		return false
+	}
+	for _, t := range tests {
+		if t.name == test {
+			return slices.ContainsFunc(t.figures, func(f string) bool {
+				m, ok := report.MetricByKey(f)
+				return ok && m.Required(system)
+			})
+		}
+	}
+	return false
+}
+
+// measures reports whether this run measures any figure of system; one
+// with none is not set up at all.
+func (c Config) measures(system string) bool {
+	return slices.ContainsFunc(c.metrics(), func(m report.Metric) bool { return m.Required(system) })
 }
 
 // metrics lists the figures this run measures, in table order.

@@ -59,10 +59,14 @@ func delNetns(ns string) error {
 	return ipCmd(ctx, "netns", "del", ns)
 }
 
-// nsCommand runs name inside ns. `ip netns exec` execs the program, so the
-// process (and its pid) is the program itself.
+// nsCommand runs name inside ns, or in the host namespace when ns is
+// empty. `ip netns exec` execs the program, so the process (and its pid)
+// is the program itself.
 func nsCommand(ctx context.Context, ns, name string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
+	cmd := exec.CommandContext(ctx, name, args...)
+	if ns != "" {
+		cmd = exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = 5 * time.Second
 	return cmd

@@ -28,6 +28,7 @@ type runner struct {
 	warnings []string
 	start    time.Time
 	load     string // /proc/loadavg when the run started
+	docker   string // the engine and its forwarder, when docker ran
 }
 
 func (r *runner) logf(format string, args ...any) {
@@ -63,6 +64,30 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer) error {
 	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
 		return fmt.Errorf("output directory: %w", err)
 	}
+	// A system none of whose figures is selected is not set up at all.
+	var systems []string
+	for _, s := range cfg.Systems {
+		if cfg.measures(s) {
+			systems = append(systems, s)
+		} else {
+			r.logf("%s: measures none of the selected figures; left out", s)
+		}
+	}
+	if len(systems) == 0 {
+		return errors.New("no system named measures any of the selected figures")
+	}
+	if slices.Contains(systems, report.Docker) {
+		if _, err := dockerEngine(ctx); err == nil {
+			removeStaleContainers(ctx, r.logf)
+		} else if cfg.DockerOptional {
+			// Smoke only: `make deps` installs the engine, so CI has one;
+			// a developer without it still gets the other systems checked.
+			r.warn("docker left out of this smoke run: %v", err)
+			systems = slices.DeleteFunc(systems, func(s string) bool { return s == report.Docker })
+		}
+	}
+	cfg.Systems = systems
+	r.cfg = cfg
 	if err := ensureTools(ctx, cfg.Systems, r.logf); err != nil {
 		return err
 	}
@@ -141,6 +166,10 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer) error {
 func (r *runner) setupSystems(ctx context.Context) []system {
 	var active []system
 	for _, name := range r.cfg.Systems {
+		// Only when the inbound tests run do pasta and clawnet forward or
+		// publish a port, so that the outbound figures are taken on the
+		// same setup as ever.
+		inbound := r.cfg.runsFor(testInRR, name) || r.cfg.runsFor(testInConnects, name)
 		var s system
 		switch name {
 		case report.Veth:
@@ -148,11 +177,13 @@ func (r *runner) setupSystems(ctx context.Context) []system {
 		case report.Slirp:
 			s = &slirpSystem{t: r.t}
 		case report.Pasta:
-			s = &pastaSystem{t: r.t}
+			s = &pastaSystem{t: r.t, inbound: inbound}
+		case report.Docker:
+			s = &dockerSystem{t: r.t}
 		case report.Clawnet:
 			logFile := filepath.Join(r.cfg.OutDir, "clawnetd.log")
 			os.Remove(logFile)
-			c := &clawnetSystem{t: r.t, bin: r.cfg.Bin, logFile: logFile}
+			c := &clawnetSystem{t: r.t, bin: r.cfg.Bin, inbound: inbound, logFile: logFile}
 			if r.cfg.runs(testMemory) {
 				// Memory first, on fresh daemons, before any traffic.
 				mem, err := c.memory(ctx, r.cfg, r.logf)
@@ -175,7 +206,16 @@ func (r *runner) setupSystems(ctx context.Context) []system {
 			}
 			continue
 		}
-		r.logf("%s: ready (client namespace %s, server at %s)", name, s.netns(), s.target())
+		switch {
+		case name == report.Docker:
+			d := s.(*dockerSystem)
+			r.docker = d.info
+			r.logf("%s: ready (container %s, %s, published at %s)", name, d.container, d.info, d.inboundAddr())
+		case inbound:
+			r.logf("%s: ready (client namespace %s, server at %s; inbound at %s)", name, s.netns(), s.target(), s.(inbounder).inboundAddr())
+		default:
+			r.logf("%s: ready (client namespace %s, server at %s)", name, s.netns(), s.target())
+		}
 		active = append(active, s)
 	}
 	return active
@@ -201,7 +241,7 @@ func (r *runner) measure(ctx context.Context, s system, rep int) {
 	var cpu time.Duration
 	var moved float64
 	for _, tt := range iperfTests {
-		if !r.cfg.runs(tt.test) {
+		if !r.cfg.runsFor(tt.test, name) {
 			continue
 		}
 		var res iperfResult
@@ -229,7 +269,7 @@ func (r *runner) measure(ctx context.Context, s system, rep int) {
 	}
 
 	addr := netip.AddrPortFrom(s.target(), probePort).String()
-	if r.cfg.runs(testRR) {
+	if r.cfg.runsFor(testRR, name) {
 		res, err := runProbe(ctx, s.netns(), r.t.probe, r.cfg.RR, "rr", "-addr", addr, "-duration", r.cfg.RR.String())
 		if ctx.Err() != nil {
 			return
@@ -243,7 +283,7 @@ func (r *runner) measure(ctx context.Context, s system, rep int) {
 			line = append(line, fmt.Sprintf("rr %.0f/s p50 %.0fµs p99 %.0fµs", res.PerSec, res.P50us, res.P99us))
 		}
 	}
-	if r.cfg.runs(testConnects) {
+	if r.cfg.runsFor(testConnects, name) {
 		res, err := runProbe(ctx, s.netns(), r.t.probe, r.cfg.Connects, "connects", "-addr", addr,
 			"-workers", fmt.Sprint(r.cfg.Workers), "-duration", r.cfg.Connects.String())
 		if ctx.Err() != nil {
@@ -258,7 +298,7 @@ func (r *runner) measure(ctx context.Context, s system, rep int) {
 		}
 	}
 	c, isClawnet := s.(*clawnetSystem)
-	if isClawnet && r.cfg.runs(testDNS) {
+	if isClawnet && r.cfg.runsFor(testDNS, name) {
 		res, err := runProbe(ctx, s.netns(), r.t.probe, r.cfg.DNS, "dns", "-server", c.gateway+":53",
 			"-name", dnsName, "-workers", fmt.Sprint(r.cfg.DNSWorkers), "-duration", r.cfg.DNS.String())
 		if ctx.Err() != nil {
@@ -274,7 +314,7 @@ func (r *runner) measure(ctx context.Context, s system, rep int) {
 		}
 	}
 	for _, ht := range r.httpTests(s) {
-		if !r.cfg.runs(ht.test) {
+		if !r.cfg.runsFor(ht.test, name) {
 			continue
 		}
 		var auditOff int64
@@ -319,6 +359,13 @@ func (r *runner) measure(ctx context.Context, s system, rep int) {
 			line = append(line, fmt.Sprintf("cpu %.2fs/GB", perGB))
 		}
 	}
+	// Inbound last, so that the outbound tests run as they always have.
+	if in, ok := s.(inbounder); ok {
+		r.measureInbound(ctx, s, in.inboundAddr().String(), &line)
+		if ctx.Err() != nil {
+			return
+		}
+	}
 	r.logf("rep %d/%d %-11s %s", rep, r.cfg.Reps, name, strings.Join(line, "  "))
 
 	if err := s.alive(); err != nil {
@@ -326,6 +373,54 @@ func (r *runner) measure(ctx context.Context, s system, rep int) {
 	}
 	if err := r.t.checkServers(); err != nil {
 		r.fail(name, err)
+	}
+}
+
+// measureInbound runs the inbound tests of system: the probe's clients in
+// the host namespace, to addr, the published or forwarded port (veth: the
+// server namespace over the host's veth). The same clients as the
+// outbound request/response and connects tests.
+func (r *runner) measureInbound(ctx context.Context, s system, addr string, line *[]string) {
+	system := s.name()
+	c, isClawnet := s.(*clawnetSystem)
+	var auditOff int64
+	if isClawnet {
+		auditOff = c.auditEnd()
+	}
+	if r.cfg.runsFor(testInRR, system) {
+		res, err := runProbe(ctx, "", r.t.probe, r.cfg.InRR, "rr", "-addr", addr, "-duration", r.cfg.InRR.String())
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			r.fail(system, fmt.Errorf("inbound rr: %w", err))
+		} else {
+			r.samples.Add(system, report.InboundRRPerS, res.PerSec)
+			r.samples.Add(system, report.InboundRRP50us, res.P50us)
+			r.samples.Add(system, report.InboundRRP99us, res.P99us)
+			*line = append(*line, fmt.Sprintf("in-rr %.0f/s p50 %.0fµs p99 %.0fµs", res.PerSec, res.P50us, res.P99us))
+		}
+	}
+	if r.cfg.runsFor(testInConnects, system) {
+		res, err := runProbe(ctx, "", r.t.probe, r.cfg.InConnects, "connects", "-addr", addr,
+			"-workers", fmt.Sprint(r.cfg.Workers), "-duration", r.cfg.InConnects.String())
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			r.fail(system, fmt.Errorf("inbound connects: %w", err))
+		} else {
+			r.samples.Add(system, report.InboundConnectsPerS, res.PerSec)
+			*line = append(*line, fmt.Sprintf("in-connects %.0f/s", res.PerSec))
+			r.warnErrors(system, res)
+		}
+	}
+	if isClawnet {
+		// Only clawnetd listens on that port, but a figure that skipped
+		// the ingress decision and its audit lines would flatter it.
+		if n, err := c.inboundSince(auditOff); err != nil || n == 0 {
+			r.fail(system, fmt.Errorf("inbound: no allowed connection from the host to port %d in the audit log (%v)", probePort, err))
+		}
 	}
 }
 
@@ -413,6 +508,7 @@ func (r *runner) write(results report.Results, stdout io.Writer) error {
 	// Other work on the machine skews every system alike, since they
 	// interleave, but a reader should know how busy it was.
 	meta.Load = r.load + " → " + loadavg()
+	meta.Docker = r.docker
 	meta.Seconds = time.Since(r.start).Round(time.Second).Seconds()
 	subtitle := meta.subtitle()
 
@@ -445,6 +541,9 @@ func (r *runner) write(results report.Results, stdout io.Writer) error {
 		}),
 		writeFile("results.md", func(w io.Writer) error {
 			fmt.Fprintf(w, "Benchmark: %s. clawnet %s. Tools: %s. Load average %s.\n\n", subtitle, meta.Clawnet, meta.Tools, meta.Load)
+			if meta.Docker != "" {
+				fmt.Fprintf(w, "Docker: %s.\n\n", meta.Docker)
+			}
 			if err := report.Write(w, results, r.cfg.Systems, r.cfg.metrics(), failed, true); err != nil {
 				return err
 			}
@@ -536,8 +635,13 @@ type meta struct {
 	HTTPSmallBody int           `json:"http_small_body"`
 	HTTPInFlight  int           `json:"http_inflight"`
 	HTTPSmall     time.Duration `json:"http_small_ns"`
+	InRR          time.Duration `json:"inbound_rr_ns"`
+	InConnects    time.Duration `json:"inbound_connects_ns"`
 	// Only lists the figures measured when not all were (-metrics).
 	Only []string `json:"metrics,omitempty"`
+	// Docker is the engine's version and what forwarded its published
+	// port, when docker ran.
+	Docker string `json:"docker,omitempty"`
 }
 
 func (m meta) subtitle() string {
@@ -551,6 +655,7 @@ func runMeta(cfg Config, prefix netip.Prefix) meta {
 		RR: cfg.RR, Conns: cfg.Connects, Workers: cfg.Workers, Agents: cfg.Agents, Flows: cfg.Flows,
 		HTTPBody: cfg.HTTPBody, HTTPUpload: cfg.HTTPUpload, HTTPSmallBody: cfg.HTTPSmallBody,
 		HTTPInFlight: cfg.HTTPInFlight, HTTPSmall: cfg.HTTPSmall, Only: cfg.Only,
+		InRR: cfg.InRR, InConnects: cfg.InConnects,
 	}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(b))
@@ -615,7 +720,15 @@ func fileExists(p string) bool {
 // ensureTools installs what the selected systems need when it is missing,
 // with the distribution's package manager.
 func ensureTools(ctx context.Context, systems []string, logf func(string, ...any)) error {
-	need := map[string]string{"iperf3": "iperf3", "ip": "iproute2"}
+	need := map[string]string{"ip": "iproute2"}
+	if slices.ContainsFunc(systems, func(s string) bool { return slices.Contains(report.Outbound, s) }) {
+		need["iperf3"] = "iperf3"
+	}
+	if slices.Contains(systems, report.Docker) {
+		// The container image is a static busybox and the probe; the
+		// engine itself is `make deps`'s to install, never the suite's.
+		need["busybox"] = "busybox-static"
+	}
 	if slices.Contains(systems, report.Slirp) {
 		need["slirp4netns"] = "slirp4netns"
 	}

@@ -1,6 +1,8 @@
 package suite
 
 import (
+	"archive/tar"
+	"bytes"
 	"net/netip"
 	"os"
 	"reflect"
@@ -135,20 +137,30 @@ func TestParseSystems(t *testing.T) {
 }
 
 func TestPresetsFitTheirBudgets(t *testing.T) {
-	// A model of one repetition of one system, from timed runs: four
-	// iperf3 tests (plus ~0.2s start-up each), request/response, connects,
-	// the two HTTP tests (~0.1s start-up each) and ~1s of slack; DNS and
-	// clawnet's two HTTP tests by address once per repetition; ~15s for
-	// clawnet's memory phase. It must leave 10% of the budget for building.
-	budget := map[string]time.Duration{"full": 15 * time.Minute, "quick": 210 * time.Second, "smoke": 2 * time.Minute}
+	// A model of one repetition of one outbound system, from timed runs:
+	// four iperf3 tests (plus ~0.2s start-up each), request/response,
+	// connects, the two HTTP tests (~0.1s start-up each) and ~1s of slack;
+	// DNS and clawnet's two HTTP tests by address once per repetition;
+	// ~15s for clawnet's memory phase. Inbound, the two tests (~0.2s
+	// start-up each) on each inbound system, and ~5s to start docker's
+	// container. It must leave 10% of the budget for building. The model
+	// is generous: a whole quick run took 183 s at a load average of 10
+	// (2026-11-26), against its 207 s.
+	budget := map[string]time.Duration{"full": 15 * time.Minute, "quick": 4 * time.Minute, "smoke": 2 * time.Minute}
 	for mode, limit := range budget {
 		c, err := Preset(mode)
 		if err != nil {
 			t.Fatal(err)
 		}
+		if c.InRR <= 0 || c.InConnects <= 0 {
+			t.Errorf("Preset(%s) has no inbound durations", mode)
+		}
 		http := c.HTTPUpload + c.HTTPSmall + 200*time.Millisecond
 		perRep := 4*(time.Duration(c.IperfSeconds)*time.Second+200*time.Millisecond) + c.RR + c.Connects + http + time.Second
-		total := time.Duration(c.Reps)*time.Duration(len(c.Systems))*perRep + time.Duration(c.Reps)*(c.DNS+http) + 15*time.Second
+		inbound := c.InRR + c.InConnects + 400*time.Millisecond
+		reps := time.Duration(c.Reps)
+		total := reps*time.Duration(len(report.Outbound))*perRep + reps*(c.DNS+http) + 15*time.Second +
+			reps*time.Duration(len(report.Inbound))*inbound + 5*time.Second
 		if total > limit*9/10 {
 			t.Errorf("Preset(%s) needs about %v, over 90%% of its %v budget", mode, total, limit)
 		}
@@ -227,4 +239,88 @@ func TestEveryMetricHasATest(t *testing.T) {
 			t.Errorf("SelectMetrics(%s) = %v, Only %v: no test gives it", m.Key, err, c.Only)
 		}
 	}
+}
+
+func TestRunsForKeepsEachTestToItsSystems(t *testing.T) {
+	c, _ := Preset("quick")
+	for _, tt := range []struct {
+		test, system string
+		want         bool
+	}{
+		{testUpload, report.Veth, true},
+		{testUpload, report.Docker, false}, // the container is no client of the server
+		{testRR, report.Docker, false},
+		{testInRR, report.Docker, true},
+		{testInConnects, report.Clawnet, true},
+		{testInConnects, report.Veth, true},
+		{testInRR, report.Slirp, false}, // no way in is measured for slirp4netns
+		{testDNS, report.Pasta, false},
+		{testDNS, report.Clawnet, true},
+		{testHTTPAddr, report.Veth, false},
+	} {
+		if got := c.runsFor(tt.test, tt.system); got != tt.want {
+			t.Errorf("runsFor(%s, %s) = %v, want %v", tt.test, tt.system, got, tt.want)
+		}
+	}
+	if err := c.SelectMetrics("inbound_rr_p50_us,inbound_connects_per_s"); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"inbound_connects_per_s", "inbound_rr_p50_us", "inbound_rr_p99_us", "inbound_rr_per_s"}
+	if !reflect.DeepEqual(c.Only, want) {
+		t.Errorf("SelectMetrics(inbound) Only = %v, want %v", c.Only, want)
+	}
+	for _, s := range report.Systems {
+		if got, want := c.measures(s), s != report.Slirp; got != want {
+			t.Errorf("inbound only: measures(%s) = %v, want %v", s, got, want)
+		}
+	}
+	if c.runsFor(testUpload, report.Veth) {
+		t.Error("inbound only: runsFor(upload, veth) = true, want false")
+	}
+}
+
+func TestWriteRootfsIsDeterministic(t *testing.T) {
+	if err := checkStatic(busyboxPath); err != nil {
+		t.Skip(err)
+	}
+	files := map[string]string{"bin/busybox": busyboxPath, "usr/local/bin/x": busyboxPath}
+	var a, b bytes.Buffer
+	if err := writeRootfs(&a, files); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeRootfs(&b, files); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a.Bytes(), b.Bytes()) {
+		t.Error("writeRootfs() gave different bytes for the same files: every run would import a new image")
+	}
+	tr := tar.NewReader(&a)
+	var names []string
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		names = append(names, h.Name)
+	}
+	for _, want := range []string{"bin/busybox", "usr/local/bin/x", "bin/sh", "tmp/"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("rootfs lacks %s (has %d entries)", want, len(names))
+		}
+	}
+}
+
+func TestCheckStaticRefusesADynamicBinary(t *testing.T) {
+	// The test binary itself: dynamically linked wherever cgo is on, and
+	// static otherwise; a shell from the host is dynamic on Debian.
+	for _, p := range []string{"/bin/bash", "/usr/bin/env"} {
+		if _, err := os.Stat(p); err != nil {
+			continue
+		}
+		if err := checkStatic(p); err == nil || !strings.Contains(err.Error(), "dynamically linked") {
+			t.Errorf("checkStatic(%s) = %v, want it refused as dynamically linked", p, err)
+		}
+		return
+	}
+	t.Skip("no dynamically linked binary at hand")
 }

@@ -3,6 +3,7 @@ package suite
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/clawnet/clawnet/bench/internal/probe"
 	"github.com/clawnet/clawnet/bench/internal/report"
 )
 
@@ -26,9 +28,65 @@ type system interface {
 	// pid is the userspace process that moves the packets, whose CPU the
 	// suite charges to the system; 0 for the kernel path.
 	pid() int
-	// alive reports a data-path process that has died.
+	// alive reports a data-path process (or a server of its own) that
+	// has died.
 	alive() error
 	close() error
+}
+
+// inbounder is a system with a way in from the host: a client in the host
+// namespace reaches a probe server behind it at inboundAddr.
+type inbounder interface {
+	inboundAddr() netip.AddrPort
+}
+
+// inboundServer is the probe's echo server inside a system's own
+// namespace, which its published or forwarded port leads to.
+func inboundServer(ns, probeBin string) (*proc, error) {
+	// Not a context: the server lives until the system closes.
+	cmd := nsCommand(context.Background(), ns, probeBin, "server", "-listen", fmt.Sprintf(":%d", probePort))
+	return startProc("inbound probe server in "+ns, cmd, nil)
+}
+
+// waitProbe waits until an echo comes back through addr: a forwarder
+// accepts before the server behind it listens, so a connection alone
+// proves nothing.
+func waitProbe(ctx context.Context, addr netip.AddrPort) error {
+	deadline := time.Now().Add(10 * time.Second)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = probe.Ping(ctx, addr.String()); err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("no echo through %s after 10s: %w", addr, err)
+}
+
+// freePort returns a TCP port nothing listens on on 127.0.0.1, for a
+// system to publish or forward; another program could take it before
+// the system does, which then fails its setup with the tool's message.
+func freePort() (uint16, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("pick a free port on 127.0.0.1: %w", err)
+	}
+	defer ln.Close()
+	return uint16(ln.Addr().(*net.TCPAddr).Port), nil
+}
+
+// serverExited reports an inbound server that has ended.
+func serverExited(p *proc) error {
+	if p == nil {
+		return nil
+	}
+	if gone, err := p.exited(); gone {
+		return err
+	}
+	return nil
 }
 
 // vethSystem is the ceiling: a client namespace joined to the server
@@ -61,6 +119,10 @@ func (v *vethSystem) setup(ctx context.Context) error {
 }
 
 func (v *vethSystem) close() error { return delNetns(v.ns) }
+
+// inboundAddr is the ceiling of the inbound figures: the host reaches the
+// server namespace's probe server straight over the host's veth.
+func (v *vethSystem) inboundAddr() netip.AddrPort { return netip.AddrPortFrom(v.t.addr, probePort) }
 
 // slirpSystem is slirp4netns in the host namespace serving a client
 // namespace whose only way out is its tap device.
@@ -130,11 +192,20 @@ func (s *slirpSystem) close() error {
 }
 
 // pastaSystem is pasta in the host namespace serving a client namespace
-// through its tap device, run as root (--runas 0) as the issue asks.
+// through its tap device, run as root (--runas 0) as the issue asks. With
+// inbound it also forwards a port of the host's 127.0.0.1 (-t) to the
+// probe server it runs in the namespace.
 type pastaSystem struct {
-	t  *topology
-	ns string
-	p  *proc
+	t       *topology
+	inbound bool
+	ns      string
+	p       *proc
+	port    uint16 // forwarded from 127.0.0.1 to the namespace's probePort
+	srv     *proc  // the probe server in the namespace
+}
+
+func (s *pastaSystem) inboundAddr() netip.AddrPort {
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), s.port)
 }
 
 func (s *pastaSystem) name() string       { return report.Pasta }
@@ -146,7 +217,7 @@ func (s *pastaSystem) alive() error {
 	if gone, err := s.p.exited(); gone {
 		return err
 	}
-	return nil
+	return serverExited(s.srv)
 }
 
 func (s *pastaSystem) setup(ctx context.Context) error {
@@ -164,10 +235,23 @@ func (s *pastaSystem) setup(ctx context.Context) error {
 	gw := addrIn(s.t.prefix, blockPasta, 1)
 	// -i names our own host-side veth as the template, so pasta copies
 	// nothing from the host's real interfaces; -a/-g/-n give the namespace
-	// its own addresses from the benchmarking range. No port forwarding.
+	// its own addresses from the benchmarking range. No port forwarding
+	// but, for the inbound tests, one port of the host's 127.0.0.1 to the
+	// probe server in the namespace (pasta splices such connections to
+	// the namespace's loopback).
+	forward := "none"
+	if s.inbound {
+		if s.srv, err = inboundServer(s.ns, s.t.probe); err != nil {
+			return err
+		}
+		if s.port, err = freePort(); err != nil {
+			return err
+		}
+		forward = fmt.Sprintf("127.0.0.1/%d:%d", s.port, probePort)
+	}
 	cmd := exec.Command("pasta", "--runas", "0", "--foreground", "--quiet", "--ipv4-only", "--config-net",
 		"--mtu", "65520", "-i", s.t.hostIf, "-a", addr.String(), "-n", "24", "-g", gw.String(),
-		"-I", "tap0", "-t", "none", "-u", "none", "-T", "none", "-U", "none", "--no-map-gw",
+		"-I", "tap0", "-t", forward, "-u", "none", "-T", "none", "-U", "none", "--no-map-gw",
 		"-P", pidFile, "--netns", netnsPath(s.ns))
 	if s.p, err = startProc("pasta", cmd, nil); err != nil {
 		return err
@@ -181,6 +265,9 @@ func (s *pastaSystem) setup(ctx context.Context) error {
 		if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); pid > 0 && s.hasAddr(ctx, addr) {
 			if pid != s.p.pid() {
 				return fmt.Errorf("pasta forked (pid %d, want %d): the suite could not stop or account it", pid, s.p.pid())
+			}
+			if s.inbound {
+				return waitProbe(ctx, s.inboundAddr())
 			}
 			return nil
 		}
@@ -201,6 +288,9 @@ func (s *pastaSystem) hasAddr(ctx context.Context, a netip.Addr) bool {
 func (s *pastaSystem) close() error {
 	if s.p != nil {
 		s.p.stop()
+	}
+	if s.srv != nil {
+		s.srv.stop()
 	}
 	return delNetns(s.ns)
 }

@@ -113,7 +113,13 @@ func (t *topology) build(ctx context.Context, systems []string) error {
 			return err
 		}
 	}
+	var iperfSystems []string
 	for _, sys := range systems {
+		if slices.Contains(report.Outbound, sys) {
+			iperfSystems = append(iperfSystems, sys)
+		}
+	}
+	for _, sys := range iperfSystems {
 		port := strconv.Itoa(iperfPort(sys))
 		if err := t.start(ctx, "iperf3 server :"+port, "iperf3", "-s", "-p", port); err != nil {
 			return err
@@ -122,7 +128,7 @@ func (t *topology) build(ctx context.Context, systems []string) error {
 	// Waiting for every server to answer from the host keeps the first
 	// measurement from paying for start-up and neighbour discovery.
 	ports := []int{probePort, dnsPort, httpPort, httpAddrPort}
-	for _, sys := range systems {
+	for _, sys := range iperfSystems {
 		ports = append(ports, iperfPort(sys))
 	}
 	for _, port := range ports {
