@@ -51,7 +51,13 @@ func (ns *Stack) WriteUDP(src, dst netip.AddrPort, payload []byte) error {
 	copy(pkt[ipLen+header.UDPMinimumSize:], payload)
 	sum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, sa, da, udpLen)
 	sum = checksum.Checksum(payload, sum)
-	u.SetChecksum(^u.CalculateChecksum(sum))
+	// A computed checksum of zero is sent as all ones: zero means "none",
+	// which IPv6 forbids for UDP (RFC 8200 8.1) and the receiver drops.
+	if cs := ^u.CalculateChecksum(sum); cs != 0 {
+		u.SetChecksum(cs)
+	} else {
+		u.SetChecksum(0xffff)
+	}
 
 	ns.ep.writeMu.Lock()
 	_, err := ns.ep.dev.Write([][]byte{pkt}, 0)
