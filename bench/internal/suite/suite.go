@@ -36,6 +36,14 @@ func (r *runner) logf(format string, args ...any) {
 }
 
 func (r *runner) fail(system string, err error) {
+	if r.cfg.Mode == "smoke" && system != "clawnet" {
+		// The smoke run checks clawnet's data path in CI. A stall of
+		// another tool (pasta's upload now and then under load) is
+		// reported, but is not clawnet's failure; full and quick runs
+		// still fail on it.
+		r.warn("%s: %v (another system; the smoke run goes on)", system, err)
+		return
+	}
 	r.failures[system] = append(r.failures[system], err.Error())
 	r.logf("%s: FAILED: %v", system, err)
 }
@@ -151,7 +159,11 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer) error {
 			problems = append(problems, fmt.Sprintf("%s failed: %s", s, r.failures[s][0]))
 		}
 	}
-	if missing := results.Missing(cfg.Systems, cfg.metrics()); len(missing) > 0 {
+	checked := cfg.Systems
+	if cfg.Mode == "smoke" {
+		checked = []string{"clawnet"} // see fail: other tools' stalls are warnings here
+	}
+	if missing := results.Missing(checked, cfg.metrics()); len(missing) > 0 {
 		problems = append(problems, "missing or zero: "+strings.Join(missing, ", "))
 	}
 	r.logf("done in %.0fs; results in %s", time.Since(r.start).Seconds(), cfg.OutDir)
