@@ -4,7 +4,13 @@ import (
 	"encoding/json"
 	"errors"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/clawnet/clawnet/policy"
 )
@@ -46,5 +52,126 @@ func TestAuditLineFields(t *testing.T) {
 		if m["kind"] != "flow" || m["event"] != string(tt.ev) || m["verdict"] != tt.d.Verdict.String() {
 			t.Errorf("%s line = %s", tt.ev, buf.b.String())
 		}
+	}
+}
+
+// TestAuditWriteErrors: lines that cannot be written (a full disk, a closed
+// file) are counted and reported in the daemon's log, a bounded number of
+// times; the log says when writes work again.
+func TestAuditWriteErrors(t *testing.T) {
+	var logBuf syncBuffer
+	log := hclog.New(&hclog.LoggerOptions{Output: &logBuf, JSONFormat: true})
+	a, err := OpenAudit("/dev/full", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	for range 100 {
+		a.Log(&AuditEvent{Kind: KindFlow, Event: EventDeny, Agent: "alice"})
+	}
+	if st := a.Stats(); st.Errors != 100 || st.Lines != 0 {
+		t.Errorf("stats after 100 lines to a full disk = %+v, want 100 errors", st)
+	}
+	reports := strings.Count(logBuf.b.String(), "audit lines lost")
+	if reports != 1 || !strings.Contains(logBuf.b.String(), "no space left on device") {
+		t.Errorf("daemon log has %d reports, want 1 naming ENOSPC:\n%s", reports, logBuf.b.String())
+	}
+
+	path := filepath.Join(t.TempDir(), "audit.log")
+	b, err := OpenAudit(path, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	b.Log(&AuditEvent{Kind: KindFlow, Event: EventDeny, Agent: "alice"})
+	if st := b.Stats(); st.Errors != 1 {
+		t.Errorf("a line after Close: stats %+v, want 1 error", st)
+	}
+	if err := b.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	b.Log(&AuditEvent{Kind: KindFlow, Event: EventDeny, Agent: "alice"})
+	if st := b.Stats(); st.Lines != 1 {
+		t.Errorf("a line after Reopen: stats %+v, want it written", st)
+	}
+	if !strings.Contains(logBuf.b.String(), "audit log writable again") {
+		t.Errorf("daemon log does not say the audit log works again:\n%s", logBuf.b.String())
+	}
+}
+
+// tornWriter writes half of its first line and fails, then works.
+type tornWriter struct {
+	syncBuffer
+	failed bool
+}
+
+func (w *tornWriter) Write(p []byte) (int, error) {
+	if !w.failed {
+		w.failed = true
+		n, _ := w.syncBuffer.Write(p[:len(p)/2])
+		return n, syscall.ENOSPC
+	}
+	return w.syncBuffer.Write(p)
+}
+
+// TestAuditTornLine: after a write that stopped inside a line, the next
+// line starts on a line of its own.
+func TestAuditTornLine(t *testing.T) {
+	var w tornWriter
+	a := NewAudit(&w)
+	a.Log(&AuditEvent{Kind: KindFlow, Event: EventDeny, Agent: "lost"})
+	a.Log(&AuditEvent{Kind: KindFlow, Event: EventDeny, Agent: "kept"})
+	lines := strings.Split(strings.TrimSuffix(w.b.String(), "\n"), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("audit log = %q, want the torn line and a whole one", w.b.String())
+	}
+	var ev AuditEvent
+	if err := json.Unmarshal([]byte(lines[1]), &ev); err != nil || ev.Agent != "kept" {
+		t.Errorf("line after a torn one = %q (%v), want a whole JSON object", lines[1], err)
+	}
+}
+
+// TestAuditReopen: after logrotate renames the file, Reopen writes to a new
+// one at the path; if the path cannot be opened, the old file stays.
+func TestAuditReopen(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "audit.log")
+	a, err := OpenAudit(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	a.Log(&AuditEvent{Kind: KindFlow, Agent: "before"})
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	a.Log(&AuditEvent{Kind: KindFlow, Agent: "after"})
+	old, _ := os.ReadFile(path + ".1")
+	cur, _ := os.ReadFile(path)
+	if !strings.Contains(string(old), `"before"`) || strings.Contains(string(old), `"after"`) || !strings.Contains(string(cur), `"after"`) {
+		t.Errorf("rotated file %q, new file %q: want each line in its own", old, cur)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("new audit log: %v, mode %v, want 0600", err, fi.Mode())
+	}
+
+	if err := os.Rename(dir, dir+".gone"); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Rename(dir+".gone", dir)
+	if err := a.Reopen(); err == nil {
+		t.Error("Reopen with the directory gone succeeded")
+	}
+	a.Log(&AuditEvent{Kind: KindFlow, Agent: "still"})
+	cur, _ = os.ReadFile(filepath.Join(dir+".gone", "audit.log"))
+	if !strings.Contains(string(cur), `"still"`) {
+		t.Errorf("after a failed Reopen the line went nowhere: %q", cur)
+	}
+	if st := a.Stats(); st.Reopens != 1 || st.ReopenErrors != 1 {
+		t.Errorf("stats %+v, want 1 reopen and 1 failed", st)
 	}
 }

@@ -137,13 +137,15 @@ func New(opts Options) (*Gateway, error) {
 func (g *Gateway) Policies() []string { return g.policies.Names() }
 
 // ReloadPolicies re-reads the policy directory; errors name each bad file,
-// whose last good version stays in force.
+// whose last good version stays in force. The audit log is reopened too,
+// so that clawnet reload after a rotation needs no signal.
 func (g *Gateway) ReloadPolicies() error {
 	errs := g.policies.Reload()
 	for _, e := range errs {
 		g.log.Error("policy reload", "error", e)
 	}
 	g.log.Info("policies reloaded", "policies", g.policies.Names(), "errors", len(errs))
+	_ = g.audit.Reopen()
 	return errors.Join(errs...)
 }
 

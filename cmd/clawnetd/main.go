@@ -1,8 +1,8 @@
 // Command clawnetd is the clawnet gateway daemon. It is the wiring around
 // package gateway: it parses flags and the config file, sets up logging,
 // connects to a container engine if one answers, installs the signals
-// (SIGINT and SIGTERM stop it, SIGHUP reloads the policy files) and serves
-// the control API until told to stop. Everything the gateway does lives in
+// (SIGINT and SIGTERM stop it, SIGHUP reloads the policy files, SIGUSR1
+// reopens the audit log) and serves the control API until told to stop. Everything the gateway does lives in
 // package gateway; nothing here decides a flow.
 package main
 
@@ -66,7 +66,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if os.Geteuid() != 0 {
 		log.Warn("not running as root: attaching agents needs CAP_NET_ADMIN and CAP_SYS_ADMIN")
 	}
-	audit, err := gateway.OpenAudit(cfg.AuditLog)
+	audit, err := gateway.OpenAudit(cfg.AuditLog, log.Named("audit"))
 	if err != nil {
 		return err
 	}
@@ -97,6 +97,7 @@ func serve(ctx context.Context, cfg *gateway.Config, log hclog.Logger, audit *ga
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	defer reloadOnHUP(ctx, g)()
+	defer reopenOnUSR1(ctx, audit)()
 
 	log.Info("clawnetd started", "version", version.Version, "socket", cfg.Socket, "policies", g.Policies(),
 		"default_policy", cfg.DefaultPolicy, "audit_log", cfg.AuditLog)
@@ -124,6 +125,25 @@ func reloadOnHUP(ctx context.Context, g *gateway.Gateway) (stop func()) {
 		}
 	}()
 	return func() { signal.Stop(hup) }
+}
+
+// reopenOnUSR1 reopens the audit log on every SIGUSR1 until ctx ends, for
+// logrotate's postrotate. The function it returns stops listening for the
+// signal.
+func reopenOnUSR1(ctx context.Context, audit *gateway.Audit) (stop func()) {
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-usr1:
+				_ = audit.Reopen() // a failure is logged; the old file stays in use
+			}
+		}
+	}()
+	return func() { signal.Stop(usr1) }
 }
 
 // flags are clawnetd's command line.
