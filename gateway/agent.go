@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"golang.org/x/time/rate"
 
 	"github.com/clawnet/clawnet/dnsproxy"
 	"github.com/clawnet/clawnet/gateway/control"
@@ -51,10 +50,10 @@ type Agent struct {
 	bytesUp   atomic.Uint64
 	bytesDown atomic.Uint64
 
-	// denyLog limits deny lines, so a scanning agent cannot flood the audit
-	// log; what it leaves out is counted on the next line written.
-	denyLog        *rate.Limiter
-	denySuppressed atomic.Uint64
+	// audit rate limits the agent's audit lines, each event on its own,
+	// so a scanning or failing agent cannot flood the log; what it leaves
+	// out is counted on the next line of that event.
+	audit agentAudit
 }
 
 type attachSpec struct {
@@ -98,7 +97,6 @@ func (g *Gateway) attach(ctx context.Context, s attachSpec) (*Agent, error) {
 		attachedAt: time.Now(),
 		flows:      map[*flow]struct{}{},
 		names:      dnsproxy.NewNameTable(),
-		denyLog:    rate.NewLimiter(20, 50),
 	}
 	if dev.IPv6 {
 		a.addrs = append(a.addrs, p6)
@@ -202,15 +200,13 @@ func (a *Agent) untrack(f *flow) {
 	a.wg.Done()
 }
 
+// event is where every audit line of the agent goes, flow and DNS: it is
+// written unless the agent's rate limit for its event leaves it out.
 func (a *Agent) event(ev *AuditEvent) {
 	ev.Agent = a.name
 	ev.Policy = a.policy
-	if ev.Event == EventDeny {
-		if !a.denyLog.Allow() {
-			a.denySuppressed.Add(1)
-			return
-		}
-		ev.Suppressed = a.denySuppressed.Swap(0)
+	if c, limited := classOf(ev); limited && !a.audit.admit(a.g.cfg.AuditLimits, c, ev) {
+		return
 	}
 	a.g.audit.Log(ev)
 }

@@ -50,8 +50,9 @@ type AuditEvent struct {
 	BytesUp    *uint64 `json:"bytes_up,omitempty"`
 	BytesDown  *uint64 `json:"bytes_down,omitempty"`
 	DurationMS *int64  `json:"duration_ms,omitempty"`
-	// Suppressed counts deny lines of this agent left out by the rate
-	// limit since the last one written.
+	// Suppressed counts the lines of this agent and this event (open,
+	// close, deny, fail, or dns) left out by its rate limit since the
+	// last one written (see audit_limits).
 	Suppressed uint64 `json:"suppressed,omitempty"`
 }
 
@@ -251,4 +252,97 @@ func (a *Audit) Close() error {
 		return a.c.Close()
 	}
 	return nil
+}
+
+// eventRevoke is the event of a live flow closed because a changed policy
+// no longer allows it (written by the revocation of live flows).
+const eventRevoke Event = "revoke"
+
+// auditClass is a bucket of an agent's audit rate limit: each event on its
+// own, so a storm of one kind never hides the lines of another.
+type auditClass uint8
+
+const (
+	classOpen auditClass = iota
+	classClose
+	classDeny
+	classFail
+	classDNS
+	// classDNSLimited holds the lines of queries refused by the agent's
+	// DNS rate limit: a flood past that limit writes about one a second,
+	// and never uses up the bucket of the queries it let through.
+	classDNSLimited
+	// classOther holds events this version does not know, limited as
+	// denies are.
+	classOther
+	numAuditClasses
+)
+
+var auditClassNames = [numAuditClasses]string{"open", "close", "deny", "fail", "dns", "dns-limited", "other"}
+
+// dnsLimitedLines is the rate of classDNSLimited; the burst of 2 lets one
+// through when the resolver's own one-a-second limit sends it a little
+// early.
+const dnsLimitedLines = 1
+
+// classOf is the bucket of ev; limited is false for lines no agent can
+// cause in numbers: a revoke follows an operator's policy change and is
+// bounded by limits.flows_per_agent.
+func classOf(ev *AuditEvent) (c auditClass, limited bool) {
+	if ev.Kind == KindDNS {
+		if ev.Rule == ruleDNSRateLimit {
+			return classDNSLimited, true
+		}
+		return classDNS, true
+	}
+	switch ev.Event {
+	case EventOpen:
+		return classOpen, true
+	case EventClose:
+		return classClose, true
+	case EventDeny:
+		return classDeny, true
+	case EventFail:
+		return classFail, true
+	case eventRevoke:
+		return 0, false
+	}
+	return classOther, true
+}
+
+// agentAudit is what one agent's audit lines pass through: a rate limit per
+// class, whose left-out lines are counted on the next line of that class.
+type agentAudit struct {
+	once    sync.Once
+	buckets [numAuditClasses]auditBucket // made at the first line
+}
+
+type auditBucket struct {
+	lim        *rate.Limiter
+	suppressed atomic.Uint64
+}
+
+func (aa *agentAudit) init(l AuditLimitsConfig) {
+	aa.once.Do(func() {
+		for c, r := range [numAuditClasses]AuditRate{
+			classOpen: l.Open, classClose: l.Close, classDeny: l.Deny, classFail: l.Fail, classDNS: l.DNS,
+			classDNSLimited: {PerSecond: dnsLimitedLines, Burst: 2}, classOther: l.Deny,
+		} {
+			aa.buckets[c].lim = rate.NewLimiter(rate.Limit(r.PerSecond), r.Burst)
+		}
+	})
+}
+
+// admit reports whether ev of class c is written. If it is, ev.Suppressed
+// gets what the bucket left out since its last line; if not, ev and what
+// it already counted as suppressed are left to the next.
+func (aa *agentAudit) admit(l AuditLimitsConfig, c auditClass, ev *AuditEvent) bool {
+	aa.init(l)
+	b := &aa.buckets[c]
+	if !b.lim.Allow() {
+		b.suppressed.Add(1 + ev.Suppressed)
+		return false
+	}
+	ev.Suppressed += b.suppressed.Swap(0)
+	return true
 }

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/netip"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -52,6 +54,53 @@ func TestAuditLineFields(t *testing.T) {
 		if m["kind"] != "flow" || m["event"] != string(tt.ev) || m["verdict"] != tt.d.Verdict.String() {
 			t.Errorf("%s line = %s", tt.ev, buf.b.String())
 		}
+	}
+}
+
+// TestAuditRateLimitPerEvent: a storm of one event is cut to its bucket
+// and leaves every other event's lines alone; what was left out is
+// counted, exactly, on the next line of the same event.
+func TestAuditRateLimitPerEvent(t *testing.T) {
+	var buf syncBuffer
+	g, _ := apiGateway(t, Options{Audit: NewAudit(&buf)})
+	g.cfg.AuditLimits.Fail = AuditRate{PerSecond: 10, Burst: 5}
+	a := listedAgent(t, g, "alice")
+	f := newFlow(a, policy.ProtoTCP, netip.MustParseAddrPort("100.96.0.2:40000"), netip.MustParseAddrPort("198.18.0.2:5999"), 0)
+	allow := policy.Decision{Verdict: policy.Allow, Rule: "coder.yaml:4 egress[0]", Reason: "r"}
+	const storm = 1000
+	start := time.Now()
+	for range storm {
+		f.audit(EventFail, allow, errors.New("connect: connection refused"))
+		if time.Since(start) < time.Millisecond {
+			// Between fails, an agent at work opens flows: none is lost.
+			f.audit(EventOpen, allow, nil)
+		}
+	}
+	took := time.Since(start)
+	time.Sleep(150 * time.Millisecond) // a token for the line that reports the rest
+	f.audit(EventFail, allow, errors.New("connect: connection refused"))
+
+	var fails, opens, represented uint64
+	for _, ev := range buf.events(t) {
+		switch ev.Event {
+		case EventFail:
+			fails++
+			represented += 1 + ev.Suppressed
+		case EventOpen:
+			opens++
+			if ev.Suppressed != 0 {
+				t.Errorf("open line with suppressed %d: the fail storm took from the open bucket", ev.Suppressed)
+			}
+		}
+	}
+	if max := 5 + uint64(10*(took+150*time.Millisecond).Seconds()) + 2; fails > max {
+		t.Errorf("%d fail lines for %d fails in %v, want at most %d", fails, storm+1, took, max)
+	}
+	if represented != storm+1 {
+		t.Errorf("fail lines and their suppressed counts add up to %d, want %d", represented, storm+1)
+	}
+	if opens == 0 {
+		t.Error("no open line written during the fail storm")
 	}
 }
 
@@ -174,4 +223,22 @@ func TestAuditReopen(t *testing.T) {
 	if st := a.Stats(); st.Reopens != 1 || st.ReopenErrors != 1 {
 		t.Errorf("stats %+v, want 1 reopen and 1 failed", st)
 	}
+}
+
+// listedAgent is an agent of g without a link, listed as attached.
+func listedAgent(t *testing.T, g *Gateway, name string) *Agent {
+	t.Helper()
+	a := &Agent{g: g, log: hclog.NewNullLogger(), name: name, policy: "coder", flows: map[*flow]struct{}{}}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	t.Cleanup(a.cancel)
+	g.mu.Lock()
+	g.agents[name] = a
+	g.mu.Unlock()
+	// Gone before g.Close, which would close a link it does not have.
+	t.Cleanup(func() {
+		g.mu.Lock()
+		delete(g.agents, name)
+		g.mu.Unlock()
+	})
+	return a
 }
