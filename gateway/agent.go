@@ -51,8 +51,9 @@ type Agent struct {
 	bytesDown atomic.Uint64
 
 	// audit rate limits the agent's audit lines, each event on its own,
-	// so a scanning or failing agent cannot flood the log; what it leaves
-	// out is counted on the next line of that event.
+	// so a scanning or failing agent cannot flood the log (what it leaves
+	// out is counted on the next line of that event), and counts every
+	// line, written or not, for the metrics.
 	audit agentAudit
 }
 
@@ -201,12 +202,22 @@ func (a *Agent) untrack(f *flow) {
 }
 
 // event is where every audit line of the agent goes, flow and DNS: it is
-// written unless the agent's rate limit for its event leaves it out.
+// counted for the metrics whether or not it is written, then written
+// unless the agent's rate limit for its event leaves it out.
 func (a *Agent) event(ev *AuditEvent) {
 	ev.Agent = a.name
 	ev.Policy = a.policy
-	if c, limited := classOf(ev); limited && !a.audit.admit(a.g.cfg.AuditLimits, c, ev) {
-		return
+	// A line may already stand for others that an earlier limit left out
+	// (the resolver's own, on rate-limited queries): they count too.
+	a.audit.counts.count(ev, 1+ev.Suppressed)
+	a.g.metrics.line(ev)
+	c, limited := classOf(ev)
+	if limited {
+		a.g.metrics.suppress(c, ev.Suppressed)
+		if !a.audit.admit(a.g.cfg.AuditLimits, c, ev) {
+			a.g.metrics.suppress(c, 1)
+			return
+		}
 	}
 	a.g.audit.Log(ev)
 }

@@ -54,6 +54,11 @@ type AuditEvent struct {
 	// close, deny, fail, or dns) left out by its rate limit since the
 	// last one written (see audit_limits).
 	Suppressed uint64 `json:"suppressed,omitempty"`
+
+	// setup is how long a flow took from the agent's SYN (or first
+	// datagram) to its open or fail line, when that time is the upstream
+	// dial's; zero otherwise. It feeds the dial latency metric only.
+	setup time.Duration
 }
 
 // AuditKind says what an audit line is about.
@@ -83,6 +88,11 @@ func (f *flow) line(ev Event, d policy.Decision, err error) *AuditEvent {
 	}
 	if err != nil {
 		e.Error = err.Error()
+	}
+	if (ev == EventOpen || ev == EventFail) && !f.in && !f.byName && f.to == nil {
+		// Forwarded directly: the decision and the handshake with the
+		// agent take microseconds, the rest is the dial.
+		e.setup = time.Since(f.start)
 	}
 	if ev == EventClose {
 		up, down := f.up.Load(), f.down.Load()
@@ -311,10 +321,13 @@ func classOf(ev *AuditEvent) (c auditClass, limited bool) {
 }
 
 // agentAudit is what one agent's audit lines pass through: a rate limit per
-// class, whose left-out lines are counted on the next line of that class.
+// class, whose left-out lines are counted on the next line of that class,
+// and the counts its metrics are read from.
 type agentAudit struct {
 	once    sync.Once
 	buckets [numAuditClasses]auditBucket // made at the first line
+
+	counts agentCounts
 }
 
 type auditBucket struct {

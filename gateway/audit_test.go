@@ -102,6 +102,13 @@ func TestAuditRateLimitPerEvent(t *testing.T) {
 	if opens == 0 {
 		t.Error("no open line written during the fail storm")
 	}
+	fams := scrape(t, g)
+	if got, _ := sample(fams, "clawnet_flow_failures_total", map[string]string{"agent": "alice"}); got != storm+1 {
+		t.Errorf("clawnet_flow_failures_total = %v, want %d (every fail, written or not)", got, storm+1)
+	}
+	if got, _ := sample(fams, "clawnet_audit_lines_suppressed_total", map[string]string{"event": "fail"}); uint64(got) != storm+1-fails {
+		t.Errorf("clawnet_audit_lines_suppressed_total{event=fail} = %v, want %d", got, storm+1-fails)
+	}
 }
 
 // TestAuditWriteErrors: lines that cannot be written (a full disk, a closed

@@ -34,6 +34,7 @@ type Config struct {
 	// AuditLimits bounds the audit lines of one agent, each event on its
 	// own; what they leave out is counted on the next line written.
 	AuditLimits AuditLimitsConfig `yaml:"audit_limits"`
+	Metrics     MetricsConfig     `yaml:"metrics"`
 
 	// path is the file the config came from, for messages.
 	path string
@@ -126,6 +127,13 @@ type AuditLimitsConfig struct {
 type AuditRate struct {
 	PerSecond float64 `yaml:"per_second"`
 	Burst     int     `yaml:"burst"`
+}
+
+// MetricsConfig sets where the Prometheus metrics are served besides the
+// control socket's /metrics.
+type MetricsConfig struct {
+	// Listen is a TCP ADDR:PORT; empty (the default) serves none.
+	Listen string `yaml:"listen"`
 }
 
 // TimeoutsConfig sets flow timers.
@@ -333,6 +341,11 @@ func (c *Config) validate() error {
 	}{{"open", c.AuditLimits.Open}, {"close", c.AuditLimits.Close}, {"deny", c.AuditLimits.Deny}, {"fail", c.AuditLimits.Fail}, {"dns", c.AuditLimits.DNS}} {
 		if r.r.PerSecond <= 0 || r.r.Burst <= 0 {
 			return fmt.Errorf("audit_limits.%s: per_second and burst must be positive", r.key)
+		}
+	}
+	if l := c.Metrics.Listen; l != "" {
+		if _, err := netip.ParseAddrPort(l); err != nil {
+			return fmt.Errorf("metrics.listen must be an IP:PORT such as 127.0.0.1:9310, not %q", l)
 		}
 	}
 	return nil

@@ -53,6 +53,7 @@ type Gateway struct {
 	gw4, gw6 netip.Addr
 	dialer   net.Dialer
 	dialFunc DialFunc // nil: dialer, with dial's exact-address checks
+	metrics  *metrics
 
 	containers ContainerResolver // nil: container targets are refused
 	follower   ContainerFollower // nil: containers are attached, not followed
@@ -117,6 +118,7 @@ func New(opts Options) (*Gateway, error) {
 		byNetns:    map[string]string{},
 	}
 	g.gw4, g.gw6 = g.pool.gateway()
+	g.metrics = newMetrics(g)
 	if g.dns, err = newResolver(cfg, log.Named("dns")); err != nil {
 		g.host.close()
 		return nil, err
@@ -145,6 +147,7 @@ func (g *Gateway) ReloadPolicies() error {
 		g.log.Error("policy reload", "error", e)
 	}
 	g.log.Info("policies reloaded", "policies", g.policies.Names(), "errors", len(errs))
+	g.metrics.reload(errors.Join(errs...))
 	_ = g.audit.Reopen()
 	return errors.Join(errs...)
 }

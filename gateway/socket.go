@@ -79,8 +79,21 @@ func peerIsRoot(c *net.UnixConn) bool {
 
 // Serve serves the control API on l until ctx ends.
 func (g *Gateway) Serve(ctx context.Context, l net.Listener) error {
+	return serveHTTP(ctx, l, g.Handler())
+}
+
+// ServeMetrics serves GET /metrics alone on l (clawnetd's metrics.listen)
+// until ctx ends.
+func (g *Gateway) ServeMetrics(ctx context.Context, l net.Listener) error {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", g.MetricsHandler())
+	return serveHTTP(ctx, l, mux)
+}
+
+// serveHTTP serves h on l until ctx ends.
+func serveHTTP(ctx context.Context, l net.Listener, h http.Handler) error {
 	srv := &http.Server{
-		Handler:           g.Handler(),
+		Handler:           h,
 		ReadHeaderTimeout: controlReadHeaderTimeout,
 		IdleTimeout:       controlIdleTimeout,
 	}

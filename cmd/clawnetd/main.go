@@ -2,7 +2,8 @@
 // package gateway: it parses flags and the config file, sets up logging,
 // connects to a container engine if one answers, installs the signals
 // (SIGINT and SIGTERM stop it, SIGHUP reloads the policy files, SIGUSR1
-// reopens the audit log) and serves the control API until told to stop. Everything the gateway does lives in
+// reopens the audit log) and serves the control API, and the metrics on
+// metrics.listen if set, until told to stop. Everything the gateway does lives in
 // package gateway; nothing here decides a flow.
 package main
 
@@ -12,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -98,9 +100,14 @@ func serve(ctx context.Context, cfg *gateway.Config, log hclog.Logger, audit *ga
 	defer stop()
 	defer reloadOnHUP(ctx, g)()
 	defer reopenOnUSR1(ctx, audit)()
+	stopMetrics, err := serveMetrics(ctx, cfg.Metrics.Listen, log, g)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 
 	log.Info("clawnetd started", "version", version.Version, "socket", cfg.Socket, "policies", g.Policies(),
-		"default_policy", cfg.DefaultPolicy, "audit_log", cfg.AuditLog)
+		"default_policy", cfg.DefaultPolicy, "audit_log", cfg.AuditLog, "metrics_listen", cfg.Metrics.Listen)
 	err = g.Serve(ctx, l)
 	log.Info("clawnetd stopping")
 	if err != nil && !errors.Is(err, context.Canceled) {
@@ -144,6 +151,28 @@ func reopenOnUSR1(ctx context.Context, audit *gateway.Audit) (stop func()) {
 		}
 	}()
 	return func() { signal.Stop(usr1) }
+}
+
+// serveMetrics serves the gateway's metrics on the TCP address addr, if
+// one is set, until ctx ends or the function it returns is called (which
+// waits for the server to stop).
+func serveMetrics(ctx context.Context, addr string, log hclog.Logger, g *gateway.Gateway) (stop func(), err error) {
+	if addr == "" {
+		return func() {}, nil
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics.listen: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := g.ServeMetrics(ctx, l); err != nil {
+			log.Error("metrics listener stopped", "listen", addr, "error", err)
+		}
+	}()
+	return func() { cancel(); <-done }, nil
 }
 
 // flags are clawnetd's command line.
