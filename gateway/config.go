@@ -35,6 +35,7 @@ type Config struct {
 	// own; what they leave out is counted on the next line written.
 	AuditLimits AuditLimitsConfig `yaml:"audit_limits"`
 	Metrics     MetricsConfig     `yaml:"metrics"`
+	Control     ControlConfig     `yaml:"control"`
 
 	// path is the file the config came from, for messages.
 	path string
@@ -134,6 +135,14 @@ type AuditRate struct {
 type MetricsConfig struct {
 	// Listen is a TCP ADDR:PORT; empty (the default) serves none.
 	Listen string `yaml:"listen"`
+}
+
+// ControlConfig bounds the control API's server (and the metrics
+// listener's).
+type ControlConfig struct {
+	// MaxConnections caps the connections served at once; past it the
+	// one idle longest is closed to make room, or the new one waits.
+	MaxConnections int `yaml:"max_connections"`
 }
 
 // TimeoutsConfig sets flow timers.
@@ -242,7 +251,8 @@ func DefaultConfig() *Config {
 			Fail:  AuditRate{PerSecond: 20, Burst: 50},
 			DNS:   AuditRate{PerSecond: 200, Burst: 400},
 		},
-		path: "<defaults>",
+		Control: ControlConfig{MaxConnections: 256},
+		path:    "<defaults>",
 	}
 }
 
@@ -347,6 +357,9 @@ func (c *Config) validate() error {
 		if _, err := netip.ParseAddrPort(l); err != nil {
 			return fmt.Errorf("metrics.listen must be an IP:PORT such as 127.0.0.1:9310, not %q", l)
 		}
+	}
+	if c.Control.MaxConnections <= 0 {
+		return errors.New("control.max_connections must be positive")
 	}
 	return nil
 }

@@ -29,6 +29,9 @@ type metrics struct {
 	reloads    *prometheus.CounterVec   // result
 	suppressed *prometheus.CounterVec   // event
 	dial       *prometheus.HistogramVec // proto, result
+
+	mu        sync.Mutex
+	listeners map[string]*capListener // by name; guarded by mu
 }
 
 // Label values of bounded sets; anything else is "other".
@@ -58,6 +61,7 @@ func newMetrics(g *Gateway) *metrics {
 			Help:    "Time from an agent's SYN (or first datagram) to its flow's upstream connection, for flows forwarded directly; result error when the upstream could not be reached.",
 			Buckets: dialBuckets,
 		}, []string{"proto", "result"}),
+		listeners: map[string]*capListener{},
 	}
 	for _, r := range []string{resultOK, resultErr} {
 		m.reloads.WithLabelValues(r)
@@ -124,6 +128,16 @@ func (m *metrics) suppress(c auditClass, n uint64) {
 		return
 	}
 	m.suppressed.WithLabelValues(auditClassNames[c]).Add(float64(n))
+}
+
+// listener has the connection counts of l read at scrape, as name.
+func (m *metrics) listener(name string, l *capListener) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	m.listeners[name] = l
+	m.mu.Unlock()
 }
 
 // agentSeries names one of an agent's counted series.
@@ -285,6 +299,12 @@ var (
 		"Audit lines lost because they could not be written (disk full, a closed file); each is reported in the daemon's log.", nil, nil)
 	descAuditReopens = prometheus.NewDesc("clawnet_audit_reopens_total",
 		"Reopens of the audit log (SIGUSR1, clawnet reload), by result.", []string{"result"}, nil)
+	descConns = prometheus.NewDesc("clawnet_listener_connections",
+		"Connections served now, by listener (control: the control socket; metrics: metrics.listen).", []string{"listener"}, nil)
+	descConnsMax = prometheus.NewDesc("clawnet_listener_connections_max",
+		"The most connections a listener serves at once (control.max_connections).", []string{"listener"}, nil)
+	descEvicted = prometheus.NewDesc("clawnet_listener_connections_evicted_total",
+		"Idle connections closed to make room for a new one at the cap.", []string{"listener"}, nil)
 
 	seriesDescs = map[agentSeries]*prometheus.Desc{
 		seriesFlows: descFlows, seriesFailures: descFailures, seriesDenies: descDenies,
@@ -293,7 +313,8 @@ var (
 )
 
 // collector reads the series that are state rather than events: the
-// attached agents and their counts, and the audit log's counters.
+// attached agents and their counts, the audit log's and the listeners'
+// counters.
 type collector struct {
 	g *Gateway
 	m *metrics
@@ -303,7 +324,7 @@ var _ prometheus.Collector = (*collector)(nil)
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descAgents, descAgentInfo, descLive, descBytesUp, descBytesDown,
-		descAuditLines, descAuditErrors, descAuditReopens} {
+		descAuditLines, descAuditErrors, descAuditReopens, descConns, descConnsMax, descEvicted} {
 		ch <- d
 	}
 	for _, d := range seriesDescs {
@@ -343,6 +364,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descAuditErrors, prometheus.CounterValue, float64(st.Errors))
 	ch <- prometheus.MustNewConstMetric(descAuditReopens, prometheus.CounterValue, float64(st.Reopens), resultOK)
 	ch <- prometheus.MustNewConstMetric(descAuditReopens, prometheus.CounterValue, float64(st.ReopenErrors), resultErr)
+	c.m.mu.Lock()
+	for name, l := range c.m.listeners {
+		ch <- prometheus.MustNewConstMetric(descConns, prometheus.GaugeValue, float64(l.live.Load()), name)
+		ch <- prometheus.MustNewConstMetric(descConnsMax, prometheus.GaugeValue, float64(cap(l.slots)), name)
+		ch <- prometheus.MustNewConstMetric(descEvicted, prometheus.CounterValue, float64(l.evicted.Load()), name)
+	}
+	c.m.mu.Unlock()
 }
 
 // attached lists the agents attached now (not those still attaching).

@@ -231,26 +231,27 @@ func TestMetricsReloads(t *testing.T) {
 	}
 }
 
-// TestConfigMetricsAudit: the keys this file's series and limits
+// TestConfigMetricsAuditControl: the keys this file's series and limits
 // read, their defaults and their checks.
-func TestConfigMetricsAudit(t *testing.T) {
+func TestConfigMetricsAuditControl(t *testing.T) {
 	c := DefaultConfig()
 	if c.Metrics.Listen != "" {
 		t.Errorf("metrics.listen defaults to %q, want off", c.Metrics.Listen)
 	}
-	if c.AuditLimits.Fail != (AuditRate{20, 50}) || c.AuditLimits.Open != (AuditRate{200, 400}) {
-		t.Errorf("defaults: audit_limits %+v", c.AuditLimits)
+	if c.Control.MaxConnections != 256 || c.AuditLimits.Fail != (AuditRate{20, 50}) || c.AuditLimits.Open != (AuditRate{200, 400}) {
+		t.Errorf("defaults: control %+v, audit_limits %+v", c.Control, c.AuditLimits)
 	}
-	c, err := ParseConfig("c.yaml", []byte("version: v1\nmetrics:\n  listen: 127.0.0.1:9310\naudit_limits:\n  fail: {per_second: 1, burst: 2}\n"))
+	c, err := ParseConfig("c.yaml", []byte("version: v1\nmetrics:\n  listen: 127.0.0.1:9310\ncontrol:\n  max_connections: 8\naudit_limits:\n  fail: {per_second: 1, burst: 2}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Metrics.Listen != "127.0.0.1:9310" || c.AuditLimits.Fail != (AuditRate{1, 2}) || c.AuditLimits.Deny != (AuditRate{20, 50}) {
-		t.Errorf("parsed: metrics %+v, audit_limits %+v", c.Metrics, c.AuditLimits)
+	if c.Metrics.Listen != "127.0.0.1:9310" || c.Control.MaxConnections != 8 || c.AuditLimits.Fail != (AuditRate{1, 2}) || c.AuditLimits.Deny != (AuditRate{20, 50}) {
+		t.Errorf("parsed: metrics %+v, control %+v, audit_limits %+v", c.Metrics, c.Control, c.AuditLimits)
 	}
 	for _, bad := range []struct{ yaml, want string }{
 		{"metrics:\n  listen: localhost:9310\n", "metrics.listen"},
 		{"metrics:\n  listen: 127.0.0.1\n", "metrics.listen"},
+		{"control:\n  max_connections: 0\n", "control.max_connections"},
 		{"audit_limits:\n  dns: {per_second: 0, burst: 5}\n", "audit_limits.dns"},
 		{"audit_limits:\n  deny: {rate: 5}\n", `unknown key "rate"`},
 	} {
