@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,6 +34,7 @@ const (
 	logContainer = "container"
 	logAgent     = "agent"
 	logPid       = "pid"
+	logPublish   = "publish"
 	logErr       = "error"
 )
 
@@ -42,18 +44,30 @@ type Attachment struct {
 	ContainerName string
 	Agent         string // agent name, the container's name unless given
 	Policy        string // empty: the daemon's default policy
+	// Publish are the ports published on the host for the agent
+	// ([HOST_IP:]HOST_PORT:AGENT_PORT[/tcp|udp], as `clawnet attach
+	// --publish` takes them). The Watcher opens them after every attach of
+	// the container, so that they survive its restarts; for a `clawnet run`
+	// holder, only while the agent container in its namespace runs.
+	Publish []string
 	// Pid is the container's init process on the host; its /proc/PID/ns/net
 	// is the namespace to attach. It changes on every restart.
 	Pid int
 }
 
 // Attacher is what the Watcher needs from the daemon. AttachContainer gives
-// the namespace of a.Pid a TUN and starts its agent; DetachContainer removes
-// the agent of that container and closes its flows (a container that is not
-// attached is not an error). Neither may call back into the Watcher.
+// the namespace of a.Pid a TUN and starts its agent (it does not publish
+// a.Publish: the Watcher does, through PublishPorts); DetachContainer
+// removes the agent of that container, its flows and its published ports (a
+// container that is not attached is not an error). PublishPorts opens the
+// agent's listeners for specs, all of them or none; UnpublishPorts closes
+// them (one that is not open is not an error). None may call back into the
+// Watcher.
 type Attacher interface {
 	AttachContainer(ctx context.Context, a Attachment) error
 	DetachContainer(ctx context.Context, containerID string) error
+	PublishPorts(ctx context.Context, agent string, specs []string) error
+	UnpublishPorts(ctx context.Context, agent string, specs []string) error
 }
 
 // WatcherConfig configures a Watcher. Client and Attacher are required.
@@ -99,6 +113,11 @@ type tracked struct {
 	a         Attachment
 	attached  bool   // the daemon has an agent for it now
 	startedAt string // State.StartedAt of the attached run
+	// wantPorts: a.Publish should be open while the agent is attached.
+	// Always for a plain container; for a `clawnet run` holder, while the
+	// agent container in its namespace runs (or does not exist yet).
+	wantPorts bool
+	published bool // a.Publish is open now
 }
 
 // NewWatcher returns a Watcher. It does nothing until Attach or Run.
@@ -126,12 +145,26 @@ func NewWatcher(cfg WatcherConfig) *Watcher {
 }
 
 // Attach attaches the running container nameOrID as agent (its name when
-// empty) under policy, points its resolv.conf at the gateway if needed, and
-// follows it from then on. It refuses a container that is not running or
-// has any other network, with a one-line error saying what to do.
-func (w *Watcher) Attach(ctx context.Context, nameOrID, agent, policy string) (Attachment, error) {
+// empty) under policy, points its resolv.conf at the gateway if needed,
+// publishes the ports publish names, and follows it from then on: the ports
+// are published again whenever the container is attached again. It refuses
+// a container that is not running or has any other network, with a
+// one-line error saying what to do, and fails (attaching nothing) when a
+// port cannot be published. A `clawnet run` holder whose agent container
+// exists but does not run is attached without its ports; they open when
+// that container starts.
+func (w *Watcher) Attach(ctx context.Context, nameOrID, agent, policy string, publish []string) (Attachment, error) {
 	w.opMu.Lock()
 	defer w.opMu.Unlock()
+	return w.follow(ctx, nameOrID, agent, policy, publish, nil)
+}
+
+// follow is Attach, called with opMu held. agentRuns is nil for a user's
+// request. syncHolders passes whether the agent container of the holder it
+// adopts runs; a port that cannot be opened then does not fail the attach
+// (the agent would be left with no network at all): it is logged and
+// tried again at the next event of that container.
+func (w *Watcher) follow(ctx context.Context, nameOrID, agent, policy string, publish []string, agentRuns *bool) (Attachment, error) {
 	info, err := w.cfg.Client.Inspect(ctx, nameOrID)
 	if err != nil {
 		return Attachment{}, err
@@ -148,15 +181,71 @@ func (w *Watcher) Attach(ctx context.Context, nameOrID, agent, policy string) (A
 	if agent == "" {
 		agent = info.Name
 	}
-	a := Attachment{ContainerID: info.ID, ContainerName: info.Name, Agent: agent, Policy: policy, Pid: info.Pid}
+	a := Attachment{ContainerID: info.ID, ContainerName: info.Name, Agent: agent, Policy: policy,
+		Publish: append([]string(nil), publish...), Pid: info.Pid}
+	want := true
+	switch {
+	case agentRuns != nil:
+		want = *agentRuns
+	case len(publish) > 0 && info.Labels[LabelRole] == "holder":
+		want = w.holderAgentWantsPorts(ctx, info.ID)
+	}
 	if err := w.attach(ctx, a, info); err != nil {
 		return Attachment{}, err
 	}
+	t := &tracked{a: a, attached: true, startedAt: info.StartedAt, wantPorts: want}
+	if want && len(a.Publish) > 0 {
+		err := w.cfg.Attacher.PublishPorts(ctx, a.Agent, a.Publish)
+		switch {
+		case err == nil:
+			t.published = true
+		case agentRuns == nil:
+			if derr := w.cfg.Attacher.DetachContainer(ctx, a.ContainerID); derr != nil {
+				w.log.Error("detach after publish failure", logContainer, a.ContainerName, logErr, derr)
+			}
+			return Attachment{}, fmt.Errorf("container %q: %w", a.ContainerName, err)
+		default:
+			w.log.Error("ports not published; tried again at the container's next event", logContainer, a.ContainerName,
+				logAgent, a.Agent, logPublish, a.Publish, logErr, err)
+		}
+	}
 	w.mu.Lock()
-	w.tracked[info.ID] = &tracked{a: a, attached: true, startedAt: info.StartedAt}
+	w.tracked[info.ID] = t
 	w.mu.Unlock()
+	if t.published {
+		w.log.Info("ports published", logContainer, a.ContainerName, logAgent, a.Agent, logPublish, a.Publish)
+	}
 	return a, nil
 }
+
+// holderAgentWantsPorts says whether a holder's ports should be open: when
+// the agent container in its namespace runs, or does not exist yet (`clawnet
+// run` attaches the holder first, and claims the ports then, so that a port
+// that is taken fails the run before the agent starts).
+func (w *Watcher) holderAgentWantsPorts(ctx context.Context, holderID string) bool {
+	exists, runs, err := w.holderAgent(ctx, holderID)
+	if err != nil {
+		w.log.Warn("list the holder's agent container; publishing its ports", logContainer, shortID(holderID), logErr, err)
+		return true
+	}
+	return !exists || runs
+}
+
+// holderAgent says whether the agent container of holder holderID exists
+// and whether it runs (a paused one counts: its server keeps its state).
+func (w *Watcher) holderAgent(ctx context.Context, holderID string) (exists, runs bool, err error) {
+	cs, err := w.cfg.Client.ListContainers(ctx, LabelHolder, holderID)
+	if err != nil {
+		return false, false, err
+	}
+	for _, c := range cs {
+		exists = true
+		runs = runs || stateRuns(c.State)
+	}
+	return exists, runs, nil
+}
+
+func stateRuns(state string) bool { return state == "running" || state == "paused" }
 
 // attach asks the daemon to attach a and fixes the container's DNS; on a DNS
 // failure it detaches again, since an agent that cannot resolve names looks
@@ -266,9 +355,11 @@ func (w *Watcher) consume(ctx context.Context, s *EventStream) error {
 }
 
 func (w *Watcher) handle(ctx context.Context, ev Event) {
-	if ev.Type == "container" && ev.Action == "destroy" {
-		if h := ev.Attributes[LabelHolder]; h != "" && ev.Attributes[LabelRole] == "agent" {
+	if h := ev.Attributes[LabelHolder]; ev.Type == "container" && h != "" && ev.Attributes[LabelRole] == "agent" {
+		if ev.Action == "destroy" {
 			w.removeHolder(ctx, h, "its agent container was removed")
+		} else {
+			w.followAgentContainer(ctx, h)
 		}
 	}
 	w.mu.Lock()
@@ -317,18 +408,20 @@ func (w *Watcher) reconcile(ctx context.Context, id string) {
 	if !info.Running || info.Pid <= 0 {
 		if cur.attached {
 			w.detach(ctx, lg, cur)
-			w.update(id, t, func(t *tracked) { t.attached = false })
+			w.update(id, t, func(t *tracked) { t.attached, t.published = false, false })
 			lg.Info("container stopped; agent detached until it starts again")
 		}
 		return
 	}
 	if cur.attached && cur.a.Pid == info.Pid && cur.startedAt == info.StartedAt {
+		// The same run: only ports that could not be opened are left to do.
+		w.syncPorts(ctx, lg, id)
 		return
 	}
 	// A new run of the container: new PID, new namespace.
 	if cur.attached {
 		w.detach(ctx, lg, cur)
-		w.update(id, t, func(t *tracked) { t.attached = false })
+		w.update(id, t, func(t *tracked) { t.attached, t.published = false, false })
 	}
 	a := cur.a
 	a.Pid = info.Pid
@@ -343,6 +436,75 @@ func (w *Watcher) reconcile(ctx context.Context, id string) {
 		return
 	}
 	lg.Info("container restarted; attached again", logPid, a.Pid)
+	w.syncPorts(ctx, lg, id)
+}
+
+// followAgentContainer opens the ports of holder holderID while the agent
+// container in its namespace runs and closes them while it does not, so
+// that a stopped `clawnet run` agent leaves no listener behind and a
+// started one is reachable again. Level-triggered, like reconcile: the
+// engine is asked what runs, whatever the event.
+func (w *Watcher) followAgentContainer(ctx context.Context, holderID string) {
+	w.mu.Lock()
+	t := w.tracked[holderID]
+	w.mu.Unlock()
+	if t == nil {
+		return
+	}
+	w.opMu.Lock()
+	defer w.opMu.Unlock()
+	_, runs, err := w.holderAgent(ctx, holderID)
+	if err != nil {
+		w.log.Warn("list the holder's agent container; will retry on the next event or reconnection",
+			logContainer, shortID(holderID), logErr, err)
+		return
+	}
+	w.setWantPorts(ctx, holderID, runs)
+}
+
+// setWantPorts records whether the ports of followed container id should
+// be open, and opens or closes them. Called with opMu held.
+func (w *Watcher) setWantPorts(ctx context.Context, id string, want bool) {
+	w.mu.Lock()
+	if t := w.tracked[id]; t != nil {
+		t.wantPorts = want
+	}
+	w.mu.Unlock()
+	w.syncPorts(ctx, nil, id)
+}
+
+// syncPorts opens or closes the published ports of followed container id
+// as its record wants them. Called with opMu held.
+func (w *Watcher) syncPorts(ctx context.Context, lg hclog.Logger, id string) {
+	w.mu.Lock()
+	t := w.tracked[id]
+	var cur tracked
+	if t != nil {
+		cur = *t
+	}
+	w.mu.Unlock()
+	if t == nil || !cur.attached || len(cur.a.Publish) == 0 || cur.wantPorts == cur.published {
+		return
+	}
+	if lg == nil {
+		lg = w.log.With(logContainer, cur.a.ContainerName, logAgent, cur.a.Agent)
+	}
+	if cur.wantPorts {
+		if err := w.cfg.Attacher.PublishPorts(ctx, cur.a.Agent, cur.a.Publish); err != nil {
+			lg.Error("ports not published; tried again at the container's next event", logPublish, cur.a.Publish, logErr, err)
+			return
+		}
+		if !w.update(id, t, func(t *tracked) { t.published = true }) {
+			return
+		}
+		lg.Info("ports published", logPublish, cur.a.Publish)
+		return
+	}
+	if err := w.cfg.Attacher.UnpublishPorts(ctx, cur.a.Agent, cur.a.Publish); err != nil {
+		lg.Error("unpublish", logPublish, cur.a.Publish, logErr, err)
+	}
+	w.update(id, t, func(t *tracked) { t.published = false })
+	lg.Info("agent container not running; ports closed until it starts again", logPublish, cur.a.Publish)
 }
 
 // update applies f to t if t is still the followed state of id.
@@ -386,7 +548,10 @@ func (w *Watcher) resync(ctx context.Context) {
 // (removed while clawnetd was not following events), and attaches running
 // holders whose agent container exists but that nobody follows: their
 // agents lost the gateway when a previous clawnetd stopped, and have had no
-// network since. They get the name and policy recorded on the holder.
+// network since. They get the name, policy and ports recorded on the
+// holder; the ports open only if the agent container runs. The ports of
+// followed holders are brought in line with their agent containers too,
+// since their events may have been missed.
 func (w *Watcher) syncHolders(ctx context.Context) {
 	holders, err := w.cfg.Client.ListContainers(ctx, LabelRole, "holder")
 	if err != nil {
@@ -402,21 +567,30 @@ func (w *Watcher) syncHolders(ctx context.Context) {
 		return
 	}
 	used := make(map[string]bool, len(agents))
+	runs := make(map[string]bool, len(agents))
 	for _, a := range agents {
-		used[a.Labels[LabelHolder]] = true
+		h := a.Labels[LabelHolder]
+		used[h] = true
+		runs[h] = runs[h] || stateRuns(a.State)
 	}
 	now := time.Now()
 	for _, h := range holders {
 		switch {
 		case used[h.ID] && h.State == "running":
+			w.opMu.Lock()
 			w.mu.Lock()
 			_, followed := w.tracked[h.ID]
 			w.mu.Unlock()
 			if followed {
+				w.setWantPorts(ctx, h.ID, runs[h.ID])
+				w.opMu.Unlock()
 				continue
 			}
 			agent := h.Labels[LabelAgent]
-			if _, err := w.Attach(ctx, h.ID, agent, h.Labels[LabelPolicy]); err != nil {
+			agentRuns := runs[h.ID]
+			_, err := w.follow(ctx, h.ID, agent, h.Labels[LabelPolicy], splitPublish(h.Labels[LabelPublish]), &agentRuns)
+			w.opMu.Unlock()
+			if err != nil {
 				w.log.Error("attach running holder", logContainer, shortID(h.ID), logAgent, agent, logErr, err)
 				continue
 			}
@@ -425,6 +599,14 @@ func (w *Watcher) syncHolders(ctx context.Context) {
 			w.removeHolder(ctx, h.ID, "its agent container no longer exists")
 		}
 	}
+}
+
+// splitPublish reads LabelPublish.
+func splitPublish(label string) []string {
+	if label == "" {
+		return nil
+	}
+	return strings.Split(label, ",")
 }
 
 func (w *Watcher) removeHolder(ctx context.Context, id, why string) {

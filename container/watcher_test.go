@@ -2,6 +2,7 @@ package container
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,10 +15,11 @@ import (
 
 // fakeAttacher records what the Watcher asks the daemon to do.
 type fakeAttacher struct {
-	mu       sync.Mutex
-	calls    []string
-	attached map[string]Attachment
-	failNext error
+	mu          sync.Mutex
+	calls       []string
+	attached    map[string]Attachment
+	failNext    error
+	failPublish error // the next PublishPorts fails with it
 }
 
 func newFakeAttacher() *fakeAttacher {
@@ -42,6 +44,26 @@ func (a *fakeAttacher) DetachContainer(_ context.Context, id string) error {
 	defer a.mu.Unlock()
 	a.calls = append(a.calls, "detach "+id)
 	delete(a.attached, id)
+	return nil
+}
+
+func (a *fakeAttacher) PublishPorts(_ context.Context, agent string, specs []string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.failPublish != nil {
+		err := a.failPublish
+		a.failPublish = nil
+		a.calls = append(a.calls, "publish "+agent+" failed")
+		return err
+	}
+	a.calls = append(a.calls, "publish "+agent+" "+strings.Join(specs, ","))
+	return nil
+}
+
+func (a *fakeAttacher) UnpublishPorts(_ context.Context, agent string, specs []string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.calls = append(a.calls, "unpublish "+agent+" "+strings.Join(specs, ","))
 	return nil
 }
 
@@ -116,7 +138,7 @@ func TestWatcherAttachFollowsLifecycle(t *testing.T) {
 	w := startWatcher(t, f, at)
 	ctx := context.Background()
 
-	a, err := w.Attach(ctx, "web", "", "coder")
+	a, err := w.Attach(ctx, "web", "", "coder", nil)
 	if err != nil {
 		t.Fatalf("Attach(web) = %v", err)
 	}
@@ -127,7 +149,7 @@ func TestWatcherAttachFollowsLifecycle(t *testing.T) {
 	if !strings.Contains(string(b), "nameserver 100.96.0.1") || strings.Contains(string(b), "\nnameserver 127.0.0.11") {
 		t.Errorf("resolv.conf after attach = %q; want the gateway instead of 127.0.0.11", b)
 	}
-	if _, err := w.Attach(ctx, "web", "", ""); err == nil || !strings.Contains(err.Error(), "already attached") {
+	if _, err := w.Attach(ctx, "web", "", "", nil); err == nil || !strings.Contains(err.Error(), "already attached") {
 		t.Errorf("second Attach(web) = %v; want already attached", err)
 	}
 
@@ -180,14 +202,14 @@ func TestWatcherRefusesOtherNetworks(t *testing.T) {
 	at := newFakeAttacher()
 	w := NewWatcher(WatcherConfig{Client: f.client(), Attacher: at})
 	ctx := context.Background()
-	_, err := w.Attach(ctx, "bridged", "", "")
+	_, err := w.Attach(ctx, "bridged", "", "", nil)
 	if err == nil || err.Error() != `container "bridged" uses network "bridge": run it with --network none (or use clawnet run)` {
 		t.Errorf("Attach(bridged) = %v; want the one-line refusal", err)
 	}
-	if _, err := w.Attach(ctx, "stopped", "", ""); err == nil || !strings.Contains(err.Error(), "is not running") {
+	if _, err := w.Attach(ctx, "stopped", "", "", nil); err == nil || !strings.Contains(err.Error(), "is not running") {
 		t.Errorf("Attach(stopped) = %v; want not running", err)
 	}
-	if _, err := w.Attach(ctx, "ghost", "", ""); err == nil || err.Error() != `container "ghost" not found` {
+	if _, err := w.Attach(ctx, "ghost", "", "", nil); err == nil || err.Error() != `container "ghost" not found` {
 		t.Errorf("Attach(ghost) = %v; want not found", err)
 	}
 	if got := at.log(); len(got) != 0 {
@@ -201,7 +223,7 @@ func TestWatcherDetachesWhenNetworkConnected(t *testing.T) {
 		ResolvConf: writeResolv(t, "nameserver 198.18.0.53\n")})
 	at := newFakeAttacher()
 	w := startWatcher(t, f, at)
-	if _, err := w.Attach(context.Background(), "c1", "agent-x", ""); err != nil {
+	if _, err := w.Attach(context.Background(), "c1", "agent-x", "", nil); err != nil {
 		t.Fatal(err)
 	}
 	f.set("c1", func(c *fakeContainer) { c.Networks = append(c.Networks, "bridge") })
@@ -220,7 +242,7 @@ func TestWatcherAttachRollsBackOnDNSFailure(t *testing.T) {
 		ResolvConf: t.TempDir()})
 	at := newFakeAttacher()
 	w := NewWatcher(WatcherConfig{Client: f.client(), Attacher: at})
-	_, err := w.Attach(context.Background(), "web", "", "")
+	_, err := w.Attach(context.Background(), "web", "", "", nil)
 	if err == nil || !strings.Contains(err.Error(), "DNS") {
 		t.Errorf("Attach with a broken resolv.conf = %v; want a DNS error", err)
 	}
@@ -242,7 +264,7 @@ func TestWatcherReconnectResyncs(t *testing.T) {
 	w := startWatcher(t, f, at)
 	ctx := context.Background()
 	for _, n := range []string{"web", "db", "live"} {
-		if _, err := w.Attach(ctx, n, "", "p"); err != nil {
+		if _, err := w.Attach(ctx, n, "", "p", nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -276,7 +298,7 @@ func TestWatcherRemovesHolderWithItsAgent(t *testing.T) {
 		Labels: map[string]string{LabelRole: "holder", LabelAgent: "a"}, CreatedUnix: time.Now().Unix(), ResolvConf: writeResolv(t, "nameserver 198.18.0.53\n")})
 	at := newFakeAttacher()
 	w := startWatcher(t, f, at)
-	if _, err := w.Attach(context.Background(), "h1", "a", "p"); err != nil {
+	if _, err := w.Attach(context.Background(), "h1", "a", "p", nil); err != nil {
 		t.Fatal(err)
 	}
 	// The agent's container (which joined h1's namespace) is removed.
@@ -346,5 +368,191 @@ func TestWatcherAdoptsRunningHolders(t *testing.T) {
 	}
 	if tr := w.Tracked(); len(tr) != 1 || tr[0].ContainerID != "h1" {
 		t.Errorf("Tracked() = %+v; want h1 followed", tr)
+	}
+}
+
+// since returns the attacher's calls after the first n, joined by newlines.
+func (a *fakeAttacher) since(n int) string {
+	return strings.Join(a.log()[n:], "\n")
+}
+
+func TestWatcherPublishesAtEveryAttach(t *testing.T) {
+	f := newFakeEngine(t)
+	rc := writeResolv(t, "nameserver 198.18.0.53\n")
+	f.add(&fakeContainer{ID: "c1", Name: "web", Pid: 100, StartedAt: "t1", NetworkMode: "none", Networks: []string{"none"}, ResolvConf: rc})
+	f.add(&fakeContainer{ID: "c2", Name: "taken", Pid: 101, StartedAt: "t1", NetworkMode: "none", Networks: []string{"none"}, ResolvConf: rc})
+	at := newFakeAttacher()
+	w := startWatcher(t, f, at)
+	ctx := context.Background()
+
+	// A port that cannot be published fails the attach and attaches nothing.
+	at.mu.Lock()
+	at.failPublish = errors.New("conflict: host port 8081 is already in use")
+	at.mu.Unlock()
+	_, err := w.Attach(ctx, "taken", "", "", []string{"8081:80"})
+	if err == nil || err.Error() != `container "taken": conflict: host port 8081 is already in use` {
+		t.Errorf("Attach with a taken port = %v; want the publish error", err)
+	}
+	if got, want := at.since(0), "attach c2 as taken policy= pid=101\npublish taken failed\ndetach c2"; got != want {
+		t.Errorf("attacher calls:\n%s\nwant:\n%s", got, want)
+	}
+	if len(w.Tracked()) != 0 {
+		t.Errorf("Tracked() = %+v; want nothing after a failed publish", w.Tracked())
+	}
+
+	n := len(at.log())
+	a, err := w.Attach(ctx, "web", "", "", []string{"8080:80", "127.0.0.1:9000:9000/tcp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(a.Publish, " ") != "8080:80 127.0.0.1:9000:9000/tcp" {
+		t.Errorf("Attach().Publish = %q", a.Publish)
+	}
+	// Stopped: detaching closes the ports with the agent. Started: a new
+	// namespace, attached and published again.
+	f.set("c1", func(c *fakeContainer) { c.Running, c.Status = false, "exited" })
+	f.emit("container", "die", "c1", nil)
+	waitFor(t, "detach on stop", func() bool { return len(at.log()) == n+3 })
+	f.set("c1", func(c *fakeContainer) { c.Running, c.Status, c.Pid, c.StartedAt = true, "running", 200, "t2" })
+	f.emit("container", "start", "c1", nil)
+	waitFor(t, "re-attach on start", func() bool { return len(at.log()) == n+5 })
+	want := []string{
+		"attach c1 as web policy= pid=100",
+		"publish web 8080:80,127.0.0.1:9000:9000/tcp",
+		"detach c1",
+		"attach c1 as web policy= pid=200",
+		"publish web 8080:80,127.0.0.1:9000:9000/tcp",
+	}
+	if got := at.since(n); got != strings.Join(want, "\n") {
+		t.Errorf("attacher calls:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
+	}
+
+	// A restart whose ports cannot be opened again keeps the agent attached
+	// (it would have no network at all otherwise) and tries again at the
+	// container's next event.
+	at.mu.Lock()
+	at.failPublish = errors.New("conflict: host port 8080 is already in use")
+	at.mu.Unlock()
+	f.set("c1", func(c *fakeContainer) { c.Pid, c.StartedAt = 300, "t3" })
+	f.emit("container", "restart", "c1", nil)
+	waitFor(t, "re-attach on restart", func() bool { return len(at.log()) == n+8 })
+	f.emit("container", "unpause", "c1", nil)
+	waitFor(t, "publish retried", func() bool { return len(at.log()) == n+9 })
+	want = append(want, "detach c1", "attach c1 as web policy= pid=300", "publish web failed",
+		"publish web 8080:80,127.0.0.1:9000:9000/tcp")
+	if got := at.since(n); got != strings.Join(want, "\n") {
+		t.Errorf("attacher calls:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
+	}
+	if tr := w.Tracked(); len(tr) != 1 || len(tr[0].Publish) != 2 {
+		t.Errorf("Tracked() = %+v; want web with its two ports", tr)
+	}
+}
+
+// TestWatcherHolderPortsFollowAgentContainer: a `clawnet run` holder stays
+// attached while its agent container stops and starts, and its ports follow
+// that container: closed while it does not run, open again when it starts,
+// also when the events were missed while the engine was away.
+func TestWatcherHolderPortsFollowAgentContainer(t *testing.T) {
+	f := newFakeEngine(t)
+	holderLabels := map[string]string{LabelRole: "holder", LabelAgent: "a", LabelPolicy: "p", LabelPublish: "8080:80"}
+	f.add(&fakeContainer{ID: "h1", Name: "clawnet-holder-a", Pid: 100, StartedAt: "t1", NetworkMode: "none", Networks: []string{"none"},
+		Labels: holderLabels, CreatedUnix: time.Now().Unix(), ResolvConf: writeResolv(t, "nameserver 198.18.0.53\n")})
+	at := newFakeAttacher()
+	w := startWatcher(t, f, at)
+	ctx := context.Background()
+
+	// clawnet run attaches the holder before the agent container exists:
+	// the ports are claimed at once.
+	if _, err := w.Attach(ctx, "h1", "a", "p", []string{"8080:80"}); err != nil {
+		t.Fatal(err)
+	}
+	agentLabels := map[string]string{LabelRole: "agent", LabelAgent: "a", LabelHolder: "h1"}
+	f.add(&fakeContainer{ID: "a1", Name: "a", Pid: 200, StartedAt: "t1", NetworkMode: "container:h1", Labels: agentLabels})
+	f.emit("container", "start", "a1", agentLabels)
+
+	// docker stop a: kill, die, stop.
+	f.set("a1", func(c *fakeContainer) { c.Running, c.Status = false, "exited" })
+	for _, ev := range []string{"kill", "die", "stop"} {
+		f.emit("container", ev, "a1", agentLabels)
+	}
+	waitFor(t, "unpublish on stop", func() bool { return len(at.log()) == 3 })
+	// docker start a.
+	f.set("a1", func(c *fakeContainer) { c.Running, c.Status, c.Pid, c.StartedAt = true, "running", 201, "t2" })
+	f.emit("container", "start", "a1", agentLabels)
+	waitFor(t, "publish on start", func() bool { return len(at.log()) == 4 })
+
+	// The engine goes away; meanwhile the agent container stops.
+	f.set("a1", func(c *fakeContainer) { c.Running, c.Status = false, "exited" })
+	f.dropSubscribers()
+	waitFor(t, "unpublish at resync", func() bool { return len(at.log()) == 5 })
+	// Another container's events change nothing.
+	f.emit("container", "start", "x1", map[string]string{LabelRole: "agent", LabelHolder: "other"})
+
+	want := []string{
+		"attach h1 as a policy=p pid=100",
+		"publish a 8080:80",
+		"unpublish a 8080:80",
+		"publish a 8080:80",
+		"unpublish a 8080:80",
+	}
+	time.Sleep(50 * time.Millisecond)
+	if got := at.since(0); got != strings.Join(want, "\n") {
+		t.Errorf("attacher calls:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
+	}
+
+	// docker rm a: the holder goes, and its agent with it.
+	f.del("a1")
+	f.emit("container", "destroy", "a1", agentLabels)
+	waitFor(t, "detach with the holder", func() bool { return len(at.log()) == 6 })
+	if got := at.log()[5]; got != "detach h1" {
+		t.Errorf("last call = %q; want detach h1", got)
+	}
+	waitFor(t, "forgotten", func() bool { return len(w.Tracked()) == 0 })
+}
+
+// TestWatcherAdoptsHoldersWithTheirPorts: a clawnetd that starts while
+// `clawnet run` holders run attaches them again and publishes the ports
+// recorded on them, but only for an agent container that runs; the other's
+// open when it starts. A port that cannot be opened does not keep the agent
+// from its network.
+func TestWatcherAdoptsHoldersWithTheirPorts(t *testing.T) {
+	f := newFakeEngine(t)
+	rc := writeResolv(t, "nameserver 198.18.0.53\n")
+	old := time.Now().Add(-time.Hour).Unix()
+	for _, h := range []struct{ id, agent, publish, state string }{
+		{"h1", "up", "127.0.0.1:8080:80,9000:9000/tcp", "running"},
+		{"h2", "down", "8081:80", "exited"},
+	} {
+		f.add(&fakeContainer{ID: h.id, Name: HolderName(h.agent), Pid: 77, NetworkMode: "none", Networks: []string{"none"}, ResolvConf: rc,
+			Labels: map[string]string{LabelRole: "holder", LabelAgent: h.agent, LabelPolicy: "p", LabelPublish: h.publish}, CreatedUnix: old})
+		f.add(&fakeContainer{ID: "a-" + h.id, Name: h.agent, Pid: 78, Status: h.state, Running: h.state == "running", NetworkMode: "container:" + h.id,
+			Labels: map[string]string{LabelRole: "agent", LabelAgent: h.agent, LabelHolder: h.id}})
+	}
+	at := newFakeAttacher()
+	w := startWatcher(t, f, at)
+	waitFor(t, "adoption", func() bool { return len(at.log()) == 3 })
+	got := at.since(0)
+	for _, want := range []string{"attach h1 as up policy=p pid=77", "publish up 127.0.0.1:8080:80,9000:9000/tcp", "attach h2 as down policy=p pid=77"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("adoption calls:\n%s\nwant %q among them", got, want)
+		}
+	}
+	if strings.Index(got, "attach h1") > strings.Index(got, "publish up") {
+		t.Errorf("adoption calls:\n%s\nwant the ports published after the attach", got)
+	}
+	downLabels := map[string]string{LabelRole: "agent", LabelHolder: "h2"}
+	at.mu.Lock()
+	at.failPublish = errors.New("conflict: host port 8081 is already in use")
+	at.mu.Unlock()
+	f.set("a-h2", func(c *fakeContainer) { c.Running, c.Status = true, "running" })
+	f.emit("container", "start", "a-h2", downLabels)
+	waitFor(t, "a failed publish", func() bool { return len(at.log()) == 4 })
+	f.emit("container", "restart", "a-h2", downLabels)
+	waitFor(t, "publish retried", func() bool { return len(at.log()) == 5 })
+	if got := at.since(3); got != "publish down failed\npublish down 8081:80" {
+		t.Errorf("calls after the agent container started:\n%s\nwant a failed publish, then one that worked", got)
+	}
+	if n := len(w.Tracked()); n != 2 {
+		t.Errorf("Tracked() has %d containers; want both holders", n)
 	}
 }

@@ -2,7 +2,9 @@ package dnsproxy
 
 import (
 	"context"
+	"errors"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -13,17 +15,37 @@ import (
 )
 
 // Answerer answers the queries that go upstream: it asks through its
-// Exchanger and filters what comes back. It is safe for concurrent use.
+// Exchanger, filters what comes back, and keeps the outcome for the next
+// agent that asks the same name and type. It is safe for concurrent use.
 type Answerer struct {
 	up     Exchanger
 	public []netip.Prefix // the operator's treat_as_public
+
+	answers  *answerCache // filtered upstream answers; nil keeps none
+	failures *answerCache // upstream failures; nil keeps none
+	failTTL  time.Duration
 }
 
-// NewAnswerer returns an Answerer that asks up, and keeps in answers the
-// special-purpose addresses inside public (the operator's treat_as_public;
-// metadata endpoints never).
-func NewAnswerer(up Exchanger, public []netip.Prefix) *Answerer {
-	return &Answerer{up: up, public: public}
+// AnswererOptions says what an Answerer keeps in its answers and of them.
+type AnswererOptions struct {
+	// Public is the operator's treat_as_public: special-purpose addresses
+	// kept in answers (metadata endpoints never).
+	Public []netip.Prefix
+	// CacheSize bounds the upstream answers kept, each within its TTL, for
+	// every agent; the least recently used goes first. 0 keeps none.
+	CacheSize int
+	// FailureTTL is how long a lookup the upstream failed is answered
+	// SERVFAIL at once, without asking again. 0 asks every time.
+	FailureTTL time.Duration
+}
+
+// NewAnswerer returns an Answerer that asks up.
+func NewAnswerer(up Exchanger, opts AnswererOptions) *Answerer {
+	r := &Answerer{up: up, public: opts.Public, answers: newAnswerCache(opts.CacheSize)}
+	if opts.FailureTTL > 0 {
+		r.failures, r.failTTL = newAnswerCache(maxFailures), opts.FailureTTL
+	}
+	return r
 }
 
 // Answer runs the whole path for one query: ParseQuery, Decide, then
@@ -40,8 +62,8 @@ func (r *Answerer) Answer(ctx context.Context, pol policy.Decider, raw []byte, t
 	return r.Resolve(ctx, q)
 }
 
-// Resolve asks the upstream for an allowed A or AAAA query and builds the
-// agent's answer from what comes back.
+// Resolve answers an allowed A or AAAA query from the cache (Cached) or
+// else from the upstream, and keeps what the upstream said.
 //
 // CNAME semantics: the policy decides the queried name only. The chain in
 // the upstream's answer is followed (at most maxChain links, loops end
@@ -58,24 +80,117 @@ func (r *Answerer) Answer(ctx context.Context, pol policy.Decider, raw []byte, t
 // a public name must not point the agent at an internal service (DNS
 // rebinding). When none is left the answer is NOERROR with no records and
 // Extended DNS Error 15 (Blocked).
+//
+// What is kept for the next agent: answers with addresses, filtered, for
+// their TTL; NXDOMAIN and empty answers for their SOA's negative TTL (at
+// most negMaxTTL; without a SOA, not at all); a failure for FailureTTL,
+// unless the query never reached a server (ErrUpstreamDown: asking again
+// costs nothing) or the agent went away.
 func (r *Answerer) Resolve(ctx context.Context, q *Query) Result {
+	if res, ok := r.Cached(q); ok {
+		return res
+	}
 	d := q.decision
+	key := cacheKey{q.name, q.qtype}
 	up := new(dns.Msg)
 	up.SetQuestion(dns.Fqdn(q.name), q.qtype)
 	up.RecursionDesired = true
 	up.SetEdns0(upstreamUDPSize, false)
 	resp, err := r.up.Exchange(ctx, up)
 	if err != nil {
-		m := q.reply(dns.RcodeServerFailure)
-		q.ede(m, dns.ExtendedErrorCodeNetworkError, "upstream did not answer")
-		res := q.result(m, d.Verdict, d.Rule, d.Reason)
-		res.Err = err.Error()
-		return res
+		if !errors.Is(err, ErrUpstreamDown) && !errors.Is(err, errNoUpstream) && !errors.Is(ctx.Err(), context.Canceled) {
+			r.failures.put(cacheEntry{key: key, err: err.Error()}, r.failTTL)
+		}
+		return q.servfail("upstream did not answer", err.Error())
 	}
 	if resp.Rcode == dns.RcodeNameError {
+		r.keep(cacheEntry{key: key, rcode: dns.RcodeNameError}, negativeTTL(resp))
 		return q.result(q.reply(dns.RcodeNameError), d.Verdict, d.Rule, d.Reason)
 	}
 	addrs, ttl, removed, note := r.extract(resp, q)
+	switch {
+	case len(addrs) > 0:
+		r.keep(cacheEntry{key: key, addrs: slices.Clone(addrs), note: note}, ttl)
+	case removed == 0 && note == "":
+		r.keep(cacheEntry{key: key}, negativeTTL(resp))
+	}
+	return r.answer(q, addrs, ttl, removed, note)
+}
+
+// Cached answers q from what the upstream said to an earlier lookup of
+// the same name and type, by any agent: an answer within its TTL (the TTL
+// left), or SERVFAIL at once for a failure of the last FailureTTL. ok is
+// false when nothing is kept, and for a query Decide did not allow: a name
+// the agent's policy denies is never answered from the cache. The agent
+// binds what it gets, as from the upstream.
+func (r *Answerer) Cached(q *Query) (res Result, ok bool) {
+	if !q.decision.Allowed() || q.qtype != dns.TypeA && q.qtype != dns.TypeAAAA {
+		return Result{}, false
+	}
+	key := cacheKey{q.name, q.qtype}
+	if e, left, ok := r.answers.get(key); ok {
+		return r.fromCache(q, e, left), true
+	}
+	if e, _, ok := r.failures.get(key); ok {
+		return q.servfail("upstream failed moments ago, not asked again yet", "upstream failed moments ago: "+e.err), true
+	}
+	return Result{}, false
+}
+
+// keep remembers an answer of the upstream for ttl, in place of a failure.
+func (r *Answerer) keep(e cacheEntry, ttl time.Duration) {
+	r.answers.put(e, ttl)
+	r.failures.drop(e.key)
+}
+
+// fromCache is the agent's answer from a kept one with left to live. The
+// addresses are filtered again, in case the gateway host's own have
+// changed since.
+func (r *Answerer) fromCache(q *Query, e cacheEntry, left time.Duration) Result {
+	d := q.decision
+	if e.rcode == dns.RcodeNameError {
+		return q.result(q.reply(dns.RcodeNameError), d.Verdict, d.Rule, d.Reason+"; "+cacheNote)
+	}
+	addrs := make([]netip.Addr, 0, len(e.addrs))
+	var why []string
+	for _, ip := range e.addrs {
+		if w := r.special(ip, q.IsHost); w != "" {
+			why = append(why, w)
+			continue
+		}
+		addrs = append(addrs, ip)
+	}
+	notes := []string{cacheNote}
+	if e.note != "" {
+		notes = append(notes, e.note)
+	}
+	if len(why) > 0 {
+		notes = append(notes, removedNote(len(why), why))
+	}
+	// Whole seconds, rounded up: the agent is never told 0.
+	ttl := (left + time.Second - 1).Truncate(time.Second)
+	return r.answer(q, addrs, ttl, len(why), strings.Join(notes, "; "))
+}
+
+// cacheNote tells the audit line the upstream was not asked.
+const cacheNote = "answered from the cache"
+
+// servfail is the agent's answer when the upstream gave none: SERVFAIL,
+// Extended DNS Error 23 (Network Error) saying why, err for the audit line.
+func (q *Query) servfail(text, err string) Result {
+	d := q.decision
+	m := q.reply(dns.RcodeServerFailure)
+	q.ede(m, dns.ExtendedErrorCodeNetworkError, text)
+	res := q.result(m, d.Verdict, d.Rule, d.Reason)
+	res.Err = err
+	return res
+}
+
+// answer is the agent's NOERROR answer: addrs as records of the name it
+// asked, with ttl, bound for ttl. removed and note say what the rebinding
+// filter left out; nothing left of a non-empty answer is a deny.
+func (r *Answerer) answer(q *Query, addrs []netip.Addr, ttl time.Duration, removed int, note string) Result {
+	d := q.decision
 	m := q.reply(dns.RcodeSuccess)
 	owner := q.req.Question[0].Name // as the agent spelled it
 	hdr := dns.RR_Header{Name: owner, Rrtype: q.qtype, Class: dns.ClassINET, Ttl: uint32(ttl / time.Second)}
@@ -132,7 +247,7 @@ func (r *Answerer) extract(resp *dns.Msg, q *Query) (addrs []netip.Addr, ttl tim
 		addrs = append(addrs, ip)
 	}
 	if removed > 0 {
-		notes = append(notes, "removed "+strconv.Itoa(removed)+" special-purpose: "+strings.Join(why, ", "))
+		notes = append(notes, removedNote(removed, why))
 	}
 	return addrs, clampTTL(time.Duration(minTTL) * time.Second), removed, strings.Join(notes, "; ")
 }
@@ -190,6 +305,12 @@ func cnameOf(rrs []dns.RR, name string) (target string, ttl uint32, n int) {
 		n++
 	}
 	return target, ttl, n
+}
+
+// removedNote says for the audit line which addresses the filter removed
+// (why: the first few of them).
+func removedNote(removed int, why []string) string {
+	return "removed " + strconv.Itoa(removed) + " special-purpose: " + strings.Join(why[:min(len(why), 4)], ", ")
 }
 
 func containsAddr(list []netip.Addr, a netip.Addr) bool {

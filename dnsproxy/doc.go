@@ -2,14 +2,16 @@
 // query from an agent in, a reply and the addresses to bind out. It parses
 // and checks the query, decides its name with the agent's policy, asks an
 // upstream for an allowed A or AAAA, filters the answer and adds Extended
-// DNS Errors; and it holds each agent's name bindings (NameTable), the
-// IP → name facts those answers leave behind for the agent's flows.
+// DNS Errors, and keeps upstream answers and failures for the next agent
+// asking the same name and type; and it holds each agent's name bindings
+// (NameTable), the IP → name facts those answers leave behind for the
+// agent's flows.
 //
 // The gateway keeps the per-agent glue around it: the port-53 hooks of the
 // agent's netstack, rate limits and in-flight bounds, the audit lines and
 // the transport. It runs the steps one by one (ParseQuery, Query.Decide,
-// Answerer.Resolve) with its limits in between; tests and the fuzz targets
-// run them at once with Answerer.Answer.
+// Answerer.Cached, Answerer.Resolve) with its limits in between; tests and
+// the fuzz targets run them at once with Answerer.Answer.
 //
 // What it answers (docs/dns.md says the same for users):
 //   - Not a query (QR set), or under 12 bytes: dropped, never answered, so
@@ -31,12 +33,17 @@
 //     chain followed inside that one answer, special-purpose addresses
 //     removed, the rest bound to the queried name and returned as records
 //     of the queried name (the chain is flattened). See Answerer.Resolve.
+//     What the upstream said is kept, filtered, for the next agent whose
+//     policy allows the name: the cache never decides.
+//   - An allowed A or AAAA the upstream failed a moment ago: SERVFAIL at
+//     once, with Extended DNS Error 23 (Network Error).
 //
 // What it must never do: import gVisor, the netstack, tun, the container
 // client or the gateway (a test checks); know about agents beyond the
-// policy and the name table it is handed; or do I/O other than the
+// policy and the name table it is handed; answer from its cache a query
+// the agent's policy has not allowed; or do I/O other than the
 // upstream exchange its Exchanger makes (Upstream, the real one, also reads
-// the host's resolv.conf). Everything else is a pure function of the query,
-// the policy and the upstream's answer, so it is tested and fuzzed without
-// a network.
+// the host's resolv.conf). Everything else is a function of the query, the
+// policy and the upstream's answers (now, or kept from before), so it is
+// tested and fuzzed without a network.
 package dnsproxy

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -49,9 +51,10 @@ func dnsFuzzSeeds(f *testing.F) {
 }
 
 // FuzzDNSQuery feeds arbitrary bytes to the answer path as an agent's
-// query. It must not panic; any reply must parse, carry the query's ID and
-// fit the transport; and nothing the policy does not allow is ever asked
-// upstream.
+// query, twice, through a cache. It must not panic; any reply must parse,
+// carry the query's ID and fit the transport; nothing the policy does not
+// allow is ever asked upstream, nor anything twice for one query; and an
+// answer with addresses is given again from the cache.
 func FuzzDNSQuery(f *testing.F) {
 	dnsFuzzSeeds(f)
 	pol := dnstest.Decider(f, dnstest.Policy)
@@ -63,21 +66,21 @@ func FuzzDNSQuery(f *testing.F) {
 			m.Answer = append(m.Answer, rr)
 			return m, nil
 		}}
-		r := &Answerer{up: up}
-		res := r.Answer(context.Background(), pol, raw, tcp)
-		if res.Reply != nil {
-			m := new(dns.Msg)
-			if err := m.Unpack(res.Reply); err != nil {
-				t.Fatalf("reply %x does not parse: %v", res.Reply, err)
+		r := NewAnswerer(up, AnswererOptions{CacheSize: 4, FailureTTL: time.Minute})
+		var first Result
+		for round := range 2 {
+			before := len(up.asked)
+			res := r.Answer(context.Background(), pol, raw, tcp)
+			checkFuzzReply(t, raw, tcp, res)
+			if n := len(up.asked) - before; n > 1 {
+				t.Fatalf("one query asked upstream %d times", n)
 			}
-			if !m.Response || len(raw) < 12 || m.Id != binary.BigEndian.Uint16(raw) {
-				t.Fatalf("reply header %+v does not answer query %x", m.MsgHdr, raw)
+			if round == 0 {
+				first = res
+				continue
 			}
-			if !tcp && len(res.Reply) > maxUDPReply {
-				t.Fatalf("UDP reply of %d bytes", len(res.Reply))
-			}
-			if !tcp && m.IsEdns0() == nil && len(res.Reply) > dns.MinMsgSize {
-				t.Fatalf("UDP reply of %d bytes without EDNS", len(res.Reply))
+			if len(first.Binds) > 0 && (len(up.asked) != 1 || !slices.Equal(res.Binds, first.Binds)) {
+				t.Fatalf("second answer bound %v after %d lookups, want %v from the cache", res.Binds, len(up.asked), first.Binds)
 			}
 		}
 		for _, q := range up.asked {
@@ -89,10 +92,29 @@ func FuzzDNSQuery(f *testing.F) {
 				t.Fatalf("type %s went upstream", qtypeString(qt))
 			}
 		}
-		if len(up.asked) > 1 {
-			t.Fatalf("one query asked upstream %d times", len(up.asked))
-		}
 	})
+}
+
+// checkFuzzReply checks a reply to raw: it parses, answers raw's ID and
+// fits the transport.
+func checkFuzzReply(t *testing.T, raw []byte, tcp bool, res Result) {
+	t.Helper()
+	if res.Reply == nil {
+		return
+	}
+	m := new(dns.Msg)
+	if err := m.Unpack(res.Reply); err != nil {
+		t.Fatalf("reply %x does not parse: %v", res.Reply, err)
+	}
+	if !m.Response || len(raw) < 12 || m.Id != binary.BigEndian.Uint16(raw) {
+		t.Fatalf("reply header %+v does not answer query %x", m.MsgHdr, raw)
+	}
+	if !tcp && len(res.Reply) > maxUDPReply {
+		t.Fatalf("UDP reply of %d bytes", len(res.Reply))
+	}
+	if !tcp && m.IsEdns0() == nil && len(res.Reply) > dns.MinMsgSize {
+		t.Fatalf("UDP reply of %d bytes without EDNS", len(res.Reply))
+	}
 }
 
 // upstreamAnswerSeeds are answers for api.example.com A: plain, a CNAME
@@ -117,8 +139,9 @@ func upstreamAnswerSeeds(f *testing.F) {
 }
 
 // FuzzDNSUpstreamAnswer feeds arbitrary bytes as the upstream's answer to an
-// allowed query. Nothing may panic, the reply must parse, and only public
-// addresses, at most MaxBindingsPerName of them, may be bound.
+// allowed query, asked twice through a cache. Nothing may panic, the reply
+// must parse, and only public addresses, at most MaxBindingsPerName of
+// them, may be bound; the second time, from the cache, the same ones.
 func FuzzDNSUpstreamAnswer(f *testing.F) {
 	upstreamAnswerSeeds(f)
 	pol := dnstest.Decider(f, dnstest.Policy)
@@ -128,41 +151,52 @@ func FuzzDNSUpstreamAnswer(f *testing.F) {
 			if err := m.Unpack(answer); err != nil {
 				return nil, err
 			}
+			// The fuzzed ID, not the query's random one, decides a failure:
+			// both rounds must see the same upstream.
+			if m.Id == 0xffff {
+				return nil, errors.New("fuzzed failure")
+			}
 			if len(answer) >= 4 && answer[3]&0x0f == 0 {
 				// Most of the time, get past the ID and question checks
 				// so the records themselves are exercised.
 				m.Id, m.Question = q.Id, q.Question
 			}
-			if m.Id == 0xffff {
-				return nil, errors.New("fuzzed failure")
-			}
 			return m, nil
 		}}
-		r := &Answerer{up: up}
+		r := NewAnswerer(up, AnswererOptions{CacheSize: 4, FailureTTL: time.Minute})
 		for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
-			res := r.Answer(context.Background(), pol, dnstest.Query("api.example.com.", qt, 1232), false)
-			m := new(dns.Msg)
-			if err := m.Unpack(res.Reply); err != nil {
-				t.Fatalf("reply does not parse: %v", err)
-			}
-			if len(res.Binds) > MaxBindingsPerName {
-				t.Fatalf("%d addresses bound", len(res.Binds))
-			}
-			if len(res.Binds) > 0 && (res.TTL < bindMinTTL || res.TTL > bindMaxTTL) {
-				t.Fatalf("TTL %v outside [%v, %v]", res.TTL, bindMinTTL, bindMaxTTL)
-			}
-			for _, ip := range res.Binds {
-				if policy.ClassifyAddr(ip).Class.Special() || ip.Is4() != (qt == dns.TypeA) {
-					t.Fatalf("bound %s for a %s query", ip, qtypeString(qt))
+			var first Result
+			for round := range 2 {
+				res := r.Answer(context.Background(), pol, dnstest.Query("api.example.com.", qt, 1232), false)
+				m := new(dns.Msg)
+				if err := m.Unpack(res.Reply); err != nil {
+					t.Fatalf("reply does not parse: %v", err)
 				}
-			}
-			for _, rr := range m.Answer {
-				if rr.Header().Name != "api.example.com." || rr.Header().Rrtype != qt {
-					t.Fatalf("answer record %v is not an %s of the queried name", rr, qtypeString(qt))
+				if len(res.Binds) > MaxBindingsPerName {
+					t.Fatalf("%d addresses bound", len(res.Binds))
 				}
-			}
-			if len(m.Answer) != len(res.Binds) {
-				t.Fatalf("answer has %d records, %d bound", len(m.Answer), len(res.Binds))
+				if round == 0 && len(res.Binds) > 0 && (res.TTL < bindMinTTL || res.TTL > bindMaxTTL) {
+					t.Fatalf("TTL %v outside [%v, %v]", res.TTL, bindMinTTL, bindMaxTTL)
+				}
+				for _, ip := range res.Binds {
+					if policy.ClassifyAddr(ip).Class.Special() || ip.Is4() != (qt == dns.TypeA) {
+						t.Fatalf("bound %s for a %s query", ip, qtypeString(qt))
+					}
+				}
+				for _, rr := range m.Answer {
+					if rr.Header().Name != "api.example.com." || rr.Header().Rrtype != qt {
+						t.Fatalf("answer record %v is not an %s of the queried name", rr, qtypeString(qt))
+					}
+				}
+				if len(m.Answer) != len(res.Binds) {
+					t.Fatalf("answer has %d records, %d bound", len(m.Answer), len(res.Binds))
+				}
+				if round == 0 {
+					first = res
+				} else if !slices.Equal(res.Binds, first.Binds) || res.RCode != first.RCode || res.TTL > first.TTL ||
+					len(res.Binds) > 0 && res.TTL <= 0 {
+					t.Fatalf("from the cache: %s %v for %v, first %s %v for %v", res.RCode, res.Binds, res.TTL, first.RCode, first.Binds, first.TTL)
+				}
 			}
 		}
 	})

@@ -2,10 +2,15 @@ package dnsproxy
 
 import (
 	"context"
+	"errors"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -198,5 +203,166 @@ func TestDNSResolvConf(t *testing.T) {
 	}
 	if _, err := up.Exchange(context.Background(), new(dns.Msg).SetQuestion("a.example.com.", dns.TypeA)); err != errNoUpstream {
 		t.Fatalf("exchange without servers = %v, want %v", err, errNoUpstream)
+	}
+}
+
+// silent makes a test server drop every query while on is set.
+func silent(on *atomic.Bool) func(w dns.ResponseWriter, q *dns.Msg) bool {
+	return func(w dns.ResponseWriter, q *dns.Msg) bool { return on.Load() }
+}
+
+// exchangeA asks up for name's A records, as Resolve does.
+func exchangeA(up *Upstream, name string) (*dns.Msg, time.Duration, error) {
+	m := new(dns.Msg)
+	m.SetQuestion(name, dns.TypeA)
+	start := time.Now()
+	r, err := up.Exchange(context.Background(), m)
+	return r, time.Since(start), err
+}
+
+func newTestUpstream(t testing.TB, try time.Duration, servers ...netip.AddrPort) *Upstream {
+	t.Helper()
+	up, err := NewUpstream(UpstreamOptions{Servers: servers, TryTimeout: try}, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return up
+}
+
+// TestDNSUpstreamSecondServer: when the first server stops answering, a
+// query goes on to the second within one try, and the queries after it go
+// there at once while the first is in its backoff.
+func TestDNSUpstreamSecondServer(t *testing.T) {
+	const try = 200 * time.Millisecond
+	var drop atomic.Bool
+	first := dnstest.NewServer(t, dnstest.Zone...)
+	first.SetHook(silent(&drop))
+	second := dnstest.NewServer(t, dnstest.Zone...)
+	up := newTestUpstream(t, try, first.Addr, second.Addr)
+
+	if _, _, err := exchangeA(up, "api.example.com."); err != nil || len(second.Queries()) != 0 {
+		t.Fatalf("exchange = %v, second asked %v; want the first server's answer", err, second.Queries())
+	}
+	drop.Store(true)
+	r, took, err := exchangeA(up, "api.example.com.")
+	if err != nil || len(r.Answer) != 1 || took > try+3*try/4 {
+		t.Fatalf("exchange with the first server silent = %v, %v in %v; want the second's answer within one try (%v)", r, err, took, try)
+	}
+	asked := len(first.Queries())
+	for i := range 5 {
+		if _, took, err := exchangeA(up, "example.com."); err != nil || took > 3*try/4 {
+			t.Fatalf("exchange %d after the first server failed = %v in %v; want the second's answer at once", i, err, took)
+		}
+	}
+	if n := len(first.Queries()); n != asked {
+		t.Errorf("the first server was asked %d more times during its backoff, want 0", n-asked)
+	}
+	// Once its backoff is over and it answers again, it is first again.
+	drop.Store(false)
+	time.Sleep(serverBackoff)
+	if _, _, err := exchangeA(up, "example.com."); err != nil || len(first.Queries()) != asked+1 {
+		t.Fatalf("exchange after the backoff = %v; first asked %d more times, want once", err, len(first.Queries())-asked)
+	}
+}
+
+// TestDNSUpstreamRetry: a server that drops one datagram is asked again by
+// the same query, which gets its answer.
+func TestDNSUpstreamRetry(t *testing.T) {
+	srv := dnstest.NewServer(t, dnstest.Zone...)
+	var n atomic.Int32
+	srv.SetHook(func(w dns.ResponseWriter, q *dns.Msg) bool { return n.Add(1) == 1 })
+	up := newTestUpstream(t, 200*time.Millisecond, srv.Addr)
+	if r, _, err := exchangeA(up, "api.example.com."); err != nil || len(r.Answer) != 1 {
+		t.Fatalf("exchange = %v, %v; want the answer to the second try", r, err)
+	}
+	if got := len(srv.Queries()); got != 2 {
+		t.Fatalf("server asked %d times, want 2", got)
+	}
+}
+
+// TestDNSUpstreamDown: while every server is down, one query at a time
+// asks again and the others fail at once with ErrUpstreamDown; the first
+// answer brings the server back for every query.
+func TestDNSUpstreamDown(t *testing.T) {
+	dnstest.LeakCheck(t)
+	const try = 200 * time.Millisecond
+	var drop atomic.Bool
+	drop.Store(true)
+	srv := dnstest.NewServer(t, dnstest.Zone...)
+	srv.SetHook(silent(&drop))
+	up := newTestUpstream(t, try, srv.Addr)
+
+	// The first query finds out: a try and a retry.
+	if _, took, err := exchangeA(up, "api.example.com."); err == nil || errors.Is(err, ErrUpstreamDown) || took < 2*try {
+		t.Fatalf("first exchange = %v in %v, want a timeout after two tries", err, took)
+	}
+	// One query waits on the dead server; the rest fail at once.
+	var wg sync.WaitGroup
+	var fast, slow atomic.Int32
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, took, err := exchangeA(up, "example.com.")
+			switch {
+			case err == nil:
+				t.Error("answered by a silent server")
+			case errors.Is(err, ErrUpstreamDown) && took < 3*try/4:
+				fast.Add(1)
+			default:
+				slow.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if slow.Load() > 2 || fast.Load() < 18 {
+		t.Fatalf("with the upstream down: %d queries failed at once, %d waited; want all but one or two at once", fast.Load(), slow.Load())
+	}
+	drop.Store(false)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, _, err := exchangeA(up, "example.com.")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("upstream answers again, exchange still = %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, took, err := exchangeA(up, "api.example.com."); err != nil || took > 3*try/4 {
+		t.Fatalf("exchange after recovery = %v in %v, want an answer at once", err, took)
+	}
+}
+
+// TestDNSUpstreamTCPFails: a server that answers over UDP truncated and
+// then not over TCP has answered: it stays up, and the query does not ask
+// it again.
+func TestDNSUpstreamTCPFails(t *testing.T) {
+	srv := dnstest.NewServer(t, dnstest.Zone...)
+	srv.SetHook(func(w dns.ResponseWriter, q *dns.Msg) bool {
+		if _, tcp := w.RemoteAddr().(*net.TCPAddr); tcp {
+			return true // silent
+		}
+		m := new(dns.Msg)
+		m.SetReply(q)
+		m.Truncated = true
+		w.WriteMsg(m)
+		return true
+	})
+	up := newTestUpstream(t, 100*time.Millisecond, srv.Addr)
+	_, _, err := exchangeA(up, "api.example.com.")
+	if err == nil || !strings.Contains(err.Error(), "truncated over udp, then tcp") {
+		t.Fatalf("exchange = %v, want the TCP retry's failure", err)
+	}
+	var nets []string
+	for _, q := range srv.Queries() {
+		nets = append(nets, q.Net)
+	}
+	if !slices.Equal(nets, []string{"udp", "tcp"}) {
+		t.Errorf("server asked over %v, want udp then tcp, once", nets)
+	}
+	if h := up.health[srv.Addr]; h == nil || h.fails != 0 {
+		t.Errorf("health = %+v, want the server up", h)
 	}
 }

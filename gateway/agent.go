@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/time/rate"
 
 	"github.com/clawnet/clawnet/dnsproxy"
 	"github.com/clawnet/clawnet/gateway/control"
@@ -46,6 +47,7 @@ type Agent struct {
 	listeners map[control.Publish]*published
 	wg        sync.WaitGroup // flow goroutines
 
+	newFlows  *rate.Limiter // limits.new_flows_per_second; nil: none
 	nflows    atomic.Int64
 	bytesUp   atomic.Uint64
 	bytesDown atomic.Uint64
@@ -98,6 +100,7 @@ func (g *Gateway) attach(ctx context.Context, s attachSpec) (*Agent, error) {
 		attachedAt: time.Now(),
 		flows:      map[*flow]struct{}{},
 		names:      dnsproxy.NewNameTable(),
+		newFlows:   rate.NewLimiter(rate.Limit(g.cfg.Limits.NewFlowsPerSecond), g.cfg.Limits.NewFlowsBurst),
 	}
 	if dev.IPv6 {
 		a.addrs = append(a.addrs, p6)
@@ -174,10 +177,18 @@ func (a *Agent) track(f *flow) error {
 	if a.closed {
 		return errors.New("agent is detaching")
 	}
+	if a.newFlows != nil && !f.in && !a.newFlows.Allow() {
+		return fmt.Errorf("more than %g new flows a second (limits.new_flows_per_second)", a.g.cfg.Limits.NewFlowsPerSecond)
+	}
 	if len(a.flows) >= a.g.cfg.Limits.FlowsPerAgent {
 		return fmt.Errorf("flow limit (%d) reached", a.g.cfg.Limits.FlowsPerAgent)
 	}
+	if n := a.g.nflows.Add(1); n > int64(a.g.cfg.Limits.Flows) {
+		a.g.nflows.Add(-1)
+		return fmt.Errorf("the gateway's flow limit (%d, limits.flows) reached", a.g.cfg.Limits.Flows)
+	}
 	if err := a.reserveLocked(f); err != nil {
+		a.g.nflows.Add(-1)
 		return err
 	}
 	a.flows[f] = struct{}{}
@@ -196,6 +207,7 @@ func (a *Agent) untrack(f *flow) {
 	a.mu.Lock()
 	delete(a.flows, f)
 	a.reserved -= f.reserved
+	a.g.nflows.Add(-1)
 	a.mu.Unlock()
 	a.nflows.Add(-1)
 	a.wg.Done()

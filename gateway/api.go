@@ -140,13 +140,20 @@ func (g *Gateway) handleStatus(w http.ResponseWriter, _ *http.Request) {
 	})
 }
 
-// handleReload re-reads the policy files; a bad file is the caller's to fix.
+// handleReload re-reads the policy files and answers a
+// control.ReloadResult: what changed, and the live flows each agent lost.
+// A bad file is the caller's to fix: the answer is then a control.Error
+// that still carries the result, since the other files were applied.
 func (g *Gateway) handleReload(w http.ResponseWriter, _ *http.Request) {
-	if err := g.ReloadPolicies(); err != nil {
-		writeErr(w, fmt.Errorf("%w: %v", ErrBadRequest, err))
+	res, err := g.Reload()
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, struct {
+			control.Error
+			*control.ReloadResult
+		}{control.Error{Error: fmt.Errorf("%w: %v", ErrBadRequest, err).Error()}, res})
 		return
 	}
-	w.WriteHeader(http.StatusNoContent)
+	writeJSON(w, http.StatusOK, res)
 }
 
 // handleExplain answers what a policy would decide for

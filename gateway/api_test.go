@@ -68,8 +68,8 @@ type fakeFollower struct {
 	forgot  string   // the last container Forget was given
 }
 
-func (f *fakeFollower) Follow(_ context.Context, nameOrID, agent, policy string) (string, error) {
-	f.follows = append(f.follows, nameOrID+"/"+agent+"/"+policy)
+func (f *fakeFollower) Follow(_ context.Context, nameOrID, agent, policy string, publish []string) (string, error) {
+	f.follows = append(f.follows, nameOrID+"/"+agent+"/"+policy+"/"+strings.Join(publish, ","))
 	return f.agent, f.err
 }
 
@@ -202,10 +202,10 @@ func TestAPIResolverErrors(t *testing.T) {
 func TestAPIFollower(t *testing.T) {
 	f := &fakeFollower{agent: "gone"}
 	g, _ := apiGateway(t, Options{Follower: f})
-	code, body := call(t, g, "POST", "/v1/agents", `{"container": "box", "name": "a1", "policy": "coder"}`)
+	code, body := call(t, g, "POST", "/v1/agents", `{"container": "box", "name": "a1", "policy": "coder", "publish": ["8080:80"]}`)
 	wantError(t, "attach of a followed container whose agent went away", code, body, 404, `attached as agent "gone", which is gone`)
-	if len(f.follows) != 1 || f.follows[0] != "box/a1/coder" {
-		t.Errorf("Follow calls = %q, want [box/a1/coder]", f.follows)
+	if len(f.follows) != 1 || f.follows[0] != "box/a1/coder/8080:80" {
+		t.Errorf("Follow calls = %q, want [box/a1/coder/8080:80]", f.follows)
 	}
 
 	f.err = fmt.Errorf("attach container %q: %w: an agent called %q is already attached", "box", ErrConflict, "box")
@@ -287,8 +287,8 @@ func TestAPIExplain(t *testing.T) {
 
 func TestAPIReload(t *testing.T) {
 	g, dir := apiGateway(t, Options{})
-	if code, body := call(t, g, "POST", "/v1/reload", ""); code != http.StatusNoContent {
-		t.Errorf("reload = %d %q, want 204", code, body)
+	if code, body := call(t, g, "POST", "/v1/reload", ""); code != http.StatusOK || !strings.Contains(body, `"policies":["coder","default"]`) {
+		t.Errorf("reload = %d %q, want 200 and the policies in force", code, body)
 	}
 	bad := filepath.Join(dir, "bad.yaml")
 	if err := os.WriteFile(bad, []byte("version: v1\nname: bad\negres: []\n"), 0o600); err != nil {

@@ -59,6 +59,7 @@ func (g *Gateway) Attach(ctx context.Context, req control.AttachRequest) (*contr
 	if err := g.publishAtAttach(t.name, req.Publish); err != nil {
 		return nil, err
 	}
+	g.recordAttach(a, req.Force)
 	return a.info(), nil
 }
 
@@ -86,7 +87,8 @@ func (g *Gateway) AttachRequest(ctx context.Context, req control.AttachRequest) 
 	if _, err := g.checkAttach(req); err != nil {
 		return nil, err
 	}
-	name, err := g.follower.Follow(ctx, req.Container, req.Name, req.Policy)
+	// The follower publishes the ports, and again at every re-attach.
+	name, err := g.follower.Follow(ctx, req.Container, req.Name, req.Policy, req.Publish)
 	if err != nil {
 		return nil, err
 	}
@@ -95,9 +97,6 @@ func (g *Gateway) AttachRequest(ctx context.Context, req control.AttachRequest) 
 	g.mu.Unlock()
 	if a == nil {
 		return nil, fmt.Errorf("%w: container %s was attached as agent %q, which is gone", ErrNotFound, req.Container, name)
-	}
-	if err := g.publishAtAttach(name, req.Publish); err != nil {
-		return nil, err
 	}
 	return a.info(), nil
 }
@@ -235,6 +234,7 @@ func (g *Gateway) Detach(name string) error {
 	delete(g.agents, name)
 	delete(g.byNetns, a.ns.ID())
 	g.mu.Unlock()
+	g.forgetAttach(name)
 	a.close()
 	g.log.Info("agent detached", "agent", name)
 	return nil

@@ -79,6 +79,9 @@ const (
 	EventFail  Event = "fail"  // allowed, but the upstream could not be reached
 )
 
+// EventRevoke: live, closed because a changed policy now denies it (revoke.go).
+const EventRevoke Event = "revoke"
+
 // line is the audit line of event ev on f, decided by d.
 func (f *flow) line(ev Event, d policy.Decision, err error) *AuditEvent {
 	e := &AuditEvent{Kind: KindFlow, Event: ev, Proto: f.proto.String(), Src: f.src.String(), Dst: f.dst.String(),
@@ -264,10 +267,6 @@ func (a *Audit) Close() error {
 	return nil
 }
 
-// eventRevoke is the event of a live flow closed because a changed policy
-// no longer allows it (written by the revocation of live flows).
-const eventRevoke Event = "revoke"
-
 // auditClass is a bucket of an agent's audit rate limit: each event on its
 // own, so a storm of one kind never hides the lines of another.
 type auditClass uint8
@@ -314,7 +313,7 @@ func classOf(ev *AuditEvent) (c auditClass, limited bool) {
 		return classDeny, true
 	case EventFail:
 		return classFail, true
-	case eventRevoke:
+	case EventRevoke:
 		return 0, false
 	}
 	return classOther, true

@@ -1,7 +1,11 @@
 package gateway
 
 import (
+	"strings"
+
 	"testing"
+
+	"golang.org/x/time/rate"
 
 	"github.com/clawnet/clawnet/policy"
 )
@@ -78,5 +82,52 @@ func TestParseByteSize(t *testing.T) {
 		if (err == nil) != tt.ok || got != tt.want {
 			t.Errorf("parseByteSize(%q) = %d, %v; want %d, ok %v", tt.in, got, err, tt.want, tt.ok)
 		}
+	}
+}
+
+// TestNewFlowRate: past limits.new_flows_per_second (and its burst) a new
+// flow is refused; inbound flows do not count against the agent's own.
+func TestNewFlowRate(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Limits.NewFlowsPerSecond, cfg.Limits.NewFlowsBurst = 0.001, 5
+	a := &Agent{g: &Gateway{cfg: cfg}, flows: map[*flow]struct{}{},
+		newFlows: rate.NewLimiter(rate.Limit(cfg.Limits.NewFlowsPerSecond), cfg.Limits.NewFlowsBurst)}
+	for i := 0; i < 5; i++ {
+		if err := a.track(&flow{proto: policy.ProtoTCP}); err != nil {
+			t.Fatalf("flow %d within the burst: %v", i, err)
+		}
+	}
+	err := a.track(&flow{proto: policy.ProtoUDP})
+	if err == nil || !strings.Contains(err.Error(), "limits.new_flows_per_second") {
+		t.Fatalf("flow past the burst: %v, want a refusal naming the limit", err)
+	}
+	if err := a.track(&flow{proto: policy.ProtoTCP, in: true}); err != nil {
+		t.Fatalf("an inbound flow was refused by the agent's own rate: %v", err)
+	}
+}
+
+// TestGatewayFlowLimit: limits.flows bounds live flows over all agents;
+// a closed flow frees its place.
+func TestGatewayFlowLimit(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Limits.Flows = 3
+	g := &Gateway{cfg: cfg}
+	a := &Agent{g: g, flows: map[*flow]struct{}{}}
+	b := &Agent{g: g, flows: map[*flow]struct{}{}}
+	f1, f2 := &flow{proto: policy.ProtoTCP}, &flow{proto: policy.ProtoTCP}
+	for _, tr := range []struct {
+		a *Agent
+		f *flow
+	}{{a, f1}, {b, f2}, {b, &flow{proto: policy.ProtoUDP}}} {
+		if err := tr.a.track(tr.f); err != nil {
+			t.Fatalf("track within limits.flows: %v", err)
+		}
+	}
+	if err := a.track(&flow{proto: policy.ProtoTCP}); err == nil || !strings.Contains(err.Error(), "limits.flows") {
+		t.Fatalf("a fourth flow = %v, want a refusal naming limits.flows", err)
+	}
+	a.untrack(f1)
+	if err := b.track(&flow{proto: policy.ProtoTCP}); err != nil {
+		t.Fatalf("after a close: %v", err)
 	}
 }

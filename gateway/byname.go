@@ -218,7 +218,7 @@ func (a *Agent) scanRequests(f *flow, d policy.Decision, s *sniff.Stream, buf []
 // endUpload ends the upload direction after a read error: an EOF half-closes
 // upstream, anything else closes the flow.
 func (f *flow) endUpload(err error) {
-	if errors.Is(err, io.EOF) {
+	if errors.Is(err, io.EOF) && !f.closing() {
 		if hc, ok := f.upstream.(halfCloser); ok && hc.CloseWrite() == nil {
 			return
 		}
@@ -344,12 +344,14 @@ func (a *Agent) checkHello(f *flow, d policy.Decision, res sniff.Result, serr er
 	if !ok {
 		return nd, false
 	}
+	f.a.mu.Lock() // a reload reads them (revoke.go)
 	f.name = res.Name
 	if res.Kind == sniff.TLS {
 		f.sni = res.Name
 	} else {
 		f.host = res.Name
 	}
+	f.a.mu.Unlock()
 	return nd, true
 }
 
@@ -367,7 +369,7 @@ func (a *Agent) nameAllowed(f *flow, d policy.Decision, label, name string) (pol
 	if !a.names.Has(name, ip) {
 		return deny(fmt.Sprintf("%s %s is not bound to %s by this agent's DNS", label, name, ip))
 	}
-	nd := f.pol.DecideName(name, policy.ProtoTCP, f.dst.Port())
+	nd := f.snapshot().DecideName(name, policy.ProtoTCP, f.dst.Port())
 	return nd, nd.Allowed()
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/clawnet/clawnet/dnsproxy"
 	"github.com/clawnet/clawnet/gateway/control"
 )
 
@@ -27,6 +29,7 @@ type Config struct {
 	MCPServers    []string       `yaml:"mcp_servers"`
 	DNS           DNSConfig      `yaml:"dns"`
 	AuditLog      string         `yaml:"audit_log"`
+	StateDir      string         `yaml:"state_dir"` // what is attached, for a restart (state.go); "": none
 	TreatAsPublic PrefixList     `yaml:"treat_as_public"`
 	Network       NetworkConfig  `yaml:"network"`
 	Limits        LimitsConfig   `yaml:"limits"`
@@ -49,7 +52,23 @@ type DNSConfig struct {
 	// gateway answers REFUSED at once.
 	QueriesPerSecond int `yaml:"queries_per_second"`
 	Burst            int `yaml:"burst"`
+	// TryTimeout bounds one exchange with one upstream server; a lookup
+	// retries across the servers within dnsproxy.UpstreamTimeout.
+	TryTimeout Duration `yaml:"try_timeout"`
+	// CacheSize bounds the upstream answers kept for all agents; 0 keeps
+	// none.
+	CacheSize int `yaml:"cache_size"`
+	// ServfailTTL is how long a lookup the upstream failed is answered
+	// SERVFAIL at once; 0 asks again every time.
+	ServfailTTL Duration `yaml:"servfail_ttl"`
 }
+
+// Bounds of the dns keys: a cache entry costs well under a KiB, and a
+// failure kept longer than RFC 9520's 5 minutes hides a recovered name.
+const (
+	maxDNSCacheSize   = 1000000
+	maxDNSServfailTTL = 5 * time.Minute
+)
 
 // Upstream is either the host's resolvers or explicit servers.
 type Upstream struct {
@@ -73,13 +92,24 @@ func (n NetworkConfig) GatewayAddrs() (v4, v6 netip.Addr) {
 
 // LimitsConfig bounds what one agent can make the gateway hold.
 type LimitsConfig struct {
-	FlowsPerAgent      int `yaml:"flows_per_agent"`
+	FlowsPerAgent int `yaml:"flows_per_agent"`
+	// Flows bounds live flows over all agents together.
+	Flows              int `yaml:"flows"`
 	HandshakesPerAgent int `yaml:"handshakes_per_agent"`
-	Agents             int `yaml:"agents"`
+	// NewFlowsPerSecond and NewFlowsBurst bound how fast one agent may
+	// open flows (TCP and UDP), so a connect flood costs its neighbours
+	// little: past them a new flow is refused at once.
+	NewFlowsPerSecond float64 `yaml:"new_flows_per_second"`
+	NewFlowsBurst     int     `yaml:"new_flows_burst"`
+	Agents            int     `yaml:"agents"`
 	// BufferPerAgent caps the bytes one agent's flows can make the
 	// gateway hold: its stack's send and receive buffers and the copy
 	// buffers of its flows, counted at their most (see budget.go).
 	BufferPerAgent ByteSize `yaml:"buffer_per_agent"`
+	// MemoryLimit is the daemon's soft memory limit (as GOMEMLIMIT); 0 is
+	// none. The buffer budgets bound what agents hold; this bounds the
+	// whole process's garbage too.
+	MemoryLimit ByteSize `yaml:"memory_limit"`
 }
 
 // ByteSize is a size in bytes written as a number or with a binary unit:
@@ -229,15 +259,19 @@ func DefaultConfig() *Config {
 		PolicyDir:     "/etc/clawnet/policies",
 		DefaultPolicy: "default",
 		LLMProvider:   "anthropic",
-		DNS:           DNSConfig{Upstream: Upstream{System: true}, QueriesPerSecond: 200, Burst: 400},
-		AuditLog:      "-",
+		DNS: DNSConfig{Upstream: Upstream{System: true}, QueriesPerSecond: 200, Burst: 400,
+			TryTimeout: Duration(dnsproxy.DefaultTryTimeout), CacheSize: dnsproxy.DefaultCacheSize,
+			ServfailTTL: Duration(dnsproxy.DefaultFailureTTL)},
+		AuditLog: "-",
+		StateDir: "/var/lib/clawnet",
 		Network: NetworkConfig{
 			Interface: "clawnet0",
 			MTU:       65520,
 			IPv4:      netip.MustParsePrefix("100.96.0.0/16"),
 			IPv6:      netip.MustParsePrefix("fd63:6c61:776e:1::/64"),
 		},
-		Limits: LimitsConfig{FlowsPerAgent: 4096, HandshakesPerAgent: 256, Agents: 4096, BufferPerAgent: 1 << 30},
+		Limits: LimitsConfig{FlowsPerAgent: 4096, Flows: 262144, HandshakesPerAgent: 256, Agents: 4096, BufferPerAgent: 1 << 30,
+			NewFlowsPerSecond: 500, NewFlowsBurst: 1000},
 		Timeouts: TimeoutsConfig{
 			Dial:      Duration(10 * time.Second),
 			TCPIdle:   Duration(2 * time.Hour),
@@ -312,6 +346,9 @@ func (c *Config) validate() error {
 	if c.DefaultPolicy == "" {
 		return errors.New("default_policy must not be empty")
 	}
+	if c.StateDir != "" && !filepath.IsAbs(c.StateDir) {
+		return fmt.Errorf("state_dir must be an absolute path (or empty to keep no state), not %q", c.StateDir)
+	}
 	n := c.Network
 	if !n.IPv4.IsValid() || !n.IPv4.Addr().Is4() || n.IPv4.Bits() > 30 {
 		return fmt.Errorf("network.ipv4 must be an IPv4 prefix of /30 or wider, not %s", n.IPv4)
@@ -325,7 +362,8 @@ func (c *Config) validate() error {
 	if n.Interface == "" || len(n.Interface) > 15 {
 		return fmt.Errorf("network.interface must be 1 to 15 characters, not %q", n.Interface)
 	}
-	if c.Limits.FlowsPerAgent <= 0 || c.Limits.HandshakesPerAgent <= 0 || c.Limits.Agents <= 0 {
+	if c.Limits.FlowsPerAgent <= 0 || c.Limits.Flows <= 0 || c.Limits.HandshakesPerAgent <= 0 || c.Limits.Agents <= 0 ||
+		c.Limits.NewFlowsPerSecond <= 0 || c.Limits.NewFlowsBurst <= 0 {
 		return errors.New("limits must be positive")
 	}
 	if c.Limits.BufferPerAgent < minBufferPerAgent {
@@ -341,6 +379,15 @@ func (c *Config) validate() error {
 	}
 	if c.DNS.QueriesPerSecond <= 0 || c.DNS.Burst <= 0 {
 		return errors.New("dns.queries_per_second and dns.burst must be positive")
+	}
+	if c.DNS.TryTimeout <= 0 || c.DNS.TryTimeout.D() > dnsproxy.UpstreamTimeout {
+		return fmt.Errorf("dns.try_timeout must be positive and at most %v, not %v", dnsproxy.UpstreamTimeout, c.DNS.TryTimeout.D())
+	}
+	if c.DNS.CacheSize < 0 || c.DNS.CacheSize > maxDNSCacheSize {
+		return fmt.Errorf("dns.cache_size must be between 0 and %d, not %d", maxDNSCacheSize, c.DNS.CacheSize)
+	}
+	if c.DNS.ServfailTTL < 0 || c.DNS.ServfailTTL.D() > maxDNSServfailTTL {
+		return fmt.Errorf("dns.servfail_ttl must be between 0s and %v, not %v", maxDNSServfailTTL, c.DNS.ServfailTTL.D())
 	}
 	if !c.DNS.Upstream.System && len(c.DNS.Upstream.Servers) == 0 {
 		return errors.New("dns.upstream needs at least one server, or \"system\"")

@@ -21,14 +21,16 @@ type ContainerResolver interface {
 
 // ContainerFollower attaches containers and follows them through their
 // life: a stopped or removed container is detached, a restarted one
-// attached again with the same name and policy. It attaches and detaches
-// through the gateway's Attach and DetachContainer, so it must not be called
-// back from them.
+// attached again with the same name, policy and published ports. It
+// attaches, publishes and detaches through the gateway's Attach, Publish,
+// Unpublish and DetachContainer, so it must not be called back from them.
 type ContainerFollower interface {
 	// Follow attaches the running container nameOrID as agent (the
-	// container's name when empty) under policy (the default when empty)
-	// and follows it from then on. It returns the agent's name.
-	Follow(ctx context.Context, nameOrID, agent, policy string) (string, error)
+	// container's name when empty) under policy (the default when empty),
+	// publishes the ports publish names (control.ParsePublish specs; the
+	// attach fails, attaching nothing, if one cannot be), and follows it
+	// from then on. It returns the agent's name.
+	Follow(ctx context.Context, nameOrID, agent, policy string, publish []string) (string, error)
 	// Forget stops following a container; it does not detach it.
 	Forget(containerID string)
 }

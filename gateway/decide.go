@@ -16,9 +16,6 @@ import (
 func (a *Agent) decideFlow(f *flow) policy.Decision {
 	if a.g.pool.contains(f.dst.Addr()) {
 		if b := a.g.agentAt(f.dst.Addr()); b != nil && b != a {
-			if f.proto != policy.ProtoTCP {
-				return policy.Decision{Rule: "builtin:agents", Reason: "only TCP is carried between agents"}
-			}
 			return a.decideToAgent(f, b)
 		}
 	}
@@ -31,6 +28,7 @@ func (a *Agent) decideFlow(f *flow) policy.Decision {
 	}
 	ip := f.dst.Addr().Unmap()
 	fl := policy.Flow{Proto: f.proto, Dst: netip.AddrPortFrom(ip, f.dst.Port()), Names: a.names.Names(ip)}
+	f.names = fl.Names
 	d := f.pol.DecideFlow(fl)
 	if len(fl.Names) > 0 {
 		f.name = fl.Names[0]

@@ -73,17 +73,22 @@ type agentDNS struct {
 
 func newResolver(cfg *Config, log hclog.Logger) (*resolver, error) {
 	up, err := dnsproxy.NewUpstream(dnsproxy.UpstreamOptions{System: cfg.DNS.Upstream.System,
-		Servers: cfg.DNS.Upstream.Servers, ResolvConf: defaultResolvConf}, log)
+		Servers: cfg.DNS.Upstream.Servers, ResolvConf: defaultResolvConf, TryTimeout: cfg.DNS.TryTimeout.D()}, log)
 	if err != nil {
 		return nil, err
 	}
 	return &resolver{
-		Answerer: dnsproxy.NewAnswerer(up, cfg.TreatAsPublic),
+		Answerer: dnsproxy.NewAnswerer(up, answererOptions(cfg)),
 		log:      log,
 		slots:    make(chan struct{}, dnsInFlightTotal),
 		rate:     rate.Limit(cfg.DNS.QueriesPerSecond),
 		burst:    cfg.DNS.Burst,
 	}, nil
+}
+
+// answererOptions is what cfg says the answer path keeps.
+func answererOptions(cfg *Config) dnsproxy.AnswererOptions {
+	return dnsproxy.AnswererOptions{Public: cfg.TreatAsPublic, CacheSize: cfg.DNS.CacheSize, FailureTTL: cfg.DNS.ServfailTTL.D()}
 }
 
 // close releases the resolver. Upstream queries belong to agents (their
@@ -134,9 +139,9 @@ type dnsCall struct {
 	src, dst netip.AddrPort
 }
 
-// start runs the local part of the path: parse, rate limit, policy, type.
-// done means res is final; otherwise q must be resolved upstream, in a
-// slot already taken (release it after).
+// start runs the local part of the path: parse, rate limit, policy, type,
+// cache. done means res is final; otherwise q must be resolved upstream,
+// in a slot already taken (release it after).
 func (c *dnsCall) start(raw []byte) (q *dnsproxy.Query, res dnsproxy.Result, done bool) {
 	r := c.a.g.dns
 	q, res, done = dnsproxy.ParseQuery(raw, c.proto == dnsAuditProtoTCP)
@@ -161,6 +166,12 @@ func (c *dnsCall) start(raw []byte) (q *dnsproxy.Query, res dnsproxy.Result, don
 		return nil, res, true
 	}
 	if res, done := q.Decide(c.a.g.policies.Get(c.a.policy)); done {
+		return nil, res, true
+	}
+	// Decided for this agent first: the cache never answers a denied name.
+	// A kept answer or failure takes no slot, so a flapping upstream
+	// cannot fill them with names it already answered.
+	if res, ok := r.Cached(q); ok {
 		return nil, res, true
 	}
 	if !r.acquire(c.st) {

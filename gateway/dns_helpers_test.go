@@ -89,7 +89,7 @@ func withTryTimeout(t testing.TB, r *resolver, cfg *Config, try time.Duration) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.Answerer = dnsproxy.NewAnswerer(up, cfg.TreatAsPublic)
+	r.Answerer = dnsproxy.NewAnswerer(up, answererOptions(cfg))
 }
 
 // dnsTestAgent is an agent of g without a link: enough for the TCP path and

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/clawnet/clawnet/dnsproxy"
 	"github.com/clawnet/clawnet/dnsproxy/dnstest"
 	"github.com/clawnet/clawnet/policy"
 )
@@ -190,8 +192,10 @@ func TestDNSInFlightBound(t *testing.T) {
 	if n := st.inflight.Load(); n != 0 || len(g.dns.slots) != 0 {
 		t.Fatalf("in flight after all answered: agent %d, all %d; want 0", n, len(g.dns.slots))
 	}
-	if q, _, done := call.start(dnstest.Query("api.example.com.", dns.TypeA, 0)); done {
-		t.Fatal("query refused after the slots were released")
+	// A name not asked before: api.example.com is now answered from the
+	// cache, without a slot.
+	if q, res, done := call.start(dnstest.Query("example.com.", dns.TypeA, 0)); done {
+		t.Fatalf("query refused after the slots were released: %+v", res)
 	} else {
 		call.resolve(q)
 	}
@@ -211,5 +215,159 @@ func TestDNSAgentStateForgotten(t *testing.T) {
 			t.Fatal("a detached agent's dns state was kept")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// dnsAskUDP runs one query from a through the resolver as handleDNS does:
+// decided and answered locally (the cache included) at once, or resolved
+// upstream in a goroutine holding one of the agent's slots. It returns
+// the reply once there is one.
+func dnsAskUDP(t *testing.T, a *Agent, name string) *dns.Msg {
+	t.Helper()
+	c := &dnsCall{a: a, st: a.g.dns.state(a), proto: dnsAuditProtoUDP,
+		src: netip.MustParseAddrPort("100.96.0.2:40000"), dst: netip.MustParseAddrPort("100.96.0.1:53")}
+	q, res, done := c.start(dnstest.Query(name, dns.TypeA, 1232))
+	if !done {
+		ch := make(chan dnsproxy.Result, 1)
+		if !a.goDNS(func() { ch <- c.resolve(q) }) {
+			t.Fatal("agent detached")
+		}
+		res = <-ch
+	}
+	c.finish(res)
+	return dnstest.MustUnpack(t, res.Reply)
+}
+
+// TestDNSFlappingUpstream: the upstream answers, drops every query for
+// 3 s, then answers again, while an agent keeps asking (about 100 queries
+// a second, each answered on its own, as UDP queries are). Its cached names
+// keep being answered, the others fail at once, and its in-flight slots
+// never run out; a second agent is answered from the same cache, bound in
+// its own table.
+func TestDNSFlappingUpstream(t *testing.T) {
+	dnstest.LeakCheck(t)
+	const (
+		try    = 200 * time.Millisecond
+		outage = 3 * time.Second
+	)
+	var drop atomic.Bool
+	up := dnstest.NewServer(t, dnstest.Zone...)
+	up.SetHook(func(w dns.ResponseWriter, q *dns.Msg) bool { return drop.Load() })
+	g, audit := dnsTestGateway(t, dnstest.Policy, nil, up.Addr)
+	g.cfg.DNS.ServfailTTL = Duration(time.Second)
+	withTryTimeout(t, g.dns, g.cfg, try)
+	alice := dnsTestAgent(t, g, "alice")
+	bob := dnsTestAgent(t, g, "bob")
+	ip := netip.MustParseAddr("93.184.216.34")
+
+	if m := dnsAskUDP(t, alice, "api.example.com."); len(dnstest.Addrs(m)) != 1 {
+		t.Fatalf("alice's first lookup = %v", m)
+	}
+	if m := dnsAskUDP(t, bob, "api.example.com."); len(dnstest.Addrs(m)) != 1 || len(up.Queries()) != 1 {
+		t.Fatalf("bob's lookup = %v after %d upstream queries, want alice's answer from the cache", m, len(up.Queries()))
+	}
+	if !bob.names.Has("api.example.com", ip) {
+		t.Fatal("an answer from the cache did not bind the name for bob")
+	}
+	evs := audit.events(t)
+	if last := evs[len(evs)-1]; last.Agent != "bob" || last.Verdict != "allow" || !strings.Contains(last.Reason, "from the cache") {
+		t.Errorf("bob's audit line = %+v, want an allow that says the cache answered", last)
+	}
+
+	st := alice.g.dns.state(alice)
+	var (
+		wg                    sync.WaitGroup
+		refused, failed, hits atomic.Int32
+		bad                   atomic.Int32
+		most, mostAfterFirst  atomic.Int32
+		start                 = time.Now()
+		firstWaveEnd          = start.Add(2*try + 50*time.Millisecond)
+		stopSampling          = make(chan struct{})
+		sampled               = make(chan struct{})
+		observe               = func(m *dns.Msg, cached bool) {
+			switch {
+			case m.Rcode == dns.RcodeRefused:
+				refused.Add(1)
+			case cached && len(m.Answer) == 1:
+				hits.Add(1)
+			case !cached && m.Rcode == dns.RcodeServerFailure:
+				failed.Add(1)
+			default:
+				bad.Add(1)
+			}
+		}
+	)
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stopSampling:
+				return
+			case <-time.After(time.Millisecond):
+			}
+			n := st.inflight.Load()
+			if n > most.Load() {
+				most.Store(n)
+			}
+			if time.Now().After(firstWaveEnd) && n > mostAfterFirst.Load() {
+				mostAfterFirst.Store(n)
+			}
+		}
+	}()
+	drop.Store(true)
+	for i := 0; time.Since(start) < outage; i++ {
+		wg.Add(2)
+		go func() { defer wg.Done(); observe(dnsAskUDP(t, alice, "api.example.com."), true) }()
+		go func() { defer wg.Done(); observe(dnsAskUDP(t, alice, fmt.Sprintf("n%d.example.com.", i)), false) }()
+		time.Sleep(10 * time.Millisecond)
+	}
+	wg.Wait()
+	close(stopSampling)
+	<-sampled
+	drop.Store(false)
+	t.Logf("outage of %v: %d cached answers, %d SERVFAIL, %d REFUSED; in flight at most %d, %d after the first try",
+		outage, hits.Load(), failed.Load(), refused.Load(), most.Load(), mostAfterFirst.Load())
+	if refused.Load() != 0 || bad.Load() != 0 || hits.Load() < 100 {
+		t.Errorf("during the outage: %d cached answers, %d refused, %d unexpected; want every cached name answered and nothing refused",
+			hits.Load(), refused.Load(), bad.Load())
+	}
+	if most.Load() >= dnsInFlight/2 || mostAfterFirst.Load() > 5 {
+		t.Errorf("alice's lookups in flight: at most %d, %d once the first try failed; want far below %d, and about one",
+			most.Load(), mostAfterFirst.Load(), dnsInFlight)
+	}
+	if n := st.inflight.Load(); n != 0 || len(g.dns.slots) != 0 {
+		t.Fatalf("in flight after the outage: agent %d, all %d; want 0", n, len(g.dns.slots))
+	}
+	// The upstream is back: a new name resolves within a try or two.
+	deadline := time.Now().Add(2*try + 200*time.Millisecond)
+	for i := 0; ; i++ {
+		if m := dnsAskUDP(t, alice, fmt.Sprintf("back%d.example.com.", i)); m.Rcode == dns.RcodeNameError {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("upstream back, a new name still fails")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestDNSConfigKeys(t *testing.T) {
+	c, err := ParseConfig("c.yaml", []byte("version: v1\ndns:\n  try_timeout: 500ms\n  cache_size: 0\n  servfail_ttl: 0s\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DNS.TryTimeout.D() != 500*time.Millisecond || c.DNS.CacheSize != 0 || c.DNS.ServfailTTL != 0 {
+		t.Errorf("dns = %+v, want try_timeout 500ms, no cache, no servfail cache", c.DNS)
+	}
+	for _, tt := range []struct{ yaml, want string }{
+		{"try_timeout: 0s", "dns.try_timeout must be positive and at most 5s"},
+		{"try_timeout: 6s", "dns.try_timeout must be positive and at most 5s"},
+		{"cache_size: -1", "dns.cache_size must be between 0 and"},
+		{"servfail_ttl: 10m", "dns.servfail_ttl must be between 0s and 5m0s"},
+	} {
+		_, err := ParseConfig("c.yaml", []byte("version: v1\ndns:\n  "+tt.yaml+"\n"))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("ParseConfig(dns: %s) = %v, want %q", tt.yaml, err, tt.want)
+		}
 	}
 }

@@ -36,7 +36,9 @@ type flow struct {
 	idle     time.Duration
 	buf      int            // bytes of each netstack buffer (see budget.go)
 	reserved int64          // what the flow reserved of the agent's buffer budget
-	pol      policy.Decider // the policy snapshot the flow was decided on
+	pol      policy.Decider // the policy the flow is decided on; guarded by a.mu once tracked (revoke.go)
+	names    []string       // the names bound to dst when the flow was decided
+	stage    flowStage      // guarded by a.mu (revoke.go)
 	byName   bool           // allowed only through a name bound to dst (see decide.go)
 	name     string         // the DNS name bound to dst that allowed the flow, if any
 	sni      string
@@ -92,6 +94,7 @@ func (f *flow) shut(reset bool) {
 func (f *flow) armIdle() {
 	f.last.Store(time.Now().UnixNano())
 	f.timer = time.AfterFunc(f.idle, f.checkIdle)
+	f.settle()
 }
 
 func (f *flow) checkIdle() {
@@ -116,7 +119,8 @@ func (f *flow) spliceTCP() {
 
 // pipe copies src to dst. On EOF it half-closes dst; on any error it closes
 // the whole flow so the other direction ends too. It takes a copy buffer only
-// once src is readable, so an idle flow holds none.
+// once src is readable, so an idle flow holds none. A flow closed from
+// outside (a revocation resets it) never passes an EOF on as a half-close.
 func (f *flow) pipe(dst, src net.Conn, n, total *atomic.Uint64) {
 	for {
 		waitReadable(src, f.done)
@@ -136,7 +140,7 @@ func (f *flow) pipe(dst, src net.Conn, n, total *atomic.Uint64) {
 		}
 		copyBufs.Put(bp)
 		if rerr != nil {
-			if errors.Is(rerr, io.EOF) {
+			if errors.Is(rerr, io.EOF) && !f.closing() {
 				if hc, ok := dst.(halfCloser); ok && hc.CloseWrite() == nil {
 					return
 				}
@@ -219,3 +223,5 @@ func waitReadable(c net.Conn, done <-chan struct{}) {
 		})
 	}
 }
+
+func nowNanos() int64 { return time.Now().UnixNano() }

@@ -21,6 +21,7 @@ import (
 	"net/netip"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -54,9 +55,12 @@ type Gateway struct {
 	dialer   net.Dialer
 	dialFunc DialFunc // nil: dialer, with dial's exact-address checks
 	metrics  *metrics
+	memory   *memoryReturner
+	nflows   atomic.Int64 // live flows over all agents (limits.flows)
 
 	containers ContainerResolver // nil: container targets are refused
 	follower   ContainerFollower // nil: containers are attached, not followed
+	state      *stateStore       // nil: what is attached is not kept
 
 	mu      sync.Mutex
 	agents  map[string]*Agent // by name; guarded by mu
@@ -83,6 +87,10 @@ type Options struct {
 	Follower ContainerFollower
 	// Dial connects allowed flows upstream; nil: the host's own sockets.
 	Dial DialFunc
+	// StateDir is where the gateway keeps what it has attached, for
+	// Restore after a restart (clawnetd gives it Config.StateDir); empty:
+	// nothing is kept.
+	StateDir string
 }
 
 // New builds a gateway from opts. It does not listen; see Serve.
@@ -104,6 +112,10 @@ func New(opts Options) (*Gateway, error) {
 	if ps.Get(cfg.DefaultPolicy) == nil {
 		return nil, fmt.Errorf("%s: default_policy %q is not defined (policies: %v)", cfg.path, cfg.DefaultPolicy, ps.Names())
 	}
+	st, err := openState(opts.StateDir)
+	if err != nil {
+		return nil, err
+	}
 	g := &Gateway{
 		cfg:        cfg,
 		log:        log,
@@ -114,6 +126,7 @@ func New(opts Options) (*Gateway, error) {
 		dialFunc:   opts.Dial,
 		containers: opts.Containers,
 		follower:   opts.Follower,
+		state:      st,
 		agents:     map[string]*Agent{},
 		byNetns:    map[string]string{},
 	}
@@ -121,6 +134,7 @@ func New(opts Options) (*Gateway, error) {
 	g.metrics = newMetrics(g)
 	if g.dns, err = newResolver(cfg, log.Named("dns")); err != nil {
 		g.host.close()
+		st.close()
 		return nil, err
 	}
 	g.dialer = net.Dialer{
@@ -132,24 +146,17 @@ func New(opts Options) (*Gateway, error) {
 			Count:    4,
 		},
 	}
+	g.memory = newMemoryReturner(30*time.Second, int64(cfg.Limits.MemoryLimit))
 	return g, nil
 }
 
 // Policies names the policies in force.
 func (g *Gateway) Policies() []string { return g.policies.Names() }
 
-// ReloadPolicies re-reads the policy directory; errors name each bad file,
-// whose last good version stays in force. The audit log is reopened too,
-// so that clawnet reload after a rotation needs no signal.
+// ReloadPolicies is Reload for callers that need only its error.
 func (g *Gateway) ReloadPolicies() error {
-	errs := g.policies.Reload()
-	for _, e := range errs {
-		g.log.Error("policy reload", "error", e)
-	}
-	g.log.Info("policies reloaded", "policies", g.policies.Names(), "errors", len(errs))
-	g.metrics.reload(errors.Join(errs...))
-	_ = g.audit.Reopen()
-	return errors.Join(errs...)
+	_, err := g.Reload()
+	return err
 }
 
 // Agents lists the attached agents by name.
@@ -264,6 +271,10 @@ func (g *Gateway) Close() {
 	wg.Wait()
 	g.host.close()
 	g.dns.close()
+	if g.memory != nil {
+		g.memory.close()
+	}
+	g.state.close()
 }
 
 // Flows counts live flows over all agents.

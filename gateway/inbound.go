@@ -108,10 +108,7 @@ func (a *Agent) forwardToAgent(r *netstack.TCPRequest, f *flow, d policy.Decisio
 	if err := b.track(in); err != nil {
 		return fail(EventDeny, limitDecision(err), limitDecision(err), nil)
 	}
-	// From a's own address, whatever source its packets claim: identity
-	// is the link, and b's server must never see a's traffic as another
-	// agent's.
-	src := netip.AddrPortFrom(a.agentAddr(f.dst.Addr().Is6() && !f.dst.Addr().Is4In6()), f.src.Port())
+	src := a.ownSource(f)
 	bc, err := b.openInto(a.ctx, in, src, f.dst, bd.ProxyProtocol, src, f.dst)
 	if err != nil {
 		b.untrack(in)
@@ -125,23 +122,54 @@ func (a *Agent) forwardToAgent(r *netstack.TCPRequest, f *flow, d policy.Decisio
 		return fail(EventFail, bd.Decision, d, err)
 	}
 	f.agent, f.upstream = ac, bc
-	in.agent, in.upstream = bc, ac
+	in.agent = bc
 	f.audit(EventOpen, d, nil)
-	in.audit(EventOpen, bd.Decision, nil)
+	f.mirrorOpen(ac)
 	f.armIdle()
 	go func() {
 		defer a.untrack(f)
-		defer b.untrack(in)
 		f.spliceTCP()
 		f.close()
-		in.close()
 		f.audit(EventClose, d, nil)
-		// b's side counts from b: what it sent is what a received.
-		in.up.Store(f.down.Load())
-		in.down.Store(f.up.Load())
-		in.audit(EventClose, bd.Decision, nil)
+		f.mirrorEnd(nil)
 	}()
 	return true
+}
+
+// ownSource is where a flow from agent a to another agent comes from: a's
+// own link address (of the destination's family) and the port a's kernel
+// chose, whatever source its packets claimed. Identity is the link: b's
+// server must never see a's traffic as another agent's.
+func (a *Agent) ownSource(f *flow) netip.AddrPort {
+	return netip.AddrPortFrom(a.agentAddr(f.dst.Addr().Is6() && !f.dst.Addr().Is4In6()), f.src.Port())
+}
+
+// mirrorOpen completes the other agent's side of a flow between agents,
+// whose upstream is the caller's connection, and writes its open line.
+func (f *flow) mirrorOpen(callerConn net.Conn) {
+	if in := f.mirror; in != nil {
+		in.upstream = callerConn
+		in.audit(EventOpen, f.mirrorDec.Decision, nil)
+	}
+}
+
+// mirrorEnd ends the other agent's side: closed, counted from its own
+// side (what it sent is what the caller received), audited (a close
+// line, or a fail line with err when it never opened), untracked.
+func (f *flow) mirrorEnd(err error) {
+	in := f.mirror
+	if in == nil {
+		return
+	}
+	in.close()
+	if err != nil {
+		in.audit(EventFail, f.mirrorDec.Decision, err)
+	} else {
+		in.up.Store(f.down.Load())
+		in.down.Store(f.up.Load())
+		in.audit(EventClose, f.mirrorDec.Decision, nil)
+	}
+	f.to.untrack(in)
 }
 
 // openInto opens the connection into agent a for inbound flow f, from src

@@ -31,6 +31,9 @@ name: dnstest
 egress:
   - agents: [bob]
     ports: [8080, 8081, 9090]
+  - agents: [bob]
+    ports: [5353]
+    protocol: udp
 `
 	bobPolicy = `version: v1
 name: bobpol
@@ -45,6 +48,12 @@ ingress:
   - host: true
     ports: [8082]
     proxy_protocol: v2
+  - agents: [alice]
+    ports: [5353]
+    protocol: udp
+  - host: true
+    ports: [5354]
+    protocol: udp
 `
 	carolPolicy = `version: v1
 name: carolpol
@@ -400,5 +409,120 @@ func TestAgentNames(t *testing.T) {
 		if m := ask(q.k, q.name); m.Rcode != dns.RcodeNameError || len(m.Answer) != 0 {
 			t.Errorf("asking for %s = %s %v, want NXDOMAIN", q.name, dns.RcodeToString[m.Rcode], m.Answer)
 		}
+	}
+}
+
+// TestAgentToAgentUDP: a UDP flow between agents needs both policies too,
+// and reaches bob's socket from alice's own address.
+func TestAgentToAgentUDP(t *testing.T) {
+	dnstest.LeakCheck(t)
+	at := newAgentsTest(t)
+	bobAddr := at.bob.addrs[0].Addr()
+	srv, err := gonet.DialUDP(at.bobK, ptrTo(fullAddr(netip.AddrPortFrom(bobAddr, 5353))), nil, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	got := make(chan string, 4)
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, from, err := srv.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			got <- from.String() + " " + string(buf[:n])
+			srv.WriteTo(append([]byte("re "), buf[:n]...), from)
+		}
+	}()
+	send := func(k *stack.Stack) (*gonet.UDPConn, error) {
+		c, err := gonet.DialUDP(k, nil, ptrTo(fullAddr(netip.AddrPortFrom(bobAddr, 5353))), ipv4.ProtocolNumber)
+		if err != nil {
+			return nil, err
+		}
+		_, err = c.Write([]byte("ping"))
+		return c, err
+	}
+	c, err := send(at.aliceK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 64)
+	n, err := c.Read(buf)
+	if err != nil || string(buf[:n]) != "re ping" {
+		t.Fatalf("alice's reply = %q, %v", buf[:n], err)
+	}
+	if s := <-got; !strings.HasPrefix(s, at.alice.addrs[0].Addr().String()+":") {
+		t.Fatalf("bob's socket saw %q, want alice's address", s)
+	}
+	if e := at.waitLine(t, "bob", EventOpen, netip.AddrPortFrom(bobAddr, 5353)); e.Direction != "in" || e.Proto != "udp" || e.Peer != "agent:alice" {
+		t.Errorf("bob's open line = %+v", e)
+	}
+	// carol's egress does not name bob on UDP: refused, never delivered.
+	c2, err := send(at.carK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	at.waitLine(t, "carol", EventDeny, netip.AddrPortFrom(bobAddr, 5353))
+	c.Write([]byte("sentinel"))
+	if s := <-got; !strings.HasSuffix(s, " sentinel") {
+		t.Fatalf("bob's socket saw %q before alice's sentinel: carol's datagram got through", s)
+	}
+}
+
+// TestPublishUDP: a published UDP port carries a host client's datagrams
+// into the agent from the gateway's address, and the answers back.
+func TestPublishUDP(t *testing.T) {
+	dnstest.LeakCheck(t)
+	at := newAgentsTest(t)
+	t.Cleanup(at.bob.closeListeners)
+	bobAddr := at.bob.addrs[0].Addr()
+	srv, err := gonet.DialUDP(at.bobK, ptrTo(fullAddr(netip.AddrPortFrom(bobAddr, 5354))), nil, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	seen := make(chan string, 4)
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, from, err := srv.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			seen <- from.String()
+			srv.WriteTo(append([]byte("re "), buf[:n]...), from)
+		}
+	}()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := uint16(pc.LocalAddr().(*net.UDPAddr).Port)
+	pc.Close()
+	p := control.Publish{HostAddr: netip.MustParseAddr("127.0.0.1"), HostPort: port, AgentPort: 5354, Proto: "udp"}
+	if err := at.g.Publish("bob", []control.Publish{p}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("udp", netip.AddrPortFrom(p.HostAddr, p.HostPort).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("hello"))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 64)
+	n, err := c.Read(buf)
+	if err != nil || string(buf[:n]) != "re hello" {
+		t.Fatalf("reply through %s = %q, %v", p, buf[:n], err)
+	}
+	if from := <-seen; !strings.HasPrefix(from, at.g.gw4.String()+":") {
+		t.Fatalf("bob's socket saw %s, want the gateway's address", from)
+	}
+	if e := at.waitLine(t, "bob", EventOpen, netip.AddrPortFrom(bobAddr, 5354)); e.Direction != "in" || e.Peer != "host" || e.Proto != "udp" {
+		t.Errorf("bob's open line = %+v", e)
 	}
 }

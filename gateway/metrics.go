@@ -50,7 +50,7 @@ func newMetrics(g *Gateway) *metrics {
 		reg: prometheus.NewRegistry(),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "clawnet_policy_reloads_total",
-			Help: "Policy reloads (clawnet reload, SIGHUP) by result: error when any file was refused.",
+			Help: "Policy reloads (clawnet reload, SIGHUP, an edit in policy_dir) by result: error when any file was refused.",
 		}, []string{"result"}),
 		suppressed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "clawnet_audit_lines_suppressed_total",
@@ -207,7 +207,7 @@ func (c *agentCounts) count(ev *AuditEvent, n uint64) {
 		if ev.Event == EventDeny {
 			c.add(countKey{seriesDenies, string(KindFlow), reasonClass(ev.Rule), ""}, n)
 		}
-	case eventRevoke:
+	case EventRevoke:
 		c.add(countKey{seriesRevoked, "", "", ""}, n)
 	}
 }
@@ -298,7 +298,7 @@ var (
 	descAuditErrors = prometheus.NewDesc("clawnet_audit_write_errors_total",
 		"Audit lines lost because they could not be written (disk full, a closed file); each is reported in the daemon's log.", nil, nil)
 	descAuditReopens = prometheus.NewDesc("clawnet_audit_reopens_total",
-		"Reopens of the audit log (SIGUSR1, clawnet reload), by result.", []string{"result"}, nil)
+		"Reopens of the audit log (SIGUSR1, every policy reload), by result.", []string{"result"}, nil)
 	descConns = prometheus.NewDesc("clawnet_listener_connections",
 		"Connections served now, by listener (control: the control socket; metrics: metrics.listen).", []string{"listener"}, nil)
 	descConnsMax = prometheus.NewDesc("clawnet_listener_connections_max",

@@ -89,7 +89,7 @@ func TestMetricsSeries(t *testing.T) {
 	in := newFlow(a, policy.ProtoTCP, netip.MustParseAddrPort("127.0.0.1:5000"), netip.MustParseAddrPort("100.96.0.2:80"), 0)
 	in.in = true
 	in.audit(EventOpen, allow, nil)
-	a.event(&AuditEvent{Kind: KindFlow, Event: eventRevoke, Proto: "tcp", Verdict: "deny", Rule: "coder.yaml:9 deny[0]"})
+	a.event(&AuditEvent{Kind: KindFlow, Event: EventRevoke, Proto: "tcp", Verdict: "deny", Rule: "coder.yaml:9 deny[0]"})
 	a.event(&AuditEvent{Kind: KindDNS, Proto: "udp", QName: "x.example.", RCode: "NOERROR", Verdict: "allow", Rule: "coder.yaml:4 egress[0]"})
 	a.event(&AuditEvent{Kind: KindDNS, Proto: "udp", QName: "y.example.", RCode: "NXDOMAIN", Verdict: "deny", Rule: policy.RuleDefault})
 	// A rate-limited query's line standing for 4 the resolver left out.

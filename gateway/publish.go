@@ -26,19 +26,29 @@ import (
 type published struct {
 	a    *Agent
 	spec control.Publish
-	ln   net.Listener
-	wg   sync.WaitGroup // the accept loop
+	ln   net.Listener   // TCP
+	pc   net.PacketConn // UDP (see publish_udp.go)
+	wg   sync.WaitGroup // the accept or read loop
+}
+
+func (l *published) closeSocket() {
+	if l.ln != nil {
+		l.ln.Close()
+	}
+	if l.pc != nil {
+		l.pc.Close()
+	}
 }
 
 // Publish opens host listeners for the agent called name. Each spec is
-// refused when its host port is taken, when it is UDP (not carried yet),
-// or when the agent's policy has no ingress rule for its port and
-// protocol (nothing could ever pass it).
+// refused when its host port is taken, or when the agent's policy has no
+// ingress rule for its port and protocol (nothing could ever pass it).
 func (g *Gateway) Publish(name string, ps []control.Publish) error {
 	a := g.agent(name)
 	if a == nil {
 		return fmt.Errorf("%w: no agent called %q", ErrNotFound, name)
 	}
+	defer g.stateChanged()
 	for _, p := range ps {
 		if err := a.publish(p); err != nil {
 			return err
@@ -53,6 +63,7 @@ func (g *Gateway) Unpublish(name string, ps []control.Publish) error {
 	if a == nil {
 		return fmt.Errorf("%w: no agent called %q", ErrNotFound, name)
 	}
+	defer g.stateChanged()
 	for _, p := range ps {
 		a.mu.Lock()
 		l := a.listeners[p]
@@ -77,40 +88,46 @@ func (a *Agent) publish(p control.Publish) error {
 	if err != nil {
 		return fmt.Errorf("%w: publish %s: %v", ErrBadRequest, p, err)
 	}
-	if proto == policy.ProtoUDP {
-		return fmt.Errorf("%w: publish %s: UDP ports cannot be published yet, only TCP", ErrBadRequest, p)
-	}
 	if pol := a.policyNow(); pol == nil || !pol.HasIngress(proto, p.AgentPort) {
 		return fmt.Errorf("%w: publish %s: policy %q has no ingress rule for %s port %d, so nothing could pass it", ErrBadRequest, p, a.policy, p.Proto, p.AgentPort)
 	}
-	ln, err := net.Listen("tcp", netip.AddrPortFrom(p.HostAddr, p.HostPort).String())
+	l := &published{a: a, spec: p}
+	addr := netip.AddrPortFrom(p.HostAddr, p.HostPort).String()
+	if proto == policy.ProtoUDP {
+		l.pc, err = net.ListenPacket("udp", addr)
+	} else {
+		l.ln, err = net.Listen("tcp", addr)
+	}
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("%w: publish %s: host port %d is already in use", ErrConflict, p, p.HostPort)
 		}
 		return fmt.Errorf("%w: publish %s: %v", ErrBadRequest, p, err)
 	}
-	l := &published{a: a, spec: p, ln: ln}
 	a.mu.Lock()
 	if a.listeners == nil {
 		a.listeners = map[control.Publish]*published{}
 	}
 	if a.closed || a.listeners[p] != nil {
 		a.mu.Unlock()
-		ln.Close()
+		l.closeSocket()
 		return fmt.Errorf("%w: publish %s: already published, or the agent is detaching", ErrConflict, p)
 	}
 	a.listeners[p] = l
 	a.mu.Unlock()
 	l.wg.Add(1)
-	go l.serve()
+	if l.pc != nil {
+		go l.serveUDP()
+	} else {
+		go l.serve()
+	}
 	a.log.Info("port published", "publish", p.String())
 	return nil
 }
 
 // close stops accepting; live flows stay until the agent detaches.
 func (l *published) close() {
-	l.ln.Close()
+	l.closeSocket()
 	l.wg.Wait()
 }
 

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"net"
+
 	"github.com/clawnet/clawnet/netstack"
 	"github.com/clawnet/clawnet/policy"
 )
@@ -21,7 +23,7 @@ func (a *Agent) handleUDP(r *netstack.UDPRequest) bool {
 	}
 	// A UDP "dial" only binds and connects a socket: it does not block, so
 	// it is done here on the packet path and the first datagram is kept.
-	up, err := a.g.dial(a.ctx, "udp", r.Dst, f.buf)
+	up, err := a.udpUpstream(f)
 	if err != nil {
 		a.untrack(f)
 		f.audit(EventFail, d, err)
@@ -30,17 +32,43 @@ func (a *Agent) handleUDP(r *netstack.UDPRequest) bool {
 	conn, err := r.Accept()
 	if err != nil {
 		up.Close()
+		f.mirrorEnd(err)
 		a.untrack(f)
 		return false
 	}
 	f.upstream, f.agent = up, conn
 	f.audit(EventOpen, d, nil)
+	f.mirrorOpen(conn)
 	f.armIdle()
 	go func() {
 		defer a.untrack(f)
 		f.spliceTCP()
 		f.close()
 		f.audit(EventClose, d, nil)
+		f.mirrorEnd(nil)
 	}()
 	return true
+}
+
+// udpUpstream is where a UDP flow's datagrams go: a host socket, or, for a
+// flow to another agent, a flow into that agent's stack from a's own
+// address, which the other agent tracks as its side (f.mirror).
+func (a *Agent) udpUpstream(f *flow) (net.Conn, error) {
+	if f.to == nil {
+		return a.g.dial(a.ctx, "udp", f.dst, f.buf)
+	}
+	b, in := f.to, f.mirror
+	if err := b.track(in); err != nil {
+		in.audit(EventDeny, limitDecision(err), nil)
+		return nil, err
+	}
+	c, err := b.stack.DialUDP(a.ownSource(f), f.dst)
+	if err != nil {
+		b.untrack(in)
+		in.audit(EventFail, f.mirrorDec.Decision, err)
+		f.mirror = nil
+		return nil, err
+	}
+	in.agent = c
+	return c, nil
 }

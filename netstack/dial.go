@@ -56,3 +56,20 @@ func (ns *Stack) DialTCP(ctx context.Context, src, dst netip.AddrPort, buffer in
 	ep.SocketOptions().SetKeepAlive(true)
 	return &TCPConn{TCPConn: gonet.NewTCPConn(&wq, ep), ep: ep, wq: &wq}, nil
 }
+
+// DialUDP opens a UDP flow into the agent, from src (any address: the
+// stack spoofs; port 0 picks one) to dst, an address and port of the
+// agent's.
+func (ns *Stack) DialUDP(src, dst netip.AddrPort) (*gonet.UDPConn, error) {
+	proto := ipv4.ProtocolNumber
+	if dst.Addr().Is6() && !dst.Addr().Is4In6() {
+		proto = ipv6.ProtocolNumber
+	}
+	laddr := tcpip.FullAddress{Addr: tcpip.AddrFromSlice(src.Addr().Unmap().AsSlice()), Port: src.Port()}
+	raddr := tcpip.FullAddress{Addr: tcpip.AddrFromSlice(dst.Addr().Unmap().AsSlice()), Port: dst.Port()}
+	c, err := gonet.DialUDP(ns.s, &laddr, &raddr, proto)
+	if err != nil {
+		return nil, fmt.Errorf("udp to %s from %s: %w", dst, src, err)
+	}
+	return c, nil
+}

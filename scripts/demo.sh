@@ -69,6 +69,7 @@ version: v1
 socket: $work/clawnet.sock
 policy_dir: $work/policies
 audit_log: $work/audit.log
+state_dir: $work/state
 treat_as_public: [198.18.0.0/15]
 CFG
 "$bin/clawnetd" --config "$work/clawnetd.yaml" 2> "$work/clawnetd.log" & pids+=($!)

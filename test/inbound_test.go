@@ -626,7 +626,7 @@ func publishedOf(t *testing.T, d *harness.Daemon, name string) []string {
 
 // TestPublishBadInput checks the publish requests an attach must refuse: a
 // host port already taken, a port the agent's policy has no ingress rule
-// for, and UDP. Each fails the attach with one line that says why, and
+// for, and UDP where the policy has only a TCP ingress rule. Each fails the attach with one line that says why, and
 // leaves nothing behind: no agent, no interface in the namespace, no
 // listener for the request's other ports. The same namespace then attaches.
 func TestPublishBadInput(t *testing.T) {
@@ -648,8 +648,8 @@ func TestPublishBadInput(t *testing.T) {
 			[]string{strconv.Itoa(q), "in use"}},
 		{"no ingress rule", []string{fmt.Sprintf("%d:%d", free, portNowhere)},
 			[]string{strconv.Itoa(portNowhere), "ingress"}},
-		{"udp", []string{fmt.Sprintf("%d:%d/udp", free, portPlain)},
-			[]string{"udp"}},
+		{"udp without a udp ingress rule", []string{fmt.Sprintf("%d:%d/udp", free, portPlain)},
+			[]string{"udp", "ingress"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := e.d.AttachRequest(control.AttachRequest{Netns: ns.Path, Name: "bad", Policy: "b-in", Publish: tc.publish})

@@ -245,9 +245,9 @@ func TestMetrics(t *testing.T) {
 const closedPort = 5999
 
 // TestAuditFailStorm: an agent dialling an allowed port where nothing
-// listens, thousands of times, writes a bounded number of fail lines, and
-// those lines with their suppressed counts add up to every attempt; its
-// opens meanwhile are all written, and the metrics count every failure.
+// listens, thousands of times, writes a bounded number of lines, and the
+// fail lines with their suppressed counts add up to every failure; its
+// opens meanwhile are all written, and the metrics count every attempt.
 func TestAuditFailStorm(t *testing.T) {
 	e := newEnv(t, func(in *harness.Internet) (string, string) {
 		return "storm", fmt.Sprintf("version: v1\nname: storm\negress:\n  - cidrs: [%q]\n    ports: [7, %d]\n",
@@ -260,7 +260,7 @@ func TestAuditFailStorm(t *testing.T) {
 	var firstErr atomic.Value
 	start := time.Now()
 	var wg sync.WaitGroup
-	for w := range workers {
+	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -277,11 +277,6 @@ func TestAuditFailStorm(t *testing.T) {
 					firstErr.CompareAndSwap(nil, err)
 				}
 			}
-			if w == 0 {
-				// An agent at work between the fails: its opens are not
-				// the storm's to suppress.
-				a.echoSentinel(t, ap(e.in.Server4, 7))
-			}
 		}()
 	}
 	wg.Wait()
@@ -290,9 +285,11 @@ func TestAuditFailStorm(t *testing.T) {
 		t.Fatalf("%d of %d dials to %s were not refused (first: %v)", other.Load(), storm, dst, firstErr.Load())
 	}
 	attempts := refused.Load()
-	// One more, once the bucket has refilled: its line carries the count
-	// of what the storm's last second left out.
+	// Once the buckets have refilled: an open, whose line the storm did
+	// not take from, and one more fail, whose line carries the count of
+	// what the storm's last second left out.
 	time.Sleep(1100 * time.Millisecond)
+	a.echoSentinel(t, ap(e.in.Server4, 7))
 	if c, err := a.ns.Dial(ctxTimeout(t, 5*time.Second), "tcp", dst.String()); !harness.IsRefused(err) {
 		if c != nil {
 			c.Close()
@@ -301,26 +298,58 @@ func TestAuditFailStorm(t *testing.T) {
 	}
 	attempts++
 
-	var lines, represented int64
+	// Past limits.new_flows_per_second (500/s, bursts of 1,000) the storm
+	// is refused before any dial, with builtin:limit deny lines: bounded
+	// the same way, in the deny bucket.
+	var m scraped
+	var fails, limited int64
+	harness.Poll(5*time.Second, 20*time.Millisecond, func() bool {
+		m = scrapeControl(t, e.d)
+		fails = int64(m.val("clawnet_flow_failures_total", "agent", a.name))
+		limited = int64(m.val("clawnet_denies_total", "agent", a.name, "kind", "flow", "reason", "builtin:limit"))
+		return fails+limited >= attempts
+	})
+	if fails+limited != attempts {
+		t.Errorf("metrics: %d failures and %d limit denies, want every refused dial: %d", fails, limited, attempts)
+	}
+	var failLines, failRepr, denyLines, denyRepr int64
 	harness.Poll(10*time.Second, 50*time.Millisecond, func() bool {
-		lines, represented = 0, 0
+		failLines, failRepr, denyLines, denyRepr = 0, 0, 0, 0
 		for _, ae := range e.d.Audit(t) {
-			if ae.Agent == a.name && ae.Event == "fail" {
-				lines++
-				n, _ := ae.Raw["suppressed"].(float64)
-				represented += 1 + int64(n)
+			if ae.Agent != a.name {
+				continue
+			}
+			n, _ := ae.Raw["suppressed"].(float64)
+			switch ae.Event {
+			case "fail":
+				failLines++
+				failRepr += 1 + int64(n)
+			case "deny":
+				denyLines++
+				denyRepr += 1 + int64(n)
 			}
 		}
-		return represented >= attempts
+		return failRepr >= fails
 	})
 	fi, _ := os.Stat(e.d.AuditPath)
-	t.Logf("%d refused dials in %v wrote %d fail lines (audit log %d bytes)", attempts, took.Round(time.Millisecond), lines, fi.Size())
-	// The fail bucket's defaults: a burst of 50, then 20 a second.
-	if most := 50 + int64(20*(took+1100*time.Millisecond).Seconds()) + 2; lines > most {
-		t.Errorf("%d fail lines for %d failures in %v, want at most %d", lines, attempts, took, most)
+	t.Logf("%d refused dials in %v: %d failed upstream (%d fail lines), %d refused by the new-flow limit (%d deny lines); audit log %d bytes",
+		attempts, took.Round(time.Millisecond), fails, failLines, limited, denyLines, fi.Size())
+	// Each bucket's defaults: a burst of 50, then 20 a second.
+	most := 50 + int64(20*(took+1100*time.Millisecond).Seconds()) + 2
+	if failLines > most || denyLines > most {
+		t.Errorf("%d fail and %d deny lines in %v, want at most %d each", failLines, denyLines, took, most)
 	}
-	if represented != attempts {
-		t.Errorf("fail lines and their suppressed counts add up to %d, want every failure: %d", represented, attempts)
+	if failRepr != fails {
+		t.Errorf("fail lines and their suppressed counts add up to %d, want every failure: %d", failRepr, fails)
+	}
+	if denyRepr > limited {
+		t.Errorf("deny lines and their suppressed counts add up to %d, more than the %d denies", denyRepr, limited)
+	}
+	if got := int64(m.val("clawnet_audit_lines_suppressed_total", "event", "fail")); got != fails-failLines {
+		t.Errorf("clawnet_audit_lines_suppressed_total{event=fail} = %d, want %d", got, fails-failLines)
+	}
+	if got := int64(m.val("clawnet_audit_lines_suppressed_total", "event", "deny")); got != limited-denyLines {
+		t.Errorf("clawnet_audit_lines_suppressed_total{event=deny} = %d, want %d", got, limited-denyLines)
 	}
 	var opens int
 	for _, ae := range e.d.Audit(t) {
@@ -333,14 +362,6 @@ func TestAuditFailStorm(t *testing.T) {
 	}
 	if opens != 1 {
 		t.Errorf("%d open lines, want the sentinel's", opens)
-	}
-
-	m := scrapeControl(t, e.d)
-	if got := m.val("clawnet_flow_failures_total", "agent", a.name); int64(got) != attempts {
-		t.Errorf("clawnet_flow_failures_total = %v, want every failure: %d", got, attempts)
-	}
-	if got := m.val("clawnet_audit_lines_suppressed_total", "event", "fail"); int64(got) != attempts-lines {
-		t.Errorf("clawnet_audit_lines_suppressed_total{event=fail} = %v, want %d", got, attempts-lines)
 	}
 }
 

@@ -59,12 +59,12 @@ func Create(ns *Netns, cfg Config) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	dev, name, err := wgtun.CreateUnmonitoredTUNFromFD(fd)
+	dev, err := newFileDevice(fd, cfg.Name, cfg.MTU)
 	if err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("init tun: %w", err)
+		return nil, err
 	}
-	d := &Device{Device: dev, IfName: name}
+	d := &Device{Device: dev, IfName: cfg.Name}
 	if err := configure(ns, d, cfg); err != nil {
 		dev.Close()
 		return nil, err

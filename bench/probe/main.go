@@ -8,6 +8,14 @@
 //	probe hold       -addr HOST:7000 -n 5000    (prints when ready, holds until stdin closes)
 //	probe dns-server -listen :53 -name bench.test -answer 198.18.0.2
 //	probe dns        -server 100.96.0.1:53 -name bench.test -workers 4 -duration 3s
+//	probe http-server -listen :80
+//	probe http       -addr bench.test:80 -dns 100.96.0.1:53 -size 67108864 -inflight 1 -duration 3s
+//	probe http       -addr HOST:80 -host bench.test -size 1024 -inflight 16 -duration 1s
+//
+// http POSTs bodies of -size bytes over one kept-alive connection. When
+// -addr names a host rather than an address, the name is resolved through
+// the -dns server (never the namespace's resolver) and sent as the Host;
+// otherwise -host is.
 //
 // Client modes print one JSON result on stdout (hold prints one when its
 // connections are up and one when it lets them go).
@@ -40,7 +48,7 @@ func main() {
 	}
 }
 
-const usage = "usage: probe server|rr|connects|hold|dns-server|dns [flags]"
+const usage = "usage: probe server|rr|connects|hold|dns-server|dns|http-server|http [flags]"
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
 	if len(args) < 1 {
@@ -58,6 +66,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) 
 		name     = fs.String("name", "bench.test", "dns, dns-server: the name to query or answer")
 		answer   = fs.String("answer", "", "dns-server: the IPv4 address to answer with")
 		server   = fs.String("server", "", "dns: the DNS server host:port")
+		dnsAddr  = fs.String("dns", "", "http: the DNS server host:port that resolves a name in -addr")
+		host     = fs.String("host", "bench.test", "http: the Host header when -addr is an address")
+		size     = fs.Int("size", 64<<20, "http: body bytes of every request")
+		inflight = fs.Int("inflight", 1, "http: requests sent before their responses are read")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -83,6 +95,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) 
 			return fmt.Errorf("listen %s: %w", *listen, err)
 		}
 		return probe.Serve(ctx, ln)
+	case "http-server":
+		ln, err := net.Listen("tcp", *listen)
+		if err != nil {
+			return fmt.Errorf("listen %s: %w", *listen, err)
+		}
+		return probe.ServeHTTP(ctx, ln)
 	case "dns-server":
 		ip, err := netip.ParseAddr(*answer)
 		if err != nil {
@@ -117,6 +135,15 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) 
 			return err
 		}
 		res, err = probe.DNS(ctx, *server, *name, *workers, *duration)
+	case "http":
+		if err := needAddr("addr", *addr); err != nil {
+			return err
+		}
+		a := probe.HTTPArgs{Addr: *addr, Host: *host, Size: *size, InFlight: *inflight, Duration: *duration}
+		if a.Addr, a.Host, err = dialTarget(ctx, *addr, *host, *dnsAddr); err != nil {
+			return err
+		}
+		res, err = probe.HTTPPost(ctx, a)
 	case "hold":
 		if err := needAddr("addr", *addr); err != nil {
 			return err
@@ -137,4 +164,24 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) 
 		return err
 	}
 	return json.NewEncoder(stdout).Encode(res)
+}
+
+// dialTarget returns the address to dial for addr and the Host to send:
+// a name in addr is resolved through dnsServer and is the Host itself.
+func dialTarget(ctx context.Context, addr, host, dnsServer string) (string, string, error) {
+	h, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", "", fmt.Errorf("-addr %q: %w", addr, err)
+	}
+	if _, err := netip.ParseAddr(h); err == nil {
+		return addr, host, nil
+	}
+	if dnsServer == "" {
+		return "", "", fmt.Errorf("-addr %q names a host: -dns is required to resolve it", addr)
+	}
+	ip, err := probe.Resolve(ctx, dnsServer, h)
+	if err != nil {
+		return "", "", err
+	}
+	return net.JoinHostPort(ip.String(), port), h, nil
 }

@@ -3,7 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
+	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -21,6 +24,9 @@ func TestRunRejectsBadArguments(t *testing.T) {
 		{[]string{"dns"}, "-server is required"},
 		{[]string{"rr", "-addr", "x:1", "extra"}, `unexpected argument "extra"`},
 		{[]string{"dns-server", "-answer", "nope"}, `-answer "nope"`},
+		{[]string{"http"}, "-addr is required"},
+		{[]string{"http", "-addr", "bench.test:80"}, "-dns is required"},
+		{[]string{"http", "-addr", "bench.test"}, `-addr "bench.test"`},
 	}
 	for _, tt := range tests {
 		err := run(context.Background(), tt.args, strings.NewReader(""), &bytes.Buffer{})
@@ -49,5 +55,56 @@ func TestRunRRPrintsAResult(t *testing.T) {
 	r, err := probe.ParseResult(out.Bytes())
 	if err != nil || r.Mode != "rr" || r.Ops == 0 {
 		t.Errorf("probe rr printed %q (%+v, %v), want an rr result with operations", out.String(), r, err)
+	}
+}
+
+func TestRunHTTPResolvesANameAndSendsIt(t *testing.T) {
+	// The DNS server answers the HTTP server's own address for the name:
+	// the request must go there, carrying the name as its Host.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts := make(chan string, 1)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		select {
+		case hosts <- r.Host:
+		default:
+		}
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dl, err := net.Listen("tcp", pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := probe.NewDNSServer("bench.test", netip.MustParseAddr("127.0.0.1"), pc, dl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ds.Serve(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	var out bytes.Buffer
+	args := []string{"http", "-addr", "bench.test:" + port, "-dns", pc.LocalAddr().String(), "-size", "1000", "-duration", "10ms"}
+	if err := run(context.Background(), args, strings.NewReader(""), &out); err != nil {
+		t.Fatal(err)
+	}
+	r, err := probe.ParseResult(out.Bytes())
+	if err != nil || r.Mode != "http" || r.Ops == 0 || r.Bytes != 1000*r.Ops {
+		t.Errorf("probe http printed %q (%+v, %v), want an http result with requests of 1000 bytes", out.String(), r, err)
+	}
+	if got := <-hosts; got != "bench.test" {
+		t.Errorf("the server saw Host %q, want bench.test", got)
 	}
 }

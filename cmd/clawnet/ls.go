@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -26,13 +27,13 @@ func newLsCmd(e *env) *cobra.Command {
 				return enc.Encode(as)
 			}
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tTARGET\tPOLICY\tADDRESSES\tFLOWS\tUP\tDOWN\tPUBLISHED")
+			fmt.Fprintln(tw, "NAME\tTARGET\tPOLICY\tSINCE\tADDRESSES\tFLOWS\tUP\tDOWN\tPUBLISHED")
 			for _, a := range as {
 				published := "-"
 				if len(a.Published) > 0 {
 					published = strings.Join(a.Published, ",")
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", a.Name, a.Target, a.Policy,
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", a.Name, a.Target, a.Policy, since(a.AttachedAt),
 					strings.Join(a.Addresses, ","), a.Flows, human(a.BytesUp), human(a.BytesDown), published)
 			}
 			return tw.Flush()
@@ -40,6 +41,15 @@ func newLsCmd(e *env) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// since is when an agent was first attached, kept across restarts of
+// clawnetd: local time to the second, one word, - when unknown.
+func since(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02T15:04:05Z07:00")
 }
 
 func human(n uint64) string {

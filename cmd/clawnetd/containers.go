@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 
 	"github.com/hashicorp/go-hclog"
@@ -69,6 +70,9 @@ type attacher struct{ g *gateway.Gateway }
 var _ container.Attacher = (*attacher)(nil)
 
 func (a *attacher) AttachContainer(ctx context.Context, at container.Attachment) error {
+	// Without the ports: the Watcher publishes them (PublishPorts), so that
+	// a restarted container that cannot have one of them back still has
+	// its network.
 	_, err := a.g.Attach(ctx, control.AttachRequest{Container: at.ContainerID, Name: at.Agent, Policy: at.Policy})
 	return err
 }
@@ -81,13 +85,59 @@ func (a *attacher) DetachContainer(_ context.Context, id string) error {
 	return err
 }
 
+// PublishPorts opens the agent's listeners for specs, all or none: the
+// ones it opened are closed again when one fails.
+func (a *attacher) PublishPorts(_ context.Context, agent string, specs []string) error {
+	ps, err := parsePublish(specs)
+	if err != nil {
+		return err
+	}
+	for i, p := range ps {
+		if err := a.g.Publish(agent, []control.Publish{p}); err != nil {
+			for _, q := range ps[:i] {
+				_ = a.g.Unpublish(agent, []control.Publish{q})
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// UnpublishPorts closes the agent's listeners for specs; one that is not
+// open (`clawnet unpublish` closed it, or the agent is gone) is skipped.
+func (a *attacher) UnpublishPorts(_ context.Context, agent string, specs []string) error {
+	ps, err := parsePublish(specs)
+	if err != nil {
+		return err
+	}
+	var first error
+	for _, p := range ps {
+		if err := a.g.Unpublish(agent, []control.Publish{p}); err != nil && !errors.Is(err, gateway.ErrNotFound) && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func parsePublish(specs []string) ([]control.Publish, error) {
+	ps := make([]control.Publish, 0, len(specs))
+	for _, s := range specs {
+		p, err := control.ParsePublish(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", gateway.ErrBadRequest, err)
+		}
+		ps = append(ps, p)
+	}
+	return ps, nil
+}
+
 // follower is the Watcher as the gateway's ContainerFollower.
 type follower struct{ w *container.Watcher }
 
 var _ gateway.ContainerFollower = follower{}
 
-func (f follower) Follow(ctx context.Context, nameOrID, agent, policy string) (string, error) {
-	a, err := f.w.Attach(ctx, nameOrID, agent, policy)
+func (f follower) Follow(ctx context.Context, nameOrID, agent, policy string, publish []string) (string, error) {
+	a, err := f.w.Attach(ctx, nameOrID, agent, policy, publish)
 	return a.Agent, err
 }
 

@@ -1,10 +1,11 @@
 // Command clawnetd is the clawnet gateway daemon. It is the wiring around
 // package gateway: it parses flags and the config file, sets up logging,
 // connects to a container engine if one answers, installs the signals
-// (SIGINT and SIGTERM stop it, SIGHUP reloads the policy files, SIGUSR1
-// reopens the audit log) and serves the control API, and the metrics on
-// metrics.listen if set, until told to stop. Everything the gateway does lives in
-// package gateway; nothing here decides a flow.
+// (SIGINT and SIGTERM stop it, SIGHUP reloads the policy files, as an edit
+// in policy_dir does, SIGUSR1 reopens the audit log), attaches again what the
+// last clawnetd had attached, and serves the control API, and the metrics on
+// metrics.listen if set, until told to stop. Everything the gateway does lives
+// in package gateway; nothing here decides a flow.
 package main
 
 import (
@@ -82,7 +83,7 @@ func serve(ctx context.Context, cfg *gateway.Config, log hclog.Logger, audit *ga
 	gw4, _ := cfg.Network.GatewayAddrs()
 	eng := connectEngine(log, gw4)
 	defer eng.close()
-	opts := gateway.Options{Config: cfg, Log: log, Audit: audit}
+	opts := gateway.Options{Config: cfg, Log: log, Audit: audit, StateDir: cfg.StateDir}
 	eng.options(&opts, gw4)
 	g, err := gateway.New(opts)
 	if err != nil {
@@ -94,11 +95,18 @@ func serve(ctx context.Context, cfg *gateway.Config, log hclog.Logger, audit *ga
 		return err
 	}
 	defer os.Remove(cfg.Socket)
+	// What the last clawnetd had attached, before anything else attaches.
+	g.Restore(ctx)
 	defer eng.follow(ctx, g)()
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	defer reloadOnHUP(ctx, g)()
+	if stopWatch, err := g.WatchPolicies(); err != nil {
+		log.Warn("policy files are not watched: reload them with clawnet reload or SIGHUP", "error", err)
+	} else {
+		defer stopWatch()
+	}
 	defer reopenOnUSR1(ctx, audit)()
 	stopMetrics, err := serveMetrics(ctx, cfg.Metrics.Listen, log, g)
 	if err != nil {

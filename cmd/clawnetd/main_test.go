@@ -140,7 +140,8 @@ func TestServeAndStop(t *testing.T) {
 	t.Setenv(control.SocketEnv, "")
 	sock := filepath.Join(dir, "clawnet.sock")
 	cfgPath := writeFile(t, dir, "clawnetd.yaml", "version: v1\npolicy_dir: "+t.TempDir()+
-		"\naudit_log: "+filepath.Join(dir, "audit.log")+"\ndns:\n  upstream: [\"127.0.0.1:9\"]\n")
+		"\naudit_log: "+filepath.Join(dir, "audit.log")+"\nstate_dir: "+filepath.Join(dir, "state")+
+		"\ndns:\n  upstream: [\"127.0.0.1:9\"]\n")
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -78,6 +78,11 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("read answer: %w", err)
 	}
 	if resp.StatusCode/100 != 2 {
+		if out != nil {
+			// A refusal may still say what was done (a reload applies
+			// every file it could read).
+			_ = json.Unmarshal(data, out)
+		}
 		var e Error
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
 			return errors.New(e.Error)
@@ -131,9 +136,13 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 	return &s, err
 }
 
-// Reload makes the daemon read its policy files again.
-func (c *Client) Reload(ctx context.Context) error {
-	return c.do(ctx, http.MethodPost, "/v1/reload", nil, nil)
+// Reload makes the daemon read its policy files again and answers what that
+// changed and revoked. When a file was refused the error comes with the
+// result of applying the others.
+func (c *Client) Reload(ctx context.Context) (*ReloadResult, error) {
+	var r ReloadResult
+	err := c.do(ctx, http.MethodPost, "/v1/reload", nil, &r)
+	return &r, err
 }
 
 // ExplainInbound asks what policy would decide for a connection from the

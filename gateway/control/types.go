@@ -42,8 +42,12 @@ type Agent struct {
 	BytesDown   uint64   `json:"bytes_down"`
 	// BufferReserved is what the agent's live flows have reserved of its
 	// buffer budget (limits.buffer_per_agent).
-	BufferReserved int64     `json:"buffer_reserved"`
-	AttachedAt     time.Time `json:"attached_at"`
+	BufferReserved int64 `json:"buffer_reserved"`
+	// AttachedAt is since when the agent is attached: the time of its
+	// attach, kept when a restart of clawnetd attaches it again (a
+	// container's agent, attached again by the engine watcher, starts
+	// anew).
+	AttachedAt time.Time `json:"attached_at"`
 	// Published are the agent's published ports, in their full form.
 	Published []string `json:"published,omitempty"`
 	// Notes are things the user should know about this attach (for example
@@ -59,6 +63,18 @@ type Status struct {
 	Goroutines int      `json:"goroutines"`
 	OpenFDs    int      `json:"open_fds"`
 	Policies   []string `json:"policies"`
+}
+
+// ReloadResult answers a reload: the policies now in force, those the
+// reload changed (added, removed or edited; a file rewritten with the same
+// bytes changes nothing), and how many live flows each agent lost because
+// its changed policy no longer allows them (agents that lost none are left
+// out). A reload that refused a file still applied the others: its error
+// answer carries this too.
+type ReloadResult struct {
+	Policies []string       `json:"policies"`
+	Changed  []string       `json:"changed,omitempty"`
+	Revoked  map[string]int `json:"revoked,omitempty"`
 }
 
 // Explanation answers `clawnet policy explain`.

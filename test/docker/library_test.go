@@ -72,6 +72,26 @@ func (a *cliAttacher) DetachContainer(_ context.Context, id string) error {
 	return nil
 }
 
+func (a *cliAttacher) PublishPorts(_ context.Context, agent string, specs []string) error {
+	return a.ports("publish", agent, specs)
+}
+
+func (a *cliAttacher) UnpublishPorts(_ context.Context, agent string, specs []string) error {
+	return a.ports("unpublish", agent, specs)
+}
+
+// ports runs clawnet publish or unpublish.
+func (a *cliAttacher) ports(verb, agent string, specs []string) error {
+	r := a.d.CLI(append([]string{verb, agent}, specs...)...)
+	a.mu.Lock()
+	a.log = append(a.log, verb+" "+agent)
+	a.mu.Unlock()
+	if !r.OK() {
+		return fmt.Errorf("clawnet %s: %s", verb, strings.TrimSpace(r.Stderr))
+	}
+	return nil
+}
+
 func (a *cliAttacher) calls() []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -129,7 +149,7 @@ func TestDockerWatcher(t *testing.T) {
 
 	name := uniq("cn-watch")
 	startContainer(t, name, "--network", "none", "--dns", "127.0.0.11")
-	if _, err := wt.Attach(ctx, name, "", "canary"); err != nil {
+	if _, err := wt.Attach(ctx, name, "", "canary", nil); err != nil {
 		t.Fatalf("Attach(%s) = %v", name, err)
 	}
 	w.waitAgent(t, name, true, 5*time.Second)

@@ -30,17 +30,19 @@ ingress:
 // agent's HTTP server on the host's loopback through the gateway, never
 // through the engine: a GET from the host reaches the server (it serves a
 // file only the container has, and logs the request), the port is closed on
-// the host's other addresses, and the listener goes when the container
-// stops.
+// the host's other addresses, the listener goes when the container stops and
+// comes back when it starts, comes back with a clawnetd that restarts, and
+// goes for good when the container is removed.
 func TestDockerRunPublish(t *testing.T) {
 	requireDocker(t)
 	raceHolder(t)
 	in := harness.NewInternet(t)
-	d := harness.StartDaemon(t, harness.DaemonConfig{
+	cfg := harness.DaemonConfig{
 		Policies:      map[string]string{"canary": canaryPolicy(in), "web": webPolicy},
 		DefaultPolicy: "canary",
 		Internet:      in,
-	})
+	}
+	d := harness.StartDaemon(t, cfg)
 	w := world{in: in, d: d}
 	img := testImage(t)
 	name := uniq("cn-pub")
@@ -98,15 +100,102 @@ func TestDockerRunPublish(t *testing.T) {
 		}
 	}
 
+	// Stopped: the holder stays (docker start needs it), its listener does
+	// not. Started again: the port answers again.
 	mustDocker(t, "stop", "-t", "0", name)
 	if !harness.Poll(10*time.Second, 100*time.Millisecond, func() bool { return dialRefused(loop) == nil }) {
 		t.Errorf("%v 10s after docker stop %s; want the listener gone; clawnet ls: %+v", dialRefused(loop), name, lsAgent(t, d, name))
 	}
+	if a := lsAgent(t, d, name); a.ContainerID == "" || len(a.Published) != 0 {
+		t.Errorf("clawnet ls after docker stop: %+v; want the holder attached and nothing published", a)
+	}
+	mustDocker(t, "start", name)
+	getWorks(t, loop, path, token, "after docker start "+name)
+	if a := lsAgent(t, d, name); !slices.Contains(a.Published, spec+"/tcp") {
+		t.Errorf("clawnet ls after docker start: agent publishes %q; want %s/tcp", a.Published, spec)
+	}
+
+	// A clawnetd that dies takes its listeners with it; the next one attaches
+	// the running holder again and publishes the ports recorded on it.
+	d.Kill()
+	if err := dialRefused(loop); err != nil {
+		t.Errorf("with no daemon: %v", err)
+	}
+	d = harness.StartDaemon(t, cfg)
+	w.d = d
+	w.waitAgent(t, name, true, 10*time.Second)
+	getWorks(t, loop, path, token, "after a clawnetd restart")
+
+	// Removed: the holder goes with it, and the listener with the agent.
 	mustDocker(t, "rm", "-f", name)
 	w.waitAgent(t, name, false, 10*time.Second)
 	noneLeft(t, name)
 	if err := dialRefused(loop); err != nil {
 		t.Errorf("after docker rm: %v", err)
+	}
+}
+
+// TestDockerAttachPublishFollowsRestarts: the ports of a plain container
+// attached with `clawnet attach --publish` come back with every new run of
+// the container (a new namespace the daemon attaches again), and go while
+// it is stopped (its agent is detached) or removed.
+func TestDockerAttachPublishFollowsRestarts(t *testing.T) {
+	requireDocker(t)
+	in := harness.NewInternet(t)
+	d := harness.StartDaemon(t, harness.DaemonConfig{
+		Policies:      map[string]string{"canary": canaryPolicy(in), "web": webPolicy},
+		DefaultPolicy: "canary",
+		Internet:      in,
+	})
+	w := world{in: in, d: d}
+	name := uniq("cn-apub")
+	token := uniq("served")
+	path := "/" + token + ".txt"
+	mustDocker(t, "run", "-d", "--network", "none", "--name", name, testImage(t), "sh", "-c",
+		"mkdir -p /www && echo "+token+" > /www"+path+" && exec httpd -f -vv -p 8080 -h /www")
+	t.Cleanup(func() { removeContainers(t, name) })
+
+	port := freePort(t)
+	spec := fmt.Sprintf("127.0.0.1:%d:8080", port)
+	loop := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
+	d.MustCLI(t, "attach", "--policy", "web", "--publish", spec, name)
+	getWorks(t, loop, path, token, "after clawnet attach --publish")
+
+	mustDocker(t, "restart", "-t", "0", name)
+	getWorks(t, loop, path, token, "after docker restart")
+	if a := lsAgent(t, d, name); !slices.Contains(a.Published, spec+"/tcp") {
+		t.Errorf("clawnet ls after docker restart: agent publishes %q; want %s/tcp", a.Published, spec)
+	}
+
+	mustDocker(t, "stop", "-t", "0", name)
+	w.waitAgent(t, name, false, 10*time.Second)
+	if err := dialRefused(loop); err != nil {
+		t.Errorf("after docker stop: %v", err)
+	}
+	mustDocker(t, "start", name)
+	getWorks(t, loop, path, token, "after docker start")
+
+	mustDocker(t, "rm", "-f", name)
+	w.waitAgent(t, name, false, 10*time.Second)
+	if err := dialRefused(loop); err != nil {
+		t.Errorf("after docker rm: %v", err)
+	}
+}
+
+// getWorks polls a GET of path through the published port at loop until it
+// answers the agent's file.
+func getWorks(t *testing.T, loop netip.AddrPort, path, token, when string) {
+	t.Helper()
+	var body string
+	var err error
+	if !harness.Poll(10*time.Second, 100*time.Millisecond, func() bool {
+		body, err = httpGet("http://" + loop.String() + path)
+		return err == nil
+	}) {
+		t.Fatalf("GET http://%s%s from the host %s: %v; want the agent's file", loop, path, when, err)
+	}
+	if body != token+"\n" {
+		t.Errorf("GET http://%s%s %s = %q; want %q", loop, path, when, body, token+"\n")
 	}
 }
 

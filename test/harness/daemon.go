@@ -130,6 +130,10 @@ func (d *Daemon) configYAML(cfg DaemonConfig) string {
 	fmt.Fprintf(&b, "dns:\n  upstream: [%s]\n", quoteJoin(up))
 	fmt.Fprintf(&b, "audit_log: %s\n", d.AuditPath)
 	fmt.Fprintf(&b, "treat_as_public: [\"198.18.0.0/15\", \"2001:db8::/32\"]\n")
+	if !strings.Contains(cfg.ExtraConfig, "state_dir:") {
+		// Each test daemon keeps its attachments apart from the host's.
+		fmt.Fprintf(&b, "state_dir: %s\n", filepath.Join(d.Dir, "state"))
+	}
 	b.WriteString(cfg.ExtraConfig)
 	return b.String()
 }

@@ -4,6 +4,11 @@
 // repository after `make build`:
 //
 //	clawbench [-quick | -smoke] [-out DIR] [-systems veth,slirp4netns,pasta,clawnet] [-reps N]
+//	          [-metrics KEY,...] [-bin DIR]
+//
+// -metrics runs only the tests that give those figures (the keys of
+// results.json); -bin takes clawnetd and clawnet from another build, to
+// compare two builds of the gateway run after run.
 package main
 
 import (
@@ -34,13 +39,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("clawbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		quick   = fs.Bool("quick", false, "shorter run (under 3 minutes)")
+		quick   = fs.Bool("quick", false, "shorter run (under 3½ minutes)")
 		smoke   = fs.Bool("smoke", false, "CI check that every system still runs; its figures mean little")
 		out     = fs.String("out", "bench/out", "directory for the results")
 		systems = fs.String("systems", "veth,slirp4netns,pasta,clawnet", "systems to measure, comma-separated")
 		reps    = fs.Int("reps", 0, "repetitions of every system (default: the mode's)")
 		root    = fs.String("root", "", "repository root holding bin/ and bench/probe (default: found from the working directory)")
 		redraw  = fs.String("chart", "", "measure nothing: redraw chart.svg beside this results.json")
+		metrics = fs.String("metrics", "", "measure only the tests giving these figures, comma-separated keys of results.json (default: all)")
+		bin     = fs.String("bin", "", "directory holding clawnetd and clawnet (default: ROOT/bin)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -73,12 +80,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *reps > 0 {
 		cfg.Reps = *reps
 	}
+	if *metrics != "" {
+		if err := cfg.SelectMetrics(*metrics); err != nil {
+			return fmt.Errorf("-metrics: %w", err)
+		}
+	}
 	if cfg.Root = *root; cfg.Root == "" {
 		if cfg.Root, err = findRoot(); err != nil {
 			return err
 		}
 	}
 	if cfg.OutDir, err = filepath.Abs(*out); err != nil {
+		return err
+	}
+	if cfg.Bin = *bin; cfg.Bin == "" {
+		cfg.Bin = filepath.Join(cfg.Root, "bin")
+	}
+	if cfg.Bin, err = filepath.Abs(cfg.Bin); err != nil {
 		return err
 	}
 	cfg.Log = stderr

@@ -16,6 +16,8 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{[]string{"-systems", "veth,vmware"}, `-systems: unknown system "vmware"`},
 		{[]string{"-reps", "-1"}, "-reps -1"},
 		{[]string{"now"}, `unexpected argument "now"`},
+		{[]string{"-metrics", "upload_gbps,speed"}, `-metrics: unknown metric "speed"`},
+		{[]string{"-metrics", ","}, "-metrics: no metric named"},
 	}
 	for _, tt := range tests {
 		var stderr bytes.Buffer

@@ -145,3 +145,36 @@ func checkAnswer(m *dns.Msg) error {
 	}
 	return errors.New("answer carries no A record")
 }
+
+// Resolve asks server for name's A record and returns the first address,
+// as an agent's resolver would before it connects: on clawnet the answer
+// is what binds the address to the name.
+func Resolve(ctx context.Context, server, name string) (netip.Addr, error) {
+	c := &dns.Client{Net: "udp", Timeout: 2 * time.Second}
+	q := new(dns.Msg)
+	q.SetQuestion(dns.Fqdn(name), dns.TypeA)
+	var (
+		ans *dns.Msg
+		err error
+	)
+	// One retry: a lost datagram is not the path's failure.
+	for range 2 {
+		if ans, _, err = c.ExchangeContext(ctx, q, server); err == nil {
+			break
+		}
+	}
+	if err == nil {
+		err = checkAnswer(ans)
+	}
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("resolve %s at %s: %w", name, server, err)
+	}
+	for _, rr := range ans.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			if ip, ok := netip.AddrFromSlice(a.A.To4()); ok {
+				return ip, nil
+			}
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("resolve %s at %s: no usable A record", name, server)
+}

@@ -1,8 +1,9 @@
 // Package probe is the request/response side of the benchmark suite: a TCP
 // echo server and the clients that measure transactions per second with
 // latency percentiles over one connection, new connections per second, idle
-// connections held open, and DNS queries per second. It only ever talks to
-// the address it is given; the suite decides which addresses those are.
+// connections held open, DNS queries per second, and HTTP/1.1 uploads
+// (with the server that takes them). It only ever talks to the address it
+// is given; the suite decides which addresses those are.
 package probe
 
 import (
@@ -37,6 +38,9 @@ type Result struct {
 	// mode does not time single operations).
 	P50us float64 `json:"p50_us,omitempty"`
 	P99us float64 `json:"p99_us,omitempty"`
+	// Bytes and Gbps are the payload a throughput mode moved and its rate.
+	Bytes int64   `json:"bytes,omitempty"`
+	Gbps  float64 `json:"gbps,omitempty"`
 	// FirstError is the first error seen, to make a failing run explain itself.
 	FirstError string `json:"first_error,omitempty"`
 }

@@ -2,6 +2,7 @@ package probe
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -162,7 +163,11 @@ func TestHold(t *testing.T) {
 	}
 }
 
-func TestDNS(t *testing.T) {
+// dnsServer starts a DNSServer answering name with answer on a loopback
+// port and returns its address once it answers; it is stopped, and must
+// have returned, when the test ends.
+func dnsServer(t *testing.T, name, answer string) string {
+	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -171,31 +176,115 @@ func TestDNS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := NewDNSServer("bench.test", netip.MustParseAddr("198.18.0.2"), pc, ln)
+	s, err := NewDNSServer(name, netip.MustParseAddr(answer), pc, ln)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx) }()
-	defer func() {
+	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("DNSServer.Serve() = %v", err)
 		}
-	}()
-	// ActivateAndServe may still be starting: retry the first query briefly.
-	var r Result
-	for range 50 {
-		if r, err = DNS(context.Background(), pc.LocalAddr().String(), "bench.test", 2, time.Second); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
+	})
+	// The socket is bound already: a first query waits for the server.
+	addr := pc.LocalAddr().String()
+	if _, err := Resolve(context.Background(), addr, name); err != nil {
+		t.Fatalf("DNS server at %s never answered: %v", addr, err)
 	}
+	return addr
+}
+
+func TestDNS(t *testing.T) {
+	server := dnsServer(t, "bench.test", "198.18.0.2")
+	r, err := DNS(context.Background(), server, "bench.test", 2, time.Second)
 	if err != nil || r.Ops < 10 {
 		t.Fatalf("DNS(bench.test) = %+v, %v; want >= 10 answered queries", r, err)
 	}
-	if r, err := DNS(context.Background(), pc.LocalAddr().String(), "other.test", 1, 100*time.Millisecond); err == nil || !strings.Contains(r.FirstError, "NXDOMAIN") {
+	if r, err := DNS(context.Background(), server, "other.test", 1, 100*time.Millisecond); err == nil || !strings.Contains(r.FirstError, "NXDOMAIN") {
 		t.Errorf("DNS(other.test) = %+v, %v; want NXDOMAIN errors and no answered query", r, err)
+	}
+}
+
+// httpServer starts ServeHTTP on a loopback port and returns its address;
+// the server is stopped, and must have returned, when the test ends.
+func httpServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ServeHTTP(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("ServeHTTP() = %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("ServeHTTP did not return after its context ended")
+		}
+	})
+	return ln.Addr().String()
+}
+
+func TestHTTPPost(t *testing.T) {
+	addr := httpServer(t)
+	tests := []struct {
+		size, inflight int
+		d              time.Duration
+	}{
+		{1 << 20, 1, 200 * time.Millisecond},  // bodies larger than one write
+		{1 << 10, 16, 200 * time.Millisecond}, // small requests, pipelined
+		{bodyChunk + 1, 2, time.Millisecond},  // at least one request, whatever the duration
+		{0, 1, 50 * time.Millisecond},         // no body at all
+	}
+	for _, tt := range tests {
+		r, err := HTTPPost(context.Background(), HTTPArgs{Addr: addr, Host: "bench.test", Size: tt.size, InFlight: tt.inflight, Duration: tt.d})
+		if err != nil {
+			t.Errorf("HTTPPost(size %d, inflight %d) error = %v", tt.size, tt.inflight, err)
+			continue
+		}
+		if r.Ops < 1 || r.Bytes != r.Ops*int64(tt.size) || r.PerSec <= 0 || (tt.size > 0 && r.Gbps <= 0) || r.Errors != 0 {
+			t.Errorf("HTTPPost(size %d, inflight %d) = %+v, want requests, bytes = requests × size, rates > 0", tt.size, tt.inflight, r)
+		}
+	}
+}
+
+func TestHTTPPostRejectsAnError(t *testing.T) {
+	// A server that refuses the request must fail the test, not count it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.Write([]byte("HTTP/1.1 421 Misdirected Request\r\nContent-Length: 0\r\n\r\n"))
+		io.Copy(io.Discard, c)
+	}()
+	r, err := HTTPPost(context.Background(), HTTPArgs{Addr: ln.Addr().String(), Host: "x", Size: 10, InFlight: 1, Duration: time.Second})
+	if err == nil || !strings.Contains(err.Error(), "421") {
+		t.Errorf("HTTPPost() against a 421 = %+v, %v; want an error naming the status", r, err)
+	}
+}
+
+func TestResolve(t *testing.T) {
+	server := dnsServer(t, "bench.test", "198.18.0.2")
+	ip, err := Resolve(context.Background(), server, "Bench.Test")
+	if err != nil || ip.String() != "198.18.0.2" {
+		t.Errorf("Resolve(Bench.Test) = %v, %v; want 198.18.0.2", ip, err)
+	}
+	if ip, err := Resolve(context.Background(), server, "other.test"); err == nil || !strings.Contains(err.Error(), "NXDOMAIN") {
+		t.Errorf("Resolve(other.test) = %v, %v; want an NXDOMAIN error", ip, err)
 	}
 }

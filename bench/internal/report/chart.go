@@ -24,9 +24,9 @@ type panel struct {
 }
 
 var panels = []panel{
-	{"Throughput (higher is better)", "Gbit/s", 1, []string{"upload", "download", "upload ×4", "download ×4"}, []string{UploadGbps, DownloadGbps, Upload4Gbps, Download4Gbps}},
+	{"Throughput (higher is better)", "Gbit/s", 1, []string{"upload", "download", "upload ×4", "download ×4", "HTTP upload"}, []string{UploadGbps, DownloadGbps, Upload4Gbps, Download4Gbps, HTTPUploadGbps}},
 	{"Request/response latency (lower is better)", "µs", 1, []string{"p50", "p99"}, []string{RRP50us, RRP99us}},
-	{"Rates (higher is better)", "thousand per second", 1000, []string{"request/response", "connects"}, []string{RRPerS, ConnectsPerS}},
+	{"Rates (higher is better)", "thousand per second", 1000, []string{"request/response", "connects", "HTTP 1 KiB POSTs"}, []string{RRPerS, ConnectsPerS, HTTPSmallPerS}},
 }
 
 const (

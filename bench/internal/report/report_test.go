@@ -48,20 +48,20 @@ func full() Results {
 
 func TestMissing(t *testing.T) {
 	r := full()
-	if got := r.Missing(Systems); len(got) != 0 {
+	if got := r.Missing(Systems, Metrics); len(got) != 0 {
 		t.Fatalf("Missing() on full results = %v, want none", got)
 	}
 	r[Pasta][RRP99us] = 0
 	delete(r[Clawnet], RSSPerFlowKiB)
 	delete(r, Slirp)
-	got := r.Missing(Systems)
+	got := r.Missing(Systems, Metrics)
 	for _, want := range []string{"pasta rr_p99_us", "clawnet rss_per_flow_kib", "slirp4netns upload_gbps", "slirp4netns cpu_s_per_gb"} {
 		if !slices.Contains(got, want) {
 			t.Errorf("Missing() = %v, want it to contain %q", got, want)
 		}
 	}
 	// veth never reports the gateway-only figures, so none is missing.
-	if got := r.Missing([]string{Veth}); len(got) != 0 {
+	if got := r.Missing([]string{Veth}, Metrics); len(got) != 0 {
 		t.Errorf("Missing(veth) = %v, want none", got)
 	}
 }
@@ -123,7 +123,7 @@ func TestWriteShowsFailuresAndRatios(t *testing.T) {
 	r := full()
 	delete(r, Clawnet)
 	var buf bytes.Buffer
-	if err := Write(&buf, r, Systems, map[string]string{Clawnet: "bin/clawnetd not found"}, false); err != nil {
+	if err := Write(&buf, r, Systems, Metrics, map[string]string{Clawnet: "bin/clawnetd not found"}, false); err != nil {
 		t.Fatal(err)
 	}
 	out := buf.String()
@@ -133,7 +133,7 @@ func TestWriteShowsFailuresAndRatios(t *testing.T) {
 		}
 	}
 	buf.Reset()
-	if err := Write(&buf, full(), Systems, nil, true); err != nil {
+	if err := Write(&buf, full(), Systems, Metrics, nil, true); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(buf.String(), "| upload, 1 stream | Gbit/s | 10.0 | 20.0 | 2.00× |") {
@@ -163,7 +163,7 @@ func TestChartIsWellFormedSVG(t *testing.T) {
 		}
 	}
 	// background + legend + one bar per system and figure, less the one missing.
-	if want := 1 + len(Systems) + len(Systems)*8 - 1; rects != want {
+	if want := 1 + len(Systems) + len(Systems)*10 - 1; rects != want {
 		t.Errorf("chart has %d rects, want %d", rects, want)
 	}
 }
@@ -173,5 +173,25 @@ func TestNiceCeil(t *testing.T) {
 		if got := niceCeil(tt.in); math.Abs(got-tt.want) > 1e-9 {
 			t.Errorf("niceCeil(%v) = %v, want %v", tt.in, got, tt.want)
 		}
+	}
+}
+
+func TestMissingAndWriteKeepToTheirMetrics(t *testing.T) {
+	// A run that measured only the HTTP upload misses nothing else, and
+	// its table has no other row.
+	up, _ := MetricByKey(HTTPUploadGbps)
+	r := Results{Veth: {HTTPUploadGbps: 20}, Clawnet: {HTTPUploadGbps: 8}}
+	if got := r.Missing([]string{Veth, Clawnet}, []Metric{up}); len(got) != 0 {
+		t.Errorf("Missing(http upload only) = %v, want none", got)
+	}
+	if got := (Results{Veth: {HTTPUploadGbps: 20}}).Missing([]string{Veth, Clawnet}, []Metric{up}); !slices.Equal(got, []string{"clawnet http_upload_gbps"}) {
+		t.Errorf("Missing(no clawnet figure) = %v, want [clawnet http_upload_gbps]", got)
+	}
+	var buf bytes.Buffer
+	if err := Write(&buf, r, []string{Veth, Clawnet}, []Metric{up}, nil, true); err != nil {
+		t.Fatal(err)
+	}
+	if out := buf.String(); !strings.Contains(out, "| HTTP upload (clawnet: by name) | Gbit/s | 20.0 | 8.00 | 0.40× |") || strings.Contains(out, "upload, 1 stream") {
+		t.Errorf("Write(http upload only) = \n%s\nwant the HTTP upload row and no other", out)
 	}
 }

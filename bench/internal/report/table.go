@@ -114,10 +114,11 @@ func ratio(v, ref float64) string {
 	return fmt.Sprintf("%.2f×", v/ref)
 }
 
-// Write prints the results table for systems (in that order) and the
-// targets: each figure, its ratio to veth, and clawnet's ratio to the
-// better of slirp4netns and pasta. With markdown it writes a Markdown table.
-func Write(w io.Writer, r Results, systems []string, failed map[string]string, markdown bool) error {
+// Write prints the results table of metrics for systems (in that order)
+// and the targets: each figure, its ratio to veth, and clawnet's ratio to
+// the better of slirp4netns and pasta. With markdown it writes a Markdown
+// table.
+func Write(w io.Writer, r Results, systems []string, metrics []Metric, failed map[string]string, markdown bool) error {
 	header := []string{"metric", "unit"}
 	for _, s := range systems {
 		if s == Veth {
@@ -128,7 +129,7 @@ func Write(w io.Writer, r Results, systems []string, failed map[string]string, m
 	}
 	header = append(header, "clawnet÷best(slirp4netns,pasta)")
 	var rows [][]string
-	for _, m := range Metrics {
+	for _, m := range metrics {
 		row := []string{m.Label, m.Unit}
 		any := false
 		for _, s := range systems {

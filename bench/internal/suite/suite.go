@@ -53,6 +53,9 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer) error {
 	if cfg.Log == nil {
 		cfg.Log = os.Stderr
 	}
+	if cfg.Bin == "" {
+		cfg.Bin = filepath.Join(cfg.Root, "bin")
+	}
 	r := &runner{cfg: cfg, samples: report.Samples{}, failures: map[string][]string{}, start: time.Now(), load: loadavg()}
 	if os.Geteuid() != 0 {
 		return errors.New("clawbench needs root: it creates network namespaces, veth pairs and TUN devices")
@@ -123,7 +126,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer) error {
 			problems = append(problems, fmt.Sprintf("%s failed: %s", s, r.failures[s][0]))
 		}
 	}
-	if missing := results.Missing(cfg.Systems); len(missing) > 0 {
+	if missing := results.Missing(cfg.Systems, cfg.metrics()); len(missing) > 0 {
 		problems = append(problems, "missing or zero: "+strings.Join(missing, ", "))
 	}
 	r.logf("done in %.0fs; results in %s", time.Since(r.start).Seconds(), cfg.OutDir)
@@ -149,17 +152,19 @@ func (r *runner) setupSystems(ctx context.Context) []system {
 		case report.Clawnet:
 			logFile := filepath.Join(r.cfg.OutDir, "clawnetd.log")
 			os.Remove(logFile)
-			c := &clawnetSystem{t: r.t, bin: filepath.Join(r.cfg.Root, "bin"), logFile: logFile}
-			// Memory first, on fresh daemons, before any traffic.
-			mem, err := c.memory(ctx, r.cfg, r.logf)
-			for k, v := range mem {
-				r.samples.Add(name, k, v)
-			}
-			if err != nil {
-				r.fail(name, fmt.Errorf("memory: %w", err))
-			} else {
-				r.logf("clawnet: RSS idle %.1f MiB, %.0f KiB per idle agent, %.1f KiB per idle flow",
-					mem[report.RSSIdleMiB], mem[report.RSSPerAgentKiB], mem[report.RSSPerFlowKiB])
+			c := &clawnetSystem{t: r.t, bin: r.cfg.Bin, logFile: logFile}
+			if r.cfg.runs(testMemory) {
+				// Memory first, on fresh daemons, before any traffic.
+				mem, err := c.memory(ctx, r.cfg, r.logf)
+				for k, v := range mem {
+					r.samples.Add(name, k, v)
+				}
+				if err != nil {
+					r.fail(name, fmt.Errorf("memory: %w", err))
+				} else {
+					r.logf("clawnet: RSS idle %.1f MiB, %.0f KiB per idle agent, %.1f KiB per idle flow",
+						mem[report.RSSIdleMiB], mem[report.RSSPerAgentKiB], mem[report.RSSPerFlowKiB])
+				}
 			}
 			s = c
 		}
@@ -177,15 +182,16 @@ func (r *runner) setupSystems(ctx context.Context) []system {
 }
 
 var iperfTests = []struct {
+	test    string
 	key     string
 	label   string
 	reverse bool
 	streams int
 }{
-	{report.UploadGbps, "up", false, 1},
-	{report.DownloadGbps, "down", true, 1},
-	{report.Upload4Gbps, "up×4", false, 4},
-	{report.Download4Gbps, "down×4", true, 4},
+	{testUpload, report.UploadGbps, "up", false, 1},
+	{testDownload, report.DownloadGbps, "down", true, 1},
+	{testUpload4, report.Upload4Gbps, "up×4", false, 4},
+	{testDownload4, report.Download4Gbps, "down×4", true, 4},
 }
 
 // measure runs one repetition of every test against s.
@@ -195,16 +201,14 @@ func (r *runner) measure(ctx context.Context, s system, rep int) {
 	var cpu time.Duration
 	var moved float64
 	for _, tt := range iperfTests {
-		var (
-			before   procStat
-			beforeOK bool
-		)
-		if pid := s.pid(); pid > 0 {
-			var err error
-			before, err = readProcStat(pid)
-			beforeOK = err == nil
+		if !r.cfg.runs(tt.test) {
+			continue
 		}
-		res, err := runIperf(ctx, s.netns(), s.target(), iperfPort(name), r.cfg.IperfSeconds, tt.reverse, tt.streams)
+		var res iperfResult
+		used, cpuOK, err := cpuOf(s, func() (err error) {
+			res, err = runIperf(ctx, s.netns(), s.target(), iperfPort(name), r.cfg.IperfSeconds, tt.reverse, tt.streams)
+			return err
+		})
 		if ctx.Err() != nil {
 			return // interrupted: nothing here is the system's fault
 		}
@@ -212,11 +216,9 @@ func (r *runner) measure(ctx context.Context, s system, rep int) {
 			r.fail(name, fmt.Errorf("%s: %w", tt.key, err))
 			continue
 		}
-		if pid := s.pid(); pid > 0 {
-			if after, err := readProcStat(pid); err == nil && beforeOK {
-				cpu += after.cpu - before.cpu
-				moved += res.bytes
-			}
+		if cpuOK {
+			cpu += used
+			moved += res.bytes
 		}
 		r.samples.Add(name, tt.key, res.gbps)
 		line = append(line, fmt.Sprintf("%s %.2f", tt.label, res.gbps))
@@ -227,31 +229,36 @@ func (r *runner) measure(ctx context.Context, s system, rep int) {
 	}
 
 	addr := netip.AddrPortFrom(s.target(), probePort).String()
-	res, err := runProbe(ctx, s.netns(), r.t.probe, r.cfg.RR, "rr", "-addr", addr, "-duration", r.cfg.RR.String())
-	if ctx.Err() != nil {
-		return
+	if r.cfg.runs(testRR) {
+		res, err := runProbe(ctx, s.netns(), r.t.probe, r.cfg.RR, "rr", "-addr", addr, "-duration", r.cfg.RR.String())
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			r.fail(name, fmt.Errorf("rr: %w", err))
+		} else {
+			r.samples.Add(name, report.RRPerS, res.PerSec)
+			r.samples.Add(name, report.RRP50us, res.P50us)
+			r.samples.Add(name, report.RRP99us, res.P99us)
+			line = append(line, fmt.Sprintf("rr %.0f/s p50 %.0fµs p99 %.0fµs", res.PerSec, res.P50us, res.P99us))
+		}
 	}
-	if err != nil {
-		r.fail(name, fmt.Errorf("rr: %w", err))
-	} else {
-		r.samples.Add(name, report.RRPerS, res.PerSec)
-		r.samples.Add(name, report.RRP50us, res.P50us)
-		r.samples.Add(name, report.RRP99us, res.P99us)
-		line = append(line, fmt.Sprintf("rr %.0f/s p50 %.0fµs p99 %.0fµs", res.PerSec, res.P50us, res.P99us))
+	if r.cfg.runs(testConnects) {
+		res, err := runProbe(ctx, s.netns(), r.t.probe, r.cfg.Connects, "connects", "-addr", addr,
+			"-workers", fmt.Sprint(r.cfg.Workers), "-duration", r.cfg.Connects.String())
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			r.fail(name, fmt.Errorf("connects: %w", err))
+		} else {
+			r.samples.Add(name, report.ConnectsPerS, res.PerSec)
+			line = append(line, fmt.Sprintf("connects %.0f/s", res.PerSec))
+			r.warnErrors(name, res)
+		}
 	}
-	res, err = runProbe(ctx, s.netns(), r.t.probe, r.cfg.Connects, "connects", "-addr", addr,
-		"-workers", fmt.Sprint(r.cfg.Workers), "-duration", r.cfg.Connects.String())
-	if ctx.Err() != nil {
-		return
-	}
-	if err != nil {
-		r.fail(name, fmt.Errorf("connects: %w", err))
-	} else {
-		r.samples.Add(name, report.ConnectsPerS, res.PerSec)
-		line = append(line, fmt.Sprintf("connects %.0f/s", res.PerSec))
-		r.warnErrors(name, res)
-	}
-	if c, ok := s.(*clawnetSystem); ok {
+	c, isClawnet := s.(*clawnetSystem)
+	if isClawnet && r.cfg.runs(testDNS) {
 		res, err := runProbe(ctx, s.netns(), r.t.probe, r.cfg.DNS, "dns", "-server", c.gateway+":53",
 			"-name", dnsName, "-workers", fmt.Sprint(r.cfg.DNSWorkers), "-duration", r.cfg.DNS.String())
 		if ctx.Err() != nil {
@@ -266,6 +273,52 @@ func (r *runner) measure(ctx context.Context, s system, rep int) {
 			r.warnErrors(name, res)
 		}
 	}
+	for _, ht := range r.httpTests(s) {
+		if !r.cfg.runs(ht.test) {
+			continue
+		}
+		var auditOff int64
+		if ht.byName {
+			auditOff = c.auditEnd()
+		}
+		var res probe.Result
+		used, cpuOK, err := cpuOf(s, func() (err error) {
+			res, err = runProbe(ctx, s.netns(), r.t.probe, ht.d, append([]string{"http", "-duration", ht.d.String()}, ht.args...)...)
+			return err
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			r.fail(name, fmt.Errorf("%s: %w", ht.key, err))
+			continue
+		}
+		if ht.byName {
+			// A figure labelled "by name" that went by address would
+			// measure nothing of the request checks: prove the flow.
+			if n, err := c.nameBoundSince(auditOff); err != nil || n == 0 {
+				r.fail(name, fmt.Errorf("%s: no allowed flow to port %d with Host %s in the audit log (%v): the test did not go through a name-bound flow", ht.key, httpPort, dnsName, err))
+				continue
+			}
+		}
+		if ht.rate {
+			r.samples.Add(name, ht.key, res.PerSec)
+			line = append(line, fmt.Sprintf("%s %.0f/s", ht.label, res.PerSec))
+			if cpuOK && res.Ops > 0 {
+				perReq := float64(used.Microseconds()) / float64(res.Ops)
+				r.samples.Add(name, ht.cpuKey, perReq)
+				line = append(line, fmt.Sprintf("cpu %.1fµs", perReq))
+			}
+			continue
+		}
+		r.samples.Add(name, ht.key, res.Gbps)
+		line = append(line, fmt.Sprintf("%s %.2f", ht.label, res.Gbps))
+		if cpuOK && res.Bytes > 0 {
+			perGB := used.Seconds() / (float64(res.Bytes) / 1e9)
+			r.samples.Add(name, ht.cpuKey, perGB)
+			line = append(line, fmt.Sprintf("cpu %.2fs/GB", perGB))
+		}
+	}
 	r.logf("rep %d/%d %-11s %s", rep, r.cfg.Reps, name, strings.Join(line, "  "))
 
 	if err := s.alive(); err != nil {
@@ -274,6 +327,66 @@ func (r *runner) measure(ctx context.Context, s system, rep int) {
 	if err := r.t.checkServers(); err != nil {
 		r.fail(name, err)
 	}
+}
+
+// httpTest is one run of the probe's HTTP client.
+type httpTest struct {
+	test, key, cpuKey, label string
+	rate                     bool // report requests per second, not Gbit/s
+	byName                   bool // clawnet, through a flow allowed by name
+	d                        time.Duration
+	args                     []string
+}
+
+// httpTests lists the HTTP tests for s: large POSTs one at a time, and
+// small ones pipelined. On clawnet each runs twice: to port 80, which the
+// bench policy allows only by name, so the client resolves bench.test
+// through the gateway and every request head is checked; and to
+// httpAddrPort, allowed by address, which the gateway splices unread. The
+// other systems have no names to bind: they send the same requests to the
+// server's address.
+func (r *runner) httpTests(s system) []httpTest {
+	large := []string{"-size", fmt.Sprint(r.cfg.HTTPBody), "-inflight", "1"}
+	small := []string{"-size", fmt.Sprint(r.cfg.HTTPSmallBody), "-inflight", fmt.Sprint(r.cfg.HTTPInFlight)}
+	byAddr := []string{"-addr", netip.AddrPortFrom(s.target(), httpPort).String(), "-host", dnsName}
+	c, ok := s.(*clawnetSystem)
+	if !ok {
+		return []httpTest{
+			{testHTTP, report.HTTPUploadGbps, report.HTTPCPUsPerGB, "http", false, false, r.cfg.HTTPUpload, slices.Concat(large, byAddr)},
+			{testSmall, report.HTTPSmallPerS, report.HTTPSmallCPUus, "http-small", true, false, r.cfg.HTTPSmall, slices.Concat(small, byAddr)},
+		}
+	}
+	byName := []string{"-addr", fmt.Sprintf("%s:%d", dnsName, httpPort), "-dns", c.gateway + ":53"}
+	byAddr = []string{"-addr", netip.AddrPortFrom(s.target(), httpAddrPort).String(), "-host", dnsName}
+	return []httpTest{
+		{testHTTP, report.HTTPUploadGbps, report.HTTPCPUsPerGB, "http", false, true, r.cfg.HTTPUpload, slices.Concat(large, byName)},
+		{testHTTPAddr, report.HTTPUploadAddrGbps, report.HTTPAddrCPUsPerGB, "http-addr", false, false, r.cfg.HTTPUpload, slices.Concat(large, byAddr)},
+		{testSmall, report.HTTPSmallPerS, report.HTTPSmallCPUus, "http-small", true, true, r.cfg.HTTPSmall, slices.Concat(small, byName)},
+		{testSmallAddr, report.HTTPSmallAddrPerS, report.HTTPSmallAddrCPUus, "http-small-addr", true, false, r.cfg.HTTPSmall, slices.Concat(small, byAddr)},
+	}
+}
+
+// cpuOf runs f and returns the CPU time s's data-path process spent
+// meanwhile; ok is false when s has none or it could not be read.
+func cpuOf(s system, f func() error) (used time.Duration, ok bool, err error) {
+	pid := s.pid()
+	var before procStat
+	if pid > 0 {
+		var serr error
+		before, serr = readProcStat(pid)
+		ok = serr == nil
+	}
+	if err := f(); err != nil {
+		return 0, false, err
+	}
+	if !ok {
+		return 0, false, nil
+	}
+	after, serr := readProcStat(pid)
+	if serr != nil {
+		return 0, false, nil
+	}
+	return after.cpu - before.cpu, true, nil
 }
 
 // warnErrors notes a test that counted some failed operations: the figure
@@ -294,7 +407,7 @@ func (r *runner) write(results report.Results, stdout io.Writer) error {
 		}
 	}
 	meta := runMeta(r.cfg, r.t.prefix)
-	if out, err := exec.Command(filepath.Join(r.cfg.Root, "bin", "clawnet"), "version").Output(); err == nil {
+	if out, err := exec.Command(filepath.Join(r.cfg.Bin, "clawnet"), "version").Output(); err == nil {
 		meta.Clawnet = strings.TrimPrefix(strings.TrimSpace(string(out)), "clawnet ")
 	}
 	// Other work on the machine skews every system alike, since they
@@ -332,7 +445,7 @@ func (r *runner) write(results report.Results, stdout io.Writer) error {
 		}),
 		writeFile("results.md", func(w io.Writer) error {
 			fmt.Fprintf(w, "Benchmark: %s. clawnet %s. Tools: %s. Load average %s.\n\n", subtitle, meta.Clawnet, meta.Tools, meta.Load)
-			if err := report.Write(w, results, r.cfg.Systems, failed, true); err != nil {
+			if err := report.Write(w, results, r.cfg.Systems, r.cfg.metrics(), failed, true); err != nil {
 				return err
 			}
 			if len(r.warnings) > 0 {
@@ -351,7 +464,7 @@ func (r *runner) write(results report.Results, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "\n%s\n\n", subtitle)
-	if err := report.Write(stdout, results, r.cfg.Systems, failed, false); err != nil {
+	if err := report.Write(stdout, results, r.cfg.Systems, r.cfg.metrics(), failed, false); err != nil {
 		return err
 	}
 	for _, w := range r.warnings {
@@ -396,7 +509,7 @@ func Redraw(resultsFile string, stdout io.Writer) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return report.Write(stdout, results, systems, nil, false)
+	return report.Write(stdout, results, systems, report.Metrics, nil, false)
 }
 
 type meta struct {
@@ -417,6 +530,14 @@ type meta struct {
 	Workers int           `json:"connect_workers"`
 	Agents  int           `json:"idle_agents"`
 	Flows   int           `json:"idle_flows"`
+	// The HTTP tests: body sizes, requests in flight, and durations.
+	HTTPBody      int           `json:"http_body"`
+	HTTPUpload    time.Duration `json:"http_upload_ns"`
+	HTTPSmallBody int           `json:"http_small_body"`
+	HTTPInFlight  int           `json:"http_inflight"`
+	HTTPSmall     time.Duration `json:"http_small_ns"`
+	// Only lists the figures measured when not all were (-metrics).
+	Only []string `json:"metrics,omitempty"`
 }
 
 func (m meta) subtitle() string {
@@ -428,6 +549,8 @@ func runMeta(cfg Config, prefix netip.Prefix) meta {
 		Date: time.Now().UTC().Format("2006-01-02"), Mode: cfg.Mode, Reps: cfg.Reps,
 		CPUs: runtime.NumCPU(), Prefix: prefix.String(), Iperf: cfg.IperfSeconds,
 		RR: cfg.RR, Conns: cfg.Connects, Workers: cfg.Workers, Agents: cfg.Agents, Flows: cfg.Flows,
+		HTTPBody: cfg.HTTPBody, HTTPUpload: cfg.HTTPUpload, HTTPSmallBody: cfg.HTTPSmallBody,
+		HTTPInFlight: cfg.HTTPInFlight, HTTPSmall: cfg.HTTPSmall, Only: cfg.Only,
 	}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(b))

@@ -4,9 +4,12 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/clawnet/clawnet/bench/internal/report"
 )
 
 func TestParseIperf(t *testing.T) {
@@ -133,22 +136,95 @@ func TestParseSystems(t *testing.T) {
 
 func TestPresetsFitTheirBudgets(t *testing.T) {
 	// A model of one repetition of one system, from timed runs: four
-	// iperf3 tests (plus ~0.2s start-up each), request/response, connects
-	// and ~1s of slack; DNS once per repetition; ~15s for clawnet's memory
-	// phase. It must leave 10% of the budget for building.
-	budget := map[string]time.Duration{"full": 15 * time.Minute, "quick": 3 * time.Minute, "smoke": 2 * time.Minute}
+	// iperf3 tests (plus ~0.2s start-up each), request/response, connects,
+	// the two HTTP tests (~0.1s start-up each) and ~1s of slack; DNS and
+	// clawnet's two HTTP tests by address once per repetition; ~15s for
+	// clawnet's memory phase. It must leave 10% of the budget for building.
+	budget := map[string]time.Duration{"full": 15 * time.Minute, "quick": 210 * time.Second, "smoke": 2 * time.Minute}
 	for mode, limit := range budget {
 		c, err := Preset(mode)
 		if err != nil {
 			t.Fatal(err)
 		}
-		perRep := 4*(time.Duration(c.IperfSeconds)*time.Second+200*time.Millisecond) + c.RR + c.Connects + time.Second
-		total := time.Duration(c.Reps)*time.Duration(len(c.Systems))*perRep + time.Duration(c.Reps)*c.DNS + 15*time.Second
+		http := c.HTTPUpload + c.HTTPSmall + 200*time.Millisecond
+		perRep := 4*(time.Duration(c.IperfSeconds)*time.Second+200*time.Millisecond) + c.RR + c.Connects + http + time.Second
+		total := time.Duration(c.Reps)*time.Duration(len(c.Systems))*perRep + time.Duration(c.Reps)*(c.DNS+http) + 15*time.Second
 		if total > limit*9/10 {
 			t.Errorf("Preset(%s) needs about %v, over 90%% of its %v budget", mode, total, limit)
 		}
 	}
 	if _, err := Preset("long"); err == nil {
 		t.Error("Preset(long) = nil error, want one")
+	}
+}
+
+func TestSelectMetrics(t *testing.T) {
+	tests := []struct {
+		in       string
+		only     []string
+		runs     []string
+		skips    []string
+		wantsErr string
+	}{
+		{
+			in:    "upload_gbps, http_upload_gbps",
+			only:  []string{"cpu_s_per_gb", "http_cpu_s_per_gb", "http_upload_gbps", "upload_gbps"},
+			runs:  []string{testUpload, testHTTP},
+			skips: []string{testDownload, testUpload4, testMemory, testHTTPAddr, testSmall, testRR},
+		},
+		{
+			// A CPU figure brings the tests it is measured over.
+			in:    "cpu_s_per_gb",
+			only:  []string{"cpu_s_per_gb", "download4_gbps", "download_gbps", "upload4_gbps", "upload_gbps"},
+			runs:  []string{testUpload, testDownload, testUpload4, testDownload4},
+			skips: []string{testHTTP, testConnects},
+		},
+		{
+			in:    "rr_p99_us,rss_idle_mib",
+			only:  []string{"rr_p50_us", "rr_p99_us", "rr_per_s", "rss_idle_mib", "rss_per_agent_kib", "rss_per_flow_kib"},
+			runs:  []string{testRR, testMemory},
+			skips: []string{testUpload, testDNS},
+		},
+		{in: "upload_gbps,fast", wantsErr: `unknown metric "fast"`},
+		{in: " , ", wantsErr: "no metric named"},
+	}
+	for _, tt := range tests {
+		c, _ := Preset("smoke")
+		err := c.SelectMetrics(tt.in)
+		if tt.wantsErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantsErr) {
+				t.Errorf("SelectMetrics(%q) = %v, want an error containing %q", tt.in, err, tt.wantsErr)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(c.Only, tt.only) {
+			t.Errorf("SelectMetrics(%q) = %v, Only %v; want %v", tt.in, err, c.Only, tt.only)
+		}
+		for _, test := range tt.runs {
+			if !c.runs(test) {
+				t.Errorf("SelectMetrics(%q): runs(%s) = false, want true", tt.in, test)
+			}
+		}
+		for _, test := range tt.skips {
+			if c.runs(test) {
+				t.Errorf("SelectMetrics(%q): runs(%s) = true, want false", tt.in, test)
+			}
+		}
+		if got := len(c.metrics()); got != len(tt.only) {
+			t.Errorf("SelectMetrics(%q): %d metrics in the table, want %d", tt.in, got, len(tt.only))
+		}
+	}
+	c, _ := Preset("full")
+	if !c.runs(testHTTPAddr) || len(c.metrics()) != len(report.Metrics) {
+		t.Error("without a selection, every test runs and every figure is in the table")
+	}
+}
+
+func TestEveryMetricHasATest(t *testing.T) {
+	for _, m := range report.Metrics {
+		c, _ := Preset("smoke")
+		if err := c.SelectMetrics(m.Key); err != nil || !slices.Contains(c.Only, m.Key) {
+			t.Errorf("SelectMetrics(%s) = %v, Only %v: no test gives it", m.Key, err, c.Only)
+		}
 	}
 }

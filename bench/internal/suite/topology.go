@@ -26,6 +26,10 @@ const (
 	probePort     = 7000
 	dnsPort       = 53
 	iperfBasePort = 5201 // + the system's index, one iperf3 server each
+	// Both HTTP ports have the probe's HTTP server; clawnet's bench policy
+	// allows httpPort only by name and httpAddrPort by address.
+	httpPort     = 80
+	httpAddrPort = 8080
 )
 
 // Address plan inside the run's /22 (block = third octet offset):
@@ -43,7 +47,7 @@ const (
 )
 
 // topology is the server side of the run: one namespace holding iperf3,
-// the probe's echo server and its DNS server, reachable from the host.
+// the probe's echo, DNS and HTTP servers, reachable from the host.
 type topology struct {
 	id       string // unique per run; prefixes every name
 	prefix   netip.Prefix
@@ -104,6 +108,11 @@ func (t *topology) build(ctx context.Context, systems []string) error {
 	if err := t.start(ctx, "dns server", t.probe, "dns-server", "-listen", fmt.Sprintf(":%d", dnsPort), "-name", dnsName, "-answer", t.addr.String()); err != nil {
 		return err
 	}
+	for _, port := range []int{httpPort, httpAddrPort} {
+		if err := t.start(ctx, fmt.Sprintf("http server :%d", port), t.probe, "http-server", "-listen", fmt.Sprintf(":%d", port)); err != nil {
+			return err
+		}
+	}
 	for _, sys := range systems {
 		port := strconv.Itoa(iperfPort(sys))
 		if err := t.start(ctx, "iperf3 server :"+port, "iperf3", "-s", "-p", port); err != nil {
@@ -112,7 +121,7 @@ func (t *topology) build(ctx context.Context, systems []string) error {
 	}
 	// Waiting for every server to answer from the host keeps the first
 	// measurement from paying for start-up and neighbour discovery.
-	ports := []int{probePort, dnsPort}
+	ports := []int{probePort, dnsPort, httpPort, httpAddrPort}
 	for _, sys := range systems {
 		ports = append(ports, iperfPort(sys))
 	}
