@@ -52,10 +52,11 @@ type Agent struct {
 	bytesUp   atomic.Uint64
 	bytesDown atomic.Uint64
 
-	// denyLog limits deny lines, so a scanning agent cannot flood the audit
-	// log; what it leaves out is counted on the next line written.
-	denyLog        *rate.Limiter
-	denySuppressed atomic.Uint64
+	// audit rate limits the agent's audit lines, each event on its own,
+	// so a scanning or failing agent cannot flood the log (what it leaves
+	// out is counted on the next line of that event), and counts every
+	// line, written or not, for the metrics.
+	audit agentAudit
 }
 
 type attachSpec struct {
@@ -99,7 +100,6 @@ func (g *Gateway) attach(ctx context.Context, s attachSpec) (*Agent, error) {
 		attachedAt: time.Now(),
 		flows:      map[*flow]struct{}{},
 		names:      dnsproxy.NewNameTable(),
-		denyLog:    rate.NewLimiter(20, 50),
 		newFlows:   rate.NewLimiter(rate.Limit(g.cfg.Limits.NewFlowsPerSecond), g.cfg.Limits.NewFlowsBurst),
 	}
 	if dev.IPv6 {
@@ -213,15 +213,23 @@ func (a *Agent) untrack(f *flow) {
 	a.wg.Done()
 }
 
+// event is where every audit line of the agent goes, flow and DNS: it is
+// counted for the metrics whether or not it is written, then written
+// unless the agent's rate limit for its event leaves it out.
 func (a *Agent) event(ev *AuditEvent) {
 	ev.Agent = a.name
 	ev.Policy = a.policy
-	if ev.Event == EventDeny {
-		if !a.denyLog.Allow() {
-			a.denySuppressed.Add(1)
+	// A line may already stand for others that an earlier limit left out
+	// (the resolver's own, on rate-limited queries): they count too.
+	a.audit.counts.count(ev, 1+ev.Suppressed)
+	a.g.metrics.line(ev)
+	c, limited := classOf(ev)
+	if limited {
+		a.g.metrics.suppress(c, ev.Suppressed)
+		if !a.audit.admit(a.g.cfg.AuditLimits, c, ev) {
+			a.g.metrics.suppress(c, 1)
 			return
 		}
-		ev.Suppressed = a.denySuppressed.Swap(0)
 	}
 	a.g.audit.Log(ev)
 }

@@ -29,6 +29,7 @@ func (g *Gateway) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/reload", g.handleReload)
 	mux.HandleFunc("GET /v1/explain", g.handleExplain)
 	mux.HandleFunc("GET /v1/version", handleVersion)
+	mux.Handle("GET /metrics", g.MetricsHandler())
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)

@@ -6,7 +6,11 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/time/rate"
 
 	"github.com/clawnet/clawnet/policy"
 )
@@ -46,9 +50,15 @@ type AuditEvent struct {
 	BytesUp    *uint64 `json:"bytes_up,omitempty"`
 	BytesDown  *uint64 `json:"bytes_down,omitempty"`
 	DurationMS *int64  `json:"duration_ms,omitempty"`
-	// Suppressed counts deny lines of this agent left out by the rate
-	// limit since the last one written.
+	// Suppressed counts the lines of this agent and this event (open,
+	// close, deny, fail, or dns) left out by its rate limit since the
+	// last one written (see audit_limits).
 	Suppressed uint64 `json:"suppressed,omitempty"`
+
+	// setup is how long a flow took from the agent's SYN (or first
+	// datagram) to its open or fail line, when that time is the upstream
+	// dial's; zero otherwise. It feeds the dial latency metric only.
+	setup time.Duration
 }
 
 // AuditKind says what an audit line is about.
@@ -82,6 +92,11 @@ func (f *flow) line(ev Event, d policy.Decision, err error) *AuditEvent {
 	if err != nil {
 		e.Error = err.Error()
 	}
+	if (ev == EventOpen || ev == EventFail) && !f.in && !f.byName && f.to == nil {
+		// Forwarded directly: the decision and the handshake with the
+		// agent take microseconds, the rest is the dial.
+		e.setup = time.Since(f.start)
+	}
 	if ev == EventClose {
 		up, down := f.up.Load(), f.down.Load()
 		ms := time.Since(f.start).Milliseconds()
@@ -94,27 +109,62 @@ func (f *flow) line(ev Event, d policy.Decision, err error) *AuditEvent {
 func (f *flow) audit(ev Event, d policy.Decision, err error) { f.a.event(f.line(ev, d, err)) }
 
 // Audit writes one JSON object per line. Each line is one write, so lines
-// from concurrent flows never interleave.
+// from concurrent flows never interleave. A line that cannot be written is
+// counted and reported in the daemon's log, never lost silently; Reopen
+// starts a new file at the same path, for logrotate.
 type Audit struct {
-	mu sync.Mutex
-	w  io.Writer // guarded by mu
-	c  io.Closer
+	path string // "" for a writer that cannot be reopened
+	log  hclog.Logger
+
+	mu      sync.Mutex
+	w       io.Writer // guarded by mu
+	c       io.Closer // guarded by mu
+	torn    bool      // the last write stopped inside a line; guarded by mu
+	failing bool      // the last line was lost; guarded by mu
+	lost    uint64    // lines lost since the last report; guarded by mu
+
+	errLog *rate.Limiter // bounds the reports of write errors
+
+	lines      atomic.Uint64 // lines written
+	errors     atomic.Uint64 // lines lost to write errors
+	reopens    atomic.Uint64
+	reopenErrs atomic.Uint64
 }
 
-// OpenAudit opens path for appending, or stderr for "-".
-func OpenAudit(path string) (*Audit, error) {
+// auditErrorLogEvery bounds how often a failing audit log is reported in
+// the daemon's log; each report counts the lines lost since the last.
+const auditErrorLogEvery = 10 * time.Second
+
+// OpenAudit opens path for appending, or stderr for "-". Write errors are
+// reported to log.
+func OpenAudit(path string, log hclog.Logger) (*Audit, error) {
 	if path == "-" || path == "" {
-		return &Audit{w: os.Stderr}, nil
+		return newAudit(os.Stderr, nil, "", log), nil
 	}
+	f, err := openAuditFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return newAudit(f, f, path, log), nil
+}
+
+func openAuditFile(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open audit log: %w", err)
 	}
-	return &Audit{w: f, c: f}, nil
+	return f, nil
 }
 
-// NewAudit writes to w (tests).
-func NewAudit(w io.Writer) *Audit { return &Audit{w: w} }
+// NewAudit writes to w (tests); write errors are only counted.
+func NewAudit(w io.Writer) *Audit { return newAudit(w, nil, "", nil) }
+
+func newAudit(w io.Writer, c io.Closer, path string, log hclog.Logger) *Audit {
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	return &Audit{path: path, log: log, w: w, c: c, errLog: rate.NewLimiter(rate.Every(auditErrorLogEvery), 1)}
+}
 
 // Log writes ev, stamping the time if unset.
 func (a *Audit) Log(ev *AuditEvent) {
@@ -123,18 +173,188 @@ func (a *Audit) Log(ev *AuditEvent) {
 	}
 	b, err := json.Marshal(ev)
 	if err != nil {
+		a.failed(fmt.Errorf("encode audit line: %w", err))
 		return
 	}
 	b = append(b, '\n')
 	a.mu.Lock()
-	_, _ = a.w.Write(b)
+	if a.torn {
+		// End the line a failed write left half done, so the file stays
+		// one JSON object per line.
+		b = append([]byte{'\n'}, b...)
+	}
+	n, err := a.w.Write(b)
+	recovered, unreported := false, uint64(0)
+	switch {
+	case err == nil:
+		a.torn = false
+		recovered, a.failing = a.failing, false
+		unreported, a.lost = a.lost, 0
+	case n > 0:
+		a.torn = b[n-1] != '\n'
+	}
 	a.mu.Unlock()
+	if err != nil {
+		a.failed(fmt.Errorf("write audit line: %w", err))
+		return
+	}
+	a.lines.Add(1)
+	if recovered {
+		a.log.Info("audit log writable again", "path", a.path, "lost_since_last_report", unreported)
+	}
 }
 
-// Close closes the log file.
+// failed counts a line lost to err and reports it, at most once every
+// auditErrorLogEvery, with the lines lost since the last report.
+func (a *Audit) failed(err error) {
+	a.errors.Add(1)
+	a.mu.Lock()
+	a.failing = true
+	a.lost++
+	lost := a.lost
+	report := a.errLog.Allow()
+	if report {
+		a.lost = 0
+	}
+	a.mu.Unlock()
+	if report {
+		a.log.Error("audit lines lost", "path", a.path, "error", err, "lost", lost)
+	}
+}
+
+// Reopen opens the log's path again and writes there from now on, so that
+// a file renamed by logrotate is let go. If the path cannot be opened the
+// old file stays in use. Stderr and writers given to NewAudit are kept.
+func (a *Audit) Reopen() error {
+	if a.path == "" {
+		return nil
+	}
+	f, err := openAuditFile(a.path)
+	if err != nil {
+		a.reopenErrs.Add(1)
+		a.log.Error("audit log not reopened; still writing to the old file", "path", a.path, "error", err)
+		return err
+	}
+	a.mu.Lock()
+	old := a.c
+	a.w, a.c, a.torn = f, f, false
+	a.mu.Unlock()
+	a.reopens.Add(1)
+	if old != nil {
+		_ = old.Close()
+	}
+	a.log.Info("audit log reopened", "path", a.path)
+	return nil
+}
+
+// AuditStats are an Audit's counters since it was opened.
+type AuditStats struct {
+	Lines, Errors, Reopens, ReopenErrors uint64
+}
+
+// Stats returns the counters.
+func (a *Audit) Stats() AuditStats {
+	return AuditStats{Lines: a.lines.Load(), Errors: a.errors.Load(), Reopens: a.reopens.Load(), ReopenErrors: a.reopenErrs.Load()}
+}
+
+// Close closes the log file; later lines are counted as lost.
 func (a *Audit) Close() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	if a.c != nil {
 		return a.c.Close()
 	}
 	return nil
+}
+
+// auditClass is a bucket of an agent's audit rate limit: each event on its
+// own, so a storm of one kind never hides the lines of another.
+type auditClass uint8
+
+const (
+	classOpen auditClass = iota
+	classClose
+	classDeny
+	classFail
+	classDNS
+	// classDNSLimited holds the lines of queries refused by the agent's
+	// DNS rate limit: a flood past that limit writes about one a second,
+	// and never uses up the bucket of the queries it let through.
+	classDNSLimited
+	// classOther holds events this version does not know, limited as
+	// denies are.
+	classOther
+	numAuditClasses
+)
+
+var auditClassNames = [numAuditClasses]string{"open", "close", "deny", "fail", "dns", "dns-limited", "other"}
+
+// dnsLimitedLines is the rate of classDNSLimited; the burst of 2 lets one
+// through when the resolver's own one-a-second limit sends it a little
+// early.
+const dnsLimitedLines = 1
+
+// classOf is the bucket of ev; limited is false for lines no agent can
+// cause in numbers: a revoke follows an operator's policy change and is
+// bounded by limits.flows_per_agent.
+func classOf(ev *AuditEvent) (c auditClass, limited bool) {
+	if ev.Kind == KindDNS {
+		if ev.Rule == ruleDNSRateLimit {
+			return classDNSLimited, true
+		}
+		return classDNS, true
+	}
+	switch ev.Event {
+	case EventOpen:
+		return classOpen, true
+	case EventClose:
+		return classClose, true
+	case EventDeny:
+		return classDeny, true
+	case EventFail:
+		return classFail, true
+	case EventRevoke:
+		return 0, false
+	}
+	return classOther, true
+}
+
+// agentAudit is what one agent's audit lines pass through: a rate limit per
+// class, whose left-out lines are counted on the next line of that class,
+// and the counts its metrics are read from.
+type agentAudit struct {
+	once    sync.Once
+	buckets [numAuditClasses]auditBucket // made at the first line
+
+	counts agentCounts
+}
+
+type auditBucket struct {
+	lim        *rate.Limiter
+	suppressed atomic.Uint64
+}
+
+func (aa *agentAudit) init(l AuditLimitsConfig) {
+	aa.once.Do(func() {
+		for c, r := range [numAuditClasses]AuditRate{
+			classOpen: l.Open, classClose: l.Close, classDeny: l.Deny, classFail: l.Fail, classDNS: l.DNS,
+			classDNSLimited: {PerSecond: dnsLimitedLines, Burst: 2}, classOther: l.Deny,
+		} {
+			aa.buckets[c].lim = rate.NewLimiter(rate.Limit(r.PerSecond), r.Burst)
+		}
+	})
+}
+
+// admit reports whether ev of class c is written. If it is, ev.Suppressed
+// gets what the bucket left out since its last line; if not, ev and what
+// it already counted as suppressed are left to the next.
+func (aa *agentAudit) admit(l AuditLimitsConfig, c auditClass, ev *AuditEvent) bool {
+	aa.init(l)
+	b := &aa.buckets[c]
+	if !b.lim.Allow() {
+		b.suppressed.Add(1 + ev.Suppressed)
+		return false
+	}
+	ev.Suppressed += b.suppressed.Swap(0)
+	return true
 }

@@ -1,10 +1,18 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/clawnet/clawnet/policy"
 )
@@ -47,4 +55,197 @@ func TestAuditLineFields(t *testing.T) {
 			t.Errorf("%s line = %s", tt.ev, buf.b.String())
 		}
 	}
+}
+
+// TestAuditRateLimitPerEvent: a storm of one event is cut to its bucket
+// and leaves every other event's lines alone; what was left out is
+// counted, exactly, on the next line of the same event.
+func TestAuditRateLimitPerEvent(t *testing.T) {
+	var buf syncBuffer
+	g, _ := apiGateway(t, Options{Audit: NewAudit(&buf)})
+	g.cfg.AuditLimits.Fail = AuditRate{PerSecond: 10, Burst: 5}
+	a := listedAgent(t, g, "alice")
+	f := newFlow(a, policy.ProtoTCP, netip.MustParseAddrPort("100.96.0.2:40000"), netip.MustParseAddrPort("198.18.0.2:5999"), 0)
+	allow := policy.Decision{Verdict: policy.Allow, Rule: "coder.yaml:4 egress[0]", Reason: "r"}
+	const storm = 1000
+	start := time.Now()
+	for range storm {
+		f.audit(EventFail, allow, errors.New("connect: connection refused"))
+		if time.Since(start) < time.Millisecond {
+			// Between fails, an agent at work opens flows: none is lost.
+			f.audit(EventOpen, allow, nil)
+		}
+	}
+	took := time.Since(start)
+	time.Sleep(150 * time.Millisecond) // a token for the line that reports the rest
+	f.audit(EventFail, allow, errors.New("connect: connection refused"))
+
+	var fails, opens, represented uint64
+	for _, ev := range buf.events(t) {
+		switch ev.Event {
+		case EventFail:
+			fails++
+			represented += 1 + ev.Suppressed
+		case EventOpen:
+			opens++
+			if ev.Suppressed != 0 {
+				t.Errorf("open line with suppressed %d: the fail storm took from the open bucket", ev.Suppressed)
+			}
+		}
+	}
+	if max := 5 + uint64(10*(took+150*time.Millisecond).Seconds()) + 2; fails > max {
+		t.Errorf("%d fail lines for %d fails in %v, want at most %d", fails, storm+1, took, max)
+	}
+	if represented != storm+1 {
+		t.Errorf("fail lines and their suppressed counts add up to %d, want %d", represented, storm+1)
+	}
+	if opens == 0 {
+		t.Error("no open line written during the fail storm")
+	}
+	fams := scrape(t, g)
+	if got, _ := sample(fams, "clawnet_flow_failures_total", map[string]string{"agent": "alice"}); got != storm+1 {
+		t.Errorf("clawnet_flow_failures_total = %v, want %d (every fail, written or not)", got, storm+1)
+	}
+	if got, _ := sample(fams, "clawnet_audit_lines_suppressed_total", map[string]string{"event": "fail"}); uint64(got) != storm+1-fails {
+		t.Errorf("clawnet_audit_lines_suppressed_total{event=fail} = %v, want %d", got, storm+1-fails)
+	}
+}
+
+// TestAuditWriteErrors: lines that cannot be written (a full disk, a closed
+// file) are counted and reported in the daemon's log, a bounded number of
+// times; the log says when writes work again.
+func TestAuditWriteErrors(t *testing.T) {
+	var logBuf syncBuffer
+	log := hclog.New(&hclog.LoggerOptions{Output: &logBuf, JSONFormat: true})
+	a, err := OpenAudit("/dev/full", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	for range 100 {
+		a.Log(&AuditEvent{Kind: KindFlow, Event: EventDeny, Agent: "alice"})
+	}
+	if st := a.Stats(); st.Errors != 100 || st.Lines != 0 {
+		t.Errorf("stats after 100 lines to a full disk = %+v, want 100 errors", st)
+	}
+	reports := strings.Count(logBuf.b.String(), "audit lines lost")
+	if reports != 1 || !strings.Contains(logBuf.b.String(), "no space left on device") {
+		t.Errorf("daemon log has %d reports, want 1 naming ENOSPC:\n%s", reports, logBuf.b.String())
+	}
+
+	path := filepath.Join(t.TempDir(), "audit.log")
+	b, err := OpenAudit(path, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	b.Log(&AuditEvent{Kind: KindFlow, Event: EventDeny, Agent: "alice"})
+	if st := b.Stats(); st.Errors != 1 {
+		t.Errorf("a line after Close: stats %+v, want 1 error", st)
+	}
+	if err := b.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	b.Log(&AuditEvent{Kind: KindFlow, Event: EventDeny, Agent: "alice"})
+	if st := b.Stats(); st.Lines != 1 {
+		t.Errorf("a line after Reopen: stats %+v, want it written", st)
+	}
+	if !strings.Contains(logBuf.b.String(), "audit log writable again") {
+		t.Errorf("daemon log does not say the audit log works again:\n%s", logBuf.b.String())
+	}
+}
+
+// tornWriter writes half of its first line and fails, then works.
+type tornWriter struct {
+	syncBuffer
+	failed bool
+}
+
+func (w *tornWriter) Write(p []byte) (int, error) {
+	if !w.failed {
+		w.failed = true
+		n, _ := w.syncBuffer.Write(p[:len(p)/2])
+		return n, syscall.ENOSPC
+	}
+	return w.syncBuffer.Write(p)
+}
+
+// TestAuditTornLine: after a write that stopped inside a line, the next
+// line starts on a line of its own.
+func TestAuditTornLine(t *testing.T) {
+	var w tornWriter
+	a := NewAudit(&w)
+	a.Log(&AuditEvent{Kind: KindFlow, Event: EventDeny, Agent: "lost"})
+	a.Log(&AuditEvent{Kind: KindFlow, Event: EventDeny, Agent: "kept"})
+	lines := strings.Split(strings.TrimSuffix(w.b.String(), "\n"), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("audit log = %q, want the torn line and a whole one", w.b.String())
+	}
+	var ev AuditEvent
+	if err := json.Unmarshal([]byte(lines[1]), &ev); err != nil || ev.Agent != "kept" {
+		t.Errorf("line after a torn one = %q (%v), want a whole JSON object", lines[1], err)
+	}
+}
+
+// TestAuditReopen: after logrotate renames the file, Reopen writes to a new
+// one at the path; if the path cannot be opened, the old file stays.
+func TestAuditReopen(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "audit.log")
+	a, err := OpenAudit(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	a.Log(&AuditEvent{Kind: KindFlow, Agent: "before"})
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	a.Log(&AuditEvent{Kind: KindFlow, Agent: "after"})
+	old, _ := os.ReadFile(path + ".1")
+	cur, _ := os.ReadFile(path)
+	if !strings.Contains(string(old), `"before"`) || strings.Contains(string(old), `"after"`) || !strings.Contains(string(cur), `"after"`) {
+		t.Errorf("rotated file %q, new file %q: want each line in its own", old, cur)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("new audit log: %v, mode %v, want 0600", err, fi.Mode())
+	}
+
+	if err := os.Rename(dir, dir+".gone"); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Rename(dir+".gone", dir)
+	if err := a.Reopen(); err == nil {
+		t.Error("Reopen with the directory gone succeeded")
+	}
+	a.Log(&AuditEvent{Kind: KindFlow, Agent: "still"})
+	cur, _ = os.ReadFile(filepath.Join(dir+".gone", "audit.log"))
+	if !strings.Contains(string(cur), `"still"`) {
+		t.Errorf("after a failed Reopen the line went nowhere: %q", cur)
+	}
+	if st := a.Stats(); st.Reopens != 1 || st.ReopenErrors != 1 {
+		t.Errorf("stats %+v, want 1 reopen and 1 failed", st)
+	}
+}
+
+// listedAgent is an agent of g without a link, listed as attached.
+func listedAgent(t *testing.T, g *Gateway, name string) *Agent {
+	t.Helper()
+	a := &Agent{g: g, log: hclog.NewNullLogger(), name: name, policy: "coder", flows: map[*flow]struct{}{}}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	t.Cleanup(a.cancel)
+	g.mu.Lock()
+	g.agents[name] = a
+	g.mu.Unlock()
+	// Gone before g.Close, which would close a link it does not have.
+	t.Cleanup(func() {
+		g.mu.Lock()
+		delete(g.agents, name)
+		g.mu.Unlock()
+	})
+	return a
 }

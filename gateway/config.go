@@ -34,6 +34,11 @@ type Config struct {
 	Network       NetworkConfig  `yaml:"network"`
 	Limits        LimitsConfig   `yaml:"limits"`
 	Timeouts      TimeoutsConfig `yaml:"timeouts"`
+	// AuditLimits bounds the audit lines of one agent, each event on its
+	// own; what they leave out is counted on the next line written.
+	AuditLimits AuditLimitsConfig `yaml:"audit_limits"`
+	Metrics     MetricsConfig     `yaml:"metrics"`
+	Control     ControlConfig     `yaml:"control"`
 
 	// path is the file the config came from, for messages.
 	path string
@@ -136,6 +141,38 @@ func parseByteSize(s string) (ByteSize, error) {
 		return 0, errors.New("bad size")
 	}
 	return ByteSize(v * mult), nil
+}
+
+// AuditLimitsConfig is the rate of audit lines one agent may write, per
+// event. The defaults never bite an agent at work; they stop a scanning or
+// failing one from filling the disk.
+type AuditLimitsConfig struct {
+	Open  AuditRate `yaml:"open"`
+	Close AuditRate `yaml:"close"`
+	Deny  AuditRate `yaml:"deny"`
+	Fail  AuditRate `yaml:"fail"`
+	DNS   AuditRate `yaml:"dns"`
+}
+
+// AuditRate is a token bucket: lines per second, sustained, and a burst.
+type AuditRate struct {
+	PerSecond float64 `yaml:"per_second"`
+	Burst     int     `yaml:"burst"`
+}
+
+// MetricsConfig sets where the Prometheus metrics are served besides the
+// control socket's /metrics.
+type MetricsConfig struct {
+	// Listen is a TCP ADDR:PORT; empty (the default) serves none.
+	Listen string `yaml:"listen"`
+}
+
+// ControlConfig bounds the control API's server (and the metrics
+// listener's).
+type ControlConfig struct {
+	// MaxConnections caps the connections served at once; past it the
+	// one idle longest is closed to make room, or the new one waits.
+	MaxConnections int `yaml:"max_connections"`
 }
 
 // TimeoutsConfig sets flow timers.
@@ -241,7 +278,15 @@ func DefaultConfig() *Config {
 			UDPIdle:   Duration(2 * time.Minute),
 			Keepalive: Duration(30 * time.Second),
 		},
-		path: "<defaults>",
+		AuditLimits: AuditLimitsConfig{
+			Open:  AuditRate{PerSecond: 200, Burst: 400},
+			Close: AuditRate{PerSecond: 200, Burst: 400},
+			Deny:  AuditRate{PerSecond: 20, Burst: 50},
+			Fail:  AuditRate{PerSecond: 20, Burst: 50},
+			DNS:   AuditRate{PerSecond: 200, Burst: 400},
+		},
+		Control: ControlConfig{MaxConnections: 256},
+		path:    "<defaults>",
 	}
 }
 
@@ -346,6 +391,22 @@ func (c *Config) validate() error {
 	}
 	if !c.DNS.Upstream.System && len(c.DNS.Upstream.Servers) == 0 {
 		return errors.New("dns.upstream needs at least one server, or \"system\"")
+	}
+	for _, r := range []struct {
+		key string
+		r   AuditRate
+	}{{"open", c.AuditLimits.Open}, {"close", c.AuditLimits.Close}, {"deny", c.AuditLimits.Deny}, {"fail", c.AuditLimits.Fail}, {"dns", c.AuditLimits.DNS}} {
+		if r.r.PerSecond <= 0 || r.r.Burst <= 0 {
+			return fmt.Errorf("audit_limits.%s: per_second and burst must be positive", r.key)
+		}
+	}
+	if l := c.Metrics.Listen; l != "" {
+		if _, err := netip.ParseAddrPort(l); err != nil {
+			return fmt.Errorf("metrics.listen must be an IP:PORT such as 127.0.0.1:9310, not %q", l)
+		}
+	}
+	if c.Control.MaxConnections <= 0 {
+		return errors.New("control.max_connections must be positive")
 	}
 	return nil
 }

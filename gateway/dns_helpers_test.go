@@ -14,7 +14,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/miekg/dns"
-	"golang.org/x/time/rate"
 
 	"github.com/clawnet/clawnet/dnsproxy"
 )
@@ -98,7 +97,7 @@ func withTryTimeout(t testing.TB, r *resolver, cfg *Config, try time.Duration) {
 func dnsTestAgent(t testing.TB, g *Gateway, name string) *Agent {
 	t.Helper()
 	a := &Agent{g: g, log: hclog.NewNullLogger(), name: name, policy: "dnstest",
-		names: dnsproxy.NewNameTable(), flows: map[*flow]struct{}{}, denyLog: rate.NewLimiter(20, 50)}
+		names: dnsproxy.NewNameTable(), flows: map[*flow]struct{}{}}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	t.Cleanup(func() {
 		a.mu.Lock()

@@ -54,6 +54,7 @@ type Gateway struct {
 	gw4, gw6 netip.Addr
 	dialer   net.Dialer
 	dialFunc DialFunc // nil: dialer, with dial's exact-address checks
+	metrics  *metrics
 	memory   *memoryReturner
 	nflows   atomic.Int64 // live flows over all agents (limits.flows)
 
@@ -130,6 +131,7 @@ func New(opts Options) (*Gateway, error) {
 		byNetns:    map[string]string{},
 	}
 	g.gw4, g.gw6 = g.pool.gateway()
+	g.metrics = newMetrics(g)
 	if g.dns, err = newResolver(cfg, log.Named("dns")); err != nil {
 		g.host.close()
 		st.close()

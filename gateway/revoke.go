@@ -55,6 +55,8 @@ func (g *Gateway) Reload() (*control.ReloadResult, error) {
 		g.log.Error("policy reload", "error", e)
 	}
 	g.log.Info("policies reloaded", "policies", res.Policies, "changed", res.Changed, "errors", len(errs))
+	g.metrics.reload(errors.Join(errs...))
+	_ = g.audit.Reopen() // so that clawnet reload after a rotation needs no signal
 	agents := make([]string, 0, len(res.Revoked))
 	for a := range res.Revoked {
 		agents = append(agents, a)

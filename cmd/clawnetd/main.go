@@ -2,9 +2,10 @@
 // package gateway: it parses flags and the config file, sets up logging,
 // connects to a container engine if one answers, installs the signals
 // (SIGINT and SIGTERM stop it, SIGHUP reloads the policy files, as an edit
-// in policy_dir does), attaches again what the last clawnetd had attached,
-// and serves the control API until told to stop. Everything the gateway
-// does lives in package gateway; nothing here decides a flow.
+// in policy_dir does, SIGUSR1 reopens the audit log), attaches again what the
+// last clawnetd had attached, and serves the control API, and the metrics on
+// metrics.listen if set, until told to stop. Everything the gateway does lives
+// in package gateway; nothing here decides a flow.
 package main
 
 import (
@@ -13,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -67,7 +69,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if os.Geteuid() != 0 {
 		log.Warn("not running as root: attaching agents needs CAP_NET_ADMIN and CAP_SYS_ADMIN")
 	}
-	audit, err := gateway.OpenAudit(cfg.AuditLog)
+	audit, err := gateway.OpenAudit(cfg.AuditLog, log.Named("audit"))
 	if err != nil {
 		return err
 	}
@@ -105,9 +107,15 @@ func serve(ctx context.Context, cfg *gateway.Config, log hclog.Logger, audit *ga
 	} else {
 		defer stopWatch()
 	}
+	defer reopenOnUSR1(ctx, audit)()
+	stopMetrics, err := serveMetrics(ctx, cfg.Metrics.Listen, log, g)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 
 	log.Info("clawnetd started", "version", version.Version, "socket", cfg.Socket, "policies", g.Policies(),
-		"default_policy", cfg.DefaultPolicy, "audit_log", cfg.AuditLog)
+		"default_policy", cfg.DefaultPolicy, "audit_log", cfg.AuditLog, "metrics_listen", cfg.Metrics.Listen)
 	err = g.Serve(ctx, l)
 	log.Info("clawnetd stopping")
 	if err != nil && !errors.Is(err, context.Canceled) {
@@ -132,6 +140,47 @@ func reloadOnHUP(ctx context.Context, g *gateway.Gateway) (stop func()) {
 		}
 	}()
 	return func() { signal.Stop(hup) }
+}
+
+// reopenOnUSR1 reopens the audit log on every SIGUSR1 until ctx ends, for
+// logrotate's postrotate. The function it returns stops listening for the
+// signal.
+func reopenOnUSR1(ctx context.Context, audit *gateway.Audit) (stop func()) {
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-usr1:
+				_ = audit.Reopen() // a failure is logged; the old file stays in use
+			}
+		}
+	}()
+	return func() { signal.Stop(usr1) }
+}
+
+// serveMetrics serves the gateway's metrics on the TCP address addr, if
+// one is set, until ctx ends or the function it returns is called (which
+// waits for the server to stop).
+func serveMetrics(ctx context.Context, addr string, log hclog.Logger, g *gateway.Gateway) (stop func(), err error) {
+	if addr == "" {
+		return func() {}, nil
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics.listen: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := g.ServeMetrics(ctx, l); err != nil {
+			log.Error("metrics listener stopped", "listen", addr, "error", err)
+		}
+	}()
+	return func() { cancel(); <-done }, nil
 }
 
 // flags are clawnetd's command line.
