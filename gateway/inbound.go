@@ -123,16 +123,7 @@ func (a *Agent) forwardToAgent(r *netstack.TCPRequest, f *flow, d policy.Decisio
 	}
 	f.agent, f.upstream = ac, bc
 	in.agent = bc
-	f.audit(EventOpen, d, nil)
-	f.mirrorOpen(ac)
-	f.armIdle()
-	go func() {
-		defer a.untrack(f)
-		f.spliceTCP()
-		f.close()
-		f.audit(EventClose, d, nil)
-		f.mirrorEnd(nil)
-	}()
+	a.start(f, d)
 	return true
 }
 

@@ -60,15 +60,24 @@ func (a *Agent) forwardDirect(r *netstack.TCPRequest, f *flow, d policy.Decision
 		return false
 	}
 	f.agent = conn
+	a.start(f, d)
+	return true
+}
+
+// start hands a flow connected both ways to its splice, which owns it from
+// here: the open line (and the other agent's, between agents), the idle
+// timer, both directions until both end, the close lines. The splice runs
+// on fresh goroutines: the caller's stack grew deep in the dial and would
+// stay that size for the flow's whole life.
+func (a *Agent) start(f *flow, d policy.Decision) {
 	f.audit(EventOpen, d, nil)
+	f.mirrorOpen(f.agent)
 	f.armIdle()
-	// The splice runs on fresh goroutines: this one's stack grew deep in
-	// the dial and would stay that size for the flow's whole life.
 	go func() {
 		defer a.untrack(f)
 		f.spliceTCP()
 		f.close()
 		f.audit(EventClose, d, nil)
+		f.mirrorEnd(nil)
 	}()
-	return true
 }

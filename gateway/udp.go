@@ -37,16 +37,7 @@ func (a *Agent) handleUDP(r *netstack.UDPRequest) bool {
 		return false
 	}
 	f.upstream, f.agent = up, conn
-	f.audit(EventOpen, d, nil)
-	f.mirrorOpen(conn)
-	f.armIdle()
-	go func() {
-		defer a.untrack(f)
-		f.spliceTCP()
-		f.close()
-		f.audit(EventClose, d, nil)
-		f.mirrorEnd(nil)
-	}()
+	a.start(f, d)
 	return true
 }
 
