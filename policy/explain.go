@@ -11,6 +11,18 @@ import (
 // any port. For a name it says what the DNS query and then a connection to
 // the name would get; the verdict is Allow only if both would be allowed.
 func Explain(p *Policy, proto Proto, host string, port uint16) Decision {
+	return p.withFrom(explain(p, proto, host, port))
+}
+
+// withFrom adds the deciding rule's from: note to d's reason.
+func (p *Policy) withFrom(d Decision) Decision {
+	if from := p.RuleFrom(d.Rule); from != "" {
+		d.Reason += " (from: " + from + ")"
+	}
+	return d
+}
+
+func explain(p *Policy, proto Proto, host string, port uint16) Decision {
 	if maskOf(proto) == 0 {
 		return Decision{Deny, RuleBadProto, "only tcp and udp flows are allowed, not " + proto.String()}
 	}
@@ -116,7 +128,7 @@ func ExplainInbound(p *Policy, in Inbound) Decision {
 	case d.Allowed() && in.Peer.Kind == PeerAgent:
 		d.Reason += "; agent " + in.Peer.Agent + "'s own policy must also name this agent in its egress agents"
 	}
-	return d
+	return p.withFrom(d)
 }
 
 // ExplainAgent answers "may the agent connect to the attached agent
@@ -151,7 +163,7 @@ func ExplainAgent(p *Policy, agent string, proto Proto, port uint16) Decision {
 	case d.Allowed():
 		d.Reason += "; agent " + agent + "'s own policy must also let this agent in, by name in its ingress agents"
 	}
-	return d
+	return p.withFrom(d)
 }
 
 // rulePorts writes the ports and protocol of a rule that would cover
