@@ -335,7 +335,9 @@ func wildcards(list []string, names map[string]*seen, min int) []LearnedName {
 			out = append(out, LearnedName{Name: n, Count: s.count, First: s.first, Last: s.last})
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return strings.TrimPrefix(out[i].Name, "*.") < strings.TrimPrefix(out[j].Name, "*.") })
+	sort.Slice(out, func(i, j int) bool {
+		return strings.TrimPrefix(out[i].Name, "*.") < strings.TrimPrefix(out[j].Name, "*.")
+	})
 	return out
 }
 
