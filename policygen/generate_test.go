@@ -367,3 +367,25 @@ func TestDefaultName(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeExample: the worked example in the README is what generate
+// writes for testdata/example/openclaw.json.
+func TestReadmeExample(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "it writes (header comments cut):\n\n```yaml\n")
+	if !ok {
+		t.Fatal("README has no worked example")
+	}
+	want, _, _ := strings.Cut(rest, "```\n")
+	r := readAs(t, "testdata/example", "openclaw.json", Options{})
+	got := string(Generate(r, GenerateOptions{Name: "assistant"}))
+	for strings.HasPrefix(got, "#") {
+		_, got, _ = strings.Cut(got, "\n")
+	}
+	if got != want {
+		t.Errorf("README example differs from what generate writes:\n%s", Diff("README.md", []byte(want), "generated", []byte(got)))
+	}
+}
