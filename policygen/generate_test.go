@@ -3,6 +3,7 @@ package policygen
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -387,5 +388,29 @@ func TestReadmeExample(t *testing.T) {
 	}
 	if got != want {
 		t.Errorf("README example differs from what generate writes:\n%s", Diff("README.md", []byte(want), "generated", []byte(got)))
+	}
+}
+
+// TestIncludeDepth: includes ten deep are read, eleven are refused.
+func TestIncludeDepth(t *testing.T) {
+	files := map[string]string{}
+	for i := range 12 {
+		files[fmt.Sprintf("/c/%d.json5", i)] = fmt.Sprintf(`{ $include: "./%d.json5" }`, i+1)
+	}
+	read := func(name string) ([]byte, error) {
+		if s, ok := files[name]; ok {
+			return []byte(s), nil
+		}
+		return nil, os.ErrNotExist
+	}
+	files["/c/10.json5"] = `{ agents: { defaults: { model: "groq/x" } } }`
+	if _, err := Read("/c/0.json5", []byte(files["/c/0.json5"]), Options{ReadFile: read}); err != nil {
+		t.Errorf("ten includes deep: %v", err)
+	}
+	files["/c/10.json5"] = `{ $include: "./11.json5" }`
+	files["/c/11.json5"] = `{}`
+	_, err := Read("/c/0.json5", []byte(files["/c/0.json5"]), Options{ReadFile: read})
+	if err == nil || !strings.Contains(err.Error(), "more than 10 includes deep") {
+		t.Errorf("eleven includes deep = %v, want refused", err)
 	}
 }
