@@ -18,6 +18,8 @@ type Policy struct {
 	name   string
 	rules  []rule
 	public []netip.Prefix
+	// audit: enforcement: audit (see WouldDeny).
+	audit bool
 
 	allowNames, denyNames   domainSet
 	allowNets, denyNets     prefixTable
@@ -62,6 +64,8 @@ type rule struct {
 	scope string
 	// proxy: an ingress rule that asks for a PROXY v2 header.
 	proxy bool
+	// from is the rule's from: note, for explanations.
+	from string
 }
 
 func (r *rule) covers(p Proto, port uint16) bool {
@@ -82,6 +86,20 @@ func (r *rule) portsFor(p Proto) portSet {
 // Name is the policy's name.
 func (p *Policy) Name() string { return p.name }
 
+// Audit reports whether the policy says enforcement: audit.
+func (p *Policy) Audit() bool { return p.audit }
+
+// RuleFrom is the from: note of the rule named id, or "" when it has none
+// (or id names no rule of p, such as "default").
+func (p *Policy) RuleFrom(id string) string {
+	for i := range p.rules {
+		if p.rules[i].id == id {
+			return p.rules[i].from
+		}
+	}
+	return ""
+}
+
 // NumRules is the number of rules after presets are expanded.
 func (p *Policy) NumRules() int { return len(p.rules) }
 
@@ -89,6 +107,13 @@ func (p *Policy) NumRules() int { return len(p.rules) }
 // be built with the same care; Compile checks what matching depends on.
 func Compile(f *File, opts Options) (*Policy, error) {
 	p := &Policy{name: f.Name}
+	switch f.Enforcement {
+	case "", EnforceMode:
+	case AuditMode:
+		p.audit = true
+	default:
+		return nil, fmt.Errorf("%s: enforcement: want enforce or audit, got %q", f.Filename, f.Enforcement)
+	}
 	for _, c := range opts.TreatAsPublic {
 		if !c.IsValid() || c.Addr().Zone() != "" || c.Addr().Is4In6() {
 			return nil, fmt.Errorf("treat_as_public: bad prefix %s", c)
@@ -202,6 +227,7 @@ func (p *Policy) add(r Rule, id string, deny bool) error {
 	if err != nil {
 		return err
 	}
+	cr.from = r.From
 	idx := int32(len(p.rules))
 	p.rules = append(p.rules, cr)
 	names, nets := &p.allowNames, &p.allowNets
@@ -258,6 +284,7 @@ func (p *Policy) addIngress(r IngressRule, id string, deny bool) error {
 		return fmt.Errorf("%s: allow_any and proxy_protocol belong on ingress rules", id)
 	}
 	cr.proxy = r.ProxyProtocol
+	cr.from = r.From
 	idx := int32(len(p.rules))
 	p.rules = append(p.rules, cr)
 	t := &p.inAllow

@@ -103,7 +103,25 @@ func (p *Policy) DecideFlow(f Flow) Decision {
 			return Decision{Allow, allow.id, "name " + name + " bound to " + a.String() + " matches " + pat.String() + " on " + allow.scope}
 		}
 	}
+	if p.audit && len(names) > 0 && !info.Class.Special() {
+		// Audit relaxes the default deny for an address this agent's own
+		// lookup bound to a name, never for a bare address.
+		return Decision{WouldDeny, RuleDefault, "no rule allows " + flowString(f.Proto, a, port) + namesSuffix(f.Names) + auditNote}
+	}
 	return Decision{Deny, RuleDefault, "no rule allows " + flowString(f.Proto, a, port) + namesSuffix(f.Names)}
+}
+
+// auditNote ends the reason of a WouldDeny decision.
+const auditNote = "; allowed by enforcement: audit"
+
+// orAudit is d, the policy's default deny, turned into WouldDeny under
+// enforcement: audit.
+func (p *Policy) orAudit(d Decision) Decision {
+	if p.audit && d.Verdict == Deny && d.Rule == RuleDefault {
+		d.Verdict = WouldDeny
+		d.Reason += auditNote
+	}
+	return d
 }
 
 // denyFlow applies the deny rules to a flow: by cidr on the address and on
@@ -175,7 +193,7 @@ func (p *Policy) DecideName(name string, proto Proto, port uint16) Decision {
 	if find(&p.allowNames); hit != nil {
 		return Decision{Allow, hit.id, "name " + n + " matches " + pat.String() + " on " + hit.scope}
 	}
-	return Decision{Deny, RuleDefault, "no rule allows " + proto.String() + " to " + n + ":" + strconv.Itoa(int(port))}
+	return p.orAudit(Decision{Deny, RuleDefault, "no rule allows " + proto.String() + " to " + n + ":" + strconv.Itoa(int(port))})
 }
 
 // DecideQuery decides whether the gateway may resolve qname upstream: only
@@ -201,7 +219,7 @@ func (p *Policy) DecideQuery(qname string) Decision {
 		if first != nil {
 			return Decision{Allow, first.id, "name " + n + " is allowed by a domain rule"}
 		}
-		return Decision{Deny, RuleDefault, "no domain rule allows " + n}
+		return p.orAudit(Decision{Deny, RuleDefault, "no domain rule allows " + n})
 	}
 	open, allow, deny := p.namePorts(n)
 	if allow != nil && open {
@@ -213,7 +231,7 @@ func (p *Policy) DecideQuery(qname string) Decision {
 		}
 		return Decision{Deny, deny.id, "name " + n + " matches a deny rule"}
 	}
-	return Decision{Deny, RuleDefault, "no domain rule allows " + n}
+	return p.orAudit(Decision{Deny, RuleDefault, "no domain rule allows " + n})
 }
 
 // namePorts says whether any (protocol, port) is left open for n, and

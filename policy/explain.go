@@ -11,6 +11,18 @@ import (
 // any port. For a name it says what the DNS query and then a connection to
 // the name would get; the verdict is Allow only if both would be allowed.
 func Explain(p *Policy, proto Proto, host string, port uint16) Decision {
+	return p.withFrom(explain(p, proto, host, port))
+}
+
+// withFrom adds the deciding rule's from: note to d's reason.
+func (p *Policy) withFrom(d Decision) Decision {
+	if from := p.RuleFrom(d.Rule); from != "" {
+		d.Reason += " (from: " + from + ")"
+	}
+	return d
+}
+
+func explain(p *Policy, proto Proto, host string, port uint16) Decision {
 	if maskOf(proto) == 0 {
 		return Decision{Deny, RuleBadProto, "only tcp and udp flows are allowed, not " + proto.String()}
 	}
@@ -36,7 +48,7 @@ func Explain(p *Policy, proto Proto, host string, port uint16) Decision {
 		case deny != nil:
 			conn = Decision{Deny, deny.id, "name " + n + " matches a deny rule"}
 		default:
-			conn = Decision{Deny, RuleDefault, "no rule allows " + proto.String() + " to " + n}
+			conn = p.orAudit(Decision{Deny, RuleDefault, "no rule allows " + proto.String() + " to " + n})
 		}
 	}
 	target := proto.String() + " " + n
@@ -47,7 +59,7 @@ func Explain(p *Policy, proto Proto, host string, port uint16) Decision {
 	if q.Verdict == Deny {
 		return Decision{Deny, q.Rule, reason}
 	}
-	if conn.Verdict == Allow {
+	if conn.Allowed() {
 		reason += "; its addresses must also be public, or opened by a cidrs rule naming their range"
 	}
 	return Decision{conn.Verdict, conn.Rule, reason}
@@ -55,7 +67,11 @@ func Explain(p *Policy, proto Proto, host string, port uint16) Decision {
 
 func explainAddr(p *Policy, proto Proto, a netip.Addr, port uint16) Decision {
 	if port != 0 {
-		return p.DecideFlow(Flow{Proto: proto, Dst: netip.AddrPortFrom(a, port)})
+		d := p.DecideFlow(Flow{Proto: proto, Dst: netip.AddrPortFrom(a, port)})
+		if p.audit && d.Rule == RuleDefault && !p.classify(a).Class.Special() {
+			d.Reason += "; under enforcement: audit, a name this agent's own DNS bound to it would open it, logged would_deny"
+		}
+		return d
 	}
 	info := p.classify(a)
 	if info.Class == ClassMetadata {
@@ -72,7 +88,11 @@ func explainAddr(p *Policy, proto Proto, a netip.Addr, port uint16) Decision {
 	case info.Class.Special() && !named:
 		return Decision{Deny, RuleSpecialAddress, info.describe(a) + "; only a cidrs rule within " + info.Range.String() + " opens it"}
 	}
-	return Decision{Deny, RuleDefault, "no cidrs rule allows " + proto.String() + " to " + a.String() + "; a name bound by the agent's own DNS lookup may still open it"}
+	why := "no cidrs rule allows " + proto.String() + " to " + a.String() + "; a name bound by the agent's own DNS lookup may still open it"
+	if p.audit && !info.Class.Special() {
+		why += " (under enforcement: audit, any name not denied, logged would_deny)"
+	}
+	return Decision{Deny, RuleDefault, why}
 }
 
 // ExplainInbound answers "may this peer connect to the agent?" for
@@ -116,7 +136,7 @@ func ExplainInbound(p *Policy, in Inbound) Decision {
 	case d.Allowed() && in.Peer.Kind == PeerAgent:
 		d.Reason += "; agent " + in.Peer.Agent + "'s own policy must also name this agent in its egress agents"
 	}
-	return d
+	return p.withFrom(d)
 }
 
 // ExplainAgent answers "may the agent connect to the attached agent
@@ -151,7 +171,7 @@ func ExplainAgent(p *Policy, agent string, proto Proto, port uint16) Decision {
 	case d.Allowed():
 		d.Reason += "; agent " + agent + "'s own policy must also let this agent in, by name in its ingress agents"
 	}
-	return d
+	return p.withFrom(d)
 }
 
 // rulePorts writes the ports and protocol of a rule that would cover

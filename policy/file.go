@@ -33,7 +33,17 @@ type File struct {
 	// /16 (IPv6), up to 0.0.0.0/0 and ::/0. Even then such a rule never opens
 	// special-purpose addresses.
 	UnsafeAllowAnyAddress bool
+	// Enforcement is EnforceMode (the default) or AuditMode: under audit a
+	// flow that only the default deny refuses is allowed with the verdict
+	// WouldDeny (see README.md, Audit mode).
+	Enforcement string
 }
+
+// Values of the enforcement key.
+const (
+	EnforceMode = "enforce"
+	AuditMode   = "audit"
+)
 
 // PresetRef is one entry of the presets list.
 type PresetRef struct {
@@ -57,6 +67,9 @@ type Rule struct {
 	// Protocol is 0 when the file does not say: tcp for egress rules, tcp
 	// and udp for deny rules.
 	Protocol Proto
+	// From says where the rule came from, for people: "channels.slack
+	// (socket mode)". Explanations repeat it; decisions never depend on it.
+	From string
 
 	cidrLines  []int
 	agentLines []int
@@ -83,6 +96,8 @@ type IngressRule struct {
 	// ProxyProtocol (proxy_protocol: v2) asks the gateway to send a PROXY
 	// protocol v2 header with the peer's identity. Ingress rules only.
 	ProxyProtocol bool
+	// From says where the rule came from, as in Rule.
+	From string
 
 	cidrLines  []int
 	agentLines []int
@@ -119,45 +134,81 @@ const (
 const maxPolicyBytes = 4 << 20
 
 var (
-	topKeys     = []string{"version", "name", "description", "presets", "egress", "deny", "ingress", "ingress_deny", "unsafe_allow_any_address"}
-	ruleKeys    = []string{"domains", "cidrs", "agents", "ports", "protocol"}
-	ingressKeys = []string{"ports", "protocol", "agents", "host", "cidrs", "allow_any", "proxy_protocol"}
+	topKeys     = []string{"version", "name", "description", "enforcement", "presets", "egress", "deny", "ingress", "ingress_deny", "unsafe_allow_any_address"}
+	ruleKeys    = []string{"domains", "cidrs", "agents", "ports", "protocol", "from"}
+	ingressKeys = []string{"ports", "protocol", "agents", "host", "cidrs", "allow_any", "proxy_protocol", "from"}
 	nameRE      = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 	yamlLine    = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 )
 
 // Parse parses and validates a policy file. filename is used in messages
 // and rule names only; Parse does no I/O. Every error names the file and
-// line, on one line.
+// line, on one line. It returns the first problem; ParseAll returns them all.
 func Parse(filename string, data []byte) (*File, error) {
+	f, errs := ParseAll(filename, data)
+	if len(errs) > 0 {
+		return nil, errs[0]
+	}
+	return f, nil
+}
+
+// maxErrors bounds what ParseAll reports of one file.
+const maxErrors = 100
+
+// ParseAll is Parse reporting every problem it finds, in the order of the
+// file, up to a hundred: one bad key or rule does not hide the next. A
+// problem inside a rule skips the checks of that rule as a whole, so one
+// mistake is reported once. The File is nil when there is any problem.
+func ParseAll(filename string, data []byte) (*File, []*ParseError) {
 	p := &parser{file: filename}
 	if len(data) > maxPolicyBytes {
-		return nil, p.errAt(0, "policy file larger than %d bytes", maxPolicyBytes)
+		return nil, []*ParseError{p.errAt(0, "policy file larger than %d bytes", maxPolicyBytes).(*ParseError)}
 	}
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, p.errAt(1, "empty policy (want at least version: v1 and name)")
+			p.add(p.errAt(1, "empty policy (want at least version: v1 and name)"))
+		} else {
+			p.add(p.yamlErr(err))
 		}
-		return nil, p.yamlErr(err)
+		return nil, p.errs
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		if err != nil {
-			return nil, p.yamlErr(err)
+			p.add(p.yamlErr(err))
+		} else {
+			p.add(p.errAt(extra.Line, "only one YAML document is allowed"))
 		}
-		return nil, p.errAt(extra.Line, "only one YAML document is allowed")
+		return nil, p.errs
 	}
-	f := &File{Filename: filename}
-	if err := p.top(&doc, f); err != nil {
-		return nil, err
+	f := &File{Filename: filename, Enforcement: EnforceMode}
+	p.top(&doc, f)
+	if len(p.errs) > 0 {
+		return nil, p.errs
 	}
 	return f, nil
 }
 
 type parser struct {
 	file string
+	errs []*ParseError
+}
+
+// errReported stands for problems already added to the parser's list.
+var errReported = errors.New("reported")
+
+// add records a problem; errReported and nil add nothing.
+func (p *parser) add(err error) {
+	if err == nil || err == errReported || len(p.errs) >= maxErrors {
+		return
+	}
+	var pe *ParseError
+	if !errors.As(err, &pe) {
+		pe = &ParseError{File: p.file, Msg: err.Error()}
+	}
+	p.errs = append(p.errs, pe)
 }
 
 func (p *parser) errAt(line int, format string, args ...any) error {
@@ -180,16 +231,18 @@ func (p *parser) yamlErr(err error) error {
 	return p.errAt(0, "%s", msg)
 }
 
-func (p *parser) top(doc *yaml.Node, f *File) error {
+func (p *parser) top(doc *yaml.Node, f *File) {
 	root := doc
 	if doc.Kind == yaml.DocumentNode {
 		if len(doc.Content) == 0 {
-			return p.errAt(1, "empty policy (want at least version: v1 and name)")
+			p.add(p.errAt(1, "empty policy (want at least version: v1 and name)"))
+			return
 		}
 		root = doc.Content[0]
 	}
 	if root.Kind != yaml.MappingNode {
-		return p.errf(root, "a policy must be a mapping of keys (version, name, egress, ...)")
+		p.add(p.errf(root, "a policy must be a mapping of keys (version, name, egress, ...)"))
+		return
 	}
 	seen := map[string]bool{}
 	err := p.mapping(root, topKeys, func(key string, k, v *yaml.Node) error {
@@ -211,6 +264,11 @@ func (p *parser) top(doc *yaml.Node, f *File) error {
 			}
 		case "description":
 			f.Description, err = p.str(v, key)
+		case "enforcement":
+			f.Enforcement, err = p.str(v, key)
+			if err == nil && f.Enforcement != EnforceMode && f.Enforcement != AuditMode {
+				err = p.errf(v, "enforcement: want enforce or audit, got %q", f.Enforcement)
+			}
 		case "presets":
 			f.Presets, err = p.presets(v)
 		case "egress":
@@ -227,27 +285,27 @@ func (p *parser) top(doc *yaml.Node, f *File) error {
 		return err
 	})
 	if err != nil {
-		return err
+		p.add(err)
+		return
 	}
 	if !seen["version"] {
-		return p.errf(root, "missing required key \"version\" (want version: v1)")
+		p.add(p.errf(root, "missing required key \"version\" (want version: v1)"))
 	}
 	if !seen["name"] {
-		return p.errf(root, "missing required key \"name\"")
+		p.add(p.errf(root, "missing required key \"name\""))
 	}
 	if !f.UnsafeAllowAnyAddress {
 		for _, r := range f.Egress {
 			for i, c := range r.CIDRs {
 				if tooBroad(c) {
-					return p.errAt(r.cidrLine(i), "cidr %q opens nearly every address; narrow it, or set unsafe_allow_any_address: true (special-purpose addresses stay closed)", c)
+					p.add(p.errAt(r.cidrLine(i), "cidr %q opens nearly every address; narrow it, or set unsafe_allow_any_address: true (special-purpose addresses stay closed)", c))
 				}
 			}
 		}
 	}
 	if c, ok := proxyConflict(f.Ingress); ok {
-		return p.errAt(f.Ingress[c.i].Line, "%s", c.msg(f.Ingress))
+		p.add(p.errAt(f.Ingress[c.i].Line, "%s", c.msg(f.Ingress)))
 	}
-	return nil
 }
 
 func tooBroad(c netip.Prefix) bool {
@@ -257,7 +315,9 @@ func tooBroad(c netip.Prefix) bool {
 	return c.Bits() < minBits6
 }
 
-// mapping walks a mapping node, refusing unknown and repeated keys.
+// mapping walks a mapping node. An unknown or repeated key, or a value fn
+// refuses, is recorded and the walk goes on to the next key; the error
+// returned is only for a node that is not a mapping at all.
 func (p *parser) mapping(n *yaml.Node, known []string, fn func(key string, k, v *yaml.Node) error) error {
 	if err := p.kind(n, yaml.MappingNode, "rule", "a mapping"); err != nil {
 		return err
@@ -266,22 +326,24 @@ func (p *parser) mapping(n *yaml.Node, known []string, fn func(key string, k, v 
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		if k.Kind != yaml.ScalarNode {
-			return p.errf(k, "keys must be plain words")
+			p.add(p.errf(k, "keys must be plain words"))
+			continue
 		}
 		key := k.Value
 		if line, dup := seen[key]; dup {
-			return p.errf(k, "key %q repeated (first at line %d)", key, line)
+			p.add(p.errf(k, "key %q repeated (first at line %d)", key, line))
+			continue
 		}
 		seen[key] = k.Line
 		if !contains(known, key) {
 			if s := suggest(key, known); s != "" {
-				return p.errf(k, "unknown key %q (did you mean %q?)", key, s)
+				p.add(p.errf(k, "unknown key %q (did you mean %q?)", key, s))
+			} else {
+				p.add(p.errf(k, "unknown key %q (want one of %s)", key, strings.Join(known, ", ")))
 			}
-			return p.errf(k, "unknown key %q (want one of %s)", key, strings.Join(known, ", "))
+			continue
 		}
-		if err := fn(key, k, v); err != nil {
-			return err
-		}
+		p.add(fn(key, k, v))
 	}
 	return nil
 }
@@ -374,7 +436,8 @@ func (p *parser) rules(n *yaml.Node, key string, deny bool) ([]Rule, error) {
 	for _, it := range items {
 		r, err := p.rule(it, key, deny)
 		if err != nil {
-			return nil, err
+			p.add(err)
+			continue
 		}
 		out = append(out, r)
 	}
@@ -386,6 +449,7 @@ func (p *parser) rule(n *yaml.Node, list string, deny bool) (Rule, error) {
 	if n.Kind != yaml.MappingNode {
 		return r, p.errf(n, "%s: each rule must be a mapping with domains, cidrs or agents", list)
 	}
+	before := len(p.errs)
 	err := p.mapping(n, ruleKeys, func(key string, k, v *yaml.Node) error {
 		var err error
 		switch key {
@@ -399,11 +463,16 @@ func (p *parser) rule(n *yaml.Node, list string, deny bool) (Rule, error) {
 			r.Ports, err = p.ports(v, key)
 		case "protocol":
 			r.Protocol, err = p.protocol(v, key)
+		case "from":
+			r.From, err = p.from(v)
 		}
 		return err
 	})
 	if err != nil {
 		return r, err
+	}
+	if len(p.errs) > before {
+		return r, errReported
 	}
 	if len(r.Domains) == 0 && len(r.CIDRs) == 0 && len(r.Agents) == 0 {
 		return r, p.errf(n, "%s rule matches nothing: give it domains, cidrs or agents", list)
@@ -423,7 +492,8 @@ func (p *parser) ingressRules(n *yaml.Node, key string, deny bool) ([]IngressRul
 	for _, it := range items {
 		r, err := p.ingressRule(it, key, deny)
 		if err != nil {
-			return nil, err
+			p.add(err)
+			continue
 		}
 		out = append(out, r)
 	}
@@ -435,6 +505,7 @@ func (p *parser) ingressRule(n *yaml.Node, list string, deny bool) (IngressRule,
 	if n.Kind != yaml.MappingNode {
 		return r, p.errf(n, "%s: each rule must be a mapping with ports and agents, host or cidrs", list)
 	}
+	before := len(p.errs)
 	err := p.mapping(n, ingressKeys, func(key string, k, v *yaml.Node) error {
 		var err error
 		switch key {
@@ -462,11 +533,16 @@ func (p *parser) ingressRule(n *yaml.Node, list string, deny bool) (IngressRule,
 				err = p.errf(v, "proxy_protocol: want v2, got %q", s)
 			}
 			r.ProxyProtocol = err == nil
+		case "from":
+			r.From, err = p.from(v)
 		}
 		return err
 	})
 	if err != nil {
 		return r, err
+	}
+	if len(p.errs) > before {
+		return r, errReported
 	}
 	if len(r.Agents) == 0 && !r.Host && len(r.CIDRs) == 0 {
 		return r, p.errf(n, "%s rule names no peer: give it agents, host: true or cidrs", list)
@@ -571,6 +647,20 @@ func (p *parser) ports(n *yaml.Node, key string) ([]PortRange, error) {
 		out = append(out, pr)
 	}
 	return out, nil
+}
+
+// maxFrom bounds a from: note; it is for people, one line.
+const maxFrom = 300
+
+func (p *parser) from(n *yaml.Node) (string, error) {
+	s, err := p.str(n, "from")
+	if err != nil {
+		return "", err
+	}
+	if len(s) > maxFrom || strings.ContainsAny(s, "\r\n") {
+		return "", p.errf(n, "from: want one line of at most %d bytes", maxFrom)
+	}
+	return s, nil
 }
 
 func (p *parser) protocol(n *yaml.Node, key string) (Proto, error) {

@@ -52,6 +52,8 @@ var presets = []Preset{
 		Domains: []string{"pypi.org", "files.pythonhosted.org"}, Ports: https},
 	{Name: "together", LLM: true, Description: "Together AI API",
 		Domains: []string{"api.together.xyz", "api.together.ai"}, Ports: https},
+	{Name: "xai", LLM: true, Description: "xAI API (Grok)",
+		Domains: []string{"api.x.ai"}, Ports: https},
 }
 
 // Presets lists the presets shipped with clawnet, sorted by name.

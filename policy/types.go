@@ -43,11 +43,23 @@ type Verdict uint8
 const (
 	Deny Verdict = iota
 	Allow
+	// WouldDeny is the verdict of a policy under enforcement: audit on what
+	// only its default deny refuses: a name no rule allows, and a flow to a
+	// public address that this agent's own DNS lookup bound to such a name.
+	// It is allowed (Allowed reports true) and logged as "would_deny", with
+	// the rule that would have denied it. Deny rules, the guards (metadata,
+	// special-purpose addresses, bad names and protocols), flows to an
+	// address no lookup bound, and inbound and agent-to-agent connections
+	// are decided as under enforcement.
+	WouldDeny
 )
 
 func (v Verdict) String() string {
-	if v == Allow {
+	switch v {
+	case Allow:
 		return "allow"
+	case WouldDeny:
+		return "would_deny"
 	}
 	return "deny"
 }
@@ -64,8 +76,9 @@ type Decision struct {
 	Reason string
 }
 
-// Allowed reports whether the verdict is Allow.
-func (d Decision) Allowed() bool { return d.Verdict == Allow }
+// Allowed reports whether the flow may go ahead: Allow, or WouldDeny
+// under enforcement: audit.
+func (d Decision) Allowed() bool { return d.Verdict == Allow || d.Verdict == WouldDeny }
 
 func (d Decision) String() string {
 	return fmt.Sprintf("%s by %s: %s", d.Verdict, d.Rule, d.Reason)

@@ -15,9 +15,9 @@ import (
 func newPolicyCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "policy",
-		Short: "Check policy files and explain decisions",
+		Short: "Check, explain, generate and learn policies",
 	}
-	cmd.AddCommand(newPolicyCheckCmd(e), newPolicyExplainCmd(e))
+	cmd.AddCommand(newPolicyCheckCmd(e), newPolicyExplainCmd(e), newPolicyGenerateCmd(e), newPolicyLearnCmd(e))
 	return cmd
 }
 
@@ -26,7 +26,7 @@ func newPolicyCheckCmd(e *env) *cobra.Command {
 		Use:   "check FILE...",
 		Short: "Parse and compile policy files; print one line per problem",
 		Long: `check parses and compiles policy files without a daemon, printing one line
-per refused file. When a daemon answers, it also warns (without failing)
+per problem, every problem of every file. When a daemon answers, it also warns (without failing)
 about each agent name a file mentions that is not attached: such a rule
 applies once an agent of that name is.`,
 		Args: func(_ *cobra.Command, args []string) error {
@@ -39,20 +39,16 @@ applies once an agent of that name is.`,
 			bad := 0
 			var refs []fileRef
 			for _, file := range args {
-				data, err := os.ReadFile(file)
-				if err == nil {
-					var f *policy.File
-					if f, err = policy.Parse(file, data); err == nil {
-						var p *policy.Policy
-						if p, err = policy.Compile(f, policy.Options{}); err == nil {
-							fmt.Fprintf(e.stdout, "%s: ok (policy %q)\n", file, p.Name())
-							refs = append(refs, agentRefs(file, f)...)
-							continue
-						}
-					}
+				f, errs := checkFile(file)
+				if len(errs) == 0 {
+					fmt.Fprintf(e.stdout, "%s: ok (policy %q)\n", file, f.Name)
+					refs = append(refs, agentRefs(file, f)...)
+					continue
 				}
 				bad++
-				fmt.Fprintln(e.stderr, err)
+				for _, err := range errs {
+					fmt.Fprintln(e.stderr, err)
+				}
 			}
 			warnUnattached(cmd.Context(), e, refs)
 			if bad > 0 {
@@ -61,6 +57,26 @@ applies once an agent of that name is.`,
 			return nil
 		},
 	}
+}
+
+// checkFile parses and compiles one policy file, returning every problem.
+func checkFile(file string) (*policy.File, []error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, []error{err}
+	}
+	f, perrs := policy.ParseAll(file, data)
+	if len(perrs) > 0 {
+		errs := make([]error, len(perrs))
+		for i, pe := range perrs {
+			errs[i] = pe
+		}
+		return nil, errs
+	}
+	if _, err := policy.Compile(f, policy.Options{}); err != nil {
+		return nil, []error{err}
+	}
+	return f, nil
 }
 
 // fileRef is an agent name a policy file mentions, where it first does.

@@ -14,15 +14,17 @@ import (
 )
 
 func newPolicyExplainCmd(e *env) *cobra.Command {
-	var pol, proto, from string
+	var pol, file, proto, from string
 	cmd := &cobra.Command{
-		Use:   "explain --policy NAME [--proto tcp|udp] (HOST[:PORT] | --from PEER [:PORT])",
+		Use:   "explain (--policy NAME | --file POLICY.yaml) [--proto tcp|udp] (HOST[:PORT] | --from PEER [:PORT])",
 		Short: "Say what the gateway would decide for a destination, or for a peer connecting in, and by which rule",
 		Long: `explain says what a policy would decide, and by which rule, for a connection
 the agent opens to HOST[:PORT], or with --from for one PEER opens to the
 agent's PORT (none: which ports PEER may reach). PEER is agent:NAME (another
 attached agent), host (the gateway host, through a published port) or an IP
-address (a remote client, through a port published on a non-loopback address).`,
+address (a remote client, through a port published on a non-loopback address).
+With --file, a policy file is explained offline, without a daemon (and
+without the daemon's treat_as_public: lab addresses count as special).`,
 		Args: func(_ *cobra.Command, args []string) error {
 			switch {
 			case from == "" && len(args) != 1:
@@ -33,8 +35,14 @@ address (a remote client, through a port published on a non-loopback address).`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if pol == "" {
-				return usageError{errors.New("--policy is required")}
+			if pol == "" && file == "" {
+				return usageError{errors.New("--policy is required (or --file, to explain a policy file offline)")}
+			}
+			if pol != "" && file != "" {
+				return usageError{errors.New("give --policy or --file, not both")}
+			}
+			if file != "" {
+				return explainFile(e, file, proto, from, args)
 			}
 			if from != "" {
 				return explainInbound(cmd, e, pol, proto, from, args)
@@ -55,7 +63,8 @@ address (a remote client, through a port published on a non-loopback address).`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&pol, "policy", "", "policy name")
+	cmd.Flags().StringVar(&pol, "policy", "", "policy name, as the daemon knows it")
+	cmd.Flags().StringVar(&file, "file", "", "a policy file to explain offline, without a daemon")
 	cmd.Flags().StringVar(&proto, "proto", "tcp", "protocol: tcp or udp")
 	cmd.Flags().StringVar(&from, "from", "", "explain a connection into the agent from PEER: agent:NAME, host or an IP address")
 	return cmd
@@ -114,4 +123,49 @@ func splitHostPort(s string) (string, uint16, error) {
 		return h, uint16(n), nil
 	}
 	return s, 0, nil
+}
+
+// explainFile answers explain from a policy file, without a daemon, in the
+// daemon's words.
+func explainFile(e *env, file, protoName, from string, args []string) error {
+	proto, err := policy.ParseProto(protoName)
+	if err != nil {
+		return usageError{err}
+	}
+	f, errs := checkFile(file)
+	if len(errs) > 0 {
+		return errs[0]
+	}
+	p, err := policy.Compile(f, policy.Options{})
+	if err != nil {
+		return err
+	}
+	x := &control.Explanation{Policy: p.Name(), Proto: proto.String()}
+	var d policy.Decision
+	if from != "" {
+		peer, err := policy.ParsePeer(from)
+		if err != nil {
+			return usageError{fmt.Errorf("--from: %w", err)}
+		}
+		if len(args) == 1 {
+			if x.Port, err = agentPort(args[0]); err != nil {
+				return usageError{err}
+			}
+		}
+		d = policy.ExplainInbound(p, policy.Inbound{Proto: proto, Port: x.Port, Peer: peer})
+		x.Verdict, x.Rule, x.Reason = d.Verdict.String(), d.Rule, d.Reason
+		fmt.Fprintln(e.stdout, inboundLine(x, peer.String()))
+		return nil
+	}
+	host, port, err := splitHostPort(args[0])
+	if err != nil {
+		return usageError{err}
+	}
+	d = policy.Explain(p, proto, host, port)
+	dst := host
+	if port != 0 {
+		dst = net.JoinHostPort(host, strconv.Itoa(int(port)))
+	}
+	fmt.Fprintf(e.stdout, "%s %s %s: %s by %s: %s\n", p.Name(), proto, dst, d.Verdict, d.Rule, d.Reason)
+	return nil
 }

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/clawnet/clawnet/policygen"
+)
+
+// exitStale: policy generate --check found the policy on disk out of date.
+const exitStale = 3
+
+func newPolicyGenerateCmd(e *env) *cobra.Command {
+	var out, diff, check, name string
+	var o policygen.GenerateOptions
+	cmd := &cobra.Command{
+		Use:   "generate FILE... [--out FILE] [--diff FILE] [--check FILE]",
+		Short: "Write a policy from the agent's own configuration files",
+		Long: `generate reads an agent's configuration files and writes the policy they
+call for: OpenClaw's openclaw.json (with its $include files), Claude Code's
+~/.claude.json and a repository's .mcp.json, Claude Desktop's
+claude_desktop_config.json, Cursor's .cursor/mcp.json, VS Code's
+.vscode/mcp.json, Codex's config.toml and Gemini CLI's settings.json.
+Several files merge into one policy. Every rule says where it came from.
+
+Package downloads of MCP launchers (npx, uvx, docker run) are written as a
+commented setup part unless --setup; rules from a repository's files are
+written commented out, pending review, unless --approve-project. Secrets in
+the files are never copied. --diff FILE shows what would change in FILE;
+--check FILE exits 3 when FILE is out of date (for CI).`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usageError{errors.New("generate takes one or more agent configuration files")}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if name != "" {
+				o.Name = name
+			}
+			gen, err := generatePolicy(e, args, o)
+			if err != nil {
+				return err
+			}
+			switch {
+			case check != "":
+				old, err := os.ReadFile(check)
+				if err != nil {
+					return err
+				}
+				if d := policygen.Diff(check, old, "generated", gen); d != "" {
+					fmt.Fprint(e.stderr, d)
+					fmt.Fprintf(e.stderr, "clawnet: %s is out of date with its agent's configuration: run clawnet policy generate ... --out %s\n", check, check)
+					return exitStatus(exitStale)
+				}
+				fmt.Fprintf(e.stdout, "%s: up to date\n", check)
+			case diff != "":
+				old, err := os.ReadFile(diff)
+				if err != nil {
+					return err
+				}
+				fmt.Fprint(e.stdout, policygen.Diff(diff, old, "generated", gen))
+			case out != "":
+				if err := os.WriteFile(out, gen, 0o644); err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "wrote %s\n", out)
+			default:
+				_, err = e.stdout.Write(gen)
+				return err
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&out, "out", "o", "", "write the policy to FILE instead of standard output")
+	cmd.Flags().StringVar(&diff, "diff", "", "show what the policy would change in FILE")
+	cmd.Flags().StringVar(&check, "check", "", "exit 3 when FILE differs from what would be generated")
+	cmd.Flags().StringVar(&name, "name", "", "the policy's name (default: from the first file's name)")
+	cmd.Flags().BoolVar(&o.Audit, "audit", false, "write enforcement: audit (allow and log what the policy would deny)")
+	cmd.Flags().BoolVar(&o.Setup, "setup", false, "allow launcher downloads (npm, PyPI, image registries) as rules, not commented out")
+	cmd.Flags().BoolVar(&o.ApproveProject, "approve-project", false, "write rules from a repository's files as rules, not pending (review them first)")
+	cmd.MarkFlagsMutuallyExclusive("out", "diff", "check")
+	return cmd
+}
+
+// generatePolicy reads the configuration files and writes their policy,
+// with each warning on stderr.
+func generatePolicy(e *env, files []string, o policygen.GenerateOptions) ([]byte, error) {
+	opts := policygen.Options{ReadFile: os.ReadFile}
+	opts.Dir, _ = os.Getwd()
+	opts.Home, _ = os.UserHomeDir()
+	var rs []*policygen.Result
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		r, err := policygen.Read(f, data, opts)
+		if err != nil {
+			return nil, err
+		}
+		rs = append(rs, r)
+	}
+	r := policygen.Merge(rs...)
+	for _, w := range r.Warnings {
+		fmt.Fprintln(e.stderr, "warning:", w)
+	}
+	gen := policygen.Generate(r, o)
+	if !bytes.HasSuffix(gen, []byte("\n")) {
+		gen = append(gen, '\n')
+	}
+	return gen, nil
+}

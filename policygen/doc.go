@@ -1,0 +1,15 @@
+// Package policygen writes clawnet policies for an agent from what the agent
+// already says about itself: its own configuration files (OpenClaw, and the
+// MCP client formats of Claude Code, Claude Desktop, Cursor, VS Code, Codex
+// and Gemini CLI) with Generate, and its own audit lines with Learn.
+//
+// It maps each configured LLM provider, channel and MCP server to the hosts,
+// ports and protocols it needs through a catalog versioned here (catalog.go),
+// and writes a policy in which every rule says where it came from.
+//
+// It must never reach the network (no DNS lookup, no download: a name it does
+// not know stays unknown), never run a command a configuration names, and
+// never copy a secret (API keys, tokens, env values, headers, credentials or
+// queries in URLs) into a policy, a warning or an error. It reads files only
+// through the ReadFile function its caller passes in.
+package policygen
