@@ -49,7 +49,8 @@ func (a *Agent) forwardByName(r *netstack.TCPRequest, f *flow, d policy.Decision
 		_ = conn.SetReadDeadline(time.Time{})
 		n, res, serr = readHello(conn, hello)
 	}
-	if dd, ok := a.checkHello(f, d, res, serr, n); !ok {
+	dd, ok := a.checkHello(f, d, res, serr, n)
+	if !ok {
 		copyBufs.Put(bp)
 		conn.Abort()
 		f.close()
@@ -58,6 +59,9 @@ func (a *Agent) forwardByName(r *netstack.TCPRequest, f *flow, d policy.Decision
 		}
 		f.deniedAfter(dd, res.Kind, res.Name, "")
 		return
+	}
+	if dd.Verdict == policy.WouldDeny {
+		d = dd // an allowed address, but a name only audit lets through
 	}
 	_ = conn.SetReadDeadline(time.Time{})
 	if down == nil {

@@ -33,6 +33,13 @@ func (a *Agent) decideFlow(f *flow) policy.Decision {
 	if len(fl.Names) > 0 {
 		f.name = fl.Names[0]
 	}
+	if d.Verdict == policy.WouldDeny {
+		// enforcement: audit let it through for a name this agent's DNS
+		// bound, never for its address: the client's SNI or Host must
+		// still be a bound name (checkHello), and its lines say would_deny.
+		f.byName = true
+		return d
+	}
 	if !d.Allowed() || len(fl.Names) == 0 {
 		// A deny rule on a bound name beats a CIDR rule on the address.
 		return d

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -563,5 +565,42 @@ func TestFlowByNameHeldHeadTimesOut(t *testing.T) {
 	}
 	if got := ft.log.received(); got != first {
 		t.Fatalf("upstream received %q, want only the finished request", got)
+	}
+}
+
+// TestFlowAuditMode: under enforcement: audit, a flow to a bound name the
+// policy does not allow goes through and is logged would_deny; a raw
+// address no rule names is still refused.
+func TestFlowAuditMode(t *testing.T) {
+	dnstest.LeakCheck(t)
+	ft := newFlowTest(t, 0, httpServer, nil)
+	audited := strings.Replace(flowTestPolicy, "name: dnstest\n", "name: dnstest\nenforcement: audit\n", 1)
+	if err := os.WriteFile(filepath.Join(ft.a.g.cfg.PolicyDir, "dnstest.yaml"), []byte(audited), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := ft.a.g.ReloadPolicies(); err != nil {
+		t.Fatal(err)
+	}
+	dst := netip.AddrPortFrom(flowTestNamed, 9999) // other.test is bound, no rule names the port
+	c, err := ft.dial(t, dst)
+	if err != nil {
+		t.Fatalf("audit mode refused a flow to a bound name: %v", err)
+	}
+	c.Write([]byte("GET / HTTP/1.1\r\nHost: other.test\r\n\r\n"))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
+		t.Fatalf("response = %q, %v", line, err)
+	}
+	c.Close()
+	if e := ft.waitEvent(t, EventOpen, dst); e.Verdict != "would_deny" {
+		t.Errorf("open line = %+v, want verdict would_deny", e)
+	}
+	raw := netip.AddrPortFrom(flowTestServer, 81)
+	if c, err := ft.dial(t, raw); err == nil {
+		c.Close()
+		t.Fatal("audit mode let a raw address through")
+	}
+	if e := ft.waitEvent(t, EventDeny, raw); e.Verdict != "deny" {
+		t.Errorf("raw address line = %+v, want deny", e)
 	}
 }
