@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
-	"strings"
 
 	"github.com/clawnet/clawnet/internal/resolvconf"
 )
@@ -51,11 +50,8 @@ func fixProcessDNS(pid int, gw netip.Addr) []string {
 		return []string{fmt.Sprintf("the process shares the host's filesystem: its resolv.conf is left alone; if it names a loopback resolver, point it at %s", gw)}
 	}
 	ch, err := resolvconf.FixPID(pid, gw)
-	if err != nil {
-		return []string{"DNS: " + err.Error()}
-	}
-	if ch.Changed {
-		return []string{fmt.Sprintf("DNS: %s named resolvers the agent cannot reach (%s); it now names the gateway %s", ch.Path, strings.Join(ch.Dropped, ", "), gw)}
+	if n := resolvconf.Note(ch, err, gw); n != "" {
+		return []string{n}
 	}
 	return nil
 }
