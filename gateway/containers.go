@@ -13,9 +13,10 @@ import (
 // ContainerResolver finds a container's process through its engine.
 type ContainerResolver interface {
 	// Resolve returns the container's ID, its name (without a leading
-	// slash) and the PID of its main process. It refuses a container that
-	// is not running or has a network besides none.
-	Resolve(ctx context.Context, nameOrID string) (id, name string, pid int, err error)
+	// slash), the PID of its main process, and notes for the user (how its
+	// DNS was set up). It refuses a container that is not running or has a
+	// network besides none.
+	Resolve(ctx context.Context, nameOrID string) (id, name string, pid int, notes []string, err error)
 }
 
 // ContainerFollower attaches containers and follows them through their
