@@ -355,7 +355,7 @@ func (w *Watcher) consume(ctx context.Context, s *EventStream) error {
 
 func (w *Watcher) handle(ctx context.Context, ev Event) {
 	if h := ev.Attributes[LabelHolder]; ev.Type == "container" && h != "" && ev.Attributes[LabelRole] == "agent" {
-		if ev.Action == "destroy" {
+		if removed(ev.Action) {
 			w.removeHolder(ctx, h, "its agent container was removed")
 		} else {
 			w.followAgentContainer(ctx, h)
@@ -616,5 +616,6 @@ func (w *Watcher) removeHolder(ctx context.Context, id, why string) {
 		w.log.Error("remove holder", logContainer, shortID(id), logErr, err)
 		return
 	}
+	removeHolderFiles(id)
 	w.log.Info("holder removed", logContainer, shortID(id), "reason", why)
 }

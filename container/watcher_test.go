@@ -197,6 +197,57 @@ func TestWatcherAttachFollowsLifecycle(t *testing.T) {
 	}
 }
 
+// TestWatcherFollowsPodmanEvents: Podman's events, in the order its
+// compatible API sends them (seen from Podman 4.3): `podman restart` sends
+// restart first, while the old run is still there, then die and start;
+// `podman rm` sends remove, where Docker sends destroy.
+func TestWatcherFollowsPodmanEvents(t *testing.T) {
+	f := newFakeEngine(t)
+	f.podman = true
+	rc := writeResolv(t, "nameserver 198.18.0.53\n")
+	f.add(&fakeContainer{ID: "c1", Name: "web", Pid: 100, StartedAt: "t1", NetworkMode: "none", ResolvConf: rc})
+	f.add(&fakeContainer{ID: "h1", Name: "clawnet-holder-a", Pid: 101, NetworkMode: "none", ResolvConf: rc,
+		Labels: map[string]string{LabelRole: "holder", LabelAgent: "a"}, CreatedUnix: time.Now().Unix()})
+	at := newFakeAttacher()
+	w := startWatcher(t, f, at)
+	ctx := context.Background()
+	if _, err := w.Attach(ctx, "web", "", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Attach(ctx, "h1", "a", "", nil); err != nil {
+		t.Fatal(err)
+	}
+
+	f.emit("container", "restart", "c1", nil) // the old run, still running
+	f.set("c1", func(c *fakeContainer) { c.Running, c.Status = false, "stopping" })
+	f.emit("container", "die", "c1", nil)
+	waitFor(t, "detach on die", func() bool { return len(at.log()) == 3 })
+	f.set("c1", func(c *fakeContainer) { c.Running, c.Status, c.Pid, c.StartedAt = true, "running", 200, "t2" })
+	f.emit("container", "init", "c1", nil)
+	f.emit("container", "start", "c1", nil)
+	waitFor(t, "re-attach on start", func() bool { return len(at.log()) == 4 })
+
+	f.del("c1")
+	f.emit("container", "remove", "c1", nil)
+	waitFor(t, "detach on remove", func() bool { return len(at.log()) == 5 })
+
+	// The agent container of a `clawnet run` is removed: its holder goes.
+	f.emit("container", "remove", "a1", map[string]string{"name": "a", LabelRole: "agent", LabelAgent: "a", LabelHolder: "h1"})
+	waitFor(t, "holder removed and detached", func() bool { return len(at.log()) == 6 })
+	waitFor(t, "forgotten", func() bool { return len(w.Tracked()) == 0 })
+	want := []string{
+		"attach c1 as web policy= pid=100",
+		"attach h1 as a policy= pid=101",
+		"detach c1",
+		"attach c1 as web policy= pid=200",
+		"detach c1",
+		"detach h1",
+	}
+	if got := at.log(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("attacher calls:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
 func TestWatcherRefusesOtherNetworks(t *testing.T) {
 	f := newFakeEngine(t)
 	f.add(&fakeContainer{ID: "b1", Name: "bridged", Pid: 5, NetworkMode: "bridge", Networks: []string{"bridge"}})
