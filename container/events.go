@@ -47,6 +47,12 @@ var WatchedActions = []string{"start", "restart", "die", "stop", "kill", "destro
 // removed says whether action is a container's removal, on either engine.
 func removed(action string) bool { return action == "destroy" || action == "remove" }
 
+// filterAliases are the engines' own names for events they report under
+// Docker's. Podman 4.3 reports its "died" as "die" but matches an event
+// filter against "died", so a filter of "die" alone never sees a container
+// stop; Docker ignores a name it does not know.
+var filterAliases = map[string]string{"die": "died"}
+
 // Events subscribes to the engine's container events (the given actions, all
 // when none) and to network connect/disconnect events. It returns once the
 // engine has accepted the subscription, so nothing that happens after it
@@ -54,7 +60,14 @@ func removed(action string) bool { return action == "destroy" || action == "remo
 func (c *Client) Events(ctx context.Context, actions ...string) (*EventStream, error) {
 	filters := map[string][]string{"type": {"container", "network"}}
 	if len(actions) > 0 {
-		filters["event"] = append(append([]string(nil), actions...), "connect", "disconnect")
+		var names []string
+		for _, a := range actions {
+			names = append(names, a)
+			if alias, ok := filterAliases[a]; ok {
+				names = append(names, alias)
+			}
+		}
+		filters["event"] = append(names, "connect", "disconnect")
 	}
 	f, err := json.Marshal(filters)
 	if err != nil {

@@ -34,8 +34,8 @@ type fakeEngine struct {
 	tagged     []string                  // repo:tag
 	removed    []string
 	created    []ContainerSpec
-	subs       map[chan eventJSON]struct{}
-	eventsErr  int // answer the next N /events with 500
+	subs       map[chan eventJSON]map[string]bool // each stream's event filter (nil: all)
+	eventsErr  int                                // answer the next N /events with 500
 	requests   []string
 }
 
@@ -59,7 +59,7 @@ func newFakeEngine(t *testing.T) *fakeEngine {
 		t:          t,
 		containers: map[string]*fakeContainer{},
 		images:     map[string]bool{},
-		subs:       map[chan eventJSON]struct{}{},
+		subs:       map[chan eventJSON]map[string]bool{},
 	}
 	dir, err := os.MkdirTemp("", "fakeengine")
 	if err != nil {
@@ -335,7 +335,16 @@ func (f *fakeEngine) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ch := make(chan eventJSON, 16)
-	f.subs[ch] = struct{}{}
+	var filters map[string][]string
+	json.Unmarshal([]byte(r.URL.Query().Get("filters")), &filters)
+	var want map[string]bool
+	for _, a := range filters["event"] {
+		if want == nil {
+			want = map[string]bool{}
+		}
+		want[a] = true
+	}
+	f.subs[ch] = want
 	f.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
@@ -365,10 +374,18 @@ func (f *fakeEngine) emit(typ, action, id string, attrs map[string]string) {
 	ev.Actor.ID = id
 	ev.Actor.Attributes = attrs
 	ev.TimeNano = time.Now().UnixNano()
+	// The engine matches the filter against its own name for the event:
+	// Podman 4.3 reports "died" as "die" but filters it as "died".
+	name := action
+	if f.podman && action == "die" {
+		name = "died"
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for ch := range f.subs {
-		ch <- ev
+	for ch, want := range f.subs {
+		if want == nil || want[name] {
+			ch <- ev
+		}
 	}
 }
 
@@ -380,6 +397,19 @@ func (f *fakeEngine) dropSubscribers() {
 		close(ch)
 		delete(f.subs, ch)
 	}
+}
+
+// countRequests counts the requests "METHOD /path" served so far.
+func (f *fakeEngine) countRequests(req string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, r := range f.requests {
+		if r == req {
+			n++
+		}
+	}
+	return n
 }
 
 func (f *fakeEngine) subscribers() int {

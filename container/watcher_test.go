@@ -200,7 +200,8 @@ func TestWatcherAttachFollowsLifecycle(t *testing.T) {
 // TestWatcherFollowsPodmanEvents: Podman's events, in the order its
 // compatible API sends them (seen from Podman 4.3): `podman restart` sends
 // restart first, while the old run is still there, then die and start;
-// `podman rm` sends remove, where Docker sends destroy.
+// `podman rm` sends remove, where Docker sends destroy. Its event filter
+// knows die as "died" (the fake filters as it does).
 func TestWatcherFollowsPodmanEvents(t *testing.T) {
 	f := newFakeEngine(t)
 	f.podman = true
@@ -218,7 +219,10 @@ func TestWatcherFollowsPodmanEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	inspected := func() int { return f.countRequests("GET /containers/c1/json") }
+	n := inspected()
 	f.emit("container", "restart", "c1", nil) // the old run, still running
+	waitFor(t, "the restart event handled", func() bool { return inspected() > n })
 	f.set("c1", func(c *fakeContainer) { c.Running, c.Status = false, "stopping" })
 	f.emit("container", "die", "c1", nil)
 	waitFor(t, "detach on die", func() bool { return len(at.log()) == 3 })
