@@ -70,14 +70,15 @@ func TestPodmanAttachReadOnly(t *testing.T) {
 		t.Errorf("lookup without a resolv.conf: %v; want a failure", r)
 	}
 
-	// The note's advice.
+	// The note's advice (and an attach by the PID of a rootful Podman
+	// container's process).
 	rc := filepath.Join(t.TempDir(), "resolv.conf")
 	if err := os.WriteFile(rc, []byte("nameserver 100.96.0.1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	advised := uniq("cn-ro-rc")
 	e.start(t, advised, "--network", "none", "--read-only", "-v", rc+":/etc/resolv.conf:ro")
-	out = w.d.MustCLI(t, "attach", advised)
+	out = w.d.MustCLI(t, "attach", "--name", advised, "--pid", e.pidOf(t, advised))
 	if strings.Contains(out, "note: DNS") {
 		t.Errorf("clawnet attach %s printed %q; want no DNS note", advised, out)
 	}

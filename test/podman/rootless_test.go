@@ -29,11 +29,20 @@ func TestPodmanRootlessByPID(t *testing.T) {
 		t.Errorf("ls -ln /etc/resolv.conf inside: %v; want it owned by the container's root", r)
 	}
 	checkAgentWorks(t, w, name)
+
+	// A read-only root: attached, with the note.
+	ro := uniq("cn-rl-ro")
+	rl.start(t, ro, "--network", "none", "--read-only")
+	out = w.d.MustCLI(t, "attach", "--name", ro, "--pid", rl.pidOf(t, ro))
+	if !strings.Contains(out, "attached "+ro) || !strings.Contains(out, "note: DNS: the agent has no /etc/resolv.conf and its root filesystem is read-only") {
+		t.Errorf("clawnet attach --pid of a read-only rootless container printed %q; want attached, with the read-only note", out)
+	}
+	w.echoWorks(t, ro)
 }
 
 // TestPodmanRootlessByName: a rootful clawnetd pointed at a rootless
 // user's Podman socket attaches that user's containers by name and follows
-// them (restart, removal), and `clawnet run` (run by root) runs the
+// them (restart, stop, start, removal), and `clawnet run` (run by root) runs the
 // user's agent rootless with the gateway on its first instruction.
 func TestPodmanRootlessByName(t *testing.T) {
 	rl := requireRootless(t)
@@ -58,6 +67,11 @@ func TestPodmanRootlessByName(t *testing.T) {
 	}) {
 		t.Fatalf("no clawnet0 inside %s after restart; clawnet ls: %+v", name, w.d.List(t))
 	}
+	w.echoWorks(t, name)
+	rl.must(t, "stop", "-t", "0", name)
+	w.waitAgent(t, name, false, 10*time.Second)
+	rl.must(t, "start", name)
+	w.waitAgent(t, name, true, 10*time.Second)
 	w.echoWorks(t, name)
 	rl.must(t, "rm", "-f", "-t", "0", name)
 	w.waitAgent(t, name, false, 10*time.Second)
