@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"fmt"
 	"os/exec"
+	"strings"
 
 	dockertest "github.com/clawnet/clawnet/test/docker"
 )
@@ -24,7 +25,8 @@ const ImageRepo = "localhost/clawnet-test"
 // BuildImage imports test/docker's root filesystem (busybox, the probe, no
 // /etc/resolv.conf) into the Podman service at url (unix://...) as
 // ImageRepo:<content hash>, unless it is there already, and returns that
-// reference. No registry is involved.
+// reference. Test images of other contents are removed (one a container
+// still uses stays). No registry is involved.
 func BuildImage(url string, spec dockertest.ImageSpec) (string, error) {
 	tarball, tag, err := dockertest.Rootfs(spec)
 	if err != nil {
@@ -38,6 +40,14 @@ func BuildImage(url string, spec dockertest.ImageSpec) (string, error) {
 	cmd.Stdin = bytes.NewReader(tarball)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("podman import into %s: %v: %s", url, err, out)
+	}
+	out, err := exec.Command("podman", "--url", url, "images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", "reference="+ImageRepo).Output()
+	if err == nil {
+		for _, t := range strings.Fields(string(out)) {
+			if t != ref {
+				exec.Command("podman", "--url", url, "rmi", t).Run()
+			}
+		}
 	}
 	return ref, nil
 }
