@@ -60,6 +60,11 @@ default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
 
 [network]
 network_backend = "cni"
+
+[engine]
+# Each exec's conmon waits this long for the API to fetch the exit code
+# (default 300 s): the tier execs a hundred times, and answers at once.
+exit_command_delay = 10
 CONF
 mv "$conf.tmp" "$conf"
 mkdir -p "$(dirname "$log")"
