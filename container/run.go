@@ -120,8 +120,8 @@ type AttachFunc func(ctx context.Context, req AttachRequest) (AttachResult, erro
 // way to honour arbitrary run options, -it and -d included). The agent's
 // first instruction therefore already has the gateway and nothing else,
 // names included: Docker gives the agent the holder's resolv.conf, which
-// the attach pointed at the gateway; Podman gives a container without
-// network none, so the agent gets one naming the gateway, mounted
+// the attach pointed at the gateway; Podman writes none for a container
+// without network, so the agent gets one naming the gateway, mounted
 // read-only. It returns the CLI's exit status. The holder is removed here
 // when the agent's container is gone by the time the CLI returns (--rm,
 // or it was never created), and otherwise by the daemon's Watcher when the
@@ -191,7 +191,7 @@ func Run(ctx context.Context, o RunOptions, attach AttachFunc) (exitCode int, er
 	}
 	if !podman {
 		// Docker writes them into the holder's resolv.conf, which the
-		// agent shares; Podman gives a container without network none.
+		// agent shares; Podman writes none for a container without network.
 		spec.HostConfig.DNS, spec.HostConfig.DNSSearch, spec.HostConfig.DNSOptions = hopts.dns, hopts.dnsSearch, hopts.dnsOptions
 	}
 	holderID, err := c.CreateContainer(ctx, HolderName(name), spec)

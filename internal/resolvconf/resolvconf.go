@@ -107,7 +107,7 @@ var (
 // /proc/PID/root/etc/resolv.conf, resolved inside that root with
 // openat2(RESOLVE_IN_ROOT), so that a symlink planted there cannot make this
 // root process write a host file. When the root has no resolv.conf (Podman
-// gives a container without network none, and scratch images have none),
+// writes none for a container without network, and scratch images have none),
 // one naming the gateway is created there, owned like its /etc. A process
 // whose root is the caller's own is refused (ErrSharedFilesystem): its file
 // is the host's. A read-only root yields ErrReadOnly when the file

@@ -37,8 +37,8 @@ type ImageSpec struct {
 
 // Rootfs makes the test image's root filesystem: busybox with its applets
 // linked in /bin, the binaries, /etc/passwd and /etc/group, and no
-// /etc/resolv.conf (Docker gives a container one; Podman gives one without
-// network none). It returns the tar, the same bytes for the same inputs,
+// /etc/resolv.conf (Docker gives a container one; Podman writes none for a
+// container without network). It returns the tar, the same bytes for the same inputs,
 // and a tag made of its content hash. test/podman imports it too.
 func Rootfs(spec ImageSpec) (tarball []byte, tag string, err error) {
 	bb := spec.Busybox

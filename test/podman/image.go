@@ -3,7 +3,7 @@
 // test/docker (attach by name, allowed and denied flows seen by the canary,
 // `clawnet run` with the gateway on its first instruction, restart and
 // removal followed), plus what Podman does differently: an image without
-// /etc/resolv.conf (Podman gives a --network none container none), a
+// /etc/resolv.conf (Podman writes none for a --network none container), a
 // read-only root, and a rootless user's containers. The tests run only when
 // CLAWNET_PODMAN_TESTS=1 (make podman-test, which starts the services with
 // scripts/podman-setup.sh and points DOCKER_HOST at the rootful one).
