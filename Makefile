@@ -1,18 +1,19 @@
 # clawnet build and test entry points. `make test` is the one command CI and
-# the README use; it needs root for the namespace, TUN and Docker tiers.
+# the README use; it needs root for the namespace, TUN, Docker and Podman tiers.
 GO       ?= go
 BIN      := bin
 PKGS_UNIT = $(shell $(GO) list ./... | grep -v '/test\($$\|/\)')
 LDFLAGS  := -s -w -X github.com/clawnet/clawnet/internal/version.Version=$(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build deps demo test check unit fuzz integration docker-test bench bench-quick bench-smoke clean
+.PHONY: all build deps demo test check unit fuzz integration docker-test podman-test bench bench-quick bench-smoke clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
-# Installs the Debian packages, Go modules and Docker engine the tests use.
+# Installs the Debian packages, Go modules and Docker engine the tests use
+# (podman-test starts Podman's services itself).
 deps:
 	./scripts/deps.sh
 
@@ -20,7 +21,7 @@ deps:
 demo: build
 	./scripts/demo.sh
 
-test: deps check unit fuzz integration docker-test bench-smoke
+test: deps check unit fuzz integration docker-test podman-test bench-smoke
 
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -35,10 +36,18 @@ fuzz:
 
 # Packages run one at a time: each builds namespaces, TUNs and daemons.
 integration: build
-	CLAWNET_INTEGRATION=1 $(GO) test -race -count=1 -p 1 -timeout 25m $$($(GO) list ./test/... | grep -v /test/docker)
+	CLAWNET_INTEGRATION=1 $(GO) test -race -count=1 -p 1 -timeout 25m $$($(GO) list ./test/... | grep -v -e /test/docker -e /test/podman)
 
 docker-test: build
 	CLAWNET_DOCKER_TESTS=1 $(GO) test -count=1 -timeout 20m -run Docker ./test/docker/...
+
+# Starts Podman's API services (rootful, and rootless for clawnet-rootless)
+# when they do not answer, then runs the Podman tier against them. DOCKER_HOST
+# names Podman's socket here only: Docker's stays the default elsewhere.
+PODMAN_SOCKET := /run/clawnet-podman/podman.sock
+podman-test: build
+	./scripts/podman-setup.sh
+	DOCKER_HOST=unix://$(PODMAN_SOCKET) CLAWNET_PODMAN_TESTS=1 $(GO) test -count=1 -timeout 10m -run Podman ./test/podman/...
 
 bench: build
 	$(GO) run ./bench/cmd/clawbench -out bench/out

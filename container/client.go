@@ -199,13 +199,50 @@ func (c *Client) Ping(ctx context.Context) error {
 	return nil
 }
 
+// Engines Engine tells apart.
+const (
+	EngineDocker = "docker"
+	EnginePodman = "podman"
+)
+
+// EngineInfo is which engine answers on the socket.
+type EngineInfo struct {
+	Name    string // EngineDocker or EnginePodman
+	Version string
+}
+
+// Engine asks the engine's /version which engine it is. Podman's compatible
+// API lists itself among its components ("Podman Engine"); any other
+// engine is taken for Docker, whose API it speaks.
+func (c *Client) Engine(ctx context.Context) (EngineInfo, error) {
+	var v struct {
+		Version    string `json:"Version"`
+		Components []struct {
+			Name    string `json:"Name"`
+			Version string `json:"Version"`
+		} `json:"Components"`
+	}
+	if err := c.getJSON(ctx, "/version", nil, &v); err != nil {
+		return EngineInfo{}, fmt.Errorf("engine version: %w", err)
+	}
+	for _, comp := range v.Components {
+		if strings.HasPrefix(comp.Name, "Podman") {
+			return EngineInfo{Name: EnginePodman, Version: comp.Version}, nil
+		}
+	}
+	return EngineInfo{Name: EngineDocker, Version: v.Version}, nil
+}
+
 // jsonMessages reads a stream of JSON progress messages (image import) and
-// returns the first error one carries.
-func jsonMessages(r io.Reader) error {
+// returns the first error one carries, or else the image ID the stream
+// named: Docker's import says it as its status, Podman's as its id.
+func jsonMessages(r io.Reader) (id string, err error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		var m struct {
+			Status      string `json:"status"`
+			ID          string `json:"id"`
 			Error       string `json:"error"`
 			ErrorDetail struct {
 				Message string `json:"message"`
@@ -215,11 +252,16 @@ func jsonMessages(r io.Reader) error {
 			continue
 		}
 		if m.Error != "" {
-			return errors.New(m.Error)
+			return "", errors.New(m.Error)
 		}
 		if m.ErrorDetail.Message != "" {
-			return errors.New(m.ErrorDetail.Message)
+			return "", errors.New(m.ErrorDetail.Message)
+		}
+		for _, s := range []string{m.ID, m.Status} {
+			if strings.HasPrefix(s, "sha256:") {
+				id = s
+			}
 		}
 	}
-	return sc.Err()
+	return id, sc.Err()
 }

@@ -124,7 +124,7 @@ func TestEvents(t *testing.T) {
 	c := f.client()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	s, err := c.Events(ctx, WatchedActions...)
+	s, err := c.Events(ctx) // no filter: the fake sends every event
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,21 +176,64 @@ func TestEventsCancel(t *testing.T) {
 }
 
 func TestImportImage(t *testing.T) {
-	f := newFakeEngine(t)
-	c := f.client()
-	ctx := context.Background()
-	if err := c.ImportImage(ctx, strings.NewReader("x"), "clawnet-holder", "t1"); err != nil {
-		t.Fatalf("ImportImage = %v", err)
+	for _, podman := range []bool{false, true} {
+		f := newFakeEngine(t)
+		f.podman = podman
+		c := f.client()
+		ctx := context.Background()
+		id, err := c.ImportImage(ctx, strings.NewReader("x"))
+		if err != nil || !strings.HasPrefix(id, "sha256:") {
+			t.Fatalf("ImportImage (podman %v) = %q, %v; want the image's ID", podman, id, err)
+		}
+		if err := c.TagImage(ctx, id, HolderImageRepo, "t1"); err != nil {
+			t.Fatalf("TagImage = %v", err)
+		}
+		if ok, err := c.ImageExists(ctx, HolderImageRepo+":t1"); !ok || err != nil {
+			t.Errorf("ImageExists(imported) = %v, %v; want true", ok, err)
+		}
+		if ok, err := c.ImageExists(ctx, "nope:1"); ok || err != nil {
+			t.Errorf("ImageExists(nope) = %v, %v; want false, nil", ok, err)
+		}
+		if err := c.TagImage(ctx, "sha256:0", HolderImageRepo, "t2"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("TagImage(unknown) = %v; want not found", err)
+		}
+		_, err = c.ImportImage(ctx, strings.NewReader(""))
+		if err == nil || !strings.Contains(err.Error(), "empty archive") {
+			t.Errorf("ImportImage(empty) = %v; want the engine's streamed error", err)
+		}
 	}
-	if ok, err := c.ImageExists(ctx, "clawnet-holder:t1"); !ok || err != nil {
-		t.Errorf("ImageExists(imported) = %v, %v; want true", ok, err)
+}
+
+// TestJSONMessages: the import's answer names the image's ID as Docker's
+// status or Podman's id; an error in the stream wins.
+func TestJSONMessages(t *testing.T) {
+	for _, tc := range []struct{ in, id, err string }{
+		{`{"status":"sha256:aa"}` + "\r\n", "sha256:aa", ""},
+		{`{"status":"sha256:bb","progress":"","progressDetail":{},"id":"sha256:bb"}` + "\n", "sha256:bb", ""},
+		{`{"status":"importing"}` + "\n" + `{"id":"sha256:cc"}`, "sha256:cc", ""},
+		{`{"status":"importing"}` + "\n" + `{"errorDetail":{"message":"no space"}}`, "", "no space"},
+		{`garbage` + "\n" + `{"error":"bad tar"}`, "", "bad tar"},
+		{`{"status":"done"}`, "", ""},
+	} {
+		id, err := jsonMessages(strings.NewReader(tc.in))
+		if id != tc.id || (err == nil) != (tc.err == "") || (err != nil && err.Error() != tc.err) {
+			t.Errorf("jsonMessages(%q) = %q, %v; want %q, %q", tc.in, id, err, tc.id, tc.err)
+		}
 	}
-	if ok, err := c.ImageExists(ctx, "nope:1"); ok || err != nil {
-		t.Errorf("ImageExists(nope) = %v, %v; want false, nil", ok, err)
-	}
-	err := c.ImportImage(ctx, strings.NewReader(""), "clawnet-holder", "t2")
-	if err == nil || !strings.Contains(err.Error(), "empty archive") {
-		t.Errorf("ImportImage(empty) = %v; want the engine's streamed error", err)
+}
+
+func TestEngine(t *testing.T) {
+	for _, podman := range []bool{false, true} {
+		f := newFakeEngine(t)
+		f.podman = podman
+		got, err := f.client().Engine(context.Background())
+		want := EngineInfo{Name: EngineDocker, Version: "20.10.24"}
+		if podman {
+			want = EngineInfo{Name: EnginePodman, Version: "4.3.1"}
+		}
+		if err != nil || got != want {
+			t.Errorf("Engine() = %+v, %v; want %+v", got, err, want)
+		}
 	}
 }
 

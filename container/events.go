@@ -13,7 +13,7 @@ import (
 // Event is one engine event about a container or a network.
 type Event struct {
 	Type   string // "container" or "network"
-	Action string // start, die, stop, restart, destroy, connect, disconnect, ...
+	Action string // start, die, stop, restart, destroy (Podman: remove), connect, disconnect, ...
 	// ID is the container's ID for container events; for network events it
 	// is the container the network was connected to or disconnected from.
 	ID string
@@ -40,8 +40,18 @@ type EventStream struct {
 	dec  *json.Decoder
 }
 
-// WatchedActions are the events the Watcher acts on.
-var WatchedActions = []string{"start", "restart", "die", "stop", "kill", "destroy", "pause", "unpause"}
+// WatchedActions are the events the Watcher acts on. Podman's compatible
+// API names Docker's destroy "remove"; either means the container is gone.
+var WatchedActions = []string{"start", "restart", "die", "stop", "kill", "destroy", "remove", "pause", "unpause"}
+
+// removed says whether action is a container's removal, on either engine.
+func removed(action string) bool { return action == "destroy" || action == "remove" }
+
+// filterAliases are the engines' own names for events they report under
+// Docker's. Podman 4.3 reports its "died" as "die" but matches an event
+// filter against "died", so a filter of "die" alone never sees a container
+// stop; Docker ignores a name it does not know.
+var filterAliases = map[string]string{"die": "died"}
 
 // Events subscribes to the engine's container events (the given actions, all
 // when none) and to network connect/disconnect events. It returns once the
@@ -50,7 +60,14 @@ var WatchedActions = []string{"start", "restart", "die", "stop", "kill", "destro
 func (c *Client) Events(ctx context.Context, actions ...string) (*EventStream, error) {
 	filters := map[string][]string{"type": {"container", "network"}}
 	if len(actions) > 0 {
-		filters["event"] = append(append([]string(nil), actions...), "connect", "disconnect")
+		var names []string
+		for _, a := range actions {
+			names = append(names, a)
+			if alias, ok := filterAliases[a]; ok {
+				names = append(names, alias)
+			}
+		}
+		filters["event"] = append(names, "connect", "disconnect")
 	}
 	f, err := json.Marshal(filters)
 	if err != nil {

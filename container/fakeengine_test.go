@@ -23,14 +23,19 @@ type fakeEngine struct {
 	srv    *httptest.Server
 	socket string
 
+	// podman makes it answer as Podman's compatible API does where the
+	// engines differ: /version, the import's answer, "remove" events.
+	podman bool
+
 	mu         sync.Mutex
 	containers map[string]*fakeContainer // by ID
-	images     map[string]bool
-	imported   []string // repo:tag
+	images     map[string]bool           // by ID and by every repo:tag
+	imported   []string                  // IDs
+	tagged     []string                  // repo:tag
 	removed    []string
 	created    []ContainerSpec
-	subs       map[chan eventJSON]struct{}
-	eventsErr  int // answer the next N /events with 500
+	subs       map[chan eventJSON]map[string]bool // each stream's event filter (nil: all)
+	eventsErr  int                                // answer the next N /events with 500
 	requests   []string
 }
 
@@ -54,7 +59,7 @@ func newFakeEngine(t *testing.T) *fakeEngine {
 		t:          t,
 		containers: map[string]*fakeContainer{},
 		images:     map[string]bool{},
-		subs:       map[chan eventJSON]struct{}{},
+		subs:       map[chan eventJSON]map[string]bool{},
 	}
 	dir, err := os.MkdirTemp("", "fakeengine")
 	if err != nil {
@@ -68,6 +73,7 @@ func newFakeEngine(t *testing.T) *fakeEngine {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /_ping", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "OK") })
+	mux.HandleFunc("GET /version", f.version)
 	mux.HandleFunc("GET /containers/{id}/json", f.inspect)
 	mux.HandleFunc("GET /containers/json", f.list)
 	mux.HandleFunc("DELETE /containers/{id}", f.remove)
@@ -75,6 +81,7 @@ func newFakeEngine(t *testing.T) *fakeEngine {
 	mux.HandleFunc("POST /containers/{id}/start", f.start)
 	mux.HandleFunc("GET /images/{ref}/json", f.imageInspect)
 	mux.HandleFunc("POST /images/create", f.imageCreate)
+	mux.HandleFunc("POST /images/{ref}/tag", f.imageTag)
 	mux.HandleFunc("GET /images/json", f.imageList)
 	mux.HandleFunc("DELETE /images/{ref}", f.imageRemove)
 	mux.HandleFunc("GET /events", f.events)
@@ -205,7 +212,7 @@ func (f *fakeEngine) remove(w http.ResponseWriter, r *http.Request) {
 	delete(f.containers, c.ID)
 	f.removed = append(f.removed, c.ID)
 	f.mu.Unlock()
-	f.emit("container", "destroy", c.ID, map[string]string{"name": c.Name})
+	f.emit("container", f.removeAction(), c.ID, map[string]string{"name": c.Name})
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -271,16 +278,51 @@ func (f *fakeEngine) imageCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n, _ := io.Copy(io.Discard, r.Body)
-	ref := q.Get("repo") + ":" + q.Get("tag")
 	if n == 0 {
 		io.WriteString(w, `{"status":"importing"}`+"\n"+`{"errorDetail":{"message":"empty archive"},"error":"empty archive"}`+"\n")
 		return
 	}
 	f.mu.Lock()
-	f.images[ref] = true
-	f.imported = append(f.imported, ref)
+	id := fmt.Sprintf("sha256:%064x", len(f.imported)+1)
+	f.images[id] = true
+	f.imported = append(f.imported, id)
 	f.mu.Unlock()
-	io.WriteString(w, `{"status":"sha256:2"}`+"\n")
+	if f.podman {
+		fmt.Fprintf(w, `{"status":%q,"progress":"","progressDetail":{},"id":%q}`+"\n", id, id)
+		return
+	}
+	fmt.Fprintf(w, `{"status":%q}`+"\r\n", id)
+}
+
+func (f *fakeEngine) imageTag(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.images[r.PathValue("ref")] {
+		w.WriteHeader(http.StatusNotFound)
+		io.WriteString(w, `{"message":"No such image"}`)
+		return
+	}
+	ref := q.Get("repo") + ":" + q.Get("tag")
+	f.images[ref] = true
+	f.tagged = append(f.tagged, ref)
+	w.WriteHeader(http.StatusCreated)
+}
+
+func (f *fakeEngine) version(w http.ResponseWriter, r *http.Request) {
+	if f.podman {
+		io.WriteString(w, `{"Platform":{"Name":"linux/amd64/debian-12"},"Components":[{"Name":"Podman Engine","Version":"4.3.1"},{"Name":"Conmon","Version":"2.1.6"}],"Version":"4.3.1","ApiVersion":"1.41"}`)
+		return
+	}
+	io.WriteString(w, `{"Platform":{"Name":""},"Components":[{"Name":"Engine","Version":"20.10.24"},{"Name":"containerd","Version":"1.6.20"}],"Version":"20.10.24","ApiVersion":"1.41"}`)
+}
+
+// removeAction is the engine's name for a container's removal event.
+func (f *fakeEngine) removeAction() string {
+	if f.podman {
+		return "remove"
+	}
+	return "destroy"
 }
 
 func (f *fakeEngine) events(w http.ResponseWriter, r *http.Request) {
@@ -293,7 +335,16 @@ func (f *fakeEngine) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ch := make(chan eventJSON, 16)
-	f.subs[ch] = struct{}{}
+	var filters map[string][]string
+	json.Unmarshal([]byte(r.URL.Query().Get("filters")), &filters)
+	var want map[string]bool
+	for _, a := range filters["event"] {
+		if want == nil {
+			want = map[string]bool{}
+		}
+		want[a] = true
+	}
+	f.subs[ch] = want
 	f.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
@@ -323,10 +374,18 @@ func (f *fakeEngine) emit(typ, action, id string, attrs map[string]string) {
 	ev.Actor.ID = id
 	ev.Actor.Attributes = attrs
 	ev.TimeNano = time.Now().UnixNano()
+	// The engine matches the filter against its own name for the event:
+	// Podman 4.3 reports "died" as "die" but filters it as "died".
+	name := action
+	if f.podman && action == "die" {
+		name = "died"
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for ch := range f.subs {
-		ch <- ev
+	for ch, want := range f.subs {
+		if want == nil || want[name] {
+			ch <- ev
+		}
 	}
 }
 
@@ -340,6 +399,19 @@ func (f *fakeEngine) dropSubscribers() {
 	}
 }
 
+// countRequests counts the requests "METHOD /path" served so far.
+func (f *fakeEngine) countRequests(req string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, r := range f.requests {
+		if r == req {
+			n++
+		}
+	}
+	return n
+}
+
 func (f *fakeEngine) subscribers() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -351,7 +423,9 @@ func (f *fakeEngine) imageList(w http.ResponseWriter, r *http.Request) {
 	defer f.mu.Unlock()
 	out := []map[string]any{}
 	for ref := range f.images {
-		out = append(out, map[string]any{"RepoTags": []string{ref}})
+		if !strings.HasPrefix(ref, "sha256:") {
+			out = append(out, map[string]any{"RepoTags": []string{ref}})
+		}
 	}
 	json.NewEncoder(w).Encode(out)
 }

@@ -27,22 +27,40 @@ func (c *Client) ImageExists(ctx context.Context, ref string) (bool, error) {
 	return true, nil
 }
 
-// ImportImage creates the image repo:tag from a tar of a root filesystem
-// (what `docker import` does). changes are Dockerfile instructions applied to
-// the image config, e.g. `ENTRYPOINT ["/clawnet","pause"]`. No registry is
-// involved.
-func (c *Client) ImportImage(ctx context.Context, rootfs io.Reader, repo, tag string, changes ...string) error {
-	q := url.Values{"fromSrc": {"-"}, "repo": {repo}, "tag": {tag}}
+// ImportImage creates an image from a tar of a root filesystem (what
+// `docker import` does) and returns its ID. It is given no name: engines
+// disagree on what they would call it (Podman 4.3 drops the tag and files
+// the rest under docker.io/library), so the caller names it with TagImage.
+// changes are Dockerfile instructions applied to the image config, e.g.
+// `ENTRYPOINT ["/clawnet","pause"]`. No registry is involved.
+func (c *Client) ImportImage(ctx context.Context, rootfs io.Reader, changes ...string) (string, error) {
+	q := url.Values{"fromSrc": {"-"}}
 	for _, ch := range changes {
 		q.Add("changes", ch)
 	}
 	resp, err := c.do(ctx, c.stream, http.MethodPost, "/images/create", q, rootfs, "application/x-tar")
 	if err != nil {
-		return fmt.Errorf("import image %s:%s: %w", repo, tag, err)
+		return "", fmt.Errorf("import image: %w", err)
 	}
 	defer resp.Body.Close()
-	if err := jsonMessages(resp.Body); err != nil {
-		return fmt.Errorf("import image %s:%s: %w", repo, tag, err)
+	id, err := jsonMessages(resp.Body)
+	if err != nil {
+		return "", fmt.Errorf("import image: %w", err)
+	}
+	if id == "" {
+		return "", errors.New("import image: the engine named no image ID")
+	}
+	return id, nil
+}
+
+// TagImage names the image id repo:tag. Give repo with its registry
+// ("localhost/name"): Docker keeps a short name as it is, Podman's
+// compatible API reads it as docker.io/library/name when creating a
+// container, so only a full name means the same image on both.
+func (c *Client) TagImage(ctx context.Context, id, repo, tag string) error {
+	q := url.Values{"repo": {repo}, "tag": {tag}}
+	if err := c.postJSON(ctx, "/images/"+url.PathEscape(id)+"/tag", q, nil, nil); err != nil {
+		return fmt.Errorf("tag image %s as %s:%s: %w", shortID(strings.TrimPrefix(id, "sha256:")), repo, tag, err)
 	}
 	return nil
 }

@@ -10,18 +10,27 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/clawnet/clawnet/internal/resolvconf"
 )
 
 // HolderImageRepo is the local image the holders run: one static binary,
-// imported from the host, never pulled.
-const HolderImageRepo = "clawnet-holder"
+// imported from the host, never pulled. Named with its registry part so
+// that Docker and Podman find it under the same name (see TagImage).
+const HolderImageRepo = "localhost/clawnet-holder"
+
+// legacyHolderImageRepo is what earlier clawnets called it (on Docker);
+// its images are pruned like old ones of HolderImageRepo.
+const legacyHolderImageRepo = "clawnet-holder"
 
 // LabelPublish is on a holder attached with published ports: they are
 // listed, comma-separated, in their RunOptions.Publish form, so that the
@@ -30,6 +39,17 @@ const LabelPublish = "io.clawnet.publish"
 
 // EnvHolderBinary overrides the holder's binary (see RunOptions).
 const EnvHolderBinary = "CLAWNET_HOLDER_BINARY"
+
+// EnvEngineCLI names the engine CLI that runs the agent's container (see
+// RunOptions.EngineCLI).
+const EnvEngineCLI = "CLAWNET_ENGINE_CLI"
+
+// HolderRunDir holds, on Podman, each holder's resolv.conf for its agent
+// container (see writeHolderResolvConf).
+const HolderRunDir = "/run/clawnet/holders"
+
+// holderRunDir is HolderRunDir; tests move it.
+var holderRunDir = HolderRunDir
 
 // RunOptions describe one `clawnet run`.
 type RunOptions struct {
@@ -43,8 +63,9 @@ type RunOptions struct {
 	// with them; the engine never sees them, and the holder and the agent
 	// keep --network none.
 	Publish []string
-	// DockerArgs are docker run options, passed through to the agent's
-	// container except the network ones (see README.md).
+	// DockerArgs are `docker run` options (Podman's are the same), passed
+	// through to the agent's container except the network ones (see
+	// README.md).
 	DockerArgs []string
 	Image      string
 	Cmd        []string
@@ -54,8 +75,13 @@ type RunOptions struct {
 
 	// Client talks to the engine. Nil: NewClientFromEnv.
 	Client *Client
-	// DockerCLI runs the agent's container. Empty: "docker" from PATH.
-	DockerCLI string
+	// EngineCLI runs the agent's container: `docker`, `podman`, or a CLI
+	// that takes their run options. Empty: $CLAWNET_ENGINE_CLI if set, else
+	// "podman" when the engine says it is Podman and "docker" otherwise,
+	// from PATH. It is pointed at the engine's socket with DOCKER_HOST and
+	// CONTAINER_HOST (the podman CLI then talks to that service, as a
+	// remote client).
+	EngineCLI string
 	// HolderBinary is a static executable that, run as HolderArgs, blocks
 	// until SIGTERM. Empty: $CLAWNET_HOLDER_BINARY if set (for a clawnet
 	// built with -race, which cannot be static), else this executable
@@ -76,18 +102,28 @@ type AttachRequest struct {
 	Publish []string
 }
 
+// AttachResult is what Run needs to know about the attached holder.
+type AttachResult struct {
+	// DNS is the gateway's address in the agent's namespace, the
+	// nameserver it must use. Zero: DefaultGatewayDNS.
+	DNS netip.Addr
+}
+
 // AttachFunc attaches a container through the daemon's control API. Run
 // calls it once, with the holder, before the agent's container exists.
-type AttachFunc func(ctx context.Context, req AttachRequest) error
+type AttachFunc func(ctx context.Context, req AttachRequest) (AttachResult, error)
 
 // Run implements `clawnet run`. It starts a holder container with
 // --network none running a pause process, attaches the holder's namespace
 // through attach, and only then runs the agent's container with
-// --network container:HOLDER through the docker CLI (the only faithful way
-// to honour arbitrary docker run options, -it and -d included). The
-// agent's first instruction therefore already has the gateway and nothing
-// else. It returns docker run's exit status. The holder is removed here
-// when the agent's container is gone by the time docker run returns (--rm,
+// --network container:HOLDER through the engine's CLI (the only faithful
+// way to honour arbitrary run options, -it and -d included). The agent's
+// first instruction therefore already has the gateway and nothing else,
+// names included: Docker gives the agent the holder's resolv.conf, which
+// the attach pointed at the gateway; Podman writes none for a container
+// without network, so the agent gets one naming the gateway, mounted
+// read-only. It returns the CLI's exit status. The holder is removed here
+// when the agent's container is gone by the time the CLI returns (--rm,
 // or it was never created), and otherwise by the daemon's Watcher when the
 // agent's container is removed.
 func Run(ctx context.Context, o RunOptions, attach AttachFunc) (exitCode int, err error) {
@@ -119,6 +155,11 @@ func Run(ctx context.Context, o RunOptions, attach AttachFunc) (exitCode int, er
 	} else if !errors.Is(err, ErrNotFound) {
 		return 0, fmt.Errorf("clawnet run: %w", err)
 	}
+	eng, err := c.Engine(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("clawnet run: %w", err)
+	}
+	podman := eng.Name == EnginePodman
 
 	image, err := ensureHolderImage(ctx, c, o.HolderBinary)
 	if err != nil {
@@ -141,15 +182,17 @@ func Run(ctx context.Context, o RunOptions, attach AttachFunc) (exitCode int, er
 		Labels:     labels,
 		HostConfig: HostConfig{
 			NetworkMode: "none",
-			DNS:         hopts.dns,
-			DNSSearch:   hopts.dnsSearch,
-			DNSOptions:  hopts.dnsOptions,
 			ExtraHosts:  hopts.extraHosts,
 			// The pause process needs no privilege at all.
 			CapDrop:     []string{"ALL"},
 			SecurityOpt: []string{"no-new-privileges"},
 			Init:        &noInit,
 		},
+	}
+	if !podman {
+		// Docker writes them into the holder's resolv.conf, which the
+		// agent shares; Podman writes none for a container without network.
+		spec.HostConfig.DNS, spec.HostConfig.DNSSearch, spec.HostConfig.DNSOptions = hopts.dns, hopts.dnsSearch, hopts.dnsOptions
 	}
 	holderID, err := c.CreateContainer(ctx, HolderName(name), spec)
 	if err != nil {
@@ -166,28 +209,39 @@ func Run(ctx context.Context, o RunOptions, attach AttachFunc) (exitCode int, er
 		if rerr := c.RemoveContainer(rctx, holderID, true); rerr != nil && err == nil {
 			err = fmt.Errorf("clawnet run: remove holder: %w", rerr)
 		}
+		removeHolderFiles(holderID)
 	}()
 	if err := c.StartContainer(ctx, holderID); err != nil {
 		return 0, fmt.Errorf("clawnet run: holder: %w", err)
 	}
-	if err := attach(ctx, AttachRequest{Container: holderID, Name: name, Policy: o.Policy, Publish: o.Publish}); err != nil {
+	res, err := attach(ctx, AttachRequest{Container: holderID, Name: name, Policy: o.Policy, Publish: o.Publish})
+	if err != nil {
 		return 0, fmt.Errorf("clawnet run: attach: %w", err)
 	}
 
 	argv := []string{"run", "--network", "container:" + holderID, "--name", name,
 		"--label", LabelRole + "=agent", "--label", LabelAgent + "=" + name,
 		"--label", LabelHolder + "=" + holderID}
+	if podman && !hopts.ownResolvConf {
+		gw := res.DNS
+		if !gw.IsValid() {
+			gw = DefaultGatewayDNS
+		}
+		p, err := writeHolderResolvConf(holderID, hopts, gw)
+		if err != nil {
+			return 0, fmt.Errorf("clawnet run: %w", err)
+		}
+		argv = append(argv, "--volume", p+":/etc/resolv.conf:ro")
+	}
 	argv = append(argv, agentArgs...)
 	argv = append(argv, o.Image)
 	argv = append(argv, o.Cmd...)
-	cli := o.DockerCLI
-	if cli == "" {
-		cli = "docker"
-	}
+	cli := engineCLI(o.EngineCLI, eng)
 	cmd := exec.Command(cli, argv...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = o.Stdin, o.Stdout, o.Stderr
-	// The CLI must reach the engine the holder was created on.
-	cmd.Env = append(os.Environ(), "DOCKER_HOST=unix://"+c.Socket())
+	// The CLI must reach the engine the holder was created on: docker
+	// reads DOCKER_HOST, podman CONTAINER_HOST (as a remote client).
+	cmd.Env = append(os.Environ(), "DOCKER_HOST=unix://"+c.Socket(), "CONTAINER_HOST=unix://"+c.Socket())
 	exitCode, err = runForwardingSignals(cmd)
 	if err != nil {
 		return 0, fmt.Errorf("clawnet run: %s: %w", cli, err)
@@ -205,6 +259,68 @@ func Run(ctx context.Context, o RunOptions, attach AttachFunc) (exitCode int, er
 
 // HolderName is the holder container's name for agent name.
 func HolderName(agent string) string { return "clawnet-holder-" + agent }
+
+// engineCLI picks the CLI that runs the agent's container: the one asked
+// for, else $CLAWNET_ENGINE_CLI, else the engine's own.
+func engineCLI(asked string, eng EngineInfo) string {
+	switch {
+	case asked != "":
+		return asked
+	case os.Getenv(EnvEngineCLI) != "":
+		return os.Getenv(EnvEngineCLI)
+	case eng.Name == EnginePodman:
+		return "podman"
+	}
+	return "docker"
+}
+
+// holderResolvConf is where writeHolderResolvConf puts holder id's file.
+func holderResolvConf(id string) string {
+	return filepath.Join(holderRunDir, id+".resolv.conf")
+}
+
+// writeHolderResolvConf writes the resolv.conf the agent container of
+// holder id mounts on Podman: the run's --dns, --dns-search and
+// --dns-option, pointed at the gateway as an attach would (see
+// resolvconf.Rewrite). It is a host file that only root can change, and the
+// agent mounts it read-only; it goes with the holder.
+func writeHolderResolvConf(id string, h holderOpts, gw netip.Addr) (string, error) {
+	var b strings.Builder
+	for _, ns := range h.dns {
+		b.WriteString("nameserver " + ns + "\n")
+	}
+	if len(h.dnsSearch) > 0 {
+		b.WriteString("search " + strings.Join(h.dnsSearch, " ") + "\n")
+	}
+	if len(h.dnsOptions) > 0 {
+		b.WriteString("options " + strings.Join(h.dnsOptions, " ") + "\n")
+	}
+	content, _, _ := resolvconf.Rewrite([]byte(b.String()), gw)
+	if err := os.MkdirAll(holderRunDir, 0o755); err != nil {
+		return "", fmt.Errorf("agent resolv.conf: %w", err)
+	}
+	p := holderResolvConf(id)
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, content, 0o644); err != nil {
+		return "", fmt.Errorf("agent resolv.conf: %w", err)
+	}
+	// Readable by the agent's users whatever our umask, and by a rootless
+	// engine that mounts it.
+	if err := os.Chmod(tmp, 0o644); err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("agent resolv.conf: %w", err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("agent resolv.conf: %w", err)
+	}
+	return p, nil
+}
+
+// removeHolderFiles removes what clawnet keeps on the host for holder id.
+func removeHolderFiles(id string) {
+	_ = os.Remove(holderResolvConf(id))
+}
 
 // runForwardingSignals runs cmd and waits for it. Meanwhile clawnet must
 // outlive the CLI to clean up: SIGINT (a terminal's ^C, which the CLI in the
@@ -322,10 +438,13 @@ func ensureHolderImage(ctx context.Context, c *Client, bin string) (string, erro
 		}
 		pw.CloseWithError(err)
 	}()
-	err = c.ImportImage(ctx, pr, HolderImageRepo, tag)
+	id, err := c.ImportImage(ctx, pr)
 	pr.CloseWithError(errors.New("import finished"))
 	<-wrote
 	if err != nil {
+		return "", err
+	}
+	if err := c.TagImage(ctx, id, HolderImageRepo, tag); err != nil {
 		return "", err
 	}
 	pruneHolderImages(ctx, c, ref)
@@ -336,13 +455,15 @@ func ensureHolderImage(ctx context.Context, c *Client, bin string) (string, erro
 // upgrades do not pile them up. One that a running holder uses is refused
 // by the engine and stays until a later prune.
 func pruneHolderImages(ctx context.Context, c *Client, keep string) {
-	tags, err := c.ImageTags(ctx, HolderImageRepo)
-	if err != nil {
-		return
-	}
-	for _, t := range tags {
-		if t != keep {
-			_ = c.RemoveImage(ctx, t)
+	for _, repo := range []string{HolderImageRepo, legacyHolderImageRepo} {
+		tags, err := c.ImageTags(ctx, repo)
+		if err != nil {
+			continue
+		}
+		for _, t := range tags {
+			if t != keep {
+				_ = c.RemoveImage(ctx, t)
+			}
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -30,6 +31,8 @@ func TestParseRunArgs(t *testing.T) {
 		{[]string{"--rm", "-p", "--", "img"}, RunOptions{}, "option -p needs a value"},
 		{[]string{"--publish", "--", "img"}, RunOptions{}, "option --publish needs a value"},
 		{[]string{"-P", "--", "img"}, RunOptions{DockerArgs: []string{"-P"}, Image: "img", Cmd: []string{}}, ""},
+		{[]string{"--engine-cli", "podman", "--rm", "--engine-cli=/opt/podman", "--", "img"},
+			RunOptions{EngineCLI: "/opt/podman", DockerArgs: []string{"--rm"}, Image: "img", Cmd: []string{}}, ""},
 		{[]string{"img"}, RunOptions{}, `missing "--"`},
 		{[]string{"--rm", "--"}, RunOptions{}, "missing image"},
 		{[]string{"--name"}, RunOptions{}, `missing "--"`},
@@ -75,7 +78,7 @@ func TestSplitRunArgs(t *testing.T) {
 // TestSplitRunArgsClawnetOptions: clawnet's own options reaching the
 // docker options (RunOptions built by hand) are refused, never passed on.
 func TestSplitRunArgsClawnetOptions(t *testing.T) {
-	for _, bad := range [][]string{{"-p", "80:80"}, {"--publish=80:80"}, {"-dp", "80:80"}, {"--name", "x"}, {"--policy=p"}} {
+	for _, bad := range [][]string{{"-p", "80:80"}, {"--publish=80:80"}, {"-dp", "80:80"}, {"--name", "x"}, {"--policy=p"}, {"--engine-cli", "x"}} {
 		_, _, err := splitRunArgs(bad)
 		if err == nil || !strings.Contains(err.Error(), "to clawnet run (RunOptions), not among the docker options") {
 			t.Errorf("splitRunArgs(%q) err = %v; want a refusal pointing at RunOptions", bad, err)
@@ -155,20 +158,20 @@ func TestRunHolderThenAgent(t *testing.T) {
 	c := f.client()
 	cli, argsFile := fakeDockerCLI(t, "3")
 	var attached []AttachRequest
-	attach := func(_ context.Context, r AttachRequest) error {
+	attach := func(_ context.Context, r AttachRequest) (AttachResult, error) {
 		// At attach time the agent's container must not have run yet.
 		if _, err := os.Stat(argsFile); err == nil && len(attached) == 0 {
 			t.Error("docker run ran before the holder was attached")
 		}
 		attached = append(attached, r)
-		return nil
+		return AttachResult{}, nil
 	}
 	var out bytes.Buffer
 	code, err := Run(context.Background(), RunOptions{
 		Name: "agent1", Policy: "coder", Image: "clawnet-test:latest", Cmd: []string{"wget", "x"},
 		DockerArgs: []string{"--rm", "--dns", "127.0.0.1", "-e", "A=1"},
 		Publish:    []string{"127.0.0.1:8080:80/tcp", "[::1]:5353:53/udp"},
-		Stdout:     &out, Client: c, DockerCLI: cli, HolderBinary: miniELF(t, false),
+		Stdout:     &out, Client: c, EngineCLI: cli, HolderBinary: miniELF(t, false),
 	}, attach)
 	if err != nil || code != 3 {
 		t.Fatalf("Run = %d, %v; want 3 (docker's status), nil", code, err)
@@ -177,15 +180,15 @@ func TestRunHolderThenAgent(t *testing.T) {
 		t.Errorf("stdout = %q; want the CLI's output passed through", out.String())
 	}
 	f.mu.Lock()
-	created, imported, removed := f.created, f.imported, f.removed
+	created, imported, tagged, removed := f.created, f.imported, f.tagged, f.removed
 	f.mu.Unlock()
-	if len(imported) != 1 || !strings.HasPrefix(imported[0], HolderImageRepo+":") {
-		t.Errorf("imported = %v; want one %s image", imported, HolderImageRepo)
-	}
 	if len(created) != 1 {
 		t.Fatalf("created = %+v; want one holder", created)
 	}
 	h := created[0]
+	if len(imported) != 1 || len(tagged) != 1 || !strings.HasPrefix(tagged[0], HolderImageRepo+":") || h.Image != tagged[0] {
+		t.Errorf("imported %v, tagged %v, holder image %q; want one image, named %s:TAG and run by that name", imported, tagged, h.Image, HolderImageRepo)
+	}
 	if h.HostConfig.NetworkMode != "none" || !reflect.DeepEqual(h.HostConfig.DNS, []string{"127.0.0.1"}) ||
 		h.Labels[LabelRole] != "holder" || !reflect.DeepEqual(h.Entrypoint, []string{"/clawnet"}) ||
 		!reflect.DeepEqual(h.Cmd, []string{"pause"}) || !reflect.DeepEqual(h.HostConfig.CapDrop, []string{"ALL"}) {
@@ -214,7 +217,7 @@ func TestRunHolderThenAgent(t *testing.T) {
 	}
 
 	// Same binary again: no second import.
-	if _, err := Run(context.Background(), RunOptions{Name: "agent2", Image: "i", Client: c, DockerCLI: cli,
+	if _, err := Run(context.Background(), RunOptions{Name: "agent2", Image: "i", Client: c, EngineCLI: cli,
 		HolderBinary: miniELF(t, false)}, attach); err != nil {
 		t.Fatal(err)
 	}
@@ -236,12 +239,12 @@ func TestRunKeepsHolderWhileAgentExists(t *testing.T) {
 	cli, _ := fakeDockerCLI(t, "0")
 	// As after `docker run -d`: the agent container exists when the CLI returns.
 	f.add(&fakeContainer{ID: "a1", Name: "placeholder"})
-	attach := func(_ context.Context, r AttachRequest) error {
+	attach := func(_ context.Context, r AttachRequest) (AttachResult, error) {
 		f.set("a1", func(c *fakeContainer) { c.Name = r.Name })
-		return nil
+		return AttachResult{}, nil
 	}
 	code, err := Run(context.Background(), RunOptions{Name: "bg", Image: "i", DockerArgs: []string{"-d"},
-		Client: c, DockerCLI: cli, HolderBinary: miniELF(t, false)}, attach)
+		Client: c, EngineCLI: cli, HolderBinary: miniELF(t, false)}, attach)
 	if err != nil || code != 0 {
 		t.Fatalf("Run = %d, %v", code, err)
 	}
@@ -257,26 +260,28 @@ func TestRunFailuresCleanUp(t *testing.T) {
 	f := newFakeEngine(t)
 	c := f.client()
 	cli, argsFile := fakeDockerCLI(t, "0")
-	ok := func(context.Context, AttachRequest) error { return nil }
+	ok := func(context.Context, AttachRequest) (AttachResult, error) { return AttachResult{}, nil }
 	f.add(&fakeContainer{ID: "taken", Name: "taken"})
 
-	if _, err := Run(context.Background(), RunOptions{Name: "taken", Image: "i", Client: c, DockerCLI: cli,
+	if _, err := Run(context.Background(), RunOptions{Name: "taken", Image: "i", Client: c, EngineCLI: cli,
 		HolderBinary: miniELF(t, false)}, ok); err == nil || !strings.Contains(err.Error(), "already in use") {
 		t.Errorf("Run(name in use) = %v; want already in use", err)
 	}
-	if _, err := Run(context.Background(), RunOptions{Name: "d", Image: "i", Client: c, DockerCLI: cli,
+	if _, err := Run(context.Background(), RunOptions{Name: "d", Image: "i", Client: c, EngineCLI: cli,
 		HolderBinary: miniELF(t, true)}, ok); err == nil || !strings.Contains(err.Error(), "CGO_ENABLED=0") {
 		t.Errorf("Run(dynamic holder) = %v; want a static-build hint", err)
 	}
 	if _, err := Run(context.Background(), RunOptions{Name: "n", Image: "i", DockerArgs: []string{"--network", "host"},
-		Client: c, DockerCLI: cli, HolderBinary: miniELF(t, false)}, ok); err == nil || !errors.Is(err, errNetworkOpt) {
+		Client: c, EngineCLI: cli, HolderBinary: miniELF(t, false)}, ok); err == nil || !errors.Is(err, errNetworkOpt) {
 		t.Errorf("Run(--network host) = %v; want a refusal", err)
 	}
-	if _, err := Run(context.Background(), RunOptions{Name: "bad name!", Image: "i", Client: c, DockerCLI: cli}, ok); err == nil {
+	if _, err := Run(context.Background(), RunOptions{Name: "bad name!", Image: "i", Client: c, EngineCLI: cli}, ok); err == nil {
 		t.Error("Run(invalid name) = nil error")
 	}
-	failing := func(context.Context, AttachRequest) error { return errors.New("policy \"nope\" not found") }
-	_, err := Run(context.Background(), RunOptions{Name: "f", Policy: "nope", Image: "i", Client: c, DockerCLI: cli,
+	failing := func(context.Context, AttachRequest) (AttachResult, error) {
+		return AttachResult{}, errors.New("policy \"nope\" not found")
+	}
+	_, err := Run(context.Background(), RunOptions{Name: "f", Policy: "nope", Image: "i", Client: c, EngineCLI: cli,
 		HolderBinary: miniELF(t, false)}, failing)
 	if err == nil || !strings.Contains(err.Error(), `policy "nope" not found`) {
 		t.Errorf("Run(attach fails) = %v; want the daemon's error", err)
@@ -303,16 +308,18 @@ func TestRunPrunesOldHolderImages(t *testing.T) {
 	f.mu.Lock()
 	f.images[HolderImageRepo+":old-unused"] = true
 	f.images[HolderImageRepo+":old-in-use"] = true
+	f.images["clawnet-holder:older"] = true // what earlier clawnets called it
 	f.images["other:1"] = true
 	f.mu.Unlock()
 	f.add(&fakeContainer{ID: "h0", Name: "clawnet-holder-x", Image: HolderImageRepo + ":old-in-use"})
-	if _, err := Run(context.Background(), RunOptions{Name: "p", Image: "i", Client: c, DockerCLI: cli,
-		HolderBinary: miniELF(t, false)}, func(context.Context, AttachRequest) error { return nil }); err != nil {
+	if _, err := Run(context.Background(), RunOptions{Name: "p", Image: "i", Client: c, EngineCLI: cli,
+		HolderBinary: miniELF(t, false)}, func(context.Context, AttachRequest) (AttachResult, error) { return AttachResult{}, nil }); err != nil {
 		t.Fatal(err)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.images[HolderImageRepo+":old-unused"] || !f.images[HolderImageRepo+":old-in-use"] || !f.images["other:1"] || len(f.imported) != 1 || !f.images[f.imported[0]] {
+	if f.images[HolderImageRepo+":old-unused"] || f.images["clawnet-holder:older"] || !f.images[HolderImageRepo+":old-in-use"] ||
+		!f.images["other:1"] || len(f.tagged) != 1 || !f.images[f.tagged[0]] {
 		t.Errorf("images after Run = %v; want the unused old holder image gone, the rest kept", f.images)
 	}
 }
@@ -322,14 +329,120 @@ func TestRunHolderBinaryFromEnv(t *testing.T) {
 	cli, _ := fakeDockerCLI(t, "0")
 	// The test binary itself may be dynamic; the env's static one wins.
 	t.Setenv(EnvHolderBinary, miniELF(t, false))
-	if _, err := Run(context.Background(), RunOptions{Name: "e", Image: "i", Client: f.client(), DockerCLI: cli},
-		func(context.Context, AttachRequest) error { return nil }); err != nil {
+	if _, err := Run(context.Background(), RunOptions{Name: "e", Image: "i", Client: f.client(), EngineCLI: cli},
+		func(context.Context, AttachRequest) (AttachResult, error) { return AttachResult{}, nil }); err != nil {
 		t.Errorf("Run with %s = %v", EnvHolderBinary, err)
 	}
 	t.Setenv(EnvHolderBinary, miniELF(t, true))
-	_, err := Run(context.Background(), RunOptions{Name: "e2", Image: "i", Client: f.client(), DockerCLI: cli},
-		func(context.Context, AttachRequest) error { return nil })
+	_, err := Run(context.Background(), RunOptions{Name: "e2", Image: "i", Client: f.client(), EngineCLI: cli},
+		func(context.Context, AttachRequest) (AttachResult, error) { return AttachResult{}, nil })
 	if err == nil || !strings.Contains(err.Error(), EnvHolderBinary) {
 		t.Errorf("Run with a dynamic %s = %v; want the static hint naming it", EnvHolderBinary, err)
+	}
+}
+
+// TestRunPodman: on Podman the holder gets no DNS options (Podman makes no
+// resolv.conf for a container without network), and the agent's container
+// mounts, read-only, a file naming the gateway the attach reported, with
+// the run's search and options; the file goes with the holder. The CLI is
+// pointed at the engine's socket.
+func TestRunPodman(t *testing.T) {
+	f := newFakeEngine(t)
+	f.podman = true
+	holderRunDir = t.TempDir()
+	t.Cleanup(func() { holderRunDir = HolderRunDir })
+	dir := t.TempDir()
+	cli := filepath.Join(dir, "podman")
+	script := `#!/bin/sh
+printf '%s\n' "$@" > ` + dir + `/args
+echo "$CONTAINER_HOST $DOCKER_HOST" > ` + dir + `/env
+for a in "$@"; do case "$a" in *:/etc/resolv.conf:ro) cp "${a%%:*}" ` + dir + `/resolv;; esac; done
+`
+	if err := os.WriteFile(cli, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var holder string
+	attach := func(_ context.Context, r AttachRequest) (AttachResult, error) {
+		holder = r.Container
+		return AttachResult{DNS: netip.MustParseAddr("100.96.9.1")}, nil
+	}
+	code, err := Run(context.Background(), RunOptions{Name: "pm", Image: "img",
+		DockerArgs: []string{"--rm", "--dns", "127.0.0.1", "--dns-search", "corp.test", "--dns-option", "ndots:1", "--add-host", "db:198.18.0.9"},
+		Client:     f.client(), EngineCLI: cli, HolderBinary: miniELF(t, false)}, attach)
+	if err != nil || code != 0 {
+		t.Fatalf("Run = %d, %v", code, err)
+	}
+	f.mu.Lock()
+	h := f.created[0]
+	f.mu.Unlock()
+	if h.HostConfig.DNS != nil || h.HostConfig.DNSSearch != nil || h.HostConfig.DNSOptions != nil ||
+		!reflect.DeepEqual(h.HostConfig.ExtraHosts, []string{"db:198.18.0.9"}) {
+		t.Errorf("holder HostConfig = %+v; want no DNS options, the extra host kept", h.HostConfig)
+	}
+	file := filepath.Join(holderRunDir, holder+".resolv.conf")
+	argv, _ := os.ReadFile(filepath.Join(dir, "args"))
+	want := "run\n--network\ncontainer:" + holder + "\n--name\npm\n--label\nio.clawnet.role=agent\n" +
+		"--label\nio.clawnet.agent=pm\n--label\nio.clawnet.holder=" + holder + "\n" +
+		"--volume\n" + file + ":/etc/resolv.conf:ro\n--rm\nimg\n"
+	if string(argv) != want {
+		t.Errorf("podman argv:\n%s\nwant:\n%s", argv, want)
+	}
+	rc, _ := os.ReadFile(filepath.Join(dir, "resolv"))
+	wantRC := "# clawnet: nameserver 127.0.0.1 (unreachable through the gateway)\nsearch corp.test\noptions ndots:1\nnameserver 100.96.9.1 # clawnet gateway\n"
+	if string(rc) != wantRC {
+		t.Errorf("agent's resolv.conf = %q; want %q", rc, wantRC)
+	}
+	env, _ := os.ReadFile(filepath.Join(dir, "env"))
+	if s := "unix://" + f.socket; string(env) != s+" "+s+"\n" {
+		t.Errorf("CLI env CONTAINER_HOST DOCKER_HOST = %q; want both %s", env, s)
+	}
+	if _, err := os.Stat(file); !os.IsNotExist(err) {
+		t.Errorf("agent's resolv.conf still there after its holder was removed: %v", err)
+	}
+
+	// A resolv.conf of the user's own is left alone.
+	os.Remove(filepath.Join(dir, "args"))
+	if _, err := Run(context.Background(), RunOptions{Name: "pm2", Image: "img", DockerArgs: []string{"-v", "/x:/etc/resolv.conf:ro"},
+		Client: f.client(), EngineCLI: cli, HolderBinary: miniELF(t, false)}, attach); err != nil {
+		t.Fatal(err)
+	}
+	argv, _ = os.ReadFile(filepath.Join(dir, "args"))
+	if strings.Count(string(argv), "/etc/resolv.conf") != 1 || !strings.Contains(string(argv), "-v\n/x:/etc/resolv.conf:ro\n") {
+		t.Errorf("podman argv with the user's own resolv.conf:\n%s\nwant only theirs", argv)
+	}
+}
+
+func TestEngineCLI(t *testing.T) {
+	docker, podman := EngineInfo{Name: EngineDocker}, EngineInfo{Name: EnginePodman}
+	t.Setenv(EnvEngineCLI, "")
+	if got := engineCLI("", docker); got != "docker" {
+		t.Errorf("engineCLI(docker) = %q", got)
+	}
+	if got := engineCLI("", podman); got != "podman" {
+		t.Errorf("engineCLI(podman) = %q", got)
+	}
+	t.Setenv(EnvEngineCLI, "/opt/bin/podman-remote")
+	if got := engineCLI("", docker); got != "/opt/bin/podman-remote" {
+		t.Errorf("engineCLI with %s = %q", EnvEngineCLI, got)
+	}
+	if got := engineCLI("nerdctl", podman); got != "nerdctl" {
+		t.Errorf("engineCLI(--engine-cli nerdctl) = %q", got)
+	}
+}
+
+func TestMountsResolvConf(t *testing.T) {
+	for args, want := range map[string]bool{
+		"-v /a:/etc/resolv.conf":                                   true,
+		"--volume=/a:/etc/resolv.conf:ro,Z":                        true,
+		"--mount type=bind,src=/a,dst=/etc/resolv.conf,readonly":   true,
+		"--mount=type=bind,source=/a,target=/etc/resolv.conf":      true,
+		"-v /etc/resolv.conf:/x":                                   false,
+		"--mount type=bind,src=/etc/resolv.conf,dst=/etc/resolv.d": false,
+		"-e X=/a:/etc/resolv.conf":                                 false,
+	} {
+		h, _, err := splitRunArgs(strings.Fields(args))
+		if err != nil || h.ownResolvConf != want {
+			t.Errorf("splitRunArgs(%s).ownResolvConf = %v, %v; want %v", args, h.ownResolvConf, err, want)
+		}
 	}
 }

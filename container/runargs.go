@@ -7,13 +7,14 @@ import (
 )
 
 // RunUsage is the synopsis of `clawnet run`.
-const RunUsage = "clawnet run [--name NAME] [--policy POLICY] [-p [HOST_IP:]HOST_PORT:AGENT_PORT[/tcp|udp]]... [docker run options] -- IMAGE [CMD...]"
+const RunUsage = "clawnet run [--name NAME] [--policy POLICY] [-p [HOST_IP:]HOST_PORT:AGENT_PORT[/tcp|udp]]... [--engine-cli CLI] [docker run options] -- IMAGE [CMD...]"
 
 // ParseRunArgs splits `clawnet run` arguments: clawnet's own --name,
-// --policy and -p/--publish, the docker run options before "--", then the
-// image and its command. --name names both the agent and its container;
-// -p publishes through the gateway, never through the engine. The CLI
-// should hand it the raw arguments (docker's options are not clawnet flags).
+// --policy, -p/--publish and --engine-cli, the docker run options before
+// "--", then the image and its command. --name names both the agent and its
+// container; -p publishes through the gateway, never through the engine;
+// --engine-cli is RunOptions.EngineCLI. The CLI should hand it the raw
+// arguments (docker's options are not clawnet flags).
 func ParseRunArgs(args []string) (RunOptions, error) {
 	var o RunOptions
 	sep := -1
@@ -43,6 +44,8 @@ func ParseRunArgs(args []string) (RunOptions, error) {
 			o.Policy = op.value
 		case "--publish":
 			o.Publish = append(o.Publish, op.value)
+		case "--engine-cli":
+			o.EngineCLI = op.value
 		default:
 			o.DockerArgs = append(o.DockerArgs, op.raw...)
 		}
@@ -87,7 +90,7 @@ func scanDockerOpts(args []string) ([]dockerOpt, error) {
 				out = append(out, dockerOpt{name: name, value: val, raw: []string{a}})
 			case dockerBoolFlags[name]:
 				out = append(out, dockerOpt{name: name, raw: []string{a}})
-			case name == "--name" || name == "--policy" || !unknownBoolish(args, i):
+			case name == "--name" || name == "--policy" || name == "--engine-cli" || !unknownBoolish(args, i):
 				if i+1 >= len(args) {
 					return nil, fmt.Errorf("clawnet run: option %s needs a value", name)
 				}
@@ -148,20 +151,24 @@ var knownValueOpts = map[string]struct{}{
 	"--network-alias": {}, "--net-alias": {}, "--link-local-ip": {}, "--mount": {},
 	"--memory": {}, "--cpus": {}, "--cap-add": {}, "--cap-drop": {}, "--security-opt": {},
 	"--tmpfs": {}, "--ulimit": {}, "--env-file": {}, "--restart": {}, "--stop-signal": {},
-	"--platform": {}, "--pull": {}, "--runtime": {}, "--user-ns": {}, "--userns": {},
+	"--platform": {}, "--pull": {}, "--runtime": {}, "--user-ns": {}, "--userns": {}, "--engine-cli": {},
 	"--pid": {}, "--ipc": {}, "--uts": {}, "--cgroupns": {}, "--domainname": {},
 }
 
 // holderOpts are the options Docker refuses on a container that joins
 // another's network (`--network container:`), so clawnet sets them on the
 // holder instead: they describe the shared namespace and its resolv.conf
-// and hosts files.
+// and hosts files. On Podman the DNS ones go into the agent's resolv.conf
+// (see writeHolderResolvConf).
 type holderOpts struct {
 	hostname   string
 	dns        []string
 	dnsSearch  []string
 	dnsOptions []string
 	extraHosts []string
+	// ownResolvConf: the agent mounts a file of its own at
+	// /etc/resolv.conf, which clawnet then leaves alone.
+	ownResolvConf bool
 }
 
 // errNetworkOpt is wrapped by the refusals of options that would give the
@@ -194,11 +201,31 @@ func splitRunArgs(args []string) (holderOpts, []string, error) {
 			return h, nil, fmt.Errorf("clawnet run: %s cannot be used: clawnet's gateway is the container's only network (%w)", op.name, errNetworkOpt)
 		case "--publish-all", "--expose":
 			return h, nil, fmt.Errorf("clawnet run: %s cannot be used: the agent's only peer is clawnet's gateway; publish each port with -p HOST_PORT:AGENT_PORT (%w)", op.name, errNetworkOpt)
-		case "--name", "--policy", "--publish":
+		case "--name", "--policy", "--publish", "--engine-cli":
 			return h, nil, fmt.Errorf("clawnet run: give %s to clawnet run (RunOptions), not among the docker options", op.name)
 		default:
+			h.ownResolvConf = h.ownResolvConf || mountsResolvConf(op)
 			agent = append(agent, op.raw...)
 		}
 	}
 	return h, agent, nil
+}
+
+// mountsResolvConf says whether op mounts something at /etc/resolv.conf:
+// -v SRC:/etc/resolv.conf[:OPTS] or --mount ...,target=/etc/resolv.conf.
+func mountsResolvConf(op dockerOpt) bool {
+	const target = "/etc/resolv.conf"
+	switch op.name {
+	case "--volume":
+		parts := strings.Split(op.value, ":")
+		return len(parts) >= 2 && parts[1] == target
+	case "--mount":
+		for _, kv := range strings.Split(op.value, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			if (k == "target" || k == "dst" || k == "destination") && v == target {
+				return true
+			}
+		}
+	}
+	return false
 }

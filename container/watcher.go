@@ -247,23 +247,22 @@ func (w *Watcher) holderAgent(ctx context.Context, holderID string) (exists, run
 
 func stateRuns(state string) bool { return state == "running" || state == "paused" }
 
-// attach asks the daemon to attach a and fixes the container's DNS; on a DNS
-// failure it detaches again, since an agent that cannot resolve names looks
-// attached but does not work.
+// attach asks the daemon to attach a and fixes the container's DNS. DNS
+// trouble (a read-only root without a usable resolv.conf) is logged, not
+// fatal: the agent keeps its network, and the gateway answers DNS on every
+// address for a program that names a resolver itself.
 func (w *Watcher) attach(ctx context.Context, a Attachment, info Info) error {
 	if err := w.cfg.Attacher.AttachContainer(ctx, a); err != nil {
 		return fmt.Errorf("attach container %q: %w", a.ContainerName, err)
 	}
 	ch, err := FixResolvConf(info, w.cfg.GatewayDNS)
-	if err != nil {
-		if derr := w.cfg.Attacher.DetachContainer(ctx, a.ContainerID); derr != nil {
-			w.log.Error("detach after DNS setup failure", logContainer, a.ContainerName, logErr, derr)
-		}
-		return fmt.Errorf("container %q: point its DNS at the gateway: %w", a.ContainerName, err)
-	}
-	if ch.Changed {
+	switch {
+	case err != nil:
+		w.log.Warn("name lookups will fail", logContainer, a.ContainerName, logAgent, a.Agent,
+			"note", ResolvConfNote(ch, err, w.cfg.GatewayDNS))
+	case ch.Changed:
 		w.log.Info("resolv.conf pointed at the gateway", logContainer, a.ContainerName,
-			"dropped", ch.Dropped, "gateway", w.cfg.GatewayDNS.String())
+			"created", ch.Created, "dropped", ch.Dropped, "gateway", w.cfg.GatewayDNS.String())
 	}
 	w.log.Info("attached", logContainer, a.ContainerName, logAgent, a.Agent, logPid, a.Pid)
 	return nil
@@ -356,7 +355,7 @@ func (w *Watcher) consume(ctx context.Context, s *EventStream) error {
 
 func (w *Watcher) handle(ctx context.Context, ev Event) {
 	if h := ev.Attributes[LabelHolder]; ev.Type == "container" && h != "" && ev.Attributes[LabelRole] == "agent" {
-		if ev.Action == "destroy" {
+		if removed(ev.Action) {
 			w.removeHolder(ctx, h, "its agent container was removed")
 		} else {
 			w.followAgentContainer(ctx, h)
@@ -617,5 +616,6 @@ func (w *Watcher) removeHolder(ctx context.Context, id, why string) {
 		w.log.Error("remove holder", logContainer, shortID(id), logErr, err)
 		return
 	}
+	removeHolderFiles(id)
 	w.log.Info("holder removed", logContainer, shortID(id), "reason", why)
 }

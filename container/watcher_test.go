@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 // fakeAttacher records what the Watcher asks the daemon to do.
@@ -195,6 +197,61 @@ func TestWatcherAttachFollowsLifecycle(t *testing.T) {
 	}
 }
 
+// TestWatcherFollowsPodmanEvents: Podman's events, in the order its
+// compatible API sends them (seen from Podman 4.3): `podman restart` sends
+// restart first, while the old run is still there, then die and start;
+// `podman rm` sends remove, where Docker sends destroy. Its event filter
+// knows die as "died" (the fake filters as it does).
+func TestWatcherFollowsPodmanEvents(t *testing.T) {
+	f := newFakeEngine(t)
+	f.podman = true
+	rc := writeResolv(t, "nameserver 198.18.0.53\n")
+	f.add(&fakeContainer{ID: "c1", Name: "web", Pid: 100, StartedAt: "t1", NetworkMode: "none", ResolvConf: rc})
+	f.add(&fakeContainer{ID: "h1", Name: "clawnet-holder-a", Pid: 101, NetworkMode: "none", ResolvConf: rc,
+		Labels: map[string]string{LabelRole: "holder", LabelAgent: "a"}, CreatedUnix: time.Now().Unix()})
+	at := newFakeAttacher()
+	w := startWatcher(t, f, at)
+	ctx := context.Background()
+	if _, err := w.Attach(ctx, "web", "", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Attach(ctx, "h1", "a", "", nil); err != nil {
+		t.Fatal(err)
+	}
+
+	inspected := func() int { return f.countRequests("GET /containers/c1/json") }
+	n := inspected()
+	f.emit("container", "restart", "c1", nil) // the old run, still running
+	waitFor(t, "the restart event handled", func() bool { return inspected() > n })
+	f.set("c1", func(c *fakeContainer) { c.Running, c.Status = false, "stopping" })
+	f.emit("container", "die", "c1", nil)
+	waitFor(t, "detach on die", func() bool { return len(at.log()) == 3 })
+	f.set("c1", func(c *fakeContainer) { c.Running, c.Status, c.Pid, c.StartedAt = true, "running", 200, "t2" })
+	f.emit("container", "init", "c1", nil)
+	f.emit("container", "start", "c1", nil)
+	waitFor(t, "re-attach on start", func() bool { return len(at.log()) == 4 })
+
+	f.del("c1")
+	f.emit("container", "remove", "c1", nil)
+	waitFor(t, "detach on remove", func() bool { return len(at.log()) == 5 })
+
+	// The agent container of a `clawnet run` is removed: its holder goes.
+	f.emit("container", "remove", "a1", map[string]string{"name": "a", LabelRole: "agent", LabelAgent: "a", LabelHolder: "h1"})
+	waitFor(t, "holder removed and detached", func() bool { return len(at.log()) == 6 })
+	waitFor(t, "forgotten", func() bool { return len(w.Tracked()) == 0 })
+	want := []string{
+		"attach c1 as web policy= pid=100",
+		"attach h1 as a policy= pid=101",
+		"detach c1",
+		"attach c1 as web policy= pid=200",
+		"detach c1",
+		"detach h1",
+	}
+	if got := at.log(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("attacher calls:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
 func TestWatcherRefusesOtherNetworks(t *testing.T) {
 	f := newFakeEngine(t)
 	f.add(&fakeContainer{ID: "b1", Name: "bridged", Pid: 5, NetworkMode: "bridge", Networks: []string{"bridge"}})
@@ -235,22 +292,29 @@ func TestWatcherDetachesWhenNetworkConnected(t *testing.T) {
 	waitFor(t, "forgotten", func() bool { return len(w.Tracked()) == 0 })
 }
 
-func TestWatcherAttachRollsBackOnDNSFailure(t *testing.T) {
+// TestWatcherAttachKeepsAgentOnDNSFailure: DNS trouble never costs the
+// agent its network: the attach stands and the trouble is logged.
+func TestWatcherAttachKeepsAgentOnDNSFailure(t *testing.T) {
 	f := newFakeEngine(t)
 	// A directory where the resolv.conf should be: not a regular file.
 	f.add(&fakeContainer{ID: "c1", Name: "web", Pid: 100, NetworkMode: "none", Networks: []string{"none"},
 		ResolvConf: t.TempDir()})
 	at := newFakeAttacher()
-	w := NewWatcher(WatcherConfig{Client: f.client(), Attacher: at})
-	_, err := w.Attach(context.Background(), "web", "", "", nil)
-	if err == nil || !strings.Contains(err.Error(), "DNS") {
-		t.Errorf("Attach with a broken resolv.conf = %v; want a DNS error", err)
+	var logs strings.Builder
+	w := NewWatcher(WatcherConfig{Client: f.client(), Attacher: at,
+		Logger: hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info})})
+	a, err := w.Attach(context.Background(), "web", "", "", nil)
+	if err != nil || a.Agent != "web" {
+		t.Fatalf("Attach with a broken resolv.conf = %+v, %v; want it attached", a, err)
 	}
-	if got := at.log(); len(got) != 2 || got[1] != "detach c1" {
-		t.Errorf("attacher calls = %v; want attach then detach", got)
+	if got := at.log(); len(got) != 1 || !strings.HasPrefix(got[0], "attach c1") {
+		t.Errorf("attacher calls = %v; want one attach and no detach", got)
 	}
-	if len(w.Tracked()) != 0 {
-		t.Errorf("Tracked() = %v; want nothing after a failed attach", w.Tracked())
+	if len(w.Tracked()) != 1 {
+		t.Errorf("Tracked() = %v; want the container followed", w.Tracked())
+	}
+	if !strings.Contains(logs.String(), "name lookups will fail") || !strings.Contains(logs.String(), "is a directory") {
+		t.Errorf("log = %q; want the DNS trouble said", logs.String())
 	}
 }
 
@@ -340,14 +404,20 @@ func TestResolver(t *testing.T) {
 	f.add(&fakeContainer{ID: "c1", Name: "web", Pid: 100, NetworkMode: "none", Networks: []string{"none"}, ResolvConf: rc})
 	f.add(&fakeContainer{ID: "b1", Name: "bridged", Pid: 5, NetworkMode: "bridge", Networks: []string{"bridge"}})
 	r := Resolver{Client: f.client()}
-	id, name, pid, err := r.Resolve(context.Background(), "web")
-	if err != nil || id != "c1" || name != "web" || pid != 100 {
-		t.Errorf("Resolve(web) = %q, %q, %d, %v; want c1, web, 100", id, name, pid, err)
+	id, name, pid, notes, err := r.Resolve(context.Background(), "web")
+	wantNote := "DNS: " + rc + " named resolvers the agent cannot reach (127.0.0.11); it now names the gateway 100.96.0.1"
+	if err != nil || id != "c1" || name != "web" || pid != 100 || len(notes) != 1 || notes[0] != wantNote {
+		t.Errorf("Resolve(web) = %q, %q, %d, %q, %v; want c1, web, 100, %q", id, name, pid, notes, err, wantNote)
 	}
 	if b, _ := os.ReadFile(rc); !strings.Contains(string(b), "nameserver 100.96.0.1") {
 		t.Errorf("resolv.conf after Resolve = %q; want the gateway", b)
 	}
-	_, _, _, err = r.Resolve(context.Background(), "bridged")
+	// DNS trouble is a note, never a refusal.
+	f.add(&fakeContainer{ID: "d1", Name: "odd", Pid: 100, NetworkMode: "none", ResolvConf: t.TempDir()})
+	if _, _, _, notes, err := r.Resolve(context.Background(), "odd"); err != nil || len(notes) != 1 || !strings.Contains(notes[0], "is a directory") {
+		t.Errorf("Resolve(odd) = %q, %v; want attached with a DNS note", notes, err)
+	}
+	_, _, _, _, err = r.Resolve(context.Background(), "bridged")
 	if err == nil || err.Error() != `container "bridged" uses network "bridge": run it with --network none (or use clawnet run)` {
 		t.Errorf("Resolve(bridged) = %v", err)
 	}

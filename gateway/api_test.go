@@ -56,8 +56,8 @@ type fakeResolver struct {
 	err      error
 }
 
-func (r fakeResolver) Resolve(context.Context, string) (string, string, int, error) {
-	return r.id, r.name, r.pid, r.err
+func (r fakeResolver) Resolve(context.Context, string) (string, string, int, []string, error) {
+	return r.id, r.name, r.pid, nil, r.err
 }
 
 // fakeFollower records what the gateway asks of it.

@@ -22,6 +22,7 @@ type target struct {
 	name        string // the agent's name
 	containerID string
 	pid         int
+	notes       []string // the engine side's, for the user
 }
 
 // Attach attaches the target of req as an agent.
@@ -44,6 +45,9 @@ func (g *Gateway) Attach(ctx context.Context, req control.AttachRequest) (*contr
 	})
 	if err == nil && req.PID != 0 {
 		a.notes = append(a.notes, fixProcessDNS(req.PID, g.gw4)...)
+	}
+	if err == nil {
+		a.notes = append(a.notes, t.notes...)
 	}
 	g.mu.Lock()
 	if err != nil {
@@ -157,7 +161,7 @@ func (g *Gateway) openContainer(ctx context.Context, nameOrID string) (target, e
 	if g.containers == nil {
 		return target{}, fmt.Errorf("%w: no container engine configured; use --pid or --netns", ErrBadRequest)
 	}
-	id, name, pid, err := g.containers.Resolve(ctx, nameOrID)
+	id, name, pid, notes, err := g.containers.Resolve(ctx, nameOrID)
 	if err != nil {
 		return target{}, err
 	}
@@ -165,7 +169,7 @@ func (g *Gateway) openContainer(ctx context.Context, nameOrID string) (target, e
 	if err != nil {
 		return target{}, err
 	}
-	return target{ns: ns, desc: "container:" + name, name: name, containerID: id, pid: pid}, nil
+	return target{ns: ns, desc: "container:" + name, name: name, containerID: id, pid: pid, notes: notes}, nil
 }
 
 func openPID(pid int) (target, error) {

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
-	"strings"
 
 	"github.com/clawnet/clawnet/internal/resolvconf"
 )
@@ -14,9 +13,10 @@ import (
 // ContainerResolver finds a container's process through its engine.
 type ContainerResolver interface {
 	// Resolve returns the container's ID, its name (without a leading
-	// slash) and the PID of its main process. It refuses a container that
-	// is not running or has a network besides none.
-	Resolve(ctx context.Context, nameOrID string) (id, name string, pid int, err error)
+	// slash), the PID of its main process, and notes for the user (how its
+	// DNS was set up). It refuses a container that is not running or has a
+	// network besides none.
+	Resolve(ctx context.Context, nameOrID string) (id, name string, pid int, notes []string, err error)
 }
 
 // ContainerFollower attaches containers and follows them through their
@@ -51,11 +51,8 @@ func fixProcessDNS(pid int, gw netip.Addr) []string {
 		return []string{fmt.Sprintf("the process shares the host's filesystem: its resolv.conf is left alone; if it names a loopback resolver, point it at %s", gw)}
 	}
 	ch, err := resolvconf.FixPID(pid, gw)
-	if err != nil {
-		return []string{"DNS: " + err.Error()}
-	}
-	if ch.Changed {
-		return []string{fmt.Sprintf("DNS: %s named resolvers the agent cannot reach (%s); it now names the gateway %s", ch.Path, strings.Join(ch.Dropped, ", "), gw)}
+	if n := resolvconf.Note(ch, err, gw); n != "" {
+		return []string{n}
 	}
 	return nil
 }

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in iproute2 iperf3 slirp4netns passt busybox-static docker.io curl make git ca-certificates; do
+for pkg in iproute2 iperf3 slirp4netns passt busybox-static docker.io podman catatonit containernetworking-plugins uidmap curl make git ca-certificates; do
 	dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

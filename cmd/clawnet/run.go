@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 
@@ -34,9 +35,12 @@ func newRunCmd(e *env) *cobra.Command {
 				return err
 			}
 			o.Stdin, o.Stdout, o.Stderr = os.Stdin, e.stdout, e.stderr
-			code, err := container.Run(cmd.Context(), o, func(ctx context.Context, r container.AttachRequest) error {
-				_, err := e.client().Attach(ctx, control.AttachRequest{Container: r.Container, Name: r.Name, Policy: r.Policy, Publish: r.Publish})
-				return err
+			code, err := container.Run(cmd.Context(), o, func(ctx context.Context, r container.AttachRequest) (container.AttachResult, error) {
+				a, err := e.client().Attach(ctx, control.AttachRequest{Container: r.Container, Name: r.Name, Policy: r.Policy, Publish: r.Publish})
+				if err != nil {
+					return container.AttachResult{}, err
+				}
+				return container.AttachResult{DNS: gatewayDNS(a.Gateway)}, nil
 			})
 			if err != nil {
 				return err
@@ -47,6 +51,17 @@ func newRunCmd(e *env) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// gatewayDNS is the agent's nameserver: the gateway's first IPv4 address
+// (zero when the daemon named none; Run then uses the default).
+func gatewayDNS(gateway []string) netip.Addr {
+	for _, g := range gateway {
+		if a, err := netip.ParseAddr(g); err == nil && a.Is4() {
+			return a
+		}
+	}
+	return netip.Addr{}
 }
 
 func newPauseCmd() *cobra.Command {

@@ -135,6 +135,17 @@ func TestDockerAttachLoopbackDNS(t *testing.T) {
 	if !r.OK() || !strings.Contains(r.Stdout, w.in.Server4.String()) {
 		t.Errorf("lookup canary.test: %v", r)
 	}
+
+	// A read-only root changes nothing: Docker's copy of the file, on the
+	// host, is what is rewritten.
+	ro := uniq("cn-dns-ro")
+	startContainer(t, ro, "--network", "none", "--read-only", "--dns", "127.0.0.11")
+	if out := w.d.MustCLI(t, "attach", "--policy", "canary", ro); strings.Contains(out, "read-only") {
+		t.Errorf("clawnet attach of a read-only container printed %q; want no read-only note", out)
+	}
+	if r := inside(ro, "probe", "lookup", "canary.test"); !r.OK() || !strings.Contains(r.Stdout, w.in.Server4.String()) {
+		t.Errorf("lookup canary.test in a read-only container: %v", r)
+	}
 }
 
 // TestDockerAttachRefusals: a container with any other network, a stopped

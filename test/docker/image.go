@@ -35,11 +35,12 @@ type ImageSpec struct {
 	Binaries []string
 }
 
-// BuildImage makes a root filesystem with busybox and the binaries, imports
-// it with `docker import` as clawnet-test:<content hash> and tags it
-// clawnet-test:latest too. An image with the same content is reused. It
-// returns the content-hash reference.
-func BuildImage(spec ImageSpec) (string, error) {
+// Rootfs makes the test image's root filesystem: busybox with its applets
+// linked in /bin, the binaries, /etc/passwd and /etc/group, and no
+// /etc/resolv.conf (Docker gives a container one; Podman writes none for a
+// container without network). It returns the tar, the same bytes for the same inputs,
+// and a tag made of its content hash. test/podman imports it too.
+func Rootfs(spec ImageSpec) (tarball []byte, tag string, err error) {
 	bb := spec.Busybox
 	if bb == "" {
 		bb = "/bin/busybox"
@@ -50,22 +51,34 @@ func BuildImage(spec ImageSpec) (string, error) {
 	}
 	for name, src := range files {
 		if err := checkStatic(src); err != nil {
-			return "", fmt.Errorf("image file %s: %w", name, err)
+			return nil, "", fmt.Errorf("image file %s: %w", name, err)
 		}
 	}
 	applets, err := exec.Command(bb, "--list").Output()
 	if err != nil {
-		return "", fmt.Errorf("%s --list: %w", bb, err)
+		return nil, "", fmt.Errorf("%s --list: %w", bb, err)
 	}
 	var buf bytes.Buffer
 	if err := writeRootfs(&buf, files, strings.Fields(string(applets))); err != nil {
-		return "", err
+		return nil, "", err
 	}
 	sum := sha256.Sum256(buf.Bytes())
-	ref := ImageRepo + ":" + hex.EncodeToString(sum[:])[:16]
+	return buf.Bytes(), hex.EncodeToString(sum[:])[:16], nil
+}
+
+// BuildImage makes the root filesystem (Rootfs), imports it with `docker
+// import` as clawnet-test:<content hash> and tags it clawnet-test:latest
+// too. An image with the same content is reused. It returns the
+// content-hash reference.
+func BuildImage(spec ImageSpec) (string, error) {
+	tarball, tag, err := Rootfs(spec)
+	if err != nil {
+		return "", err
+	}
+	ref := ImageRepo + ":" + tag
 	if exec.Command("docker", "image", "inspect", ref).Run() != nil {
 		cmd := exec.Command("docker", "import", "-", ref)
-		cmd.Stdin = &buf
+		cmd.Stdin = bytes.NewReader(tarball)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return "", fmt.Errorf("docker import: %v: %s", err, out)
 		}

@@ -200,18 +200,18 @@ func TestDockerRunLibrary(t *testing.T) {
 	c := engineClient(t)
 	name := uniq("cn-runlib")
 	t.Cleanup(func() { removeContainers(t, name) })
-	attach := func(ctx context.Context, r container.AttachRequest) error {
+	attach := func(ctx context.Context, r container.AttachRequest) (container.AttachResult, error) {
 		info, err := c.Inspect(ctx, r.Container)
 		if err != nil {
-			return err
+			return container.AttachResult{}, err
 		}
 		res := w.d.CLI("attach", "--pid", strconv.Itoa(info.Pid), "--name", r.Name, "--policy", r.Policy)
 		if !res.OK() {
-			return errors.New(strings.TrimSpace(res.Stderr))
+			return container.AttachResult{}, errors.New(strings.TrimSpace(res.Stderr))
 		}
 		// What the daemon's Watcher does for a container attach.
 		_, err = container.FixResolvConf(info, container.DefaultGatewayDNS)
-		return err
+		return container.AttachResult{}, err
 	}
 	run := func(t *testing.T, name string, cmd ...string) string {
 		t.Helper()

@@ -46,10 +46,14 @@ func Main(m *testing.M) {
 // sets it.
 const EnvIntegration = "CLAWNET_INTEGRATION"
 
-// envDockerTests is the Docker tier's own switch (make docker-test sets it,
-// test/docker checks it before calling RequireRoot); it asks for the same
-// host, so RequireRoot honours it too.
-const envDockerTests = "CLAWNET_DOCKER_TESTS"
+// envDockerTests and envPodmanTests are the container tiers' own switches
+// (make docker-test and make podman-test set them, test/docker and
+// test/podman check them before calling RequireRoot); they ask for the same
+// host, so RequireRoot honours them too.
+const (
+	envDockerTests = "CLAWNET_DOCKER_TESTS"
+	envPodmanTests = "CLAWNET_PODMAN_TESTS"
+)
 
 // RequireRoot skips t unless the root-only tier was asked for, and fails it
 // when it was asked for but the process cannot build namespaces, veths and
@@ -93,7 +97,7 @@ var realHost = host{getenv: os.Getenv, geteuid: os.Geteuid, stat: os.Stat, lookP
 // one-line reason for the last two.
 func checkHost(h host) (hostVerdict, string) {
 	var asked string
-	for _, env := range []string{EnvIntegration, envDockerTests} {
+	for _, env := range []string{EnvIntegration, envDockerTests, envPodmanTests} {
 		if h.getenv(env) == "1" {
 			asked = env
 			break

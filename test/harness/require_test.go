@@ -58,6 +58,7 @@ func TestCheckHost(t *testing.T) {
 		{"asked, nothing there", state{env: asked, euid: 1000, noTUN: true, noIP: true, noNS: true}, hostFail,
 			[]string{"root (euid 0)", "/dev/net/tun", "the ip command", "the nsenter command"}, nil},
 		{"Docker tier asked, no ip", state{env: map[string]string{envDockerTests: "1"}, noIP: true}, hostFail, []string{envDockerTests + "=1", "the ip command"}, nil},
+		{"Podman tier asked, no ip", state{env: map[string]string{envPodmanTests: "1"}, noIP: true}, hostFail, []string{envPodmanTests + "=1", "the ip command"}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, why := checkHost(hostOf(tc.s))
