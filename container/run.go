@@ -63,6 +63,12 @@ type RunOptions struct {
 	// with them; the engine never sees them, and the holder and the agent
 	// keep --network none.
 	Publish []string
+	// AgentConfig are the agent's own configuration files (openclaw.json,
+	// MCP client files) and PolicyDir the daemon's policy_dir, for `clawnet
+	// run --agent-config`: the CLI generates the policy and sets Policy
+	// before it calls Run, which ignores both.
+	AgentConfig []string
+	PolicyDir   string
 	// DockerArgs are `docker run` options (Podman's are the same), passed
 	// through to the agent's container except the network ones (see
 	// README.md).

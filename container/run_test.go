@@ -28,6 +28,10 @@ func TestParseRunArgs(t *testing.T) {
 		// -p is clawnet's: taken out of the docker options in every form.
 		{[]string{"-p", "8080:80", "-p=9000:9000/udp", "--publish", "127.0.0.1:1:2", "--publish=3:4", "-dp5:6", "--rm", "-p7:8", "--", "img", "-p", "9:9"},
 			RunOptions{Publish: []string{"8080:80", "9000:9000/udp", "127.0.0.1:1:2", "3:4", "5:6", "7:8"}, DockerArgs: []string{"-d", "--rm"}, Image: "img", Cmd: []string{"-p", "9:9"}}, ""},
+		// --agent-config (repeated) and --policy-dir are clawnet's too.
+		{[]string{"--agent-config", "a.json", "--rm", "--agent-config=-b.json", "--policy-dir", "/p", "--", "img"},
+			RunOptions{AgentConfig: []string{"a.json", "-b.json"}, PolicyDir: "/p", DockerArgs: []string{"--rm"}, Image: "img", Cmd: []string{}}, ""},
+		{[]string{"--agent-config", "--", "img"}, RunOptions{}, "option --agent-config needs a value"},
 		{[]string{"--rm", "-p", "--", "img"}, RunOptions{}, "option -p needs a value"},
 		{[]string{"--publish", "--", "img"}, RunOptions{}, "option --publish needs a value"},
 		{[]string{"-P", "--", "img"}, RunOptions{DockerArgs: []string{"-P"}, Image: "img", Cmd: []string{}}, ""},

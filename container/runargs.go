@@ -7,12 +7,14 @@ import (
 )
 
 // RunUsage is the synopsis of `clawnet run`.
-const RunUsage = "clawnet run [--name NAME] [--policy POLICY] [-p [HOST_IP:]HOST_PORT:AGENT_PORT[/tcp|udp]]... [--engine-cli CLI] [docker run options] -- IMAGE [CMD...]"
+const RunUsage = "clawnet run [--name NAME] [--policy POLICY] [--agent-config FILE]... [--policy-dir DIR] [-p [HOST_IP:]HOST_PORT:AGENT_PORT[/tcp|udp]]... [--engine-cli CLI] [docker run options] -- IMAGE [CMD...]"
 
 // ParseRunArgs splits `clawnet run` arguments: clawnet's own --name,
-// --policy, -p/--publish and --engine-cli, the docker run options before
-// "--", then the image and its command. --name names both the agent and its
-// container; -p publishes through the gateway, never through the engine;
+// --policy, --agent-config, --policy-dir, -p/--publish and --engine-cli, the
+// docker run options before "--", then the image and its command. --name
+// names both the agent and its container; -p publishes through the gateway,
+// never through the engine; --agent-config and --policy-dir are for the CLI,
+// which generates the agent's policy before Run (RunOptions.AgentConfig);
 // --engine-cli is RunOptions.EngineCLI. The CLI should hand it the raw
 // arguments (docker's options are not clawnet flags).
 func ParseRunArgs(args []string) (RunOptions, error) {
@@ -46,6 +48,10 @@ func ParseRunArgs(args []string) (RunOptions, error) {
 			o.Publish = append(o.Publish, op.value)
 		case "--engine-cli":
 			o.EngineCLI = op.value
+		case "--agent-config":
+			o.AgentConfig = append(o.AgentConfig, op.value)
+		case "--policy-dir":
+			o.PolicyDir = op.value
 		default:
 			o.DockerArgs = append(o.DockerArgs, op.raw...)
 		}
@@ -90,7 +96,7 @@ func scanDockerOpts(args []string) ([]dockerOpt, error) {
 				out = append(out, dockerOpt{name: name, value: val, raw: []string{a}})
 			case dockerBoolFlags[name]:
 				out = append(out, dockerOpt{name: name, raw: []string{a}})
-			case name == "--name" || name == "--policy" || name == "--engine-cli" || !unknownBoolish(args, i):
+			case clawnetOpts[name] || !unknownBoolish(args, i):
 				if i+1 >= len(args) {
 					return nil, fmt.Errorf("clawnet run: option %s needs a value", name)
 				}
@@ -130,6 +136,9 @@ func scanDockerOpts(args []string) ([]dockerOpt, error) {
 	}
 	return out, nil
 }
+
+// clawnetOpts are clawnet run's own options; each takes a value.
+var clawnetOpts = map[string]bool{"--name": true, "--policy": true, "--agent-config": true, "--policy-dir": true, "--engine-cli": true}
 
 // unknownBoolish guesses, for an option clawnet does not know, that it is a
 // boolean when the next token is another option or there is none.
@@ -201,7 +210,7 @@ func splitRunArgs(args []string) (holderOpts, []string, error) {
 			return h, nil, fmt.Errorf("clawnet run: %s cannot be used: clawnet's gateway is the container's only network (%w)", op.name, errNetworkOpt)
 		case "--publish-all", "--expose":
 			return h, nil, fmt.Errorf("clawnet run: %s cannot be used: the agent's only peer is clawnet's gateway; publish each port with -p HOST_PORT:AGENT_PORT (%w)", op.name, errNetworkOpt)
-		case "--name", "--policy", "--publish", "--engine-cli":
+		case "--name", "--policy", "--publish", "--agent-config", "--policy-dir", "--engine-cli":
 			return h, nil, fmt.Errorf("clawnet run: give %s to clawnet run (RunOptions), not among the docker options", op.name)
 		default:
 			h.ownResolvConf = h.ownResolvConf || mountsResolvConf(op)

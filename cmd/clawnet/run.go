@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -33,6 +34,13 @@ func newRunCmd(e *env) *cobra.Command {
 			}
 			if o.Publish, err = publishSpecs(o.Publish); err != nil {
 				return err
+			}
+			if len(o.AgentConfig) > 0 {
+				if o.Policy, err = agentConfigPolicy(cmd.Context(), e, o); err != nil {
+					return err
+				}
+			} else if o.PolicyDir != "" {
+				return usageError{errors.New("--policy-dir goes with --agent-config")}
 			}
 			o.Stdin, o.Stdout, o.Stderr = os.Stdin, e.stdout, e.stderr
 			code, err := container.Run(cmd.Context(), o, func(ctx context.Context, r container.AttachRequest) (container.AttachResult, error) {
