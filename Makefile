@@ -20,7 +20,7 @@ deps:
 demo: build
 	./scripts/demo.sh
 
-test: deps check unit fuzz integration docker-test bench-smoke
+test: deps check unit fuzz integration docker-test cni-test bench-smoke
 
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -39,6 +39,14 @@ integration: build
 
 docker-test: build
 	CLAWNET_DOCKER_TESTS=1 $(GO) test -count=1 -timeout 20m -run Docker ./test/docker/...
+
+# The CNI tier: clawnet-cni driven by libcni and podman (CNI backend), on
+# private configuration beside the host's engines. cni-setup.sh installs
+# what is missing.
+.PHONY: cni-test
+cni-test: build
+	./scripts/cni-setup.sh
+	CLAWNET_CNI_TESTS=1 CLAWNET_TEST_BIN=$(abspath $(BIN)) $(GO) test -count=1 -p 1 -timeout 10m ./test/cni/...
 
 bench: build
 	$(GO) run ./bench/cmd/clawbench -out bench/out
