@@ -40,13 +40,17 @@ integration: build
 docker-test: build
 	CLAWNET_DOCKER_TESTS=1 $(GO) test -count=1 -timeout 20m -run Docker ./test/docker/...
 
-# The CNI tier: clawnet-cni driven by libcni and podman (CNI backend), on
-# private configuration beside the host's engines. cni-setup.sh installs
-# what is missing.
+# The CNI tier: clawnet-cni driven by libcni, podman (CNI backend) and
+# containerd's CRI through crictl, each on private configuration beside the
+# host's engines. cni-setup.sh installs what is missing and builds crictl
+# once per version into CNI_CACHE.
 .PHONY: cni-test
+CRICTL_VERSION ?= v1.34.0
+CNI_CACHE      ?= /var/cache/clawnet-ci
 cni-test: build
-	./scripts/cni-setup.sh
-	CLAWNET_CNI_TESTS=1 CLAWNET_TEST_BIN=$(abspath $(BIN)) $(GO) test -count=1 -p 1 -timeout 10m ./test/cni/...
+	CRICTL_VERSION=$(CRICTL_VERSION) CNI_CACHE=$(CNI_CACHE) ./scripts/cni-setup.sh
+	CLAWNET_CNI_TESTS=1 CLAWNET_TEST_BIN=$(abspath $(BIN)) CLAWNET_CRICTL=$(CNI_CACHE)/crictl-$(CRICTL_VERSION) \
+		$(GO) test -count=1 -p 1 -timeout 10m ./test/cni/...
 
 bench: build
 	$(GO) run ./bench/cmd/clawbench -out bench/out

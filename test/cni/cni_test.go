@@ -1,12 +1,13 @@
 // Package cnitest drives clawnet-cni from real CNI callers against a real
 // clawnetd: libcni in process (the library every runtime links, and the only
-// caller of CHECK) and podman 4.3 with its CNI backend. Every test asserts
-// on what reached the canary, not only on what the pod saw.
+// caller of CHECK), podman 4.3 with its CNI backend, and containerd 1.6's CRI
+// driven by crictl, the path kubelet takes. Every test asserts on what
+// reached the canary, not only on what the pod saw.
 //
 // The tier runs only with CLAWNET_CNI_TESTS=1 (make cni-test, which runs
 // scripts/cni-setup.sh first), as root. Asked for on a host that lacks an
-// engine, it fails naming what is missing. Podman runs on private
-// configuration, storage and locks (under /run/clawnet-ci and
+// engine, it fails naming what is missing. Podman and containerd run on
+// private configuration, storage and sockets (under /run/clawnet-ci and
 // /var/lib/clawnet-ci), never on the host's own or another tier's.
 package cnitest
 
@@ -61,12 +62,12 @@ func requireCNI(t *testing.T, cmds ...string) {
 
 // world is one test's test internet, a clawnetd serving it that names its
 // TUNs as CNI runtimes want (eth0), and a CNI bin directory holding the
-// plugin under test.
+// plugin under test and loopback.
 type world struct {
 	in     *harness.Internet
 	d      *harness.Daemon
 	dir    string // the test's own files
-	binDir string // CNI_PATH: clawnet-cni
+	binDir string // CNI_PATH: clawnet-cni and loopback
 	ctl    *control.Client
 }
 
@@ -87,6 +88,10 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	installPlugin(t, filepath.Join(w.binDir, "clawnet-cni"))
+	// containerd runs loopback from its bin_dir for every sandbox.
+	if err := os.Symlink("/usr/lib/cni/loopback", filepath.Join(w.binDir, "loopback")); err != nil {
+		t.Fatal(err)
+	}
 	return w
 }
 
