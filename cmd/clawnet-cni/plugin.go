@@ -122,10 +122,9 @@ func (p *plugin) del(args *skel.CmdArgs) error {
 		return types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
 	}
 	path := recordPath(conf, args.ContainerID, args.IfName)
-	rec, recorded, err := readRecord(path)
-	if err != nil {
-		return err
-	}
+	// A record that cannot be read must not block the pod's removal: the
+	// namespace, when the runtime names it, still finds the agent.
+	rec, recorded, _ := readRecord(path)
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
 	d := p.dial(conf.Socket)

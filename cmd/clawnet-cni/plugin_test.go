@@ -380,3 +380,16 @@ func TestCheckAddresses(t *testing.T) {
 		t.Errorf("CHECK with other addresses = %v; want an address mismatch", err)
 	}
 }
+
+func TestDelWithADamagedRecord(t *testing.T) {
+	w := newWorld(t)
+	w.mustAdd("s1", "/run/netns/n1", "")
+	if err := os.WriteFile(filepath.Join(w.dataDir, "clawnet", "s1:eth0"), []byte("{trunc"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w.mustDel("s1", "/run/netns/n1")
+	w.wantAgents()
+	if w.recordExists("s1") {
+		t.Error("the damaged record is still there after DEL")
+	}
+}
