@@ -21,7 +21,7 @@ deps:
 demo: build
 	./scripts/demo.sh
 
-test: deps check unit fuzz integration docker-test podman-test bench-smoke
+test: deps check unit fuzz integration docker-test podman-test cni-test bench-smoke
 
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -48,6 +48,18 @@ PODMAN_SOCKET := /run/clawnet-podman/podman.sock
 podman-test: build
 	./scripts/podman-setup.sh
 	DOCKER_HOST=unix://$(PODMAN_SOCKET) CLAWNET_PODMAN_TESTS=1 $(GO) test -count=1 -timeout 10m -run Podman ./test/podman/...
+
+# The CNI tier: clawnet-cni driven by libcni, podman (CNI backend) and
+# containerd's CRI through crictl, each on private configuration beside the
+# host's engines. cni-setup.sh installs what is missing and builds crictl
+# once per version into CNI_CACHE.
+.PHONY: cni-test
+CRICTL_VERSION ?= v1.34.0
+CNI_CACHE      ?= /var/cache/clawnet-ci
+cni-test: build
+	CRICTL_VERSION=$(CRICTL_VERSION) CNI_CACHE=$(CNI_CACHE) ./scripts/cni-setup.sh
+	CLAWNET_CNI_TESTS=1 CLAWNET_TEST_BIN=$(abspath $(BIN)) CLAWNET_CRICTL=$(CNI_CACHE)/crictl-$(CRICTL_VERSION) \
+		$(GO) test -count=1 -p 1 -timeout 10m ./test/cni/...
 
 bench: build
 	$(GO) run ./bench/cmd/clawbench -out bench/out

@@ -24,6 +24,11 @@ type AttachRequest struct {
 	// Publish lists ports to publish on the host, as ParsePublish reads
 	// them; the attach fails if one cannot be.
 	Publish []string `json:"publish,omitempty"`
+	// Interface names the TUN inside the namespace; empty means the
+	// daemon's network.interface. A CNI runtime names the interface it
+	// expects (CNI_IFNAME) and refuses a result without it. The answer's
+	// Agent.Interface is the name the TUN got.
+	Interface string `json:"interface,omitempty"`
 }
 
 // Agent describes an attached agent.

@@ -1,0 +1,28 @@
+// Command clawnet-cni is a CNI plugin: it attaches a pod's (or a podman
+// container's) network namespace to the node's clawnetd, which creates the
+// TUN inside it from outside, so the pod is on the gateway's leash from its
+// first packet and needs no capability. The runtime calls it with the
+// namespace before any container of the pod starts.
+//
+// It never touches a namespace itself and never decides policy: it asks
+// clawnetd over the control socket, and keeps only a record of which agent
+// it made for which container (the container ID is the key; the agent's
+// name, derived from the pod, is for people and policies).
+package main
+
+import (
+	"os"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/version"
+
+	clawversion "github.com/clawnet/clawnet/internal/version"
+)
+
+// supported are the spec versions whose results the plugin can write; its
+// own is 1.0.0.
+var supported = version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0")
+
+func main() {
+	skel.PluginMainFuncs(newPlugin(os.Stdout).funcs(), supported, "clawnet-cni "+clawversion.Version+": attaches pods to clawnetd")
+}
