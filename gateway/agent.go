@@ -64,6 +64,7 @@ type attachSpec struct {
 	pid                               int
 	ns                                *tun.Netns
 	force                             bool
+	ifname                            string // the TUN's name; "": network.interface
 }
 
 func (g *Gateway) attach(ctx context.Context, s attachSpec) (*Agent, error) {
@@ -85,7 +86,11 @@ func (g *Gateway) attach(ctx context.Context, s attachSpec) (*Agent, error) {
 		return nil, err
 	}
 	p4, p6 := g.pool.addrs(idx)
-	dev, err := tun.Create(s.ns, tun.Config{Name: g.cfg.Network.Interface, MTU: g.cfg.Network.MTU, Addrs: []netip.Prefix{p4, p6}})
+	ifname := s.ifname
+	if ifname == "" {
+		ifname = g.cfg.Network.Interface
+	}
+	dev, err := tun.Create(s.ns, tun.Config{Name: ifname, MTU: g.cfg.Network.MTU, Addrs: []netip.Prefix{p4, p6}})
 	if err != nil {
 		g.pool.put(idx)
 		if errors.Is(err, tun.ErrExists) {

@@ -41,7 +41,7 @@ func (g *Gateway) Attach(ctx context.Context, req control.AttachRequest) (*contr
 	}
 	a, err := g.attach(ctx, attachSpec{
 		name: t.name, policy: pol, target: t.desc, containerID: t.containerID, pid: t.pid,
-		ns: t.ns, force: req.Force,
+		ns: t.ns, force: req.Force, ifname: req.Interface,
 	})
 	if err == nil && req.PID != 0 {
 		a.notes = append(a.notes, fixProcessDNS(req.PID, g.gw4)...)
@@ -124,7 +124,24 @@ func (g *Gateway) checkAttach(req control.AttachRequest) (string, error) {
 	if g.policies.Get(pol) == nil {
 		return "", fmt.Errorf("%w: unknown policy %q (known: %v)", ErrNotFound, pol, g.policies.Names())
 	}
+	if req.Interface != "" && !validIfName(req.Interface) {
+		return "", fmt.Errorf("%w: interface name %q: 1 to 15 bytes, no '/', ':' or whitespace, not '.', '..' or 'lo'", ErrBadRequest, req.Interface)
+	}
 	return pol, nil
+}
+
+// validIfName reports whether the kernel would take name for a new
+// interface, and it is not lo.
+func validIfName(name string) bool {
+	if len(name) == 0 || len(name) > 15 || name == "." || name == ".." || name == "lo" {
+		return false
+	}
+	for _, c := range name {
+		if c == '/' || c == ':' || c <= ' ' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // openTarget opens the namespace req names and checks the agent's name and

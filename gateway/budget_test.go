@@ -131,3 +131,15 @@ func TestGatewayFlowLimit(t *testing.T) {
 		t.Fatalf("after a close: %v", err)
 	}
 }
+
+func TestValidIfName(t *testing.T) {
+	for name, want := range map[string]bool{
+		"eth0": true, "clawnet0": true, "net1": true, "a23456789012345": true,
+		"": false, "a234567890123456": false, "lo": false, ".": false, "..": false,
+		"eth/0": false, "eth:0": false, "eth 0": false, "eth\t0": false,
+	} {
+		if got := validIfName(name); got != want {
+			t.Errorf("validIfName(%q) = %v, want %v", name, got, want)
+		}
+	}
+}

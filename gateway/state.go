@@ -90,7 +90,9 @@ type agentRecord struct {
 	Addresses []string `json:"addresses,omitempty"`
 	Published []string `json:"published,omitempty"`
 	// Force is attach --force: the namespace had other interfaces.
-	Force      bool      `json:"force,omitempty"`
+	Force bool `json:"force,omitempty"`
+	// Interface is the TUN's name when the attach named one.
+	Interface  string    `json:"interface,omitempty"`
 	AttachedAt time.Time `json:"attached_at"`
 }
 
@@ -391,6 +393,9 @@ func (g *Gateway) recordAttach(a *Agent, force bool) {
 	}
 	r := agentRecord{Name: a.name, Policy: a.policy, Target: t, AddrIndex: a.addrIdx,
 		Addresses: a.info().Addresses, Force: force, AttachedAt: a.attachedAt}
+	if a.dev != nil && a.dev.IfName != g.cfg.Network.Interface {
+		r.Interface = a.dev.IfName
+	}
 	g.saveState(func(m map[string]agentRecord) bool {
 		if g.agent(a.name) != a {
 			return false // detached meanwhile
@@ -523,7 +528,7 @@ func (g *Gateway) restore(ctx context.Context, r agentRecord) (*Agent, error) {
 		return nil, err
 	}
 	aimErr := g.pool.aim(r.AddrIndex)
-	a, err := g.attach(ctx, attachSpec{name: r.Name, policy: r.Policy, target: t.desc, pid: t.pid, ns: ns, force: r.Force})
+	a, err := g.attach(ctx, attachSpec{name: r.Name, policy: r.Policy, target: t.desc, pid: t.pid, ns: ns, force: r.Force, ifname: r.Interface})
 	if err != nil {
 		g.mu.Lock()
 		delete(g.agents, r.Name)

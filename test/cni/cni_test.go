@@ -78,9 +78,10 @@ func newWorld(t *testing.T) *world {
 		// The default (built in: the LLM provider and MCP servers, none
 		// of them here) stays the default: a pod attached without the
 		// network's policy would reach nothing, which the tests notice.
-		Policies:    map[string]string{"canary": canaryPolicy(in)},
-		Internet:    in,
-		ExtraConfig: "network:\n  interface: eth0\n",
+		// network.interface stays clawnet0: the TUN is named as the
+		// runtime asks (CNI_IFNAME) through the attach request.
+		Policies: map[string]string{"canary": canaryPolicy(in)},
+		Internet: in,
 	})
 	w := &world{in: in, d: d, dir: t.TempDir(), ctl: control.NewClient(d.Socket)}
 	w.binDir = filepath.Join(w.dir, "bin")

@@ -53,6 +53,7 @@ const EnvIntegration = "CLAWNET_INTEGRATION"
 const (
 	envDockerTests = "CLAWNET_DOCKER_TESTS"
 	envPodmanTests = "CLAWNET_PODMAN_TESTS"
+	envCNITests    = "CLAWNET_CNI_TESTS"
 )
 
 // RequireRoot skips t unless the root-only tier was asked for, and fails it
@@ -97,7 +98,7 @@ var realHost = host{getenv: os.Getenv, geteuid: os.Geteuid, stat: os.Stat, lookP
 // one-line reason for the last two.
 func checkHost(h host) (hostVerdict, string) {
 	var asked string
-	for _, env := range []string{EnvIntegration, envDockerTests, envPodmanTests} {
+	for _, env := range []string{EnvIntegration, envDockerTests, envPodmanTests, envCNITests} {
 		if h.getenv(env) == "1" {
 			asked = env
 			break
