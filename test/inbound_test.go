@@ -424,6 +424,9 @@ func TestInboundForgedSource(t *testing.T) {
 	// Through c's own kernel, with a's addresses bound as the source.
 	c.ns.MustRun(t, "ip", "addr", "add", netip.PrefixFrom(a.v4, 32).String(), "dev", tunName)
 	c.ns.MustRun(t, "ip", "-6", "addr", "add", netip.PrefixFrom(a.v6, 128).String(), "dev", tunName, "nodad")
+	// The kernel makes an IPv6 address local a moment after it is added:
+	// until then the gateway's RST to it is dropped (see tun.waitLocal).
+	c.ns.WaitLocal6(t, a.v6)
 
 	t.Run("through the kernel", func(t *testing.T) {
 		mark := srv.Mark()

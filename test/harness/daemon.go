@@ -182,12 +182,11 @@ func (d *Daemon) start(t testing.TB) {
 		if d.Exited() {
 			return true
 		}
-		c, err := net.Dial("unix", d.Socket)
-		if err != nil {
-			return false
-		}
-		c.Close()
-		return true
+		// Ready is the API answering, not the socket accepting: the
+		// socket listens before the daemon has re-attached what it had
+		// attached, and the API serves only after.
+		_, err := d.Get("/v1/version")
+		return err == nil
 	})
 	if d.Exited() {
 		t.Fatalf("clawnetd exited at start (%v); log:\n%s", d.waitErr, d.LogTail(40))
