@@ -394,6 +394,9 @@ func (r *runner) measure(ctx context.Context, s system, rep int) {
 // outbound request/response and connects tests.
 func (r *runner) measureInbound(ctx context.Context, s system, addr string, line *[]string) {
 	system := s.name()
+	if !r.cfg.runsFor(testInRR, system) && !r.cfg.runsFor(testInConnects, system) {
+		return // -metrics left the inbound tests out: nothing to check
+	}
 	c, isClawnet := s.(*clawnetSystem)
 	var auditOff int64
 	if isClawnet {
