@@ -74,9 +74,11 @@ type Config struct {
 	Log            io.Writer
 }
 
-// Preset returns the configuration of mode: "full" (make bench, ~15
-// minutes), "quick" (make bench-quick, about 3 minutes) or "smoke" (CI:
-// proves every system still runs, about a minute; its figures mean little).
+// Preset returns the configuration of mode: "full" (make bench, ~17
+// minutes), "quick" (make bench-quick, about 4 minutes) or "smoke" (CI:
+// proves every system still runs, about a minute; its figures mean little;
+// it leaves out the noisy neighbour and the fleet's memory, see
+// bench/README.md).
 func Preset(mode string) (Config, error) {
 	c := Config{Mode: mode, Systems: slices.Clone(report.Systems), Workers: 8, DNSWorkers: 4,
 		HTTPBody: 64 << 20, HTTPSmallBody: 1 << 10, HTTPInFlight: 16}
