@@ -11,7 +11,13 @@
 //	probe http-server -listen :80
 //	probe http       -addr bench.test:80 -dns 100.96.0.1:53 -size 67108864 -inflight 1 -duration 3s
 //	probe http       -addr HOST:80 -host bench.test -size 1024 -inflight 16 -duration 1s
+//	probe udp-sink   -listen :9000
+//	probe flood      -kind connect -addr HOST:7000 -workers 8 -duration 10s
+//	probe flood      -kind dns -addr 100.96.0.1:53 -name bench.test -workers 4 -duration 10s
+//	probe flood      -kind udp -addr HOST:9000 -size 512 -workers 4 -duration 10s
 //
+// flood sends as fast as it can until -duration passes or it gets SIGTERM,
+// then prints its result: what it sent, what got through, what failed.
 // http POSTs bodies of -size bytes over one kept-alive connection. When
 // -addr names a host rather than an address, the name is resolved through
 // the -dns server (never the namespace's resolver) and sent as the Host;
@@ -48,7 +54,7 @@ func main() {
 	}
 }
 
-const usage = "usage: probe server|rr|connects|hold|dns-server|dns|http-server|http [flags]"
+const usage = "usage: probe server|rr|connects|hold|dns-server|dns|http-server|http|udp-sink|flood [flags]"
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
 	if len(args) < 1 {
@@ -60,16 +66,17 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) 
 		listen   = fs.String("listen", ":7000", "server: address to listen on")
 		addr     = fs.String("addr", "", "client: server address host:port")
 		duration = fs.Duration("duration", 5*time.Second, "client: how long to measure")
-		workers  = fs.Int("workers", 8, "connects, hold, dns: concurrent workers")
+		workers  = fs.Int("workers", 8, "connects, hold, dns, flood: concurrent workers")
 		n        = fs.Int("n", 1000, "hold: connections to hold open")
 		maxHold  = fs.Duration("max-hold", 5*time.Minute, "hold: let go after this long even if stdin stays open")
-		name     = fs.String("name", "bench.test", "dns, dns-server: the name to query or answer")
+		name     = fs.String("name", "bench.test", "dns, dns-server, flood -kind dns: the name to query or answer")
 		answer   = fs.String("answer", "", "dns-server: the IPv4 address to answer with")
 		server   = fs.String("server", "", "dns: the DNS server host:port")
 		dnsAddr  = fs.String("dns", "", "http: the DNS server host:port that resolves a name in -addr")
 		host     = fs.String("host", "bench.test", "http: the Host header when -addr is an address")
-		size     = fs.Int("size", 64<<20, "http: body bytes of every request")
+		size     = fs.Int("size", 64<<20, "http: body bytes of every request; flood -kind udp: bytes of every datagram (default 512)")
 		inflight = fs.Int("inflight", 1, "http: requests sent before their responses are read")
+		kind     = fs.String("kind", "", "flood: connect, dns or udp")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -101,6 +108,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) 
 			return fmt.Errorf("listen %s: %w", *listen, err)
 		}
 		return probe.ServeHTTP(ctx, ln)
+	case "udp-sink":
+		pc, err := net.ListenPacket("udp", *listen)
+		if err != nil {
+			return fmt.Errorf("listen udp %s: %w", *listen, err)
+		}
+		return probe.ServeUDPSink(ctx, pc)
 	case "dns-server":
 		ip, err := netip.ParseAddr(*answer)
 		if err != nil {
@@ -144,6 +157,17 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) 
 			return err
 		}
 		res, err = probe.HTTPPost(ctx, a)
+	case "flood":
+		if err := needAddr("addr", *addr); err != nil {
+			return err
+		}
+		a := probe.FloodArgs{Kind: *kind, Addr: *addr, Name: *name, Size: *size, Workers: *workers, Duration: *duration}
+		sizeSet := false
+		fs.Visit(func(f *flag.Flag) { sizeSet = sizeSet || f.Name == "size" })
+		if !sizeSet {
+			a.Size = 512 // -size's default is the HTTP body's
+		}
+		res, err = probe.Flood(ctx, a)
 	case "hold":
 		if err := needAddr("addr", *addr); err != nil {
 			return err

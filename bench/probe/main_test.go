@@ -27,6 +27,8 @@ func TestRunRejectsBadArguments(t *testing.T) {
 		{[]string{"http"}, "-addr is required"},
 		{[]string{"http", "-addr", "bench.test:80"}, "-dns is required"},
 		{[]string{"http", "-addr", "bench.test"}, `-addr "bench.test"`},
+		{[]string{"flood", "-kind", "udp"}, "-addr is required"},
+		{[]string{"flood", "-kind", "syn", "-addr", "127.0.0.1:9"}, `unknown flood kind "syn"`},
 	}
 	for _, tt := range tests {
 		err := run(context.Background(), tt.args, strings.NewReader(""), &bytes.Buffer{})
@@ -106,5 +108,33 @@ func TestRunHTTPResolvesANameAndSendsIt(t *testing.T) {
 	}
 	if got := <-hosts; got != "bench.test" {
 		t.Errorf("the server saw Host %q, want bench.test", got)
+	}
+}
+
+func TestRunFloodUDPSendsDatagramsOfTheDefaultSize(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	sizes := make(chan int, 1)
+	go func() {
+		buf := make([]byte, 1<<16)
+		n, _, err := pc.ReadFrom(buf)
+		if err == nil {
+			sizes <- n
+		}
+	}()
+	var out bytes.Buffer
+	args := []string{"flood", "-kind", "udp", "-addr", pc.LocalAddr().String(), "-workers", "1", "-duration", "50ms"}
+	if err := run(context.Background(), args, strings.NewReader(""), &out); err != nil {
+		t.Fatal(err)
+	}
+	r, err := probe.ParseResult(out.Bytes())
+	if err != nil || r.Mode != "flood-udp" || r.Sent == 0 {
+		t.Errorf("probe flood printed %q (%+v, %v), want a flood-udp result", out.String(), r, err)
+	}
+	if n := <-sizes; n != 512 {
+		t.Errorf("datagram of %d bytes, want 512 (not -size's HTTP default)", n)
 	}
 }

@@ -5,11 +5,12 @@
 // after `make build`:
 //
 //	clawbench [-quick | -smoke] [-out DIR] [-systems veth,slirp4netns,pasta,clawnet,docker] [-reps N]
-//	          [-metrics KEY,...] [-bin DIR]
+//	          [-metrics KEY,...] [-bin DIR] [-pprof]
 //
 // -metrics runs only the tests that give those figures (the keys of
 // results.json); -bin takes clawnetd and clawnet from another build, to
-// compare two builds of the gateway run after run.
+// compare two builds of the gateway run after run; -pprof saves CPU
+// profiles of the noisy-neighbour test's gateway.
 package main
 
 import (
@@ -40,7 +41,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("clawbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		quick   = fs.Bool("quick", false, "shorter run (about 3 minutes)")
+		quick   = fs.Bool("quick", false, "shorter run (about 4 minutes)")
 		smoke   = fs.Bool("smoke", false, "CI check that every system still runs; its figures mean little")
 		out     = fs.String("out", "bench/out", "directory for the results")
 		systems = fs.String("systems", "veth,slirp4netns,pasta,clawnet,docker", "systems to measure, comma-separated")
@@ -49,6 +50,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		redraw  = fs.String("chart", "", "measure nothing: redraw chart.svg beside this results.json")
 		metrics = fs.String("metrics", "", "measure only the tests giving these figures, comma-separated keys of results.json (default: all)")
 		bin     = fs.String("bin", "", "directory holding clawnetd and clawnet (default: ROOT/bin)")
+		pprof   = fs.Bool("pprof", false, "save a CPU profile of the noisy-neighbour test's clawnetd over each of its downloads, in OUT/pprof")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -101,6 +103,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if cfg.Bin, err = filepath.Abs(cfg.Bin); err != nil {
 		return err
 	}
+	cfg.Profile = *pprof
 	cfg.Log = stderr
 	return suite.Run(ctx, cfg, stdout)
 }

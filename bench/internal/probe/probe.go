@@ -1,9 +1,10 @@
 // Package probe is the request/response side of the benchmark suite: a TCP
 // echo server and the clients that measure transactions per second with
 // latency percentiles over one connection, new connections per second, idle
-// connections held open, DNS queries per second, and HTTP/1.1 uploads
-// (with the server that takes them). It only ever talks to the address it
-// is given; the suite decides which addresses those are.
+// connections held open, DNS queries per second, HTTP/1.1 uploads (with
+// the server that takes them), and floods of connections, DNS queries or
+// UDP datagrams (with a sink for the datagrams). It only ever talks to the
+// address it is given; the suite decides which addresses those are.
 package probe
 
 import (
@@ -29,8 +30,10 @@ const (
 
 // Result is what every client mode prints, one JSON object on stdout.
 type Result struct {
-	Mode    string  `json:"mode"`
-	Ops     int64   `json:"ops"`
+	Mode string `json:"mode"`
+	Ops  int64  `json:"ops"`
+	// Sent counts what a flood attempted (see Flood); 0 for other modes.
+	Sent    int64   `json:"sent,omitempty"`
 	Errors  int64   `json:"errors"`
 	Seconds float64 `json:"seconds"`
 	PerSec  float64 `json:"per_s"`

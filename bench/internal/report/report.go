@@ -80,6 +80,23 @@ const (
 	InboundRRP50us      = "inbound_rr_p50_us"
 	InboundRRP99us      = "inbound_rr_p99_us"
 	InboundConnectsPerS = "inbound_connects_per_s"
+	// RSSPerAgent200KiB is the per-agent memory with 200 idle agents.
+	RSSPerAgent200KiB = "rss_per_agent_200_kib"
+	// The noisy neighbour (clawnet only, on a daemon with the default
+	// limits): a victim agent's one-stream download alone, beside a flood
+	// from a neighbour agent, and beside the same flood from the host
+	// straight to the server; the ratio is agent's ÷ host's, taken within
+	// each repetition.
+	NoisySoloGbps        = "noisy_solo_gbps"
+	NoisyConnectGbps     = "noisy_connect_gbps"
+	NoisyConnectHostGbps = "noisy_connect_host_gbps"
+	NoisyConnectRatio    = "noisy_connect_ratio"
+	NoisyDNSGbps         = "noisy_dns_gbps"
+	NoisyDNSHostGbps     = "noisy_dns_host_gbps"
+	NoisyDNSRatio        = "noisy_dns_ratio"
+	NoisyUDPGbps         = "noisy_udp_gbps"
+	NoisyUDPHostGbps     = "noisy_udp_host_gbps"
+	NoisyUDPRatio        = "noisy_udp_ratio"
 )
 
 // Metrics lists every figure in table order.
@@ -112,6 +129,17 @@ var Metrics = []Metric{
 	{InboundRRP50us, "inbound request/response p50", "µs", false, Inbound},
 	{InboundRRP99us, "inbound request/response p99", "µs", false, Inbound},
 	{InboundConnectsPerS, "inbound connects", "1/s", true, Inbound},
+	{RSSPerAgent200KiB, "RSS per idle agent, 200 attached", "KiB", false, []string{Clawnet}},
+	{NoisySoloGbps, "victim download, neighbour idle", "Gbit/s", true, []string{Clawnet}},
+	{NoisyConnectGbps, "victim, agent's connect flood beside", "Gbit/s", true, []string{Clawnet}},
+	{NoisyConnectHostGbps, "victim, host's connect flood beside", "Gbit/s", true, []string{Clawnet}},
+	{NoisyConnectRatio, "victim, connect flood: agent's ÷ host's", "×", true, []string{Clawnet}},
+	{NoisyDNSGbps, "victim, agent's DNS flood beside", "Gbit/s", true, []string{Clawnet}},
+	{NoisyDNSHostGbps, "victim, host's DNS flood beside", "Gbit/s", true, []string{Clawnet}},
+	{NoisyDNSRatio, "victim, DNS flood: agent's ÷ host's", "×", true, []string{Clawnet}},
+	{NoisyUDPGbps, "victim, agent's UDP flood beside", "Gbit/s", true, []string{Clawnet}},
+	{NoisyUDPHostGbps, "victim, host's UDP flood beside", "Gbit/s", true, []string{Clawnet}},
+	{NoisyUDPRatio, "victim, UDP flood: agent's ÷ host's", "×", true, []string{Clawnet}},
 }
 
 // MetricByKey returns the metric named key.

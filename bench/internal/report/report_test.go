@@ -80,10 +80,11 @@ func TestBestUserspace(t *testing.T) {
 
 func TestTargets(t *testing.T) {
 	r := Results{
-		Veth:    {DownloadGbps: 20, UploadGbps: 20, RRP50us: 20, ConnectsPerS: 10000},
-		Slirp:   {DownloadGbps: 4, UploadGbps: 2},
-		Pasta:   {DownloadGbps: 8, UploadGbps: 3},
-		Clawnet: {DownloadGbps: 16, UploadGbps: 5, RRP50us: 51, ConnectsPerS: 8000, RSSPerFlowKiB: 20, RSSPerAgentKiB: 4096},
+		Veth:  {DownloadGbps: 20, UploadGbps: 20, RRP50us: 20, ConnectsPerS: 10000},
+		Slirp: {DownloadGbps: 4, UploadGbps: 2},
+		Pasta: {DownloadGbps: 8, UploadGbps: 3},
+		Clawnet: {DownloadGbps: 16, UploadGbps: 5, RRP50us: 51, ConnectsPerS: 8000, RSSPerFlowKiB: 20, RSSPerAgentKiB: 4096,
+			NoisyConnectRatio: 0.8, NoisyDNSRatio: 1.1, NoisyUDPRatio: 0.3},
 	}
 	want := map[string]Status{
 		"download ≥ 1.5× best of slirp4netns and pasta": Pass, // 16/8 = 2
@@ -94,6 +95,9 @@ func TestTargets(t *testing.T) {
 		"connects/s ≥ 0.8× veth":                        Pass,
 		"≤ 32 KiB per idle TCP flow":                    Pass,
 		"≤ 2 MiB per idle attached agent":               Fail,
+		"victim, agent's connect flood ≥ 0.8× host's":   Pass,
+		"victim, agent's DNS flood ≥ 0.8× host's":       Pass,
+		"victim, agent's UDP flood ≥ 0.8× host's":       Fail,
 	}
 	for _, tg := range Targets {
 		st, got := tg.Check(r)

@@ -68,7 +68,23 @@ func ceilingTarget(name, metric string, limit float64, unit string) Target {
 	}}
 }
 
-// Targets are issue 5's goals for clawnet.
+// floorTarget wants clawnet's metric, a ratio, to be at least limit.
+func floorTarget(name, metric string, limit float64) Target {
+	return Target{Name: name, Check: func(r Results) (Status, string) {
+		v, ok := r.Get(Clawnet, metric)
+		if !ok {
+			return Unknown, ""
+		}
+		st := Fail
+		if v >= limit {
+			st = Pass
+		}
+		return st, fmt.Sprintf("%.2f×", v)
+	}}
+}
+
+// Targets are issue 5's goals for clawnet, and issue 11's for a victim
+// agent beside a noisy neighbour.
 var Targets = []Target{
 	ratioTarget("download ≥ 1.5× best of slirp4netns and pasta", DownloadGbps, 1.5, "best", bestUserspace),
 	ratioTarget("download ≥ 0.8× veth", DownloadGbps, 0.8, "veth", of(Veth)),
@@ -89,6 +105,9 @@ var Targets = []Target{
 	ratioTarget("connects/s ≥ 0.8× veth", ConnectsPerS, 0.8, "veth", of(Veth)),
 	ceilingTarget("≤ 32 KiB per idle TCP flow", RSSPerFlowKiB, 32, "KiB"),
 	ceilingTarget("≤ 2 MiB per idle attached agent", RSSPerAgentKiB, 2048, "KiB"),
+	floorTarget("victim, agent's connect flood ≥ 0.8× host's", NoisyConnectRatio, 0.8),
+	floorTarget("victim, agent's DNS flood ≥ 0.8× host's", NoisyDNSRatio, 0.8),
+	floorTarget("victim, agent's UDP flood ≥ 0.8× host's", NoisyUDPRatio, 0.8),
 }
 
 // format prints v with about three significant digits.

@@ -42,14 +42,22 @@ type clawnetSystem struct {
 	t       *topology
 	bin     string // directory holding clawnetd and clawnet
 	inbound bool
-	logFile string // clawnetd's own log, kept with the results
-	logF    *os.File
-	dir     string // config, policy, socket, audit log, daemon log
-	ns      string
-	gateway string
-	d       *proc  // the running daemon
-	port    uint16 // published on 127.0.0.1, to the agent's probePort
-	srv     *proc  // the probe server in the agent's namespace
+	// noisyRun: this run has the noisy-neighbour test, which setup
+	// prepares on a second daemon (noisy).
+	noisyRun bool
+	noisy    *noisyNet
+	// defaults makes this daemon the noisy-neighbour test's: the default
+	// config's limits, not the suite's lifted ones, and the victim's and
+	// the neighbour's policies instead of the bench policy.
+	defaults bool
+	logFile  string // clawnetd's own log, kept with the results
+	logF     *os.File
+	dir      string // config, policy, socket, audit log, daemon log
+	ns       string
+	gateway  string
+	d        *proc  // the running daemon
+	port     uint16 // published on 127.0.0.1, to the agent's probePort
+	srv      *proc  // the probe server in the agent's namespace
 }
 
 func (c *clawnetSystem) inboundAddr() netip.AddrPort {
@@ -95,6 +103,9 @@ func (c *clawnetSystem) prepare() error {
 		return err
 	}
 	srv := netip.PrefixFrom(c.t.addr, 24).Masked()
+	if c.defaults {
+		return c.prepareDefaults(srv)
+	}
 	// The ingress rule lets the host in, through the published port, to
 	// the probe server the bench agent runs.
 	policy := fmt.Sprintf(`version: v1
@@ -137,6 +148,49 @@ treat_as_public: [%s]
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, "clawnetd.yaml"), []byte(config), 0o644)
+}
+
+// prepareDefaults writes the noisy-neighbour test's config: clawnetd's
+// defaults, every limit included, with only the suite's files, its DNS
+// server and its lab range on top; and two policies. The victim may reach
+// the clawnet iperf3 server and nothing else; the neighbour the probe's
+// echo server (TCP), the UDP sink, and the name the DNS server answers.
+func (c *clawnetSystem) prepareDefaults(srv netip.Prefix) error {
+	policies := map[string]string{
+		noisyVictim: fmt.Sprintf(`version: v1
+name: %s
+egress:
+  - cidrs: [%s]
+    ports: [%d]
+`, noisyVictim, srv, iperfPort(report.Clawnet)),
+		noisyNeighbour: fmt.Sprintf(`version: v1
+name: %s
+egress:
+  - cidrs: [%s]
+    ports: [%d]
+  - cidrs: [%s]
+    ports: [%d]
+    protocol: udp
+  - domains: [%s]
+    ports: [%d]
+`, noisyNeighbour, srv, probePort, srv, udpSinkPort, dnsName, httpPort),
+	}
+	for name, p := range policies {
+		if err := os.WriteFile(filepath.Join(c.dir, "policies", name+".yaml"), []byte(p), 0o644); err != nil {
+			return err
+		}
+	}
+	config := fmt.Sprintf(`version: v1
+socket: %s
+policy_dir: %s
+audit_log: %s
+state_dir: %s
+dns:
+  upstream: ["%s"]
+treat_as_public: [%s]
+`, c.socket(), filepath.Join(c.dir, "policies"), filepath.Join(c.dir, "audit.log"), filepath.Join(c.dir, "state"),
+		netip.AddrPortFrom(c.t.addr, dnsPort), benchRange)
+	return os.WriteFile(filepath.Join(c.dir, "clawnetd.yaml"), []byte(config), 0o644)
 }
 
 // startDaemon starts a fresh clawnetd and waits for its control socket.
@@ -204,13 +258,18 @@ func (c *clawnetSystem) clawnetCLI(ctx context.Context, args ...string) (string,
 	return string(out), nil
 }
 
-// attach creates namespace ns (lo only) and attaches it as agent name,
-// with more flags of clawnet attach if given.
+// attach creates namespace ns (lo only) and attaches it as agent name
+// with the bench policy, with more flags of clawnet attach if given.
 func (c *clawnetSystem) attach(ctx context.Context, ns, name string, flags ...string) (string, error) {
+	return c.attachPolicy(ctx, ns, name, "bench", flags...)
+}
+
+// attachPolicy is attach with another policy.
+func (c *clawnetSystem) attachPolicy(ctx context.Context, ns, name, policy string, flags ...string) (string, error) {
 	if err := addNetns(ctx, ns); err != nil {
 		return "", err
 	}
-	return c.clawnetCLI(ctx, append([]string{"attach", "--netns", netnsPath(ns), "--name", name, "--policy", "bench"}, flags...)...)
+	return c.clawnetCLI(ctx, append([]string{"attach", "--netns", netnsPath(ns), "--name", name, "--policy", policy}, flags...)...)
 }
 
 // gatewayFrom reads the IPv4 gateway from attach's output line
@@ -251,6 +310,13 @@ func (c *clawnetSystem) setup(ctx context.Context) error {
 		return err
 	}
 	c.gateway = gatewayFrom(out)
+	if c.noisyRun {
+		n, err := newNoisyNet(ctx, c)
+		if err != nil {
+			return fmt.Errorf("noisy neighbour: %w", err)
+		}
+		c.noisy = n
+	}
 	if !c.inbound {
 		return nil
 	}
@@ -261,15 +327,19 @@ func (c *clawnetSystem) setup(ctx context.Context) error {
 }
 
 func (c *clawnetSystem) close() error {
+	var errs []error
+	if c.noisy != nil {
+		errs = append(errs, c.noisy.close())
+	}
 	if c.srv != nil {
 		c.srv.stop()
 	}
 	c.stopDaemon()
-	err := delNetns(c.ns)
+	errs = append(errs, delNetns(c.ns))
 	if c.dir != "" {
 		os.RemoveAll(c.dir)
 	}
-	return err
+	return errors.Join(errs...)
 }
 
 func (c *clawnetSystem) auditLog() string { return filepath.Join(c.dir, "audit.log") }
@@ -283,10 +353,22 @@ func (c *clawnetSystem) auditEnd() int64 {
 	return st.Size()
 }
 
-// nameBoundSince counts the flows opened since offset off of the audit log
-// that carried HTTP with Host dnsName to port httpPort, allowed: flows the
-// bench policy allows by name only, so the gateway checked their requests.
-func (c *clawnetSystem) nameBoundSince(off int64) (int, error) {
+// auditEvent holds the fields of an audit line the suite checks.
+type auditEvent struct {
+	Kind, Event, Agent, Direction, Peer, Proto, Dst, Host, Verdict string
+}
+
+// dstPort is the port of the line's destination, 0 if it has none.
+func (ev auditEvent) dstPort() uint16 {
+	dst, err := netip.ParseAddrPort(ev.Dst)
+	if err != nil {
+		return 0
+	}
+	return dst.Port()
+}
+
+// auditSince counts the audit lines from offset off on that match.
+func (c *clawnetSystem) auditSince(off int64, match func(auditEvent) bool) (int, error) {
 	f, err := os.Open(c.auditLog())
 	if err != nil {
 		return 0, err
@@ -299,19 +381,22 @@ func (c *clawnetSystem) nameBoundSince(off int64) (int, error) {
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		var ev struct {
-			Kind, Event, Dst, Host, Verdict string
-		}
-		if json.Unmarshal(sc.Bytes(), &ev) != nil {
-			continue
-		}
-		dst, err := netip.ParseAddrPort(ev.Dst)
-		if err == nil && ev.Kind == "flow" && ev.Event == "open" && ev.Verdict == "allow" &&
-			dst.Port() == httpPort && strings.EqualFold(ev.Host, dnsName) {
+		var ev auditEvent
+		if json.Unmarshal(sc.Bytes(), &ev) == nil && match(ev) {
 			n++
 		}
 	}
 	return n, sc.Err()
+}
+
+// nameBoundSince counts the flows opened since offset off of the audit log
+// that carried HTTP with Host dnsName to port httpPort, allowed: flows the
+// bench policy allows by name only, so the gateway checked their requests.
+func (c *clawnetSystem) nameBoundSince(off int64) (int, error) {
+	return c.auditSince(off, func(ev auditEvent) bool {
+		return ev.Kind == "flow" && ev.Event == "open" && ev.Verdict == "allow" &&
+			ev.dstPort() == httpPort && strings.EqualFold(ev.Host, dnsName)
+	})
 }
 
 // inboundSince counts the inbound connections from the host to the bench
@@ -319,31 +404,10 @@ func (c *clawnetSystem) nameBoundSince(off int64) (int, error) {
 // offset off: proof that a figure labelled clawnet went through the
 // gateway's published port and its ingress decision.
 func (c *clawnetSystem) inboundSince(off int64) (int, error) {
-	f, err := os.Open(c.auditLog())
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	if _, err := f.Seek(off, io.SeekStart); err != nil {
-		return 0, err
-	}
-	n := 0
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		var ev struct {
-			Kind, Event, Agent, Direction, Peer, Dst, Verdict string
-		}
-		if json.Unmarshal(sc.Bytes(), &ev) != nil {
-			continue
-		}
-		dst, err := netip.ParseAddrPort(ev.Dst)
-		if err == nil && ev.Kind == "flow" && ev.Event == "open" && ev.Verdict == "allow" && ev.Agent == "bench" &&
-			ev.Direction == "in" && ev.Peer == "host" && dst.Port() == probePort {
-			n++
-		}
-	}
-	return n, sc.Err()
+	return c.auditSince(off, func(ev auditEvent) bool {
+		return ev.Kind == "flow" && ev.Event == "open" && ev.Verdict == "allow" && ev.Agent == "bench" &&
+			ev.Direction == "in" && ev.Peer == "host" && ev.dstPort() == probePort
+	})
 }
 
 // rss samples the daemon's resident memory a few times after letting it
@@ -374,16 +438,17 @@ func (c *clawnetSystem) rss(ctx context.Context) (float64, error) {
 }
 
 // memory measures the gateway's resident memory: idle, per idle attached
-// agent, and per idle TCP flow. Each part runs on a fresh daemon, before
-// any throughput test, so that heap a previous part freed does not hide
-// what the next one costs.
+// agent (with cfg.Agents, then with cfg.ManyAgents), and per idle TCP
+// flow; each figure when its test runs. Each part runs on a fresh daemon,
+// before any throughput test, so that heap a previous part freed does not
+// hide what the next one costs.
 func (c *clawnetSystem) memory(ctx context.Context, cfg Config, logf func(string, ...any)) (map[string]float64, error) {
 	if err := c.prepare(); err != nil {
 		return nil, err
 	}
 	out := map[string]float64{}
 
-	// Idle, then with cfg.Agents idle agents.
+	// Idle, then with cfg.Agents idle agents, then with cfg.ManyAgents.
 	if err := c.startDaemon(ctx); err != nil {
 		return nil, err
 	}
@@ -392,33 +457,66 @@ func (c *clawnetSystem) memory(ctx context.Context, cfg Config, logf func(string
 		c.stopDaemon()
 		return nil, err
 	}
-	out[report.RSSIdleMiB] = idle / 1024
+	if cfg.runs(testMemory) {
+		out[report.RSSIdleMiB] = idle / 1024
+	}
 	var agentNS []string
 	defer func() {
 		for _, ns := range agentNS {
 			delNetns(ns)
 		}
 	}()
-	start := time.Now()
-	for i := range cfg.Agents {
-		ns := c.t.nsName(fmt.Sprintf("agent%03d", i))
-		agentNS = append(agentNS, ns)
-		if _, err := c.attach(ctx, ns, fmt.Sprintf("idle%03d", i)); err != nil {
-			c.stopDaemon()
-			return out, fmt.Errorf("attach idle agent %d of %d: %w", i+1, cfg.Agents, err)
+	attach := func(n int) error {
+		start, from := time.Now(), len(agentNS)
+		for i := from; i < n; i++ {
+			ns := c.t.nsName(fmt.Sprintf("agent%03d", i))
+			agentNS = append(agentNS, ns)
+			if _, err := c.attach(ctx, ns, fmt.Sprintf("idle%03d", i)); err != nil {
+				return fmt.Errorf("attach idle agent %d of %d: %w", i+1, n, err)
+			}
 		}
+		logf("clawnet: attached %d idle agents (%d in all) in %.1fs", n-from, n, time.Since(start).Seconds())
+		return nil
 	}
-	logf("clawnet: attached %d idle agents in %.1fs", cfg.Agents, time.Since(start).Seconds())
-	withAgents, err := c.rss(ctx)
-	c.stopDaemon()
-	if err != nil {
+	perAgent := func(n int) (float64, error) {
+		if err := attach(n); err != nil {
+			return 0, err
+		}
+		rss, err := c.rss(ctx)
+		if err != nil {
+			return 0, err
+		}
+		return (rss - idle) / float64(n), nil
+	}
+	if err := func() error {
+		defer c.stopDaemon()
+		v, err := perAgent(cfg.Agents)
+		if err != nil {
+			return err
+		}
+		if cfg.runs(testMemory) {
+			out[report.RSSPerAgentKiB] = v
+			logf("clawnet: RSS idle %.1f MiB, %.0f KiB per idle agent with %d attached", idle/1024, v, cfg.Agents)
+		}
+		if !cfg.runs(testFleet) {
+			return nil
+		}
+		if v, err = perAgent(cfg.ManyAgents); err != nil {
+			return err
+		}
+		out[report.RSSPerAgent200KiB] = v
+		logf("clawnet: %.0f KiB per idle agent with %d attached", v, cfg.ManyAgents)
+		return nil
+	}(); err != nil {
 		return out, err
 	}
-	out[report.RSSPerAgentKiB] = (withAgents - idle) / float64(cfg.Agents)
 	for _, ns := range agentNS {
 		delNetns(ns)
 	}
 	agentNS = nil
+	if !cfg.runs(testMemory) {
+		return out, nil
+	}
 
 	// Idle TCP flows held open through the gateway to the server.
 	if err := c.startDaemon(ctx); err != nil {
@@ -437,7 +535,7 @@ func (c *clawnetSystem) memory(ctx context.Context, cfg Config, logf func(string
 	if err != nil {
 		return out, err
 	}
-	start = time.Now()
+	start := time.Now()
 	release, err := c.holdFlows(ctx, agentNS, cfg.Flows)
 	if err != nil {
 		return out, err
@@ -451,6 +549,7 @@ func (c *clawnetSystem) memory(ctx context.Context, cfg Config, logf func(string
 		return out, err
 	}
 	out[report.RSSPerFlowKiB] = (held - before) / float64(cfg.Flows)
+	logf("clawnet: %.1f KiB per idle flow", out[report.RSSPerFlowKiB])
 	return out, nil
 }
 

@@ -30,7 +30,20 @@ type Config struct {
 	DNS          time.Duration
 	DNSWorkers   int
 	Agents       int // idle agents attached for the per-agent memory figure
-	Flows        int // idle TCP flows held for the per-flow memory figure
+	// ManyAgents idle agents (more than Agents; 0: the mode leaves the
+	// figure out) give the per-agent memory of a fleet.
+	ManyAgents int
+	Flows      int // idle TCP flows held for the per-flow memory figure
+
+	// The noisy-neighbour test: each download of the victim lasts
+	// NoisySeconds (0: the mode leaves the test out); a flood runs
+	// NoisyWarmup before it starts, and NoisySettle passes after it.
+	NoisySeconds int
+	NoisyWarmup  time.Duration
+	NoisySettle  time.Duration
+	// Profile saves a CPU profile of the noisy-neighbour test's daemon
+	// over each of its downloads, in OutDir/pprof.
+	Profile bool
 
 	HTTPUpload time.Duration // each HTTP upload test: HTTPBody-byte POSTs, one at a time
 	HTTPBody   int
@@ -61,9 +74,11 @@ type Config struct {
 	Log            io.Writer
 }
 
-// Preset returns the configuration of mode: "full" (make bench, ~15
-// minutes), "quick" (make bench-quick, about 3 minutes) or "smoke" (CI:
-// proves every system still runs, about a minute; its figures mean little).
+// Preset returns the configuration of mode: "full" (make bench, ~17
+// minutes), "quick" (make bench-quick, about 4 minutes) or "smoke" (CI:
+// proves every system still runs, about a minute; its figures mean little;
+// it leaves out the noisy neighbour and the fleet's memory, see
+// bench/README.md).
 func Preset(mode string) (Config, error) {
 	c := Config{Mode: mode, Systems: slices.Clone(report.Systems), Workers: 8, DNSWorkers: 4,
 		HTTPBody: 64 << 20, HTTPSmallBody: 1 << 10, HTTPInFlight: 16}
@@ -73,13 +88,15 @@ func Preset(mode string) (Config, error) {
 		c.RR, c.Connects, c.DNS = 3*time.Second, 3*time.Second, 3*time.Second
 		c.HTTPUpload, c.HTTPSmall = 3*time.Second, 2*time.Second
 		c.InRR, c.InConnects = 2*time.Second, 2*time.Second
-		c.Agents, c.Flows = 100, 5000
+		c.Agents, c.ManyAgents, c.Flows = 100, 200, 5000
+		c.NoisySeconds, c.NoisyWarmup, c.NoisySettle = 4, 500*time.Millisecond, time.Second
 	case "quick":
 		c.Reps, c.IperfSeconds = 3, 2
 		c.RR, c.Connects, c.DNS = time.Second, time.Second, time.Second
 		c.HTTPUpload, c.HTTPSmall = time.Second, 500*time.Millisecond
 		c.InRR, c.InConnects = 500*time.Millisecond, 500*time.Millisecond
-		c.Agents, c.Flows = 100, 5000
+		c.Agents, c.ManyAgents, c.Flows = 100, 200, 5000
+		c.NoisySeconds, c.NoisyWarmup, c.NoisySettle = 2, 300*time.Millisecond, 500*time.Millisecond
 	case "smoke":
 		c.Reps, c.IperfSeconds = 1, 1
 		c.RR, c.Connects, c.DNS = 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond
@@ -138,6 +155,10 @@ const (
 	// Inbound: from the host to the server behind the system.
 	testInRR       = "inbound-rr"
 	testInConnects = "inbound-connects"
+	// clawnet only: the memory of many idle agents, and a victim agent's
+	// download beside a noisy neighbour.
+	testFleet = "memory-fleet"
+	testNoisy = "noisy"
 )
 
 var tests = []struct {
@@ -159,6 +180,33 @@ var tests = []struct {
 	{testSmallAddr, []string{report.HTTPSmallAddrPerS}, report.HTTPSmallAddrCPUus},
 	{testInRR, []string{report.InboundRRPerS, report.InboundRRP50us, report.InboundRRP99us}, ""},
 	{testInConnects, []string{report.InboundConnectsPerS}, ""},
+	{testFleet, []string{report.RSSPerAgent200KiB}, ""},
+	{testNoisy, []string{report.NoisySoloGbps,
+		report.NoisyConnectGbps, report.NoisyConnectHostGbps, report.NoisyConnectRatio,
+		report.NoisyDNSGbps, report.NoisyDNSHostGbps, report.NoisyDNSRatio,
+		report.NoisyUDPGbps, report.NoisyUDPHostGbps, report.NoisyUDPRatio}, ""},
+}
+
+// inMode reports whether the run's mode has test at all: the smoke run
+// leaves some out.
+func (c Config) inMode(test string) bool {
+	switch test {
+	case testFleet:
+		return c.ManyAgents > c.Agents
+	case testNoisy:
+		return c.NoisySeconds > 0
+	}
+	return true
+}
+
+// testOf returns the test that gives figure.
+func testOf(figure string) string {
+	for _, t := range tests {
+		if slices.Contains(t.figures, figure) || t.cpu == figure {
+			return t.name
+		}
+	}
+	return ""
 }
 
 // SelectMetrics restricts the run to the tests that give any of the
@@ -176,6 +224,9 @@ func (c *Config) SelectMetrics(s string) error {
 				all = append(all, m.Key)
 			}
 			return fmt.Errorf("unknown metric %q (want some of %s)", k, strings.Join(all, ","))
+		}
+		if t := testOf(k); !c.inMode(t) {
+			return fmt.Errorf("the %s run does not measure %s", c.Mode, k)
 		}
 		keys = append(keys, k)
 	}
@@ -198,6 +249,9 @@ func (c *Config) SelectMetrics(s string) error {
 
 // runs reports whether test is part of this run.
 func (c Config) runs(test string) bool {
+	if !c.inMode(test) {
+		return false
+	}
 	if c.Only == nil {
 		return true
 	}
@@ -235,12 +289,9 @@ func (c Config) measures(system string) bool {
 
 // metrics lists the figures this run measures, in table order.
 func (c Config) metrics() []report.Metric {
-	if c.Only == nil {
-		return report.Metrics
-	}
 	var out []report.Metric
 	for _, m := range report.Metrics {
-		if slices.Contains(c.Only, m.Key) {
+		if c.inMode(testOf(m.Key)) && (c.Only == nil || slices.Contains(c.Only, m.Key)) {
 			out = append(out, m)
 		}
 	}

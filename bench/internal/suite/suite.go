@@ -195,8 +195,8 @@ func (r *runner) setupSystems(ctx context.Context) []system {
 		case report.Clawnet:
 			logFile := filepath.Join(r.cfg.OutDir, "clawnetd.log")
 			os.Remove(logFile)
-			c := &clawnetSystem{t: r.t, bin: r.cfg.Bin, inbound: inbound, logFile: logFile}
-			if r.cfg.runs(testMemory) {
+			c := &clawnetSystem{t: r.t, bin: r.cfg.Bin, inbound: inbound, logFile: logFile, noisyRun: r.cfg.runs(testNoisy)}
+			if r.cfg.runs(testMemory) || r.cfg.runs(testFleet) {
 				// Memory first, on fresh daemons, before any traffic.
 				mem, err := c.memory(ctx, r.cfg, r.logf)
 				for k, v := range mem {
@@ -204,9 +204,6 @@ func (r *runner) setupSystems(ctx context.Context) []system {
 				}
 				if err != nil {
 					r.fail(name, fmt.Errorf("memory: %w", err))
-				} else {
-					r.logf("clawnet: RSS idle %.1f MiB, %.0f KiB per idle agent, %.1f KiB per idle flow",
-						mem[report.RSSIdleMiB], mem[report.RSSPerAgentKiB], mem[report.RSSPerFlowKiB])
 				}
 			}
 			s = c
@@ -379,6 +376,12 @@ func (r *runner) measure(ctx context.Context, s system, rep int) {
 		}
 	}
 	r.logf("rep %d/%d %-11s %s", rep, r.cfg.Reps, name, strings.Join(line, "  "))
+	if isClawnet && c.noisy != nil && r.cfg.runsFor(testNoisy, name) {
+		r.measureNoisy(ctx, c, rep)
+		if ctx.Err() != nil {
+			return
+		}
+	}
 
 	if err := s.alive(); err != nil {
 		r.fail(name, err)
@@ -394,6 +397,9 @@ func (r *runner) measure(ctx context.Context, s system, rep int) {
 // outbound request/response and connects tests.
 func (r *runner) measureInbound(ctx context.Context, s system, addr string, line *[]string) {
 	system := s.name()
+	if !r.cfg.runsFor(testInRR, system) && !r.cfg.runsFor(testInConnects, system) {
+		return // -metrics left the inbound tests out: nothing to check
+	}
 	c, isClawnet := s.(*clawnetSystem)
 	var auditOff int64
 	if isClawnet {
@@ -640,7 +646,13 @@ type meta struct {
 	Conns   time.Duration `json:"connects_ns"`
 	Workers int           `json:"connect_workers"`
 	Agents  int           `json:"idle_agents"`
+	Many    int           `json:"idle_agents_fleet,omitempty"`
 	Flows   int           `json:"idle_flows"`
+	// The noisy-neighbour test: each download's seconds, and the pause
+	// before it (the flood's start) and after it.
+	Noisy       int           `json:"noisy_seconds,omitempty"`
+	NoisyWarmup time.Duration `json:"noisy_warmup_ns,omitempty"`
+	NoisySettle time.Duration `json:"noisy_settle_ns,omitempty"`
 	// The HTTP tests: body sizes, requests in flight, and durations.
 	HTTPBody      int           `json:"http_body"`
 	HTTPUpload    time.Duration `json:"http_upload_ns"`
@@ -667,7 +679,8 @@ func runMeta(cfg Config, prefix netip.Prefix) meta {
 		RR: cfg.RR, Conns: cfg.Connects, Workers: cfg.Workers, Agents: cfg.Agents, Flows: cfg.Flows,
 		HTTPBody: cfg.HTTPBody, HTTPUpload: cfg.HTTPUpload, HTTPSmallBody: cfg.HTTPSmallBody,
 		HTTPInFlight: cfg.HTTPInFlight, HTTPSmall: cfg.HTTPSmall, Only: cfg.Only,
-		InRR: cfg.InRR, InConnects: cfg.InConnects,
+		InRR: cfg.InRR, InConnects: cfg.InConnects, Many: cfg.ManyAgents,
+		Noisy: cfg.NoisySeconds, NoisyWarmup: cfg.NoisyWarmup, NoisySettle: cfg.NoisySettle,
 	}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(b))

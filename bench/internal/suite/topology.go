@@ -30,6 +30,8 @@ const (
 	// allows httpPort only by name and httpAddrPort by address.
 	httpPort     = 80
 	httpAddrPort = 8080
+	// udpSinkPort takes the noisy-neighbour test's UDP flood.
+	udpSinkPort = 9000
 )
 
 // Address plan inside the run's /22 (block = third octet offset):
@@ -47,7 +49,8 @@ const (
 )
 
 // topology is the server side of the run: one namespace holding iperf3,
-// the probe's echo, DNS and HTTP servers, reachable from the host.
+// the probe's echo, DNS and HTTP servers and its UDP sink, reachable from
+// the host.
 type topology struct {
 	id       string // unique per run; prefixes every name
 	prefix   netip.Prefix
@@ -106,6 +109,9 @@ func (t *topology) build(ctx context.Context, systems []string) error {
 		return err
 	}
 	if err := t.start(ctx, "dns server", t.probe, "dns-server", "-listen", fmt.Sprintf(":%d", dnsPort), "-name", dnsName, "-answer", t.addr.String()); err != nil {
+		return err
+	}
+	if err := t.start(ctx, "udp sink", t.probe, "udp-sink", "-listen", fmt.Sprintf(":%d", udpSinkPort)); err != nil {
 		return err
 	}
 	for _, port := range []int{httpPort, httpAddrPort} {
