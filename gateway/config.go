@@ -101,7 +101,12 @@ type LimitsConfig struct {
 	// little: past them a new flow is refused at once.
 	NewFlowsPerSecond float64 `yaml:"new_flows_per_second"`
 	NewFlowsBurst     int     `yaml:"new_flows_burst"`
-	Agents            int     `yaml:"agents"`
+	// PacketsPerSecond and PacketBurst bound the packets a second one
+	// agent can make the gateway process (its TUN is read no faster): a
+	// UDP or DNS flood is dropped in the flooder's own kernel.
+	PacketsPerSecond float64 `yaml:"packets_per_second"`
+	PacketBurst      int     `yaml:"packet_burst"`
+	Agents           int     `yaml:"agents"`
 	// BufferPerAgent caps the bytes one agent's flows can make the
 	// gateway hold: its stack's send and receive buffers and the copy
 	// buffers of its flows, counted at their most (see budget.go).
@@ -271,7 +276,7 @@ func DefaultConfig() *Config {
 			IPv6:      netip.MustParsePrefix("fd63:6c61:776e:1::/64"),
 		},
 		Limits: LimitsConfig{FlowsPerAgent: 4096, Flows: 262144, HandshakesPerAgent: 256, Agents: 4096, BufferPerAgent: 1 << 30,
-			NewFlowsPerSecond: 500, NewFlowsBurst: 1000},
+			NewFlowsPerSecond: 500, NewFlowsBurst: 1000, PacketsPerSecond: 50000, PacketBurst: 50000},
 		Timeouts: TimeoutsConfig{
 			Dial:      Duration(10 * time.Second),
 			TCPIdle:   Duration(2 * time.Hour),
@@ -363,7 +368,7 @@ func (c *Config) validate() error {
 		return fmt.Errorf("network.interface must be 1 to 15 characters, not %q", n.Interface)
 	}
 	if c.Limits.FlowsPerAgent <= 0 || c.Limits.Flows <= 0 || c.Limits.HandshakesPerAgent <= 0 || c.Limits.Agents <= 0 ||
-		c.Limits.NewFlowsPerSecond <= 0 || c.Limits.NewFlowsBurst <= 0 {
+		c.Limits.NewFlowsPerSecond <= 0 || c.Limits.NewFlowsBurst <= 0 || c.Limits.PacketsPerSecond <= 0 || c.Limits.PacketBurst <= 0 {
 		return errors.New("limits must be positive")
 	}
 	if c.Limits.BufferPerAgent < minBufferPerAgent {

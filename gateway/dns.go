@@ -69,7 +69,15 @@ type agentDNS struct {
 	// leaves out is counted on the next one.
 	limitLog   *rate.Limiter
 	suppressed atomic.Uint64
+	// refusals bounds the REFUSED answers to UDP queries past the limit:
+	// beyond a few a second they are dropped unparsed, so a flood costs
+	// the gateway as little as it can.
+	refusals *rate.Limiter
 }
+
+// dnsRefusalsPerSec is how many UDP queries a second past an agent's limit
+// are still answered REFUSED (the rest are dropped).
+const dnsRefusalsPerSec = 20
 
 func newResolver(cfg *Config, log hclog.Logger) (*resolver, error) {
 	up, err := dnsproxy.NewUpstream(dnsproxy.UpstreamOptions{System: cfg.DNS.Upstream.System,
@@ -104,6 +112,7 @@ func (r *resolver) state(a *Agent) *agentDNS {
 	st, loaded := r.agents.LoadOrStore(a, &agentDNS{
 		limit:    rate.NewLimiter(r.rate, r.burst),
 		limitLog: rate.NewLimiter(dnsLimitLogPerSec, 1),
+		refusals: rate.NewLimiter(dnsRefusalsPerSec, dnsRefusalsPerSec),
 	})
 	if !loaded && a.ctx != nil {
 		context.AfterFunc(a.ctx, func() { r.agents.Delete(a) })
@@ -144,14 +153,18 @@ type dnsCall struct {
 // in a slot already taken (release it after).
 func (c *dnsCall) start(raw []byte) (q *dnsproxy.Query, res dnsproxy.Result, done bool) {
 	r := c.a.g.dns
-	q, res, done = dnsproxy.ParseQuery(raw, c.proto == dnsAuditProtoTCP)
 	if !c.st.limit.Allow() {
+		if c.proto != dnsAuditProtoTCP && c.st.refusals != nil && !c.st.refusals.Allow() {
+			return nil, dnsproxy.Result{Rule: ruleDNSRateLimit, Reason: dnsRefusedLimitMsg + "; dropped"}, true
+		}
+		q, _, _ = dnsproxy.ParseQuery(raw, c.proto == dnsAuditProtoTCP)
 		if q == nil {
 			// Junk over the limit is not even answered.
 			return nil, dnsproxy.Result{Rule: ruleDNSRateLimit, Reason: dnsRefusedLimitMsg + "; dropped"}, true
 		}
 		return nil, q.Refuse(ruleDNSRateLimit, dnsRefusedLimitMsg), true
 	}
+	q, res, done = dnsproxy.ParseQuery(raw, c.proto == dnsAuditProtoTCP)
 	if done {
 		return nil, res, true
 	}

@@ -376,3 +376,42 @@ func TestDNSConfigKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestDNSFloodDropped: UDP queries past an agent's limit get a few REFUSED
+// answers a second and are otherwise dropped unanswered and unparsed, so a
+// flood costs the gateway little; over TCP (TestDNSRateLimit) each is
+// refused.
+func TestDNSFloodDropped(t *testing.T) {
+	up := dnstest.NewServer(t, dnstest.Zone...)
+	g, _ := dnsTestGateway(t, dnstest.Policy, nil, up.Addr)
+	a := dnsTestAgent(t, g, "flooder")
+	c := &dnsCall{a: a, st: g.dns.state(a), proto: dnsAuditProtoUDP,
+		src: netip.MustParseAddrPort("100.96.0.2:40000"), dst: netip.MustParseAddrPort("100.96.0.1:53")}
+	answered, refused, dropped := 0, 0, 0
+	start := time.Now()
+	const n = 3000
+	for i := range n {
+		_, res, done := c.start(dnstest.Query(fmt.Sprintf("x%d.attacker.example.", i), dns.TypeA, 1232))
+		if !done {
+			t.Fatalf("query %d for a denied name went upstream", i)
+		}
+		switch {
+		case res.Reply == nil:
+			dropped++
+		case dnstest.MustUnpack(t, res.Reply).Rcode == dns.RcodeRefused:
+			refused++
+		default:
+			answered++
+		}
+	}
+	secs := time.Since(start).Seconds()
+	if most := dnsRefusalsPerSec + int(dnsRefusalsPerSec*secs) + 1; refused > most {
+		t.Errorf("%d REFUSED answers in %.2fs, want at most %d", refused, secs, most)
+	}
+	if most := g.cfg.DNS.Burst + int(float64(g.cfg.DNS.QueriesPerSecond)*secs) + 1; answered > most {
+		t.Errorf("%d answered in %.2fs, want at most %d", answered, secs, most)
+	}
+	if dropped < n-answered-refused || dropped == 0 {
+		t.Errorf("answered %d, refused %d, dropped %d of %d", answered, refused, dropped, n)
+	}
+}

@@ -1,11 +1,15 @@
 package netstack
 
 import (
+	"time"
+
 	"errors"
 	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
+
+	"golang.org/x/time/rate"
 
 	wgtun "golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -39,6 +43,10 @@ type endpoint struct {
 
 	stats *Stats
 	done  chan struct{}
+	// pace, when set, bounds the packets a second the agent can make the
+	// gateway process: over it, the reader waits, so the excess queues in
+	// and is dropped by the agent's own kernel, at the flooder's cost.
+	pace *rate.Limiter
 }
 
 var _ stack.LinkEndpoint = (*endpoint)(nil)
@@ -65,6 +73,9 @@ func (e *endpoint) readLoop() {
 		n, err := e.dev.Read(bufs, sizes, 0)
 		for i := 0; i < n; i++ {
 			e.deliver(bufs[i][:sizes[i]])
+		}
+		if e.pace != nil && n > 0 {
+			e.wait(n)
 		}
 		if err != nil {
 			// Closing the device (detach, shutdown) is how the loop
@@ -148,6 +159,17 @@ func (e *endpoint) isForeignEcho(pkt []byte) bool {
 		}
 	}
 	return true
+}
+
+// wait takes n packets from the agent's budget, sleeping while it is
+// spent: one packet's worth (1/rate) at most per call, as the reader takes
+// one packet a read, so closing the device is never held up for long.
+func (e *endpoint) wait(n int) {
+	if r := e.pace.ReserveN(time.Now(), n); r.OK() {
+		if d := r.Delay(); d > 0 {
+			time.Sleep(d)
+		}
+	}
 }
 
 // WritePackets implements stack.LinkWriter.

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	wgtun "golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -51,6 +53,12 @@ type Config struct {
 	DNS func(src, dst netip.AddrPort, payload []byte)
 	// TCPBuffer sizes the stack's TCP send and receive buffers.
 	TCPBuffer int
+	// PacketsPerSecond and PacketBurst, when set, bound how many packets
+	// a second the agent can make the stack process: past them the TUN is
+	// read no faster, so a flood queues and is dropped in the agent's own
+	// kernel instead of taking the gateway's CPU from other agents.
+	PacketsPerSecond float64
+	PacketBurst      int
 }
 
 // Stack is one agent's stack. Its identity is its link: every flow it hands
@@ -95,6 +103,9 @@ func New(cfg Config) (*Stack, error) {
 		return nil, err
 	}
 	ns.ep = newEndpoint(cfg.Device, uint32(cfg.MTU), cfg.Gateway, &ns.Stats)
+	if cfg.PacketsPerSecond > 0 && cfg.PacketBurst > 0 {
+		ns.ep.pace = rate.NewLimiter(rate.Limit(cfg.PacketsPerSecond), cfg.PacketBurst)
+	}
 	if err := ns.s.CreateNICWithOptions(nicID, ns.ep, stack.NICOptions{Name: "agent"}); err != nil {
 		return nil, fmt.Errorf("create nic: %v", err)
 	}
