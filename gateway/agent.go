@@ -114,15 +114,17 @@ func (g *Gateway) attach(ctx context.Context, s attachSpec) (*Agent, error) {
 	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	st, err := netstack.New(netstack.Config{
-		Device:           dev,
-		MTU:              g.cfg.Network.MTU,
-		Gateway:          []netip.Addr{g.gw4, g.gw6},
-		MaxInFlight:      g.cfg.Limits.HandshakesPerAgent,
-		PacketsPerSecond: g.cfg.Limits.PacketsPerSecond,
-		PacketBurst:      g.cfg.Limits.PacketBurst,
-		TCP:              a.handleTCP,
-		UDP:              a.handleUDP,
-		DNS:              a.handleDNS,
+		Device:              dev,
+		MTU:                 g.cfg.Network.MTU,
+		Gateway:             []netip.Addr{g.gw4, g.gw6},
+		MaxInFlight:         g.cfg.Limits.HandshakesPerAgent,
+		PacketsPerSecond:    g.cfg.Limits.PacketsPerSecond,
+		PacketBurst:         g.cfg.Limits.PacketBurst,
+		UDPPacketsPerSecond: g.cfg.Limits.UDPPacketsPerSecond,
+		UDPPacketBurst:      g.cfg.Limits.UDPPacketBurst,
+		TCP:                 a.handleTCP,
+		UDP:                 a.handleUDP,
+		DNS:                 a.handleDNS,
 	})
 	if err != nil {
 		dev.Close()

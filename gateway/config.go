@@ -106,7 +106,11 @@ type LimitsConfig struct {
 	// UDP or DNS flood is dropped in the flooder's own kernel.
 	PacketsPerSecond float64 `yaml:"packets_per_second"`
 	PacketBurst      int     `yaml:"packet_burst"`
-	Agents           int     `yaml:"agents"`
+	// UDPPacketsPerSecond and UDPPacketBurst bound the UDP datagrams among
+	// them (each costs a whole forward): past them one is dropped at once.
+	UDPPacketsPerSecond float64 `yaml:"udp_packets_per_second"`
+	UDPPacketBurst      int     `yaml:"udp_packet_burst"`
+	Agents              int     `yaml:"agents"`
 	// BufferPerAgent caps the bytes one agent's flows can make the
 	// gateway hold: its stack's send and receive buffers and the copy
 	// buffers of its flows, counted at their most (see budget.go).
@@ -276,7 +280,8 @@ func DefaultConfig() *Config {
 			IPv6:      netip.MustParsePrefix("fd63:6c61:776e:1::/64"),
 		},
 		Limits: LimitsConfig{FlowsPerAgent: 4096, Flows: 262144, HandshakesPerAgent: 256, Agents: 4096, BufferPerAgent: 1 << 30,
-			NewFlowsPerSecond: 500, NewFlowsBurst: 1000, PacketsPerSecond: 50000, PacketBurst: 50000},
+			NewFlowsPerSecond: 500, NewFlowsBurst: 1000, PacketsPerSecond: 50000, PacketBurst: 50000,
+			UDPPacketsPerSecond: 20000, UDPPacketBurst: 20000},
 		Timeouts: TimeoutsConfig{
 			Dial:      Duration(10 * time.Second),
 			TCPIdle:   Duration(2 * time.Hour),
@@ -368,7 +373,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("network.interface must be 1 to 15 characters, not %q", n.Interface)
 	}
 	if c.Limits.FlowsPerAgent <= 0 || c.Limits.Flows <= 0 || c.Limits.HandshakesPerAgent <= 0 || c.Limits.Agents <= 0 ||
-		c.Limits.NewFlowsPerSecond <= 0 || c.Limits.NewFlowsBurst <= 0 || c.Limits.PacketsPerSecond <= 0 || c.Limits.PacketBurst <= 0 {
+		c.Limits.NewFlowsPerSecond <= 0 || c.Limits.NewFlowsBurst <= 0 || c.Limits.PacketsPerSecond <= 0 || c.Limits.PacketBurst <= 0 ||
+		c.Limits.UDPPacketsPerSecond <= 0 || c.Limits.UDPPacketBurst <= 0 {
 		return errors.New("limits must be positive")
 	}
 	if c.Limits.BufferPerAgent < minBufferPerAgent {

@@ -47,6 +47,9 @@ type endpoint struct {
 	// gateway process: over it, the reader waits, so the excess queues in
 	// and is dropped by the agent's own kernel, at the flooder's cost.
 	pace *rate.Limiter
+	// udpPace, when set, bounds the UDP datagrams a second among them:
+	// each costs a whole forward, so past it they are dropped at once.
+	udpPace *rate.Limiter
 }
 
 var _ stack.LinkEndpoint = (*endpoint)(nil)
@@ -109,6 +112,10 @@ func (e *endpoint) deliver(pkt []byte) {
 		e.stats.Dropped.Add(1)
 		return
 	}
+	if e.udpPace != nil && isUDP(pkt) && !e.udpPace.Allow() {
+		e.stats.Dropped.Add(1)
+		return
+	}
 	e.stats.PacketsIn.Add(1)
 	e.stats.BytesIn.Add(uint64(len(pkt)))
 	e.mu.RLock()
@@ -159,6 +166,19 @@ func (e *endpoint) isForeignEcho(pkt []byte) bool {
 		}
 	}
 	return true
+}
+
+// isUDP reports whether pkt, a whole IP packet, carries UDP (for IPv6,
+// directly after the fixed header, as every datagram the agent's kernel
+// sends does).
+func isUDP(pkt []byte) bool {
+	switch header.IPVersion(pkt) {
+	case header.IPv4Version:
+		return len(pkt) >= header.IPv4MinimumSize && pkt[9] == uint8(header.UDPProtocolNumber)
+	case header.IPv6Version:
+		return len(pkt) >= header.IPv6MinimumSize && pkt[6] == uint8(header.UDPProtocolNumber)
+	}
+	return false
 }
 
 // wait takes n packets from the agent's budget, sleeping while it is

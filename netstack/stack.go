@@ -59,6 +59,10 @@ type Config struct {
 	// kernel instead of taking the gateway's CPU from other agents.
 	PacketsPerSecond float64
 	PacketBurst      int
+	// UDPPacketsPerSecond and UDPPacketBurst, when set, bound the UDP
+	// datagrams among them; past them a datagram is dropped at once.
+	UDPPacketsPerSecond float64
+	UDPPacketBurst      int
 }
 
 // Stack is one agent's stack. Its identity is its link: every flow it hands
@@ -105,6 +109,9 @@ func New(cfg Config) (*Stack, error) {
 	ns.ep = newEndpoint(cfg.Device, uint32(cfg.MTU), cfg.Gateway, &ns.Stats)
 	if cfg.PacketsPerSecond > 0 && cfg.PacketBurst > 0 {
 		ns.ep.pace = rate.NewLimiter(rate.Limit(cfg.PacketsPerSecond), cfg.PacketBurst)
+	}
+	if cfg.UDPPacketsPerSecond > 0 && cfg.UDPPacketBurst > 0 {
+		ns.ep.udpPace = rate.NewLimiter(rate.Limit(cfg.UDPPacketsPerSecond), cfg.UDPPacketBurst)
 	}
 	if err := ns.s.CreateNICWithOptions(nicID, ns.ep, stack.NICOptions{Name: "agent"}); err != nil {
 		return nil, fmt.Errorf("create nic: %v", err)
