@@ -428,13 +428,19 @@ func (p *parser) presets(n *yaml.Node) ([]PresetRef, error) {
 }
 
 func (p *parser) rules(n *yaml.Node, key string, deny bool) ([]Rule, error) {
+	return parseList(p, n, key, deny, p.rule)
+}
+
+// parseList parses the sequence under key with one, reporting each bad
+// item and going on, so every error of a file is seen at once.
+func parseList[T any](p *parser, n *yaml.Node, key string, deny bool, one func(*yaml.Node, string, bool) (T, error)) ([]T, error) {
 	items, err := p.seq(n, key)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Rule, 0, len(items))
+	out := make([]T, 0, len(items))
 	for _, it := range items {
-		r, err := p.rule(it, key, deny)
+		r, err := one(it, key, deny)
 		if err != nil {
 			p.add(err)
 			continue
@@ -484,20 +490,7 @@ func (p *parser) rule(n *yaml.Node, list string, deny bool) (Rule, error) {
 }
 
 func (p *parser) ingressRules(n *yaml.Node, key string, deny bool) ([]IngressRule, error) {
-	items, err := p.seq(n, key)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]IngressRule, 0, len(items))
-	for _, it := range items {
-		r, err := p.ingressRule(it, key, deny)
-		if err != nil {
-			p.add(err)
-			continue
-		}
-		out = append(out, r)
-	}
-	return out, nil
+	return parseList(p, n, key, deny, p.ingressRule)
 }
 
 func (p *parser) ingressRule(n *yaml.Node, list string, deny bool) (IngressRule, error) {
