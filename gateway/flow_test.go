@@ -143,6 +143,13 @@ func startTCPServer(t *testing.T, log *upstreamLog, serve func(net.Conn)) string
 	if err != nil {
 		t.Fatal(err)
 	}
+	serveAll(t, ln, func(c net.Conn) { serve(&loggedConn{Conn: c, log: log}) })
+	return ln.Addr().String()
+}
+
+// serveAll accepts on ln until the test ends and runs serve on each
+// connection, closing it after; the cleanup waits for every one.
+func serveAll(t *testing.T, ln net.Listener, serve func(net.Conn)) {
 	var wg sync.WaitGroup
 	t.Cleanup(func() {
 		ln.Close()
@@ -160,11 +167,10 @@ func startTCPServer(t *testing.T, log *upstreamLog, serve func(net.Conn)) string
 			go func() {
 				defer wg.Done()
 				defer c.Close()
-				serve(&loggedConn{Conn: c, log: log})
+				serve(c)
 			}()
 		}
 	}()
-	return ln.Addr().String()
 }
 
 // loggedConn records every byte the upstream reads.

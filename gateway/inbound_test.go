@@ -133,45 +133,27 @@ func listenIn(t *testing.T, k *stack.Stack, addr netip.AddrPort, proxy bool) *se
 		t.Fatal(err)
 	}
 	log := &serverLog{}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
+	serveAll(t, ln, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		r := bufio.NewReader(c)
+		remote := c.RemoteAddr().String()
+		if proxy {
+			h, err := proxyproto.Read(r)
 			if err != nil {
+				log.add(remote, "bad proxy header: "+err.Error())
 				return
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				r := bufio.NewReader(c)
-				remote := c.RemoteAddr().String()
-				if proxy {
-					h, err := proxyproto.Read(r)
-					if err != nil {
-						log.add(remote, "bad proxy header: "+err.Error())
-						return
-					}
-					tlvs, _ := h.TLVs()
-					for _, tlv := range tlvs {
-						if tlv.Type == PP2TypeClawnetPeer {
-							remote = h.SourceAddr.String() + " " + string(tlv.Value)
-						}
-					}
+			tlvs, _ := h.TLVs()
+			for _, tlv := range tlvs {
+				if tlv.Type == PP2TypeClawnetPeer {
+					remote = h.SourceAddr.String() + " " + string(tlv.Value)
 				}
-				line, _ := r.ReadString('\n')
-				log.add(remote, line)
-				io.WriteString(c, "hi "+line)
-			}()
+			}
 		}
-	}()
+		line, _ := r.ReadString('\n')
+		log.add(remote, line)
+		io.WriteString(c, "hi "+line)
+	})
 	return log
 }
 
