@@ -27,6 +27,10 @@ type target struct {
 
 // Attach attaches the target of req as an agent.
 func (g *Gateway) Attach(ctx context.Context, req control.AttachRequest) (*control.Agent, error) {
+	req, err := g.resolvePodPolicy(ctx, req)
+	if err != nil {
+		return nil, err
+	}
 	pol, err := g.checkAttach(req)
 	if err != nil {
 		return nil, err
@@ -103,6 +107,20 @@ func (g *Gateway) AttachRequest(ctx context.Context, req control.AttachRequest) 
 		return nil, fmt.Errorf("%w: container %s was attached as agent %q, which is gone", ErrNotFound, req.Container, name)
 	}
 	return a.info(), nil
+}
+
+// resolvePodPolicy fills in the policy of a pod that req names without one,
+// from Options.PodPolicy.
+func (g *Gateway) resolvePodPolicy(ctx context.Context, req control.AttachRequest) (control.AttachRequest, error) {
+	if req.Policy != "" || req.Pod == nil || g.podPolicy == nil {
+		return req, nil
+	}
+	pol, err := g.podPolicy(ctx, *req.Pod)
+	if err != nil {
+		return req, fmt.Errorf("policy of pod %s/%s: %w", req.Pod.Namespace, req.Pod.Name, err)
+	}
+	req.Policy = pol
+	return req, nil
 }
 
 // checkAttach refuses a request that does not name exactly one target or

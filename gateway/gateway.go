@@ -60,6 +60,7 @@ type Gateway struct {
 
 	containers ContainerResolver // nil: container targets are refused
 	follower   ContainerFollower // nil: containers are attached, not followed
+	podPolicy  func(context.Context, control.PodRef) (string, error)
 	state      *stateStore       // nil: what is attached is not kept
 
 	mu      sync.Mutex
@@ -91,6 +92,12 @@ type Options struct {
 	// Restore after a restart (clawnetd gives it Config.StateDir); empty:
 	// nothing is kept.
 	StateDir string
+	// PodPolicy names the policy of a Kubernetes pod that an attach request
+	// names (control.AttachRequest.Pod) without a policy: "" means
+	// default_policy; an error fails the attach (fail closed: a pod whose
+	// policy cannot be read does not start on a guess). nil: such pods get
+	// default_policy.
+	PodPolicy func(ctx context.Context, pod control.PodRef) (string, error)
 }
 
 // New builds a gateway from opts. It does not listen; see Serve.
@@ -126,6 +133,7 @@ func New(opts Options) (*Gateway, error) {
 		dialFunc:   opts.Dial,
 		containers: opts.Containers,
 		follower:   opts.Follower,
+		podPolicy:  opts.PodPolicy,
 		state:      st,
 		agents:     map[string]*Agent{},
 		byNetns:    map[string]string{},

@@ -29,6 +29,19 @@ type AttachRequest struct {
 	// expects (CNI_IFNAME) and refuses a result without it. The answer's
 	// Agent.Interface is the name the TUN got.
 	Interface string `json:"interface,omitempty"`
+	// Pod names the Kubernetes pod the target belongs to, when a CNI
+	// plugin attaches it. With no Policy, the daemon asks its pod policy
+	// source (the pod's clawnet.dev/policy annotation, then a namespace
+	// default, through the API server) before falling back to
+	// default_policy.
+	Pod *PodRef `json:"pod,omitempty"`
+}
+
+// PodRef names a Kubernetes pod.
+type PodRef struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	UID       string `json:"uid,omitempty"`
 }
 
 // Agent describes an attached agent.

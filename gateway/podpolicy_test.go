@@ -1,0 +1,55 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/clawnet/clawnet/gateway/control"
+)
+
+func TestResolvePodPolicy(t *testing.T) {
+	var asked []control.PodRef
+	g := &Gateway{podPolicy: func(_ context.Context, p control.PodRef) (string, error) {
+		asked = append(asked, p)
+		switch p.Name {
+		case "broken":
+			return "", errors.New("api server unreachable")
+		case "plain":
+			return "", nil
+		}
+		return "coder", nil
+	}}
+	pod := func(name string) *control.PodRef { return &control.PodRef{Namespace: "agents", Name: name} }
+	for _, tc := range []struct {
+		req     control.AttachRequest
+		want    string
+		wantErr string
+	}{
+		{control.AttachRequest{Pod: pod("a")}, "coder", ""},
+		{control.AttachRequest{Pod: pod("plain")}, "", ""},
+		{control.AttachRequest{Pod: pod("broken")}, "", "policy of pod agents/broken: api server unreachable"},
+		// A policy named in the request wins; no pod: nothing to ask.
+		{control.AttachRequest{Pod: pod("a"), Policy: "strict"}, "strict", ""},
+		{control.AttachRequest{}, "", ""},
+	} {
+		got, err := g.resolvePodPolicy(context.Background(), tc.req)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%+v: err = %v, want %q", tc.req, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || got.Policy != tc.want {
+			t.Errorf("%+v: policy %q, %v; want %q", tc.req, got.Policy, err, tc.want)
+		}
+	}
+	if len(asked) != 3 {
+		t.Errorf("asked %d times, want 3 (only pods without a policy)", len(asked))
+	}
+	g.podPolicy = nil
+	if got, err := g.resolvePodPolicy(context.Background(), control.AttachRequest{Pod: pod("a")}); err != nil || got.Policy != "" {
+		t.Errorf("no source: %q, %v; want default", got.Policy, err)
+	}
+}
