@@ -61,7 +61,7 @@ type Gateway struct {
 	containers ContainerResolver // nil: container targets are refused
 	follower   ContainerFollower // nil: containers are attached, not followed
 	podPolicy  func(context.Context, control.PodRef) (string, error)
-	state      *stateStore       // nil: what is attached is not kept
+	state      *stateStore // nil: what is attached is not kept
 
 	mu      sync.Mutex
 	agents  map[string]*Agent // by name; guarded by mu
