@@ -281,7 +281,7 @@ func DefaultConfig() *Config {
 		},
 		Limits: LimitsConfig{FlowsPerAgent: 4096, Flows: 262144, HandshakesPerAgent: 256, Agents: 4096, BufferPerAgent: 1 << 30,
 			NewFlowsPerSecond: 500, NewFlowsBurst: 1000, PacketsPerSecond: 50000, PacketBurst: 50000,
-			UDPPacketsPerSecond: 20000, UDPPacketBurst: 20000},
+			UDPPacketsPerSecond: 10000, UDPPacketBurst: 10000},
 		Timeouts: TimeoutsConfig{
 			Dial:      Duration(10 * time.Second),
 			TCPIdle:   Duration(2 * time.Hour),
