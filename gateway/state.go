@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/clawnet/clawnet/policy"
 	"github.com/clawnet/clawnet/tun"
 )
 
@@ -47,7 +48,13 @@ import (
 //
 // Container agents are not recorded: the engine is their record. The
 // Watcher attaches the `clawnet run` holders it finds running again at
-// start, as before (with new addresses and a new since-time).
+// start, as before (with new addresses and a new since-time). Only their
+// phase is: the IDs of containers whose agent left its setup phase, so
+// that attaching them again after a restart does not open it again. A
+// detach (the container stopped or was removed) forgets it.
+//
+// An agent's record keeps its phase too (phase.go), and when a setup
+// timeout will end it; a record without one is in run.
 //
 // A lock file keeps two clawnetd from sharing a state directory. A file this
 // clawnetd cannot read (not JSON, no or another version, a bad record) stops
@@ -77,6 +84,8 @@ type stateFile struct {
 	// namespace outlives a boot.
 	BootID string        `json:"boot_id,omitempty"`
 	Agents []agentRecord `json:"agents"`
+	// RunContainers are the IDs of attached containers in phase run.
+	RunContainers []string `json:"run_containers,omitempty"`
 }
 
 // agentRecord is one attached agent, as Restore needs it.
@@ -94,6 +103,10 @@ type agentRecord struct {
 	// Interface is the TUN's name when the attach named one.
 	Interface  string    `json:"interface,omitempty"`
 	AttachedAt time.Time `json:"attached_at"`
+	// Phase is the agent's phase, setup or run ("": run). SetupUntil is
+	// when a setup timeout ends the setup phase.
+	Phase      string     `json:"phase,omitempty"`
+	SetupUntil *time.Time `json:"setup_until,omitempty"`
 }
 
 // targetRecord is what an agent was attached by, and which namespace that
@@ -129,7 +142,9 @@ type stateStore struct {
 	records map[string]agentRecord
 	// stale are the records of a file written in an earlier boot, for
 	// Restore to report. Guarded by mu.
-	stale  []agentRecord
+	stale []agentRecord
+	// runContainers are the containers in phase run. Guarded by mu.
+	runContainers map[string]bool
 	closed bool // guarded by mu
 }
 
@@ -147,7 +162,7 @@ func openState(dir string) (*stateStore, error) {
 		return nil, err
 	}
 	st := &stateStore{dir: dir, path: filepath.Join(dir, stateFileName), lock: lock, bootID: bootID(),
-		records: map[string]agentRecord{}}
+		records: map[string]agentRecord{}, runContainers: map[string]bool{}}
 	f, err := readStateFile(st.path)
 	if err != nil {
 		lock.Close()
@@ -159,6 +174,11 @@ func openState(dir string) (*stateStore, error) {
 			continue
 		}
 		st.records[r.Name] = r
+	}
+	if f.BootID == "" || st.bootID == "" || f.BootID == st.bootID {
+		for _, id := range f.RunContainers {
+			st.runContainers[id] = true
+		}
 	}
 	// Temporary files left by a crash while writing: the lock says no
 	// other clawnetd writes here.
@@ -283,6 +303,10 @@ func (st *stateStore) change(fn func(records map[string]agentRecord) bool) error
 		f.Agents = append(f.Agents, r)
 	}
 	sort.Slice(f.Agents, func(i, j int) bool { return f.Agents[i].Name < f.Agents[j].Name })
+	for id := range st.runContainers {
+		f.RunContainers = append(f.RunContainers, id)
+	}
+	sort.Strings(f.RunContainers)
 	data, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return err
@@ -393,6 +417,7 @@ func (g *Gateway) recordAttach(a *Agent, force bool) {
 	}
 	r := agentRecord{Name: a.name, Policy: a.policy, Target: t, AddrIndex: a.addrIdx,
 		Addresses: a.info().Addresses, Force: force, AttachedAt: a.attachedAt}
+	r.Phase, r.SetupUntil = a.phaseRecord()
 	if a.dev != nil && a.dev.IfName != g.cfg.Network.Interface {
 		r.Interface = a.dev.IfName
 	}
@@ -405,13 +430,67 @@ func (g *Gateway) recordAttach(a *Agent, force bool) {
 	})
 }
 
-// forgetAttach drops the record of the agent called name, detached.
-func (g *Gateway) forgetAttach(name string) {
+// forgetAttach drops the record of the agent called name, detached, and
+// the phase of its container.
+func (g *Gateway) forgetAttach(name, containerID string) {
 	g.saveState(func(m map[string]agentRecord) bool {
 		_, ok := m[name]
 		delete(m, name)
+		if containerID != "" && g.state.runContainers[containerID] {
+			delete(g.state.runContainers, containerID)
+			ok = true
+		}
 		return ok
 	})
+}
+
+// phaseRecord is a's phase as its record keeps it.
+func (a *Agent) phaseRecord() (string, *time.Time) {
+	if !a.setup.Load() {
+		return policy.PhaseRun, nil
+	}
+	if until := a.setupDeadline(); !until.IsZero() {
+		return policy.PhaseSetup, &until
+	}
+	return policy.PhaseSetup, nil
+}
+
+// recordPhase writes a's phase, just changed, to the state file: in its
+// record, or for a container agent, in the list of containers in run.
+func (g *Gateway) recordPhase(a *Agent) {
+	g.saveState(func(m map[string]agentRecord) bool {
+		if g.agent(a.name) != a {
+			return false // detached meanwhile, or not yet attached
+		}
+		if a.containerID != "" {
+			if a.setup.Load() {
+				return false
+			}
+			g.state.runContainers[a.containerID] = true
+			return true
+		}
+		r, ok := m[a.name]
+		if !ok {
+			return false
+		}
+		r.Phase, r.SetupUntil = a.phaseRecord()
+		m[a.name] = r
+		return true
+	})
+}
+
+// containerPhase is the recorded phase of the container id: run if its
+// agent had left its setup phase before a restart, else "" (a new attach).
+func (g *Gateway) containerPhase(id string) string {
+	if g.state == nil || id == "" {
+		return ""
+	}
+	g.state.mu.Lock()
+	defer g.state.mu.Unlock()
+	if g.state.runContainers[id] {
+		return policy.PhaseRun
+	}
+	return ""
 }
 
 // stateChanged writes the state file again: an agent's published ports
@@ -484,6 +563,7 @@ func (g *Gateway) Restore(ctx context.Context) (attached, dropped int) {
 		}
 		info := a.info()
 		r.AddrIndex, r.Addresses = a.addrIdx, info.Addresses
+		r.Phase, r.SetupUntil = a.phaseRecord()
 		kept[r.Name] = r
 		attached++
 		args := []any{"agent", r.Name, "target", r.Target.desc(), "policy", r.Policy, "addrs", info.Addresses,
@@ -528,7 +608,16 @@ func (g *Gateway) restore(ctx context.Context, r agentRecord) (*Agent, error) {
 		return nil, err
 	}
 	aimErr := g.pool.aim(r.AddrIndex)
-	a, err := g.attach(ctx, attachSpec{name: r.Name, policy: r.Policy, target: t.desc, pid: t.pid, ns: ns, force: r.Force, ifname: r.Interface})
+	phase := r.Phase
+	if phase == "" {
+		phase = policy.PhaseRun // recorded before phases: it was never in setup
+	}
+	var until time.Time
+	if r.SetupUntil != nil {
+		until = *r.SetupUntil
+	}
+	a, err := g.attach(ctx, attachSpec{name: r.Name, policy: r.Policy, target: t.desc, pid: t.pid, ns: ns, force: r.Force, ifname: r.Interface,
+		phase: phase, setupUntil: until})
 	if err != nil {
 		g.mu.Lock()
 		delete(g.agents, r.Name)

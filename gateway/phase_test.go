@@ -1,0 +1,141 @@
+package gateway
+
+import (
+	"errors"
+	"io"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/clawnet/clawnet/dnsproxy/dnstest"
+	"github.com/clawnet/clawnet/policy"
+)
+
+// phaseTestPolicy opens 198.18.0.3:7 for good and 198.18.0.2:7 in the
+// setup phase only.
+const phaseTestPolicy = `version: v1
+name: dnstest
+egress:
+  - cidrs: [198.18.0.3/32]
+    ports: [7]
+setup:
+  - cidrs: [198.18.0.2/32]
+    ports: [7]
+    from: "test: launcher download"
+`
+
+// newPhaseTest is a revoke test under phaseTestPolicy, its agent started
+// as an attach starts it.
+func newPhaseTest(t *testing.T, up upstreamEnd, s attachSpec) *flowTest {
+	t.Helper()
+	ft := newRevokeTest(t, up.serve)
+	writePolicy(t, ft.a.g, "dnstest.yaml", phaseTestPolicy)
+	reload(t, ft.a.g)
+	ft.a.startPhase(s)
+	return ft
+}
+
+// TestPhaseRun: in the setup phase a setup rule allows; moving to run
+// resets the live flow it allowed, with a revoke line naming the setup
+// rule, refuses a new one, and leaves the egress flow alone.
+func TestPhaseRun(t *testing.T) {
+	dnstest.LeakCheck(t)
+	up := make(upstreamEnd, 2)
+	ft := newPhaseTest(t, up, attachSpec{})
+	g := ft.a.g
+	if got := ft.a.phase(); got != policy.PhaseSetup {
+		t.Fatalf("phase at attach = %s, want setup", got)
+	}
+	setupDst := netip.AddrPortFrom(flowTestServer, 7)
+	runDst := netip.AddrPortFrom(netip.MustParseAddr("198.18.0.3"), 7)
+	c, err := ft.dial(t, setupDst)
+	if err != nil {
+		t.Fatalf("setup-phase flow to %s: %v", setupDst, err)
+	}
+	defer c.Close()
+	exchange(t, c, "setup")
+	other, err := ft.dial(t, runDst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	exchange(t, other, "before")
+
+	if _, err := g.SetPhase("flowtest", "setup"); err == nil || !errors.Is(err, ErrBadRequest) {
+		t.Errorf("SetPhase(setup) = %v; want a bad request", err)
+	}
+	res, err := g.SetPhase("flowtest", "run")
+	if err != nil || res.Revoked != 1 || res.Phase != policy.PhaseRun {
+		t.Fatalf("SetPhase(run) = %+v, %v; want 1 revoked, phase run", res, err)
+	}
+	expectReset(t, c)
+	if err := up.wait(t); errors.Is(err, io.EOF) {
+		t.Errorf("the upstream saw an orderly close (%v), want a reset", err)
+	}
+	e := ft.waitEvent(t, EventRevoke, setupDst)
+	if e.Verdict != "deny" || e.Rule != policy.RuleDefault || !strings.Contains(e.Reason, "the setup phase is over") || !strings.Contains(e.Reason, "dnstest.yaml:7 setup[0]") {
+		t.Errorf("revoke line = %+v; want the run phase's rule and the setup rule that had allowed it", e)
+	}
+	exchange(t, other, "after")
+	if c, err := ft.dial(t, setupDst); err == nil {
+		c.Close()
+		t.Fatal("a new flow to the setup-only address connected in phase run")
+	}
+	// Again: nothing left to revoke, still run.
+	if res, err := g.SetPhase("flowtest", "run"); err != nil || res.Revoked != 0 || res.Phase != policy.PhaseRun {
+		t.Errorf("SetPhase(run) again = %+v, %v", res, err)
+	}
+	if _, err := g.SetPhase("nobody", "run"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("SetPhase(nobody) = %v; want not found", err)
+	}
+}
+
+// TestPhaseTimeout: the daemon's timer ends the setup phase by itself; a
+// recorded phase run, or a timeout already past, never opens setup.
+func TestPhaseTimeout(t *testing.T) {
+	dnstest.LeakCheck(t)
+	up := make(upstreamEnd, 2)
+	ft := newPhaseTest(t, up, attachSpec{setupTimeout: 300 * time.Millisecond})
+	if ft.a.phase() != policy.PhaseSetup || ft.a.setupDeadline().IsZero() {
+		t.Fatalf("phase %s, setup until %v; want setup with a deadline", ft.a.phase(), ft.a.setupDeadline())
+	}
+	setupDst := netip.AddrPortFrom(flowTestServer, 7)
+	c, err := ft.dial(t, setupDst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	exchange(t, c, "setup")
+	expectResetWithin(t, c, 2*time.Second)
+	if e := ft.waitEvent(t, EventRevoke, setupDst); !strings.Contains(e.Reason, "setup timeout") {
+		t.Errorf("revoke line = %+v; want the timeout named", e)
+	}
+	if ft.a.phase() != policy.PhaseRun || !ft.a.setupDeadline().IsZero() {
+		t.Errorf("after the timeout: phase %s, setup until %v", ft.a.phase(), ft.a.setupDeadline())
+	}
+
+	for _, s := range []attachSpec{
+		{phase: policy.PhaseRun},
+		{phase: policy.PhaseSetup, setupUntil: time.Now().Add(-time.Second)},
+	} {
+		b := &Agent{g: ft.a.g, policy: "dnstest"}
+		b.startPhase(s)
+		if b.phase() != policy.PhaseRun {
+			t.Errorf("startPhase(%+v) = %s; want run", s, b.phase())
+		}
+	}
+}
+
+// expectResetWithin is expectReset with a longer wait.
+func expectResetWithin(t *testing.T, c interface {
+	SetReadDeadline(time.Time) error
+	Read([]byte) (int, error)
+}, d time.Duration) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(d))
+	n, err := c.Read(make([]byte, 64))
+	if n != 0 || err == nil || !strings.Contains(err.Error(), "reset") {
+		t.Fatalf("agent's read = %d, %v; want a reset within %v", n, err, d)
+	}
+}
