@@ -145,7 +145,7 @@ type stateStore struct {
 	stale []agentRecord
 	// runContainers are the containers in phase run. Guarded by mu.
 	runContainers map[string]bool
-	closed bool // guarded by mu
+	closed        bool // guarded by mu
 }
 
 // openState locks dir (made if needed) and reads its state file. An empty
