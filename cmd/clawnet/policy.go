@@ -17,7 +17,7 @@ func newPolicyCmd(e *env) *cobra.Command {
 		Use:   "policy",
 		Short: "Check, explain, generate and learn policies",
 	}
-	cmd.AddCommand(newPolicyCheckCmd(e), newPolicyExplainCmd(e), newPolicyGenerateCmd(e), newPolicyLearnCmd(e))
+	cmd.AddCommand(newPolicyCheckCmd(e), newPolicyExplainCmd(e), newPolicyGenerateCmd(e), newPolicyLearnCmd(e), newPolicyPhaseCmd(e))
 	return cmd
 }
 
