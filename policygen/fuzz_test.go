@@ -18,7 +18,7 @@ func FuzzRead(f *testing.F) {
 		if err != nil {
 			return
 		}
-		out := Generate(r, GenerateOptions{Setup: true, ApproveProject: true, Name: "fuzz"})
+		out := Generate(r, GenerateOptions{ApproveProject: true, Name: "fuzz"})
 		pf, err := policy.Parse("gen.yaml", out)
 		if err != nil {
 			t.Fatalf("generated policy refused: %v\n%s", err, out)
