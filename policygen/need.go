@@ -65,7 +65,7 @@ type Result struct {
 	// Files: a pending rule carries its file's, so that an approval is
 	// kept only while the file stays as it was approved.
 	Hashes map[string]string
-	Needs []Need
+	Needs  []Need
 	// Unknown lists stdio MCP servers with no known network needs.
 	Unknown []Unknown
 	// Notes are things that need no rule, said once: a provider on the
