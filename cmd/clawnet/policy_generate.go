@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -121,25 +120,12 @@ func generatePolicy(e *env, files []string, o policygen.GenerateOptions) ([]byte
 	opts := policygen.Options{ReadFile: os.ReadFile}
 	opts.Dir, _ = os.Getwd()
 	opts.Home, _ = os.UserHomeDir()
-	var rs []*policygen.Result
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			return nil, err
-		}
-		r, err := policygen.Read(f, data, opts)
-		if err != nil {
-			return nil, err
-		}
-		rs = append(rs, r)
+	gen, warnings, err := policygen.FromFiles(files, opts, o)
+	if err != nil {
+		return nil, err
 	}
-	r := policygen.Merge(rs...)
-	for _, w := range r.Warnings {
+	for _, w := range warnings {
 		fmt.Fprintln(e.stderr, "warning:", w)
-	}
-	gen := policygen.Generate(r, o)
-	if !bytes.HasSuffix(gen, []byte("\n")) {
-		gen = append(gen, '\n')
 	}
 	return gen, nil
 }
