@@ -69,6 +69,24 @@ func TestWatcherAgentConfigLabel(t *testing.T) {
 		t.Errorf("attacher calls:\n%s\nwant claw under gen-claw and none of the refused", calls)
 	}
 
+	// The engine restarts the container: attached again under the policy
+	// generated at its first attach, without generating again.
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(runCtx) }()
+	defer func() { cancel(); <-done; f.srv.CloseClientConnections() }()
+	waitFor(t, "the event subscription", func() bool { return f.subscribers() == 1 && w.Connected() })
+	f.set("c1", func(c *fakeContainer) { c.Pid, c.StartedAt = 200, "t2" })
+	f.emit("container", "restart", "c1", nil)
+	waitFor(t, "the attach after the restart", func() bool {
+		return strings.Contains(strings.Join(at.log(), "\n"), "attach c1 as claw policy=gen-claw pid=200")
+	})
+	mu.Lock()
+	if len(asked) != 2 {
+		t.Errorf("ConfigPolicy called again at the restart: %q", asked)
+	}
+	mu.Unlock()
+
 	// A daemon that does not generate refuses the label rather than run
 	// the container under another policy.
 	w2 := NewWatcher(WatcherConfig{Client: f.client(), Attacher: newFakeAttacher()})

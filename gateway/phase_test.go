@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -138,4 +139,53 @@ func expectResetWithin(t *testing.T, c interface {
 	if n != 0 || err == nil || !strings.Contains(err.Error(), "reset") {
 		t.Fatalf("agent's read = %d, %v; want a reset within %v", n, err, d)
 	}
+}
+
+// TestPhaseRecorded: the state file keeps an agent's phase, and for a
+// container agent the container's ID once it is in run, which a
+// restarted gateway reads back (containerPhase); a detach forgets it.
+func TestPhaseRecorded(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	st, err := openState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &Gateway{state: st, agents: map[string]*Agent{}}
+	byNetns := &Agent{g: g, name: "n"}
+	byNetns.setup.Store(true)
+	box := &Agent{g: g, name: "c", containerID: "abc123"}
+	box.setup.Store(true)
+	g.agents["n"], g.agents["c"] = byNetns, box
+	if err := st.change(func(m map[string]agentRecord) bool { m["n"] = testRecord("n", 5); return true }); err != nil {
+		t.Fatal(err)
+	}
+	g.recordPhase(byNetns)
+	if r := st.records["n"]; r.Phase != policy.PhaseSetup {
+		t.Errorf("record of an agent in setup: phase %q", r.Phase)
+	}
+	byNetns.setup.Store(false)
+	box.setup.Store(false)
+	g.recordPhase(byNetns)
+	g.recordPhase(box)
+	st.close()
+
+	st2, err := openState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g2 := &Gateway{state: st2, agents: map[string]*Agent{}}
+	if r := st2.records["n"]; r.Phase != policy.PhaseRun || r.SetupUntil != nil {
+		t.Errorf("read back: phase %q until %v, want run", r.Phase, r.SetupUntil)
+	}
+	if got := g2.containerPhase("abc123"); got != policy.PhaseRun {
+		t.Errorf("containerPhase of a container in run, after a restart = %q, want run", got)
+	}
+	if got := g2.containerPhase("other"); got != "" {
+		t.Errorf("containerPhase of another container = %q, want none", got)
+	}
+	g2.forgetAttach("c", "abc123")
+	if got := g2.containerPhase("abc123"); got != "" {
+		t.Errorf("containerPhase after its detach = %q, want none (a new run of the container starts in setup)", got)
+	}
+	st2.close()
 }
