@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -64,5 +66,20 @@ func TestAttachSetupTimeout(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if code != exitOK || len(lines) != 3 || !strings.Contains(lines[0], "POLICY  PHASE") || !strings.Contains(lines[1], "coder   setup") || !strings.Contains(lines[2], "p       -") {
 		t.Errorf("clawnet ls = %d\n%s\nwant a PHASE column", code, out)
+	}
+}
+
+// TestPolicyCheckPhases: check says which rules apply in the setup phase
+// only, and explain --file says a setup rule allows in that phase only.
+func TestPolicyCheckPhases(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "coder.yaml")
+	os.WriteFile(file, []byte("version: v1\nname: coder\negress:\n  - domains: [api.github.com]\n    ports: [443]\nsetup:\n  - domains: [registry.npmjs.org]\n    ports: [443]\n"), 0o600)
+	code, out, stderr := runCLI(t, "policy", "check", file)
+	if code != exitOK || !strings.Contains(out, `ok (policy "coder"); 1 setup rules, applied only in an agent's setup phase`) {
+		t.Errorf("policy check = %d %q %q", code, out, stderr)
+	}
+	code, out, _ = runCLI(t, "policy", "explain", "--file", file, "registry.npmjs.org:443")
+	if code != exitOK || !strings.Contains(out, ": deny by default:") || !strings.Contains(out, "in the setup phase only (until clawnet policy phase AGENT run or the setup timeout): allow by coder.yaml:7 setup[0]") {
+		t.Errorf("policy explain --file of a setup host = %d %q", code, out)
 	}
 }
