@@ -44,6 +44,7 @@ func (g *Gateway) Attach(ctx context.Context, req control.AttachRequest) (*contr
 	if err != nil {
 		return nil, err
 	}
+	phase, until := g.containerPhase(t.containerID)
 	if err := g.reserve(t); err != nil {
 		t.ns.Close()
 		return nil, err
@@ -51,7 +52,7 @@ func (g *Gateway) Attach(ctx context.Context, req control.AttachRequest) (*contr
 	a, err := g.attach(ctx, attachSpec{
 		name: t.name, policy: pol, target: t.desc, containerID: t.containerID, pid: t.pid,
 		ns: t.ns, force: req.Force, ifname: req.Interface, setupTimeout: setupTimeout,
-		phase: g.containerPhase(t.containerID),
+		phase: phase, setupUntil: until,
 	})
 	if err == nil && req.PID != 0 {
 		a.notes = append(a.notes, fixProcessDNS(req.PID, g.gw4)...)
@@ -286,7 +287,7 @@ func (g *Gateway) Detach(name string) error {
 	delete(g.agents, name)
 	delete(g.byNetns, a.ns.ID())
 	g.mu.Unlock()
-	g.forgetAttach(name, a.containerID)
+	g.forgetAttach(name)
 	a.close()
 	g.log.Info("agent detached", "agent", name)
 	return nil
@@ -300,6 +301,9 @@ func (g *Gateway) DetachRequest(name string) error {
 	g.mu.Unlock()
 	if a != nil && a.containerID != "" && g.follower != nil {
 		g.follower.Forget(a.containerID)
+	}
+	if a != nil && a.containerID != "" {
+		g.forgetContainer(a.containerID)
 	}
 	return g.Detach(name)
 }

@@ -49,8 +49,8 @@ func (a *Agent) startPhase(s attachSpec) {
 // armSetupTimer ends a's setup phase at until (at once when it is past).
 func (a *Agent) armSetupTimer(until time.Time) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	if a.closed || !a.setup.Load() {
+		a.mu.Unlock()
 		return
 	}
 	if a.setupTimer != nil {
@@ -60,6 +60,10 @@ func (a *Agent) armSetupTimer(until time.Time) {
 	a.setupTimer = time.AfterFunc(time.Until(until), func() {
 		a.endSetup("setup timeout")
 	})
+	a.mu.Unlock()
+	// Kept for the next attach. An agent not yet registered (startPhase,
+	// during its attach) is recorded by recordAttach.
+	a.g.recordPhase(a)
 }
 
 // inPhase is p as it applies to a now: p's setup-phase Decider while a is

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/netip"
 	"path/filepath"
@@ -141,9 +142,11 @@ func expectResetWithin(t *testing.T, c interface {
 	}
 }
 
-// TestPhaseRecorded: the state file keeps an agent's phase, and for a
-// container agent the container's ID once it is in run, which a
-// restarted gateway reads back (containerPhase); a detach forgets it.
+// TestPhaseRecorded: the state file keeps an agent's phase, and a
+// container agent's by container ID (with the end of a setup timeout),
+// which a restarted gateway reads back for the container's next attach; a
+// stop or removal keeps it (its agent cannot reopen setup by restarting
+// the container), a user's detach forgets it.
 func TestPhaseRecorded(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
 	st, err := openState(dir)
@@ -155,7 +158,9 @@ func TestPhaseRecorded(t *testing.T) {
 	byNetns.setup.Store(true)
 	box := &Agent{g: g, name: "c", containerID: "abc123"}
 	box.setup.Store(true)
-	g.agents["n"], g.agents["c"] = byNetns, box
+	timed := &Agent{g: g, name: "t", containerID: "def456"}
+	timed.setup.Store(true)
+	g.agents["n"], g.agents["c"], g.agents["t"] = byNetns, box, timed
 	if err := st.change(func(m map[string]agentRecord) bool { m["n"] = testRecord("n", 5); return true }); err != nil {
 		t.Fatal(err)
 	}
@@ -163,29 +168,63 @@ func TestPhaseRecorded(t *testing.T) {
 	if r := st.records["n"]; r.Phase != policy.PhaseSetup {
 		t.Errorf("record of an agent in setup: phase %q", r.Phase)
 	}
+	until := time.Now().Add(time.Hour).Round(time.Second).UTC()
+	timed.armSetupTimer(until)
+	defer timed.setupTimer.Stop()
 	byNetns.setup.Store(false)
 	box.setup.Store(false)
 	g.recordPhase(byNetns)
 	g.recordPhase(box)
+	g.forgetAttach("c") // the engine stopped it: the watcher detaches it
 	st.close()
 
 	st2, err := openState(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer st2.close()
 	g2 := &Gateway{state: st2, agents: map[string]*Agent{}}
 	if r := st2.records["n"]; r.Phase != policy.PhaseRun || r.SetupUntil != nil {
 		t.Errorf("read back: phase %q until %v, want run", r.Phase, r.SetupUntil)
 	}
-	if got := g2.containerPhase("abc123"); got != policy.PhaseRun {
-		t.Errorf("containerPhase of a container in run, after a restart = %q, want run", got)
+	if got, _ := g2.containerPhase("abc123"); got != policy.PhaseRun {
+		t.Errorf("containerPhase of a container in run, stopped, after a restart = %q, want run", got)
 	}
-	if got := g2.containerPhase("other"); got != "" {
+	if got, end := g2.containerPhase("def456"); got != policy.PhaseSetup || !end.Equal(until) {
+		t.Errorf("containerPhase of a container with a setup timeout = %q until %v, want setup until %v", got, end, until)
+	}
+	if got, _ := g2.containerPhase("other"); got != "" {
 		t.Errorf("containerPhase of another container = %q, want none", got)
 	}
-	g2.forgetAttach("c", "abc123")
-	if got := g2.containerPhase("abc123"); got != "" {
-		t.Errorf("containerPhase after its detach = %q, want none (a new run of the container starts in setup)", got)
+	g2.forgetContainer("abc123")
+	if got, _ := g2.containerPhase("abc123"); got != "" {
+		t.Errorf("containerPhase after a user's detach = %q, want none", got)
 	}
-	st2.close()
+}
+
+// TestContainerPhasesBounded: the state file keeps the most recent
+// maxContainerPhases container phases; the oldest go first.
+func TestContainerPhasesBounded(t *testing.T) {
+	st, err := openState(filepath.Join(t.TempDir(), "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	err = st.change(func(map[string]agentRecord) bool {
+		for i := range maxContainerPhases + 2 {
+			id := fmt.Sprintf("c%05d", i)
+			st.containers[id] = containerRecord{ID: id, Phase: policy.PhaseRun, Since: t0.Add(time.Duration(i) * time.Second)}
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, oldest := st.containers["c00000"]
+	_, second := st.containers["c00001"]
+	_, newest := st.containers[fmt.Sprintf("c%05d", maxContainerPhases+1)]
+	if len(st.containers) != maxContainerPhases || oldest || second || !newest {
+		t.Errorf("%d container phases kept (oldest %v, second %v, newest %v); want %d, the newest", len(st.containers), oldest, second, newest, maxContainerPhases)
+	}
 }

@@ -49,9 +49,12 @@ import (
 // Container agents are not recorded: the engine is their record. The
 // Watcher attaches the `clawnet run` holders it finds running again at
 // start, as before (with new addresses and a new since-time). Only their
-// phase is: the IDs of containers whose agent left its setup phase, so
-// that attaching them again after a restart does not open it again. A
-// detach (the container stopped or was removed) forgets it.
+// phase is, by container ID: run, or setup with the end of its timeout, so
+// that attaching a container again (after the engine restarted it, or
+// clawnetd itself restarted) never opens a setup phase it left, nor one
+// whose timeout passed, and re-arms a timeout still running. The
+// container's agent cannot reopen setup by making it restart. A user's
+// detach forgets it; the most recent maxContainerPhases are kept.
 //
 // An agent's record keeps its phase too (phase.go), and when a setup
 // timeout will end it; a record without one is in run.
@@ -84,9 +87,22 @@ type stateFile struct {
 	// namespace outlives a boot.
 	BootID string        `json:"boot_id,omitempty"`
 	Agents []agentRecord `json:"agents"`
-	// RunContainers are the IDs of attached containers in phase run.
-	RunContainers []string `json:"run_containers,omitempty"`
+	// Containers are the phases of container agents, oldest first.
+	Containers []containerRecord `json:"containers,omitempty"`
 }
+
+// containerRecord is the phase of a container's agent, by container ID.
+type containerRecord struct {
+	ID         string     `json:"id"`
+	Phase      string     `json:"phase"`
+	SetupUntil *time.Time `json:"setup_until,omitempty"`
+	// Since is when it was recorded, to keep the most recent.
+	Since time.Time `json:"since"`
+}
+
+// maxContainerPhases bounds the container phases kept: a container the
+// engine removed leaves its record behind.
+const maxContainerPhases = 4096
 
 // agentRecord is one attached agent, as Restore needs it.
 type agentRecord struct {
@@ -143,8 +159,8 @@ type stateStore struct {
 	// stale are the records of a file written in an earlier boot, for
 	// Restore to report. Guarded by mu.
 	stale []agentRecord
-	// runContainers are the containers in phase run. Guarded by mu.
-	runContainers map[string]bool
+	// containers are the phases of container agents. Guarded by mu.
+	containers map[string]containerRecord
 	closed        bool // guarded by mu
 }
 
@@ -162,7 +178,7 @@ func openState(dir string) (*stateStore, error) {
 		return nil, err
 	}
 	st := &stateStore{dir: dir, path: filepath.Join(dir, stateFileName), lock: lock, bootID: bootID(),
-		records: map[string]agentRecord{}, runContainers: map[string]bool{}}
+		records: map[string]agentRecord{}, containers: map[string]containerRecord{}}
 	f, err := readStateFile(st.path)
 	if err != nil {
 		lock.Close()
@@ -176,8 +192,8 @@ func openState(dir string) (*stateStore, error) {
 		st.records[r.Name] = r
 	}
 	if f.BootID == "" || st.bootID == "" || f.BootID == st.bootID {
-		for _, id := range f.RunContainers {
-			st.runContainers[id] = true
+		for _, c := range f.Containers {
+			st.containers[c.ID] = c
 		}
 	}
 	// Temporary files left by a crash while writing: the lock says no
@@ -303,10 +319,19 @@ func (st *stateStore) change(fn func(records map[string]agentRecord) bool) error
 		f.Agents = append(f.Agents, r)
 	}
 	sort.Slice(f.Agents, func(i, j int) bool { return f.Agents[i].Name < f.Agents[j].Name })
-	for id := range st.runContainers {
-		f.RunContainers = append(f.RunContainers, id)
+	for _, c := range st.containers {
+		f.Containers = append(f.Containers, c)
 	}
-	sort.Strings(f.RunContainers)
+	sort.Slice(f.Containers, func(i, j int) bool {
+		a, b := f.Containers[i], f.Containers[j]
+		return a.Since.Before(b.Since) || a.Since.Equal(b.Since) && a.ID < b.ID
+	})
+	if n := len(f.Containers) - maxContainerPhases; n > 0 {
+		for _, c := range f.Containers[:n] {
+			delete(st.containers, c.ID)
+		}
+		f.Containers = f.Containers[n:]
+	}
 	data, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return err
@@ -399,9 +424,14 @@ func (p *addrPool) aim(idx int) error {
 }
 
 // recordAttach records agent a, just attached (with --force or not), in
-// the state file. Container agents are left to the engine.
+// the state file. Of a container agent, only the phase: the engine keeps
+// the rest.
 func (g *Gateway) recordAttach(a *Agent, force bool) {
-	if g.state == nil || a.containerID != "" {
+	if g.state == nil {
+		return
+	}
+	if a.containerID != "" {
+		g.recordPhase(a) // the engine keeps the rest
 		return
 	}
 	t := targetRecord{Kind: targetNetns, Path: a.ns.Path(), Netns: a.ns.ID()}
@@ -430,16 +460,21 @@ func (g *Gateway) recordAttach(a *Agent, force bool) {
 	})
 }
 
-// forgetAttach drops the record of the agent called name, detached, and
-// the phase of its container.
-func (g *Gateway) forgetAttach(name, containerID string) {
+// forgetAttach drops the record of the agent called name, detached.
+func (g *Gateway) forgetAttach(name string) {
 	g.saveState(func(m map[string]agentRecord) bool {
 		_, ok := m[name]
 		delete(m, name)
-		if containerID != "" && g.state.runContainers[containerID] {
-			delete(g.state.runContainers, containerID)
-			ok = true
-		}
+		return ok
+	})
+}
+
+// forgetContainer drops the phase of container id: a user detached it, and
+// an attach of it from then on is a new one.
+func (g *Gateway) forgetContainer(id string) {
+	g.saveState(func(map[string]agentRecord) bool {
+		_, ok := g.state.containers[id]
+		delete(g.state.containers, id)
 		return ok
 	})
 }
@@ -463,10 +498,9 @@ func (g *Gateway) recordPhase(a *Agent) {
 			return false // detached meanwhile, or not yet attached
 		}
 		if a.containerID != "" {
-			if a.setup.Load() {
-				return false
-			}
-			g.state.runContainers[a.containerID] = true
+			c := containerRecord{ID: a.containerID, Since: time.Now().UTC()}
+			c.Phase, c.SetupUntil = a.phaseRecord()
+			g.state.containers[a.containerID] = c
 			return true
 		}
 		r, ok := m[a.name]
@@ -479,18 +513,22 @@ func (g *Gateway) recordPhase(a *Agent) {
 	})
 }
 
-// containerPhase is the recorded phase of the container id: run if its
-// agent had left its setup phase before a restart, else "" (a new attach).
-func (g *Gateway) containerPhase(id string) string {
+// containerPhase is the recorded phase of the container id, and the end
+// of its setup timeout; "" when none is recorded (a new attach).
+func (g *Gateway) containerPhase(id string) (string, time.Time) {
 	if g.state == nil || id == "" {
-		return ""
+		return "", time.Time{}
 	}
 	g.state.mu.Lock()
 	defer g.state.mu.Unlock()
-	if g.state.runContainers[id] {
-		return policy.PhaseRun
+	c, ok := g.state.containers[id]
+	if !ok {
+		return "", time.Time{}
 	}
-	return ""
+	if c.SetupUntil != nil {
+		return c.Phase, *c.SetupUntil
+	}
+	return c.Phase, time.Time{}
 }
 
 // stateChanged writes the state file again: an agent's published ports
