@@ -161,7 +161,7 @@ type stateStore struct {
 	stale []agentRecord
 	// containers are the phases of container agents. Guarded by mu.
 	containers map[string]containerRecord
-	closed        bool // guarded by mu
+	closed     bool // guarded by mu
 }
 
 // openState locks dir (made if needed) and reads its state file. An empty
