@@ -69,6 +69,10 @@ type RunOptions struct {
 	// before it calls Run, which ignores both.
 	AgentConfig []string
 	PolicyDir   string
+	// SetupTimeout ends the agent's setup phase that long after the attach
+	// (a Go duration; the daemon keeps the timer). The CLI puts it in its
+	// attach request; Run ignores it.
+	SetupTimeout string
 	// DockerArgs are `docker run` options (Podman's are the same), passed
 	// through to the agent's container except the network ones (see
 	// README.md).

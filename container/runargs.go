@@ -7,10 +7,11 @@ import (
 )
 
 // RunUsage is the synopsis of `clawnet run`.
-const RunUsage = "clawnet run [--name NAME] [--policy POLICY] [--agent-config FILE]... [--policy-dir DIR] [-p [HOST_IP:]HOST_PORT:AGENT_PORT[/tcp|udp]]... [--engine-cli CLI] [docker run options] -- IMAGE [CMD...]"
+const RunUsage = "clawnet run [--name NAME] [--policy POLICY] [--agent-config FILE]... [--policy-dir DIR] [--setup-timeout D] [-p [HOST_IP:]HOST_PORT:AGENT_PORT[/tcp|udp]]... [--engine-cli CLI] [docker run options] -- IMAGE [CMD...]"
 
 // ParseRunArgs splits `clawnet run` arguments: clawnet's own --name,
-// --policy, --agent-config, --policy-dir, -p/--publish and --engine-cli, the
+// --policy, --agent-config, --policy-dir, --setup-timeout, -p/--publish and
+// --engine-cli, the
 // docker run options before "--", then the image and its command. --name
 // names both the agent and its container; -p publishes through the gateway,
 // never through the engine; --agent-config and --policy-dir are for the CLI,
@@ -52,6 +53,8 @@ func ParseRunArgs(args []string) (RunOptions, error) {
 			o.AgentConfig = append(o.AgentConfig, op.value)
 		case "--policy-dir":
 			o.PolicyDir = op.value
+		case "--setup-timeout":
+			o.SetupTimeout = op.value
 		default:
 			o.DockerArgs = append(o.DockerArgs, op.raw...)
 		}
@@ -138,7 +141,7 @@ func scanDockerOpts(args []string) ([]dockerOpt, error) {
 }
 
 // clawnetOpts are clawnet run's own options; each takes a value.
-var clawnetOpts = map[string]bool{"--name": true, "--policy": true, "--agent-config": true, "--policy-dir": true, "--engine-cli": true}
+var clawnetOpts = map[string]bool{"--name": true, "--policy": true, "--agent-config": true, "--policy-dir": true, "--setup-timeout": true, "--engine-cli": true}
 
 // unknownBoolish guesses, for an option clawnet does not know, that it is a
 // boolean when the next token is another option or there is none.
@@ -210,7 +213,7 @@ func splitRunArgs(args []string) (holderOpts, []string, error) {
 			return h, nil, fmt.Errorf("clawnet run: %s cannot be used: clawnet's gateway is the container's only network (%w)", op.name, errNetworkOpt)
 		case "--publish-all", "--expose":
 			return h, nil, fmt.Errorf("clawnet run: %s cannot be used: the agent's only peer is clawnet's gateway; publish each port with -p HOST_PORT:AGENT_PORT (%w)", op.name, errNetworkOpt)
-		case "--name", "--policy", "--publish", "--agent-config", "--policy-dir", "--engine-cli":
+		case "--name", "--policy", "--publish", "--agent-config", "--policy-dir", "--setup-timeout", "--engine-cli":
 			return h, nil, fmt.Errorf("clawnet run: give %s to clawnet run (RunOptions), not among the docker options", op.name)
 		default:
 			h.ownResolvConf = h.ownResolvConf || mountsResolvConf(op)

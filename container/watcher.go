@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -27,6 +28,12 @@ const (
 	// LabelPolicy is the agent's policy, on the holder: a clawnetd that
 	// starts (again) while holders run attaches them as they were.
 	LabelPolicy = "io.clawnet.policy"
+	// LabelAgentConfig, on any container, names its agent's configuration
+	// files on the host (absolute paths, comma-separated: openclaw.json,
+	// a .mcp.json, ...). A container attached with no policy runs under the
+	// policy generated from them, as `clawnet policy generate` writes it,
+	// named after its agent (WatcherConfig.ConfigPolicy).
+	LabelAgentConfig = "io.clawnet.agent-config"
 )
 
 // Log field names.
@@ -86,6 +93,11 @@ type WatcherConfig struct {
 	// created after its holder, and `docker run` may first pull an image).
 	// Zero: 5 minutes.
 	HolderGrace time.Duration
+	// ConfigPolicy makes the policy of a container attached with no policy
+	// whose LabelAgentConfig names files (absolute paths on the host), for
+	// its agent, and returns the policy's name. Nil: such a container is
+	// refused, with why.
+	ConfigPolicy func(ctx context.Context, agent string, files []string) (string, error)
 }
 
 // Watcher attaches containers and follows the engine's events so that
@@ -181,6 +193,11 @@ func (w *Watcher) follow(ctx context.Context, nameOrID, agent, policy string, pu
 	if agent == "" {
 		agent = info.Name
 	}
+	if policy == "" {
+		if policy, err = w.configPolicy(ctx, info, agent); err != nil {
+			return Attachment{}, err
+		}
+	}
 	a := Attachment{ContainerID: info.ID, ContainerName: info.Name, Agent: agent, Policy: policy,
 		Publish: append([]string(nil), publish...), Pid: info.Pid}
 	want := true
@@ -216,6 +233,48 @@ func (w *Watcher) follow(ctx context.Context, nameOrID, agent, policy string, pu
 		w.log.Info("ports published", logContainer, a.ContainerName, logAgent, a.Agent, logPublish, a.Publish)
 	}
 	return a, nil
+}
+
+// configPolicy is the policy generated from the files the container's
+// LabelAgentConfig names, or "" when it has none.
+func (w *Watcher) configPolicy(ctx context.Context, info Info, agent string) (string, error) {
+	label, ok := info.Labels[LabelAgentConfig]
+	if !ok {
+		return "", nil
+	}
+	files, err := AgentConfigFiles(label)
+	if err != nil {
+		return "", fmt.Errorf("container %q: label %s: %w", info.Name, LabelAgentConfig, err)
+	}
+	if w.cfg.ConfigPolicy == nil {
+		return "", fmt.Errorf("container %q: label %s: this clawnetd does not generate policies; attach it with --policy", info.Name, LabelAgentConfig)
+	}
+	pol, err := w.cfg.ConfigPolicy(ctx, agent, files)
+	if err != nil {
+		return "", fmt.Errorf("container %q: label %s: %w", info.Name, LabelAgentConfig, err)
+	}
+	w.log.Info("policy generated from the agent's configuration", logContainer, info.Name, logAgent, agent, "policy", pol, "files", files)
+	return pol, nil
+}
+
+// AgentConfigFiles reads the value of LabelAgentConfig: one or more
+// absolute paths, comma-separated.
+func AgentConfigFiles(label string) ([]string, error) {
+	var files []string
+	for _, f := range strings.Split(label, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if !filepath.IsAbs(f) {
+			return nil, fmt.Errorf("%q is not an absolute path on the host", f)
+		}
+		files = append(files, filepath.Clean(f))
+	}
+	if len(files) == 0 {
+		return nil, errors.New("names no file (want absolute paths on the host, comma-separated)")
+	}
+	return files, nil
 }
 
 // holderAgentWantsPorts says whether a holder's ports should be open: when

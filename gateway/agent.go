@@ -47,6 +47,13 @@ type Agent struct {
 	listeners map[control.Publish]*published
 	wg        sync.WaitGroup // flow goroutines
 
+	// setup is true while the agent is in its policy's setup phase (see
+	// phase.go): policyNow is then the policy's setup-phase Decider. It
+	// goes from true to false only.
+	setup      atomic.Bool
+	setupUntil time.Time   // when setupTimer ends the phase; zero: no timer; guarded by mu
+	setupTimer *time.Timer // guarded by mu
+
 	newFlows  *rate.Limiter // limits.new_flows_per_second; nil: none
 	nflows    atomic.Int64
 	bytesUp   atomic.Uint64
@@ -65,6 +72,12 @@ type attachSpec struct {
 	ns                                *tun.Netns
 	force                             bool
 	ifname                            string // the TUN's name; "": network.interface
+	// phase is the recorded phase of an agent attached again ("": a new
+	// attach, in setup if its policy has setup rules); setupUntil ends a
+	// setup phase by a timer, setupTimeout starts one.
+	phase        string
+	setupUntil   time.Time
+	setupTimeout time.Duration
 }
 
 func (g *Gateway) attach(ctx context.Context, s attachSpec) (*Agent, error) {
@@ -133,6 +146,7 @@ func (g *Gateway) attach(ctx context.Context, s attachSpec) (*Agent, error) {
 		return nil, fmt.Errorf("start netstack: %w", err)
 	}
 	a.stack = st
+	a.startPhase(s)
 	return a, nil
 }
 
@@ -142,7 +156,10 @@ func (a *Agent) info() *control.Agent {
 		Netns: a.ns.Path(), Interface: a.dev.IfName, Policy: a.policy,
 		Flows: a.nflows.Load(), BytesUp: a.bytesUp.Load(), BytesDown: a.bytesDown.Load(),
 		BufferReserved: a.bufferReserved(), Published: a.publishedSpecs(),
-		AttachedAt: a.attachedAt, Notes: a.notes,
+		AttachedAt: a.attachedAt, Notes: a.notes, Phase: a.phase(),
+	}
+	if until := a.setupDeadline(); !until.IsZero() {
+		ai.SetupUntil = &until
 	}
 	for _, p := range a.addrs {
 		ai.Addresses = append(ai.Addresses, p.String())
@@ -163,6 +180,9 @@ func (a *Agent) close() {
 		return
 	}
 	a.closed = true
+	if a.setupTimer != nil {
+		a.setupTimer.Stop()
+	}
 	flows := make([]*flow, 0, len(a.flows))
 	for f := range a.flows {
 		flows = append(flows, f)

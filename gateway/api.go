@@ -24,6 +24,7 @@ func (g *Gateway) Handler() http.Handler {
 	mux.HandleFunc("DELETE /v1/agents/{name}", g.handleDetach)
 	mux.HandleFunc("POST /v1/agents/{name}/publish", g.handlePublish)
 	mux.HandleFunc("DELETE /v1/agents/{name}/publish", g.handleUnpublish)
+	mux.HandleFunc("POST /v1/agents/{name}/phase", g.handlePhase) // phase.go
 	mux.HandleFunc("GET /v1/agents", g.handleList)
 	mux.HandleFunc("GET /v1/status", g.handleStatus)
 	mux.HandleFunc("POST /v1/reload", g.handleReload)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"time"
 
 	"github.com/clawnet/clawnet/gateway/control"
 	"github.com/clawnet/clawnet/tun"
@@ -35,17 +36,23 @@ func (g *Gateway) Attach(ctx context.Context, req control.AttachRequest) (*contr
 	if err != nil {
 		return nil, err
 	}
+	setupTimeout, err := parseSetupTimeout(req.SetupTimeout)
+	if err != nil {
+		return nil, err
+	}
 	t, err := g.openTarget(ctx, req)
 	if err != nil {
 		return nil, err
 	}
+	phase, until := g.containerPhase(t.containerID)
 	if err := g.reserve(t); err != nil {
 		t.ns.Close()
 		return nil, err
 	}
 	a, err := g.attach(ctx, attachSpec{
 		name: t.name, policy: pol, target: t.desc, containerID: t.containerID, pid: t.pid,
-		ns: t.ns, force: req.Force, ifname: req.Interface,
+		ns: t.ns, force: req.Force, ifname: req.Interface, setupTimeout: setupTimeout,
+		phase: phase, setupUntil: until,
 	})
 	if err == nil && req.PID != 0 {
 		a.notes = append(a.notes, fixProcessDNS(req.PID, g.gw4)...)
@@ -95,6 +102,10 @@ func (g *Gateway) AttachRequest(ctx context.Context, req control.AttachRequest) 
 	if _, err := g.checkAttach(req); err != nil {
 		return nil, err
 	}
+	setupTimeout, err := parseSetupTimeout(req.SetupTimeout)
+	if err != nil {
+		return nil, err
+	}
 	// The follower publishes the ports, and again at every re-attach.
 	name, err := g.follower.Follow(ctx, req.Container, req.Name, req.Policy, req.Publish)
 	if err != nil {
@@ -105,6 +116,9 @@ func (g *Gateway) AttachRequest(ctx context.Context, req control.AttachRequest) 
 	g.mu.Unlock()
 	if a == nil {
 		return nil, fmt.Errorf("%w: container %s was attached as agent %q, which is gone", ErrNotFound, req.Container, name)
+	}
+	if setupTimeout > 0 {
+		a.armSetupTimer(time.Now().Add(setupTimeout))
 	}
 	return a.info(), nil
 }
@@ -287,6 +301,9 @@ func (g *Gateway) DetachRequest(name string) error {
 	g.mu.Unlock()
 	if a != nil && a.containerID != "" && g.follower != nil {
 		g.follower.Forget(a.containerID)
+	}
+	if a != nil && a.containerID != "" {
+		g.forgetContainer(a.containerID)
 	}
 	return g.Detach(name)
 }

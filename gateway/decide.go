@@ -22,7 +22,7 @@ func (a *Agent) decideFlow(f *flow) policy.Decision {
 	if d, ok := a.g.guard(f.dst.Addr(), f.dst.Port()); ok {
 		return d
 	}
-	f.pol = a.g.policies.Get(a.policy)
+	f.pol = a.policyNow()
 	if f.pol == nil {
 		return policy.Decision{Rule: "builtin:policy-missing", Reason: fmt.Sprintf("policy %q is no longer defined", a.policy)}
 	}

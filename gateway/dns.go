@@ -178,7 +178,7 @@ func (c *dnsCall) start(raw []byte) (q *dnsproxy.Query, res dnsproxy.Result, don
 	if res, ok := c.agentName(q); ok {
 		return nil, res, true
 	}
-	if res, done := q.Decide(c.a.g.policies.Get(c.a.policy)); done {
+	if res, done := q.Decide(c.a.policyNow()); done {
 		return nil, res, true
 	}
 	// Decided for this agent first: the cache never answers a denied name.

@@ -45,8 +45,9 @@ func (a *Agent) agentAddr(v6 bool) netip.Addr {
 	return a.addrs[0].Addr()
 }
 
-// policyNow is the agent's policy as it stands, or nil if it is gone.
-func (a *Agent) policyNow() policy.Decider { return a.g.policies.Get(a.policy) }
+// policyNow is the agent's policy as it stands, in its phase (phase.go),
+// or nil if it is gone.
+func (a *Agent) policyNow() policy.Decider { return a.inPhase(a.g.policies.Get(a.policy)) }
 
 // decideToAgent decides a flow from agent a to agent b: a's egress must
 // name b and b's ingress must name a. b's side of the flow (f.mirror) is

@@ -38,6 +38,7 @@ const (
 type revocation struct {
 	f    *flow
 	line *AuditEvent
+	was  policy.Decider // the policy f was decided on until now
 }
 
 // Reload re-reads the policy directory, then decides again the live flows
@@ -154,7 +155,7 @@ func (f *flow) redecideLocked(p policy.Decider) (revocation, bool) {
 		return revocation{}, false
 	}
 	f.stage = stageRevoked
-	return revocation{f: f, line: f.line(EventRevoke, d, nil)}, true
+	return revocation{f: f, line: f.line(EventRevoke, d, nil), was: f.pol}, true
 }
 
 // decideAgain is f's decision on p from what f was admitted by: the peer

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/clawnet/clawnet/policy"
 	"github.com/clawnet/clawnet/tun"
 )
 
@@ -47,7 +48,16 @@ import (
 //
 // Container agents are not recorded: the engine is their record. The
 // Watcher attaches the `clawnet run` holders it finds running again at
-// start, as before (with new addresses and a new since-time).
+// start, as before (with new addresses and a new since-time). Only their
+// phase is, by container ID: run, or setup with the end of its timeout, so
+// that attaching a container again (after the engine restarted it, or
+// clawnetd itself restarted) never opens a setup phase it left, nor one
+// whose timeout passed, and re-arms a timeout still running. The
+// container's agent cannot reopen setup by making it restart. A user's
+// detach forgets it; the most recent maxContainerPhases are kept.
+//
+// An agent's record keeps its phase too (phase.go), and when a setup
+// timeout will end it; a record without one is in run.
 //
 // A lock file keeps two clawnetd from sharing a state directory. A file this
 // clawnetd cannot read (not JSON, no or another version, a bad record) stops
@@ -77,7 +87,22 @@ type stateFile struct {
 	// namespace outlives a boot.
 	BootID string        `json:"boot_id,omitempty"`
 	Agents []agentRecord `json:"agents"`
+	// Containers are the phases of container agents, oldest first.
+	Containers []containerRecord `json:"containers,omitempty"`
 }
+
+// containerRecord is the phase of a container's agent, by container ID.
+type containerRecord struct {
+	ID         string     `json:"id"`
+	Phase      string     `json:"phase"`
+	SetupUntil *time.Time `json:"setup_until,omitempty"`
+	// Since is when it was recorded, to keep the most recent.
+	Since time.Time `json:"since"`
+}
+
+// maxContainerPhases bounds the container phases kept: a container the
+// engine removed leaves its record behind.
+const maxContainerPhases = 4096
 
 // agentRecord is one attached agent, as Restore needs it.
 type agentRecord struct {
@@ -94,6 +119,10 @@ type agentRecord struct {
 	// Interface is the TUN's name when the attach named one.
 	Interface  string    `json:"interface,omitempty"`
 	AttachedAt time.Time `json:"attached_at"`
+	// Phase is the agent's phase, setup or run ("": run). SetupUntil is
+	// when a setup timeout ends the setup phase.
+	Phase      string     `json:"phase,omitempty"`
+	SetupUntil *time.Time `json:"setup_until,omitempty"`
 }
 
 // targetRecord is what an agent was attached by, and which namespace that
@@ -129,8 +158,10 @@ type stateStore struct {
 	records map[string]agentRecord
 	// stale are the records of a file written in an earlier boot, for
 	// Restore to report. Guarded by mu.
-	stale  []agentRecord
-	closed bool // guarded by mu
+	stale []agentRecord
+	// containers are the phases of container agents. Guarded by mu.
+	containers map[string]containerRecord
+	closed     bool // guarded by mu
 }
 
 // openState locks dir (made if needed) and reads its state file. An empty
@@ -147,7 +178,7 @@ func openState(dir string) (*stateStore, error) {
 		return nil, err
 	}
 	st := &stateStore{dir: dir, path: filepath.Join(dir, stateFileName), lock: lock, bootID: bootID(),
-		records: map[string]agentRecord{}}
+		records: map[string]agentRecord{}, containers: map[string]containerRecord{}}
 	f, err := readStateFile(st.path)
 	if err != nil {
 		lock.Close()
@@ -159,6 +190,11 @@ func openState(dir string) (*stateStore, error) {
 			continue
 		}
 		st.records[r.Name] = r
+	}
+	if f.BootID == "" || st.bootID == "" || f.BootID == st.bootID {
+		for _, c := range f.Containers {
+			st.containers[c.ID] = c
+		}
 	}
 	// Temporary files left by a crash while writing: the lock says no
 	// other clawnetd writes here.
@@ -283,6 +319,19 @@ func (st *stateStore) change(fn func(records map[string]agentRecord) bool) error
 		f.Agents = append(f.Agents, r)
 	}
 	sort.Slice(f.Agents, func(i, j int) bool { return f.Agents[i].Name < f.Agents[j].Name })
+	for _, c := range st.containers {
+		f.Containers = append(f.Containers, c)
+	}
+	sort.Slice(f.Containers, func(i, j int) bool {
+		a, b := f.Containers[i], f.Containers[j]
+		return a.Since.Before(b.Since) || a.Since.Equal(b.Since) && a.ID < b.ID
+	})
+	if n := len(f.Containers) - maxContainerPhases; n > 0 {
+		for _, c := range f.Containers[:n] {
+			delete(st.containers, c.ID)
+		}
+		f.Containers = f.Containers[n:]
+	}
 	data, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return err
@@ -375,9 +424,14 @@ func (p *addrPool) aim(idx int) error {
 }
 
 // recordAttach records agent a, just attached (with --force or not), in
-// the state file. Container agents are left to the engine.
+// the state file. Of a container agent, only the phase: the engine keeps
+// the rest.
 func (g *Gateway) recordAttach(a *Agent, force bool) {
-	if g.state == nil || a.containerID != "" {
+	if g.state == nil {
+		return
+	}
+	if a.containerID != "" {
+		g.recordPhase(a) // the engine keeps the rest
 		return
 	}
 	t := targetRecord{Kind: targetNetns, Path: a.ns.Path(), Netns: a.ns.ID()}
@@ -393,6 +447,7 @@ func (g *Gateway) recordAttach(a *Agent, force bool) {
 	}
 	r := agentRecord{Name: a.name, Policy: a.policy, Target: t, AddrIndex: a.addrIdx,
 		Addresses: a.info().Addresses, Force: force, AttachedAt: a.attachedAt}
+	r.Phase, r.SetupUntil = a.phaseRecord()
 	if a.dev != nil && a.dev.IfName != g.cfg.Network.Interface {
 		r.Interface = a.dev.IfName
 	}
@@ -412,6 +467,68 @@ func (g *Gateway) forgetAttach(name string) {
 		delete(m, name)
 		return ok
 	})
+}
+
+// forgetContainer drops the phase of container id: a user detached it, and
+// an attach of it from then on is a new one.
+func (g *Gateway) forgetContainer(id string) {
+	g.saveState(func(map[string]agentRecord) bool {
+		_, ok := g.state.containers[id]
+		delete(g.state.containers, id)
+		return ok
+	})
+}
+
+// phaseRecord is a's phase as its record keeps it.
+func (a *Agent) phaseRecord() (string, *time.Time) {
+	if !a.setup.Load() {
+		return policy.PhaseRun, nil
+	}
+	if until := a.setupDeadline(); !until.IsZero() {
+		return policy.PhaseSetup, &until
+	}
+	return policy.PhaseSetup, nil
+}
+
+// recordPhase writes a's phase, just changed, to the state file: in its
+// record, or for a container agent, in the list of containers in run.
+func (g *Gateway) recordPhase(a *Agent) {
+	g.saveState(func(m map[string]agentRecord) bool {
+		if g.agent(a.name) != a {
+			return false // detached meanwhile, or not yet attached
+		}
+		if a.containerID != "" {
+			c := containerRecord{ID: a.containerID, Since: time.Now().UTC()}
+			c.Phase, c.SetupUntil = a.phaseRecord()
+			g.state.containers[a.containerID] = c
+			return true
+		}
+		r, ok := m[a.name]
+		if !ok {
+			return false
+		}
+		r.Phase, r.SetupUntil = a.phaseRecord()
+		m[a.name] = r
+		return true
+	})
+}
+
+// containerPhase is the recorded phase of the container id, and the end
+// of its setup timeout; "" when none is recorded (a new attach).
+func (g *Gateway) containerPhase(id string) (string, time.Time) {
+	if g.state == nil || id == "" {
+		return "", time.Time{}
+	}
+	g.state.mu.Lock()
+	defer g.state.mu.Unlock()
+	c, ok := g.state.containers[id]
+	if !ok {
+		return "", time.Time{}
+	}
+	if c.SetupUntil != nil {
+		return c.Phase, *c.SetupUntil
+	}
+	return c.Phase, time.Time{}
 }
 
 // stateChanged writes the state file again: an agent's published ports
@@ -484,6 +601,7 @@ func (g *Gateway) Restore(ctx context.Context) (attached, dropped int) {
 		}
 		info := a.info()
 		r.AddrIndex, r.Addresses = a.addrIdx, info.Addresses
+		r.Phase, r.SetupUntil = a.phaseRecord()
 		kept[r.Name] = r
 		attached++
 		args := []any{"agent", r.Name, "target", r.Target.desc(), "policy", r.Policy, "addrs", info.Addresses,
@@ -528,7 +646,16 @@ func (g *Gateway) restore(ctx context.Context, r agentRecord) (*Agent, error) {
 		return nil, err
 	}
 	aimErr := g.pool.aim(r.AddrIndex)
-	a, err := g.attach(ctx, attachSpec{name: r.Name, policy: r.Policy, target: t.desc, pid: t.pid, ns: ns, force: r.Force, ifname: r.Interface})
+	phase := r.Phase
+	if phase == "" {
+		phase = policy.PhaseRun // recorded before phases: it was never in setup
+	}
+	var until time.Time
+	if r.SetupUntil != nil {
+		until = *r.SetupUntil
+	}
+	a, err := g.attach(ctx, attachSpec{name: r.Name, policy: r.Policy, target: t.desc, pid: t.pid, ns: ns, force: r.Force, ifname: r.Interface,
+		phase: phase, setupUntil: until})
 	if err != nil {
 		g.mu.Lock()
 		delete(g.agents, r.Name)

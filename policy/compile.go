@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 )
 
 // Options are the gateway's settings that shape how a policy is compiled.
@@ -20,6 +21,15 @@ type Policy struct {
 	public []netip.Prefix
 	// audit: enforcement: audit (see WouldDeny).
 	audit bool
+	// setup is the policy of the setup phase (egress and setup rules), nil
+	// when the file has no setup rules; phase names this policy's phase.
+	setup *Policy
+	phase string
+	// pending holds the pending rules compiled as egress rules, for
+	// explanations only: no decision of the gateway reads it.
+	pending *Policy
+	nsetup  int
+	npend   int
 
 	allowNames, denyNames   domainSet
 	allowNets, denyNets     prefixTable
@@ -86,6 +96,58 @@ func (r *rule) portsFor(p Proto) portSet {
 // Name is the policy's name.
 func (p *Policy) Name() string { return p.name }
 
+// Phases of an agent under a policy with setup rules.
+const (
+	PhaseSetup = "setup"
+	PhaseRun   = "run"
+)
+
+// Phased is a Decider whose policy may have setup rules. The gateway asks
+// it for the Decider of an agent's setup phase; the Decider itself is the
+// run phase's.
+type Phased interface {
+	// SetupPhase is the Decider of the setup phase (the egress rules and
+	// the setup rules), or nil when the policy has no setup rules. It is
+	// made once, at compile time, so one agent's flows see one snapshot.
+	SetupPhase() Decider
+}
+
+var _ Phased = (*Policy)(nil)
+
+// SetupPhase implements Phased.
+func (p *Policy) SetupPhase() Decider {
+	if p.setup == nil {
+		return nil
+	}
+	return p.setup
+}
+
+// Phase is PhaseSetup for the setup phase's policy, else PhaseRun.
+func (p *Policy) Phase() string {
+	if p.phase == "" {
+		return PhaseRun
+	}
+	return p.phase
+}
+
+// NumSetup and NumPending count the file's setup and pending rules.
+func (p *Policy) NumSetup() int   { return p.nsetup }
+func (p *Policy) NumPending() int { return p.npend }
+
+// ForPhase is the Decider of an agent in phase under d: d's setup phase
+// when phase is PhaseSetup and d has one, else d.
+func ForPhase(d Decider, phase string) Decider {
+	if phase != PhaseSetup || d == nil {
+		return d
+	}
+	if ph, ok := d.(Phased); ok {
+		if s := ph.SetupPhase(); s != nil {
+			return s
+		}
+	}
+	return d
+}
+
 // Audit reports whether the policy says enforcement: audit.
 func (p *Policy) Audit() bool { return p.audit }
 
@@ -105,7 +167,49 @@ func (p *Policy) NumRules() int { return len(p.rules) }
 
 // Compile builds the decision structures for f. f must come from Parse or
 // be built with the same care; Compile checks what matching depends on.
+// The policy returned is the run phase's; with setup rules, its
+// SetupPhase is compiled alongside, with the setup rules after the egress
+// rules, named "setup[i]".
 func Compile(f *File, opts Options) (*Policy, error) {
+	p, err := compile(f, opts)
+	if err != nil {
+		return nil, err
+	}
+	p.nsetup, p.npend = len(f.Setup), len(f.Pending)
+	if len(f.Setup) > 0 {
+		if p.setup, err = compile(withRules(f, f.Setup, "setup"), opts); err != nil {
+			return nil, err
+		}
+		p.setup.phase = PhaseSetup
+		p.setup.nsetup, p.setup.npend = p.nsetup, p.npend
+	}
+	if len(f.Pending) > 0 {
+		// Pending rules on their own: an explanation says what approving
+		// them would open, and never that the policy opens it.
+		pf := withRules(f, f.Pending, "pending")
+		pf.Egress, pf.Presets, pf.Enforcement = pf.Egress[len(f.Egress):], nil, EnforceMode
+		if p.pending, err = compile(pf, opts); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// withRules is f with extra appended to its egress rules, named
+// "list[i]" by their place in list; f's own setup and pending rules are
+// left out.
+func withRules(f *File, extra []Rule, list string) *File {
+	g := *f
+	g.Setup, g.Pending = nil, nil
+	g.Egress = slices.Clone(f.Egress)
+	for i, r := range extra {
+		r.id = ruleID(f.Filename, r.Line, fmt.Sprintf("%s[%d]", list, i))
+		g.Egress = append(g.Egress, r)
+	}
+	return &g
+}
+
+func compile(f *File, opts Options) (*Policy, error) {
 	p := &Policy{name: f.Name}
 	switch f.Enforcement {
 	case "", EnforceMode:

@@ -10,8 +10,32 @@ import (
 // `clawnet policy explain`. host is an IP address or a name; port 0 means
 // any port. For a name it says what the DNS query and then a connection to
 // the name would get; the verdict is Allow only if both would be allowed.
+// Setup and pending rules are said as such: a destination the run phase
+// does not allow gets what the setup phase, and what approving the pending
+// rules, would decide.
 func Explain(p *Policy, proto Proto, host string, port uint16) Decision {
-	return p.withFrom(explain(p, proto, host, port))
+	d := p.withFrom(explain(p, proto, host, port))
+	if d.Verdict == Allow {
+		return d
+	}
+	if p.setup != nil {
+		if sd := explain(p.setup, proto, host, port); sd.Verdict == Allow && sd.Rule != d.Rule {
+			d.Reason += "; in the setup phase only (until clawnet policy phase AGENT run or the setup timeout): allow by " + sd.Rule + fromNote(p.setup.RuleFrom(sd.Rule))
+		}
+	}
+	if p.pending != nil {
+		if pd := explain(p.pending, proto, host, port); pd.Verdict == Allow {
+			d.Reason += "; pending, not applied until clawnet policy approve: " + pd.Rule + fromNote(p.pending.RuleFrom(pd.Rule))
+		}
+	}
+	return d
+}
+
+func fromNote(from string) string {
+	if from == "" {
+		return ""
+	}
+	return " (from: " + from + ")"
 }
 
 // withFrom adds the deciding rule's from: note to d's reason.

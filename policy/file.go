@@ -25,6 +25,14 @@ type File struct {
 	Presets     []PresetRef
 	Egress      []Rule
 	Deny        []Rule
+	// Setup rules allow like egress rules, only while an agent under the
+	// policy is in its setup phase (see Policy.SetupPhase): from its attach
+	// until `clawnet policy phase AGENT run` or its setup timeout.
+	Setup []Rule
+	// Pending rules are proposed, never applied: each has a from: and the
+	// sha256 of the file it was derived from, and `clawnet policy approve`
+	// moves it into Egress.
+	Pending []Rule
 	// Ingress and IngressDeny say who may connect to the agent. With no
 	// Ingress rule nothing may.
 	Ingress     []IngressRule
@@ -70,6 +78,11 @@ type Rule struct {
 	// From says where the rule came from, for people: "channels.slack
 	// (socket mode)". Explanations repeat it; decisions never depend on it.
 	From string
+	// SHA256 is the hex sha256 of the content of the file the rule was
+	// derived from (a project's .mcp.json): required in pending rules, kept
+	// by approval, so that a regeneration can tell whether the file changed
+	// since. Decisions never depend on it.
+	SHA256 string
 
 	cidrLines  []int
 	agentLines []int
@@ -107,7 +120,8 @@ type IngressRule struct {
 type AgentRef struct {
 	Name string
 	Line int
-	// List is where it appears: egress, deny, ingress or ingress_deny.
+	// List is where it appears: egress, setup, deny, ingress or
+	// ingress_deny. Pending rules are not applied, so not listed.
 	List string
 }
 
@@ -134,8 +148,9 @@ const (
 const maxPolicyBytes = 4 << 20
 
 var (
-	topKeys     = []string{"version", "name", "description", "enforcement", "presets", "egress", "deny", "ingress", "ingress_deny", "unsafe_allow_any_address"}
-	ruleKeys    = []string{"domains", "cidrs", "agents", "ports", "protocol", "from"}
+	topKeys     = []string{"version", "name", "description", "enforcement", "presets", "egress", "setup", "pending", "deny", "ingress", "ingress_deny", "unsafe_allow_any_address"}
+	ruleKeys    = []string{"domains", "cidrs", "agents", "ports", "protocol", "from", "sha256"}
+	sha256RE    = regexp.MustCompile(`^[0-9a-f]{64}$`)
 	ingressKeys = []string{"ports", "protocol", "agents", "host", "cidrs", "allow_any", "proxy_protocol", "from"}
 	nameRE      = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 	yamlLine    = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
@@ -273,6 +288,10 @@ func (p *parser) top(doc *yaml.Node, f *File) {
 			f.Presets, err = p.presets(v)
 		case "egress":
 			f.Egress, err = p.rules(v, key, false)
+		case "setup":
+			f.Setup, err = p.rules(v, key, false)
+		case "pending":
+			f.Pending, err = p.rules(v, key, false)
 		case "deny":
 			f.Deny, err = p.rules(v, key, true)
 		case "ingress":
@@ -295,7 +314,7 @@ func (p *parser) top(doc *yaml.Node, f *File) {
 		p.add(p.errf(root, "missing required key \"name\""))
 	}
 	if !f.UnsafeAllowAnyAddress {
-		for _, r := range f.Egress {
+		for _, r := range slices.Concat(f.Egress, f.Setup, f.Pending) {
 			for i, c := range r.CIDRs {
 				if tooBroad(c) {
 					p.add(p.errAt(r.cidrLine(i), "cidr %q opens nearly every address; narrow it, or set unsafe_allow_any_address: true (special-purpose addresses stay closed)", c))
@@ -471,6 +490,11 @@ func (p *parser) rule(n *yaml.Node, list string, deny bool) (Rule, error) {
 			r.Protocol, err = p.protocol(v, key)
 		case "from":
 			r.From, err = p.from(v)
+		case "sha256":
+			r.SHA256, err = p.str(v, key)
+			if err == nil && !sha256RE.MatchString(r.SHA256) {
+				err = p.errf(v, "sha256: want 64 lower-case hex digits, got %q", r.SHA256)
+			}
 		}
 		return err
 	})
@@ -482,6 +506,9 @@ func (p *parser) rule(n *yaml.Node, list string, deny bool) (Rule, error) {
 	}
 	if len(r.Domains) == 0 && len(r.CIDRs) == 0 && len(r.Agents) == 0 {
 		return r, p.errf(n, "%s rule matches nothing: give it domains, cidrs or agents", list)
+	}
+	if list == "pending" && (r.From == "" || r.SHA256 == "") {
+		return r, p.errf(n, "pending rule needs from: and sha256: (the file it came from and the hash of its content)")
 	}
 	if !deny && len(r.Ports) == 0 {
 		return r, p.errf(n, "%s rule needs ports (a deny rule without ports covers every port)", list)
@@ -693,6 +720,9 @@ func (f *File) AgentRefs() []AgentRef {
 	}
 	for _, r := range f.Egress {
 		add("egress", r.Agents, r.agentLines, r.Line)
+	}
+	for _, r := range f.Setup {
+		add("setup", r.Agents, r.agentLines, r.Line)
 	}
 	for _, r := range f.Deny {
 		add("deny", r.Agents, r.agentLines, r.Line)

@@ -1,6 +1,8 @@
 package policygen
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"path"
@@ -50,7 +52,9 @@ func Read(name string, data []byte, opts Options) (*Result, error) {
 	if len(data) > maxConfigBytes {
 		return nil, &Error{File: name, Msg: fmt.Sprintf("larger than %d bytes", maxConfigBytes)}
 	}
-	r := &reader{name: name, data: data, opts: opts, res: &Result{Files: []string{clean(name)}}}
+	sum := sha256.Sum256(data)
+	r := &reader{name: name, data: data, opts: opts, res: &Result{Files: []string{clean(name)},
+		Hashes: map[string]string{clean(name): hex.EncodeToString(sum[:])}}}
 	base := filepath.Base(name)
 	if strings.HasSuffix(base, ".toml") {
 		top, err := decodeTOML(name, data)

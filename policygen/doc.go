@@ -5,7 +5,13 @@
 //
 // It maps each configured LLM provider, channel and MCP server to the hosts,
 // ports and protocols it needs through a catalog versioned here (catalog.go),
-// and writes a policy in which every rule says where it came from.
+// and writes a policy in which every rule says where it came from. Start-up
+// needs (launcher downloads) go in the policy's setup: part, which applies
+// only during an agent's setup phase; needs read from a project's own files
+// (.mcp.json, .cursor/mcp.json, .vscode/mcp.json) go in its pending: part,
+// each with the sha256 of its file, until Approve moves them into egress. A
+// regeneration against the file it replaces (GenerateOptions.Existing)
+// keeps an approval only while that sha256 is unchanged.
 //
 // It must never reach the network (no DNS lookup, no download: a name it does
 // not know stays unknown), never run a command a configuration names, and

@@ -191,7 +191,7 @@ func allFixtures(t *testing.T) []*Result {
 // clawnet takes, and it does what the needs say.
 func TestGeneratedParses(t *testing.T) {
 	r := Merge(allFixtures(t)...)
-	for _, o := range []GenerateOptions{{}, {Audit: true}, {Setup: true}, {ApproveProject: true, Setup: true, Name: "all"}} {
+	for _, o := range []GenerateOptions{{}, {Audit: true}, {ApproveProject: true, Name: "all"}} {
 		out := Generate(r, o)
 		p := mustCompile(t, "gen.yaml", out)
 		if p.Audit() != o.Audit {
@@ -205,8 +205,13 @@ func TestGeneratedParses(t *testing.T) {
 		if !allowed("api.telegram.org", 443) || !allowed("api.anthropic.com", 443) || allowed("evil.example", 443) {
 			t.Errorf("Generate(%+v): telegram, anthropic allowed and evil.example denied? %v %v %v", o, allowed("api.telegram.org", 443), allowed("api.anthropic.com", 443), allowed("evil.example", 443))
 		}
-		if got := allowed("registry.npmjs.org", 443); got != o.Setup {
-			t.Errorf("Generate(%+v): registry.npmjs.org allowed = %v, want %v (a setup need)", o, got, o.Setup)
+		// A setup need, unless approved from .mcp.json (npx there): an
+		// approved rule is an egress rule.
+		if got := allowed("registry.npmjs.org", 443); got != o.ApproveProject {
+			t.Errorf("Generate(%+v): registry.npmjs.org allowed in phase run = %v, want %v", o, got, o.ApproveProject)
+		}
+		if sp := policy.ForPhase(p, policy.PhaseSetup); sp == policy.Decider(p) || !sp.DecideName("registry.npmjs.org", policy.ProtoTCP, 443).Allowed() {
+			t.Errorf("Generate(%+v): registry.npmjs.org not allowed in the setup phase", o)
 		}
 		if got := allowed("mcp.sentry.dev", 443); got != o.ApproveProject {
 			t.Errorf("Generate(%+v): mcp.sentry.dev (from .mcp.json) allowed = %v, want %v (pending)", o, got, o.ApproveProject)
@@ -223,7 +228,7 @@ func TestGeneratedParses(t *testing.T) {
 func TestNoSecrets(t *testing.T) {
 	r := Merge(allFixtures(t)...)
 	var all bytes.Buffer
-	all.Write(Generate(r, GenerateOptions{Setup: true, ApproveProject: true}))
+	all.Write(Generate(r, GenerateOptions{ApproveProject: true}))
 	for _, s := range append(r.Notes, r.Warnings...) {
 		all.WriteString(s)
 	}
@@ -254,7 +259,7 @@ func TestNoInjection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := Generate(r, GenerateOptions{Setup: true, ApproveProject: true})
+	out := Generate(r, GenerateOptions{ApproveProject: true})
 	p := mustCompile(t, "gen.yaml", out)
 	if policy.Explain(p, policy.ProtoTCP, "evil.example", 443).Allowed() {
 		t.Errorf("a key with line breaks opened evil.example:\n%s", out)

@@ -61,7 +61,11 @@ type Unknown struct {
 type Result struct {
 	// Files are the files read, includes too, in the order read.
 	Files []string
-	Needs []Need
+	// Hashes are the hex sha256 of each file's content, by its name in
+	// Files: a pending rule carries its file's, so that an approval is
+	// kept only while the file stays as it was approved.
+	Hashes map[string]string
+	Needs  []Need
 	// Unknown lists stdio MCP servers with no known network needs.
 	Unknown []Unknown
 	// Notes are things that need no rule, said once: a provider on the
@@ -80,6 +84,12 @@ func Merge(rs ...*Result) *Result {
 			continue
 		}
 		out.Files = append(out.Files, r.Files...)
+		for f, h := range r.Hashes {
+			if out.Hashes == nil {
+				out.Hashes = map[string]string{}
+			}
+			out.Hashes[f] = h
+		}
 		out.Needs = append(out.Needs, r.Needs...)
 		out.Unknown = append(out.Unknown, r.Unknown...)
 		out.Notes = appendNew(out.Notes, r.Notes...)

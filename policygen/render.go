@@ -17,21 +17,27 @@ type GenerateOptions struct {
 	Name string
 	// Audit writes enforcement: audit (see policy/README.md).
 	Audit bool
-	// Setup writes start-up needs (launcher downloads) as rules; otherwise
-	// they are written commented out, since a policy has no start-up phase.
-	Setup bool
-	// ApproveProject writes the needs of project-scope files as rules;
-	// otherwise they are written commented out, pending review.
+	// ApproveProject writes the needs of project-scope files as approved
+	// egress rules (with the sha256 of their file); otherwise they go in
+	// the pending: part, which clawnet policy approve moves into egress.
 	ApproveProject bool
+	// Existing is the policy file this generation replaces, if any. A
+	// pending rule it holds approved (in egress, with from: and sha256:
+	// as generated) stays approved while its file's sha256 is the same;
+	// when the file changed, the rule goes back to pending.
+	Existing *policy.File
 }
 
-// section is where a rule goes in the file.
+// section is where a rule goes in the file. Start-up needs (launcher
+// downloads) go in setup:, needs of project-scope files in pending:
+// until approved.
 type section uint8
 
 const (
 	live section = iota
 	setupPart
 	pendingPart
+	approvedPart
 )
 
 // outRule is one rule of the generated file and the needs behind it.
@@ -44,10 +50,66 @@ type outRule struct {
 	proto      string
 	unverified bool
 	from       []Need
+	// src is the project-scope file a pending or approved rule comes
+	// from, and sha its content's sha256: one file per such rule.
+	src, sha string
 }
 
 func (o *outRule) key() string {
-	return fmt.Sprint(o.sec, o.ingress, o.domains, o.cidrs, o.ports, o.proto, o.unverified)
+	return fmt.Sprint(o.sec, o.ingress, o.domains, o.cidrs, o.ports, o.proto, o.unverified, o.src)
+}
+
+// sig is what an approval is kept by: the rule as written, its from: and
+// the sha256 of its file.
+func (o *outRule) sig() string {
+	ports := make([]string, len(o.ports))
+	for i, p := range o.ports {
+		ports[i] = strconv.Itoa(int(p))
+	}
+	proto := o.proto
+	if proto == "" {
+		proto = "tcp"
+	}
+	return ruleSig(o.domains, o.cidrs, ports, proto, shorten(fromText(o.from)), o.sha)
+}
+
+func ruleSig(domains, cidrs, ports []string, proto, from, sha string) string {
+	return fmt.Sprintf("%q %q %q %s %q %s", domains, cidrs, ports, proto, from, sha)
+}
+
+// approvedSigs are the sigs of the egress rules of f that carry a sha256:
+// pending rules approved.
+func approvedSigs(f *policy.File) map[string]bool {
+	if f == nil {
+		return nil
+	}
+	out := map[string]bool{}
+	for _, r := range f.Egress {
+		if r.SHA256 == "" {
+			continue
+		}
+		var domains, cidrs, ports []string
+		for _, d := range r.Domains {
+			domains = append(domains, d.String())
+		}
+		slices.Sort(domains)
+		for _, c := range r.CIDRs {
+			if c.IsSingleIP() {
+				cidrs = append(cidrs, c.Addr().String()) // as Generate writes it
+			} else {
+				cidrs = append(cidrs, c.String())
+			}
+		}
+		for _, p := range r.Ports {
+			ports = append(ports, p.String())
+		}
+		proto := "tcp"
+		if r.Protocol != 0 {
+			proto = r.Protocol.String()
+		}
+		out[ruleSig(domains, cidrs, ports, proto, r.From, r.SHA256)] = true
+	}
+	return out
 }
 
 // Generate writes r as a policy file in clawnet's policy language, every
@@ -74,12 +136,16 @@ func Generate(r *Result, o GenerateOptions) []byte {
 	for _, n := range r.Needs {
 		sec := live
 		switch {
-		case n.Pending && !o.ApproveProject:
+		case n.Pending && o.ApproveProject:
+			sec = approvedPart
+		case n.Pending:
 			sec = pendingPart
-		case n.Phase == Setup && !o.Setup:
+		case n.Phase == Setup:
 			sec = setupPart
 		}
 		if n.Ingress {
+			// No catalog entry makes a project-scope or start-up ingress
+			// need; one would be written commented out.
 			add(&outRule{sec: sec, ingress: true, ports: n.Ports, proto: n.Proto}, n)
 			continue
 		}
@@ -100,6 +166,9 @@ func Generate(r *Result, o GenerateOptions) []byte {
 			n.Ports = pr.Ports
 		}
 		or := &outRule{sec: sec, ports: slices.Clone(n.Ports), proto: n.Proto, unverified: n.Unverified}
+		if sec == pendingPart || sec == approvedPart {
+			or.src, or.sha = n.File, r.Hashes[n.File]
+		}
 		for _, h := range hosts {
 			if classifyHost(h) == hostAddr {
 				or.cidrs = append(or.cidrs, strings.Trim(h, "[]"))
@@ -118,10 +187,18 @@ func Generate(r *Result, o GenerateOptions) []byte {
 			return false
 		}
 		c := *or
-		c.sec = live
+		c.sec, c.src = live, ""
 		_, dup := byKey[c.key()]
 		return dup
 	})
+	// A pending rule the existing file holds approved, for the same file
+	// content, stays approved.
+	approved := approvedSigs(o.Existing)
+	for _, or := range rules {
+		if or.sec == pendingPart && or.sha != "" && approved[or.sig()] {
+			or.sec = approvedPart
+		}
+	}
 	slices.Sort(presets)
 
 	var b strings.Builder
@@ -158,23 +235,36 @@ func Generate(r *Result, o GenerateOptions) []byte {
 	has := func(ingress bool) bool {
 		return slices.ContainsFunc(rules, func(or *outRule) bool { return or.ingress == ingress })
 	}
-	if has(false) {
+	hasEgress := func(sec section) bool {
+		return slices.ContainsFunc(rules, func(or *outRule) bool { return !or.ingress && or.sec == sec })
+	}
+	if hasEgress(live) || hasEgress(approvedPart) {
 		b.WriteString("egress:\n")
 		writeRules(false, live)
-		if slices.ContainsFunc(rules, func(or *outRule) bool { return !or.ingress && or.sec == setupPart }) {
-			b.WriteString("\n  # setup: needed only while the agent starts (the package downloads of its MCP\n")
-			b.WriteString("  # launchers). clawnet has no start-up phase yet: remove the leading \"# \" of a\n")
-			b.WriteString("  # rule to allow it for good, or generate with --setup.\n")
-			writeRules(false, setupPart)
-		}
-		if slices.ContainsFunc(rules, func(or *outRule) bool { return !or.ingress && or.sec == pendingPart }) {
-			b.WriteString("\n  # pending: from project-scope files, which anyone who can commit to the\n")
-			b.WriteString("  # repository writes (a poisoned .mcp.json is a known way in). Review each rule,\n")
-			b.WriteString("  # then remove its leading \"# \" to approve it, or generate with --approve-project.\n")
-			writeRules(false, pendingPart)
+		if hasEgress(approvedPart) {
+			b.WriteString("\n  # approved: from project-scope files, each with the sha256 of its file as it\n")
+			b.WriteString("  # was approved; generate puts a rule back in pending: when its file changes.\n")
+			writeRules(false, approvedPart)
 		}
 	}
+	if hasEgress(setupPart) {
+		b.WriteString("\n# setup: needed only while the agent starts (the package downloads of its MCP\n")
+		b.WriteString("# launchers): these rules apply until clawnet policy phase AGENT run, or the\n")
+		b.WriteString("# --setup-timeout of clawnet attach or clawnet run, ends the agent's setup phase.\n")
+		b.WriteString("setup:\n")
+		writeRules(false, setupPart)
+	}
+	if hasEgress(pendingPart) {
+		b.WriteString("\n# pending: from project-scope files, which anyone who can commit to the\n")
+		b.WriteString("# repository writes (a poisoned .mcp.json is a known way in). They do not apply:\n")
+		b.WriteString("# review them, then clawnet policy approve FILE N... moves them into egress.\n")
+		b.WriteString("pending:\n")
+		writeRules(false, pendingPart)
+	}
 	if has(true) {
+		if hasEgress(setupPart) || hasEgress(pendingPart) {
+			b.WriteString("\n")
+		}
 		b.WriteString("ingress:\n")
 		writeRules(true, live)
 		writeRules(true, setupPart)
@@ -209,7 +299,7 @@ func Generate(r *Result, o GenerateOptions) []byte {
 
 func writeRule(b *strings.Builder, or *outRule) {
 	pfx := "  "
-	if or.sec != live {
+	if or.ingress && or.sec != live {
 		pfx = "  # "
 	}
 	from := fromText(or.from)
@@ -246,6 +336,9 @@ func writeRule(b *strings.Builder, or *outRule) {
 		line("protocol: " + or.proto)
 	}
 	line("from: " + strconv.Quote(shorten(from)))
+	if or.sha != "" {
+		line("sha256: " + or.sha)
+	}
 }
 
 // maxFromLen keeps a from: within what the policy language takes.

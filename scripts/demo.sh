@@ -101,6 +101,10 @@ echo "nameserver 100.96.0.1" > "/etc/netns/$agent/resolv.conf"
 "$bin/clawnet" attach --netns "/var/run/netns/$agent" --name demo-agent --policy demo
 ip -n "$agent" -br addr
 
+step "the setup phase: the policy's setup rules (npm, for npx) apply until it ends"
+"$bin/clawnet" ls
+"$bin/clawnet" policy phase demo-agent run
+
 step "allowed: the agent calls its provider by name, http://llm.demo.test/v1/models"
 in_agent curl -sS -m 3 http://llm.demo.test/v1/models
 

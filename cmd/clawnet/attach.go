@@ -13,7 +13,7 @@ func newAttachCmd(e *env) *cobra.Command {
 	var req control.AttachRequest
 	var publish []string
 	cmd := &cobra.Command{
-		Use:   "attach [--name NAME] [--policy POLICY] [-p " + publishUsage + "]... (CONTAINER | --pid PID | --netns PATH)",
+		Use:   "attach [--name NAME] [--policy POLICY] [--setup-timeout D] [-p " + publishUsage + "]... (CONTAINER | --pid PID | --netns PATH)",
 		Short: "Give an agent's network namespace its one interface, through the gateway",
 		Long: `attach creates a TUN device inside the target's network namespace (from
 outside: the agent needs no capability and no tool), gives it addresses and
@@ -21,7 +21,9 @@ default routes, and connects it to the gateway. From then on every flow the
 agent opens is decided by its policy. The namespace must have no interface
 but lo (anything else would be a way around the gateway) unless --force.
 Each --publish makes the gateway listen on the host (127.0.0.1 unless
-HOST_IP is given) for the agent's port; the attach fails if one cannot be.`,
+HOST_IP is given) for the agent's port; the attach fails if one cannot be.
+Under a policy with setup rules the agent starts in its setup phase, which
+clawnet policy phase AGENT run ends, or --setup-timeout D after the attach.`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 1 {
 				return usageError{fmt.Errorf("attach takes one container, got %d arguments", len(args))}
@@ -48,6 +50,9 @@ HOST_IP is given) for the agent's port; the attach fails if one cannot be.`,
 			if req.Publish, err = publishSpecs(publish); err != nil {
 				return err
 			}
+			if err := checkSetupTimeout(req.SetupTimeout); err != nil {
+				return err
+			}
 			a, err := e.client().Attach(cmd.Context(), req)
 			if err != nil {
 				return err
@@ -56,8 +61,15 @@ HOST_IP is given) for the agent's port; the attach fails if one cannot be.`,
 			if len(a.Published) > 0 {
 				published = " published=" + strings.Join(a.Published, ",")
 			}
-			fmt.Fprintf(e.stdout, "attached %s (%s) policy=%s interface=%s addresses=%s gateway=%s%s\n",
-				a.Name, a.Target, a.Policy, a.Interface, strings.Join(a.Addresses, ","), strings.Join(a.Gateway, ","), published)
+			phase := ""
+			if a.Phase == control.PhaseSetup {
+				phase = " phase=setup"
+				if a.SetupUntil != nil {
+					phase += " until=" + since(*a.SetupUntil)
+				}
+			}
+			fmt.Fprintf(e.stdout, "attached %s (%s) policy=%s%s interface=%s addresses=%s gateway=%s%s\n",
+				a.Name, a.Target, a.Policy, phase, a.Interface, strings.Join(a.Addresses, ","), strings.Join(a.Gateway, ","), published)
 			for _, n := range a.Notes {
 				fmt.Fprintf(e.stdout, "note: %s\n", n)
 			}
@@ -70,6 +82,7 @@ HOST_IP is given) for the agent's port; the attach fails if one cannot be.`,
 	f.IntVar(&req.PID, "pid", 0, "attach the network namespace of this process")
 	f.StringVar(&req.Netns, "netns", "", "attach the network namespace at this path (for example /var/run/netns/NAME)")
 	f.BoolVar(&req.Force, "force", false, "attach even if the namespace has interfaces besides lo")
+	f.StringVar(&req.SetupTimeout, "setup-timeout", "", "end the agent's setup phase (its policy's setup rules) after this long, such as 5m; the daemon keeps the timer")
 	f.StringArrayVarP(&publish, "publish", "p", nil, "publish the agent's port on the host, "+publishUsage+" (127.0.0.1 unless HOST_IP; repeatable)")
 	return cmd
 }

@@ -27,13 +27,17 @@ func newLsCmd(e *env) *cobra.Command {
 				return enc.Encode(as)
 			}
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tTARGET\tPOLICY\tSINCE\tADDRESSES\tFLOWS\tUP\tDOWN\tPUBLISHED")
+			fmt.Fprintln(tw, "NAME\tTARGET\tPOLICY\tPHASE\tSINCE\tADDRESSES\tFLOWS\tUP\tDOWN\tPUBLISHED")
 			for _, a := range as {
 				published := "-"
 				if len(a.Published) > 0 {
 					published = strings.Join(a.Published, ",")
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", a.Name, a.Target, a.Policy, since(a.AttachedAt),
+				phase := a.Phase
+				if phase == "" {
+					phase = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", a.Name, a.Target, a.Policy, phase, since(a.AttachedAt),
 					strings.Join(a.Addresses, ","), a.Flows, human(a.BytesUp), human(a.BytesDown), published)
 			}
 			return tw.Flush()

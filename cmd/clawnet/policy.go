@@ -17,7 +17,7 @@ func newPolicyCmd(e *env) *cobra.Command {
 		Use:   "policy",
 		Short: "Check, explain, generate and learn policies",
 	}
-	cmd.AddCommand(newPolicyCheckCmd(e), newPolicyExplainCmd(e), newPolicyGenerateCmd(e), newPolicyLearnCmd(e))
+	cmd.AddCommand(newPolicyCheckCmd(e), newPolicyExplainCmd(e), newPolicyGenerateCmd(e), newPolicyLearnCmd(e), newPolicyPhaseCmd(e), newPolicyApproveCmd(e))
 	return cmd
 }
 
@@ -41,7 +41,7 @@ applies once an agent of that name is.`,
 			for _, file := range args {
 				f, errs := checkFile(file)
 				if len(errs) == 0 {
-					fmt.Fprintf(e.stdout, "%s: ok (policy %q)\n", file, f.Name)
+					fmt.Fprintf(e.stdout, "%s: ok (policy %q)%s\n", file, f.Name, phaseNote(f))
 					refs = append(refs, agentRefs(file, f)...)
 					continue
 				}
@@ -57,6 +57,19 @@ applies once an agent of that name is.`,
 			return nil
 		},
 	}
+}
+
+// phaseNote says what of f does not apply at all times: its setup rules
+// and its pending rules.
+func phaseNote(f *policy.File) string {
+	s := ""
+	if n := len(f.Setup); n > 0 {
+		s += fmt.Sprintf("; %d setup rules, applied only in an agent's setup phase", n)
+	}
+	if n := len(f.Pending); n > 0 {
+		s += fmt.Sprintf("; %d pending rules, not applied until clawnet policy approve", n)
+	}
+	return s
 }
 
 // checkFile parses and compiles one policy file, returning every problem.

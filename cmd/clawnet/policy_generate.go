@@ -1,13 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
 
+	"github.com/clawnet/clawnet/policy"
 	"github.com/clawnet/clawnet/policygen"
 )
 
@@ -27,11 +27,18 @@ claude_desktop_config.json, Cursor's .cursor/mcp.json, VS Code's
 .vscode/mcp.json, Codex's config.toml and Gemini CLI's settings.json.
 Several files merge into one policy. Every rule says where it came from.
 
-Package downloads of MCP launchers (npx, uvx, docker run) are written as a
-commented setup part unless --setup; rules from a repository's files are
-written commented out, pending review, unless --approve-project. Secrets in
-the files are never copied. --diff FILE shows what would change in FILE;
---check FILE exits 3 when FILE is out of date (for CI).`,
+Package downloads of MCP launchers (npx, uvx, docker run) are written as
+setup: rules, which apply only in the agent's setup phase (until clawnet
+policy phase AGENT run, or attach/run --setup-timeout). Rules from a
+repository's files (.mcp.json, .cursor/mcp.json, .vscode/mcp.json) are
+written as pending: rules, each with the sha256 of its file, which apply
+only once clawnet policy approve moves them into egress (or with
+--approve-project, after review). Against an existing file (--out, --diff,
+--check), an approved rule stays approved while its file's sha256 is the
+same, and goes back to pending when the file changed. Secrets in the files
+are never copied. --diff FILE shows what would change in FILE; --check FILE
+exits 3 when FILE says something else than what would be generated,
+whatever its comments and layout (for CI).`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usageError{errors.New("generate takes one or more agent configuration files")}
@@ -41,6 +48,10 @@ the files are never copied. --diff FILE shows what would change in FILE;
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if name != "" {
 				o.Name = name
+			}
+			var err error
+			if o.Existing, err = existingPolicy(check + diff + out); err != nil {
+				return err
 			}
 			gen, err := generatePolicy(e, args, o)
 			if err != nil {
@@ -52,8 +63,8 @@ the files are never copied. --diff FILE shows what would change in FILE;
 				if err != nil {
 					return err
 				}
-				if d := policygen.Diff(check, old, "generated", gen); d != "" {
-					fmt.Fprint(e.stderr, d)
+				if !policygen.Equivalent(old, gen) {
+					fmt.Fprint(e.stderr, policygen.Diff(check, old, "generated", gen))
 					fmt.Fprintf(e.stderr, "clawnet: %s is out of date with its agent's configuration: run clawnet policy generate ... --out %s\n", check, check)
 					return exitStatus(exitStale)
 				}
@@ -81,10 +92,26 @@ the files are never copied. --diff FILE shows what would change in FILE;
 	cmd.Flags().StringVar(&check, "check", "", "exit 3 when FILE differs from what would be generated")
 	cmd.Flags().StringVar(&name, "name", "", "the policy's name (default: from the first file's name)")
 	cmd.Flags().BoolVar(&o.Audit, "audit", false, "write enforcement: audit (allow and log what the policy would deny)")
-	cmd.Flags().BoolVar(&o.Setup, "setup", false, "allow launcher downloads (npm, PyPI, image registries) as rules, not commented out")
-	cmd.Flags().BoolVar(&o.ApproveProject, "approve-project", false, "write rules from a repository's files as rules, not pending (review them first)")
+	cmd.Flags().BoolVar(&o.ApproveProject, "approve-project", false, "write rules from a repository's files as approved egress rules, not pending (review them first)")
 	cmd.MarkFlagsMutuallyExclusive("out", "diff", "check")
 	return cmd
+}
+
+// existingPolicy reads the policy file a generation replaces, for the
+// approvals it holds: nil when there is none yet. A file that is there but
+// not a valid policy is refused, naming its line.
+func existingPolicy(file string) (*policy.File, error) {
+	if file == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(file)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return policy.Parse(file, data)
 }
 
 // generatePolicy reads the configuration files and writes their policy,
@@ -93,25 +120,12 @@ func generatePolicy(e *env, files []string, o policygen.GenerateOptions) ([]byte
 	opts := policygen.Options{ReadFile: os.ReadFile}
 	opts.Dir, _ = os.Getwd()
 	opts.Home, _ = os.UserHomeDir()
-	var rs []*policygen.Result
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			return nil, err
-		}
-		r, err := policygen.Read(f, data, opts)
-		if err != nil {
-			return nil, err
-		}
-		rs = append(rs, r)
+	gen, warnings, err := policygen.FromFiles(files, opts, o)
+	if err != nil {
+		return nil, err
 	}
-	r := policygen.Merge(rs...)
-	for _, w := range r.Warnings {
+	for _, w := range warnings {
 		fmt.Fprintln(e.stderr, "warning:", w)
-	}
-	gen := policygen.Generate(r, o)
-	if !bytes.HasSuffix(gen, []byte("\n")) {
-		gen = append(gen, '\n')
 	}
 	return gen, nil
 }

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -35,6 +36,9 @@ func newRunCmd(e *env) *cobra.Command {
 			if o.Publish, err = publishSpecs(o.Publish); err != nil {
 				return err
 			}
+			if err := checkSetupTimeout(o.SetupTimeout); err != nil {
+				return err
+			}
 			if len(o.AgentConfig) > 0 {
 				if o.Policy, err = agentConfigPolicy(cmd.Context(), e, o); err != nil {
 					return err
@@ -44,7 +48,7 @@ func newRunCmd(e *env) *cobra.Command {
 			}
 			o.Stdin, o.Stdout, o.Stderr = os.Stdin, e.stdout, e.stderr
 			code, err := container.Run(cmd.Context(), o, func(ctx context.Context, r container.AttachRequest) (container.AttachResult, error) {
-				a, err := e.client().Attach(ctx, control.AttachRequest{Container: r.Container, Name: r.Name, Policy: r.Policy, Publish: r.Publish})
+				a, err := e.client().Attach(ctx, control.AttachRequest{Container: r.Container, Name: r.Name, Policy: r.Policy, Publish: r.Publish, SetupTimeout: o.SetupTimeout})
 				if err != nil {
 					return container.AttachResult{}, err
 				}
@@ -59,6 +63,18 @@ func newRunCmd(e *env) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// checkSetupTimeout refuses a --setup-timeout the daemon would refuse,
+// before anything is created.
+func checkSetupTimeout(s string) error {
+	if s == "" {
+		return nil
+	}
+	if d, err := time.ParseDuration(s); err != nil || d <= 0 {
+		return usageError{fmt.Errorf("--setup-timeout %q: want a positive duration such as 90s or 5m", s)}
+	}
+	return nil
 }
 
 // gatewayDNS is the agent's nameserver: the gateway's first IPv4 address

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -37,11 +36,15 @@ func agentConfigPolicy(ctx context.Context, e *env, o container.RunOptions) (str
 	if dir == "" {
 		dir = defaultPolicyDir
 	}
-	gen, err := generatePolicy(e, o.AgentConfig, policygen.GenerateOptions{Name: name})
+	file := filepath.Join(dir, name+".yaml")
+	existing, err := existingPolicy(file)
 	if err != nil {
 		return "", err
 	}
-	file := filepath.Join(dir, name+".yaml")
+	gen, err := generatePolicy(e, o.AgentConfig, policygen.GenerateOptions{Name: name, Existing: existing})
+	if err != nil {
+		return "", err
+	}
 	// Generate writes what parses and compiles; a bad name is the one way
 	// to fail here, and it is better told before the file is written.
 	if f, errs := policy.ParseAll(file, gen); len(errs) > 0 {
@@ -51,7 +54,7 @@ func agentConfigPolicy(ctx context.Context, e *env, o container.RunOptions) (str
 	}
 	old, err := os.ReadFile(file)
 	switch {
-	case err == nil && bytes.Equal(old, gen):
+	case err == nil && policygen.Equivalent(old, gen):
 		fmt.Fprintf(e.stderr, "clawnet: %s is up to date with the agent's configuration\n", file)
 	case err == nil:
 		fmt.Fprint(e.stderr, policygen.Diff(file, old, "generated", gen))

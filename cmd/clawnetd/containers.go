@@ -31,7 +31,8 @@ func connectEngine(log hclog.Logger, gw netip.Addr) *engine {
 		return nil
 	}
 	att := &attacher{}
-	w := container.NewWatcher(container.WatcherConfig{Client: ec, Attacher: att, Logger: log.Named("containers"), GatewayDNS: gw})
+	w := container.NewWatcher(container.WatcherConfig{Client: ec, Attacher: att, Logger: log.Named("containers"), GatewayDNS: gw,
+		ConfigPolicy: att.configPolicy})
 	return &engine{client: ec, watcher: w, att: att}
 }
 
@@ -42,6 +43,9 @@ func (e *engine) options(o *gateway.Options, gw netip.Addr) {
 	}
 	o.Containers = container.Resolver{Client: e.client, GatewayDNS: gw}
 	o.Follower = follower{e.watcher}
+	if o.Config != nil {
+		e.att.policyDir = o.Config.PolicyDir
+	}
 }
 
 // follow starts following the engine's events on behalf of g. The function
@@ -65,7 +69,11 @@ func (e *engine) close() {
 
 // attacher is the Watcher's way into the gateway. Its g is set before the
 // Watcher runs or the gateway serves, the only ways the Watcher attaches.
-type attacher struct{ g *gateway.Gateway }
+type attacher struct {
+	g *gateway.Gateway
+	// policyDir is where configPolicy writes the policies it generates.
+	policyDir string
+}
 
 var _ container.Attacher = (*attacher)(nil)
 

@@ -122,6 +122,16 @@ func (c *Client) Unpublish(ctx context.Context, agent string, specs []string) er
 	return c.do(ctx, http.MethodDelete, "/v1/agents/"+url.PathEscape(agent)+"/publish", PublishRequest{Publish: specs}, nil)
 }
 
+// SetPhase moves the agent called agent to phase (PhaseRun: the only move)
+// and answers how many live flows that revoked.
+func (c *Client) SetPhase(ctx context.Context, agent, phase string) (*PhaseResult, error) {
+	var r PhaseResult
+	if err := c.do(ctx, http.MethodPost, "/v1/agents/"+url.PathEscape(agent)+"/phase", PhaseRequest{Phase: phase}, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
 // Agents lists attached agents.
 func (c *Client) Agents(ctx context.Context) ([]Agent, error) {
 	var as []Agent

@@ -35,6 +35,31 @@ type AttachRequest struct {
 	// default, through the API server) before falling back to
 	// default_policy.
 	Pod *PodRef `json:"pod,omitempty"`
+	// SetupTimeout, a Go duration ("90s", "5m"), ends the agent's setup
+	// phase that long after the attach: the daemon keeps the timer, so it
+	// works after the CLI exits. Empty: the phase lasts until a
+	// PhaseRequest. It applies only under a policy with setup rules.
+	SetupTimeout string `json:"setup_timeout,omitempty"`
+}
+
+// Phases of an agent (see policy/README.md, Setup phase).
+const (
+	PhaseSetup = "setup"
+	PhaseRun   = "run"
+)
+
+// PhaseRequest moves an agent to another phase. The only move is from
+// setup to run.
+type PhaseRequest struct {
+	Phase string `json:"phase"`
+}
+
+// PhaseResult answers a PhaseRequest: the agent's phase now, and how many
+// live flows the move revoked (those only a setup rule allowed).
+type PhaseResult struct {
+	Agent   string `json:"agent"`
+	Phase   string `json:"phase"`
+	Revoked int    `json:"revoked"`
 }
 
 // PodRef names a Kubernetes pod.
@@ -55,9 +80,13 @@ type Agent struct {
 	Addresses   []string `json:"addresses"`
 	Gateway     []string `json:"gateway"`
 	Policy      string   `json:"policy"`
-	Flows       int64    `json:"flows"`
-	BytesUp     uint64   `json:"bytes_up"`
-	BytesDown   uint64   `json:"bytes_down"`
+	// Phase is PhaseSetup while the policy's setup rules apply to the
+	// agent, else PhaseRun; SetupUntil is when a setup timeout ends it.
+	Phase      string     `json:"phase,omitempty"`
+	SetupUntil *time.Time `json:"setup_until,omitempty"`
+	Flows      int64      `json:"flows"`
+	BytesUp    uint64     `json:"bytes_up"`
+	BytesDown  uint64     `json:"bytes_down"`
 	// BufferReserved is what the agent's live flows have reserved of its
 	// buffer budget (limits.buffer_per_agent).
 	BufferReserved int64 `json:"buffer_reserved"`

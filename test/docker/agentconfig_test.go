@@ -65,3 +65,38 @@ func TestDockerRunAgentConfig(t *testing.T) {
 		t.Errorf("second clawnet run --agent-config with the same policy: %v", r)
 	}
 }
+
+// TestDockerAgentConfigLabel: a container started by docker itself with
+// --label io.clawnet.agent-config=FILE and attached by `clawnet attach
+// CONTAINER` with no policy runs under the policy clawnetd generated from
+// FILE into its policy_dir, named after the agent: it reaches its provider
+// by name, and not the echo the default policy would let it reach.
+func TestDockerAgentConfigLabel(t *testing.T) {
+	requireDocker(t)
+	w := newWorld(t)
+	name := uniq("cn-label")
+	cfg := filepath.Join(t.TempDir(), "openclaw.json")
+	if err := os.WriteFile(cfg, []byte(`{
+  agents: { defaults: { model: { primary: "lab/big-model" } } },
+  models: { providers: { lab: { baseUrl: "http://canary.test/v1", apiKey: "sk-SECRET" } } },
+}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	startContainer(t, name, "--network", "none", "--label", "io.clawnet.agent-config="+cfg)
+	if r := w.d.CLI("attach", name); !r.OK() || !strings.Contains(r.Stdout, " policy="+name+" ") {
+		t.Fatalf("clawnet attach %s (labelled, no --policy): %v", name, r)
+	}
+	pol, err := os.ReadFile(filepath.Join(w.d.PolicyDir, name+".yaml"))
+	if err != nil || !strings.Contains(string(pol), "domains: [canary.test]") || strings.Contains(string(pol), "SECRET") {
+		t.Fatalf("policy clawnetd generated from the label: %v\n%s", err, pol)
+	}
+	token := "/v1/" + uniq("models")
+	if r := inside(name, "probe", "http", "http://canary.test"+token); !r.OK() || !strings.HasPrefix(r.Stdout, "200 ") {
+		t.Fatalf("probe http to the provider inside %s: %v", name, r)
+	}
+	w.in.WaitFor(t, 5*time.Second, "the request to the provider", func(e canarylog.Entry) bool {
+		return e.Service == canarylog.ServiceHTTP && e.Event == canarylog.EventRequest && e.Path == token && e.Host == "canary.test"
+	})
+	failsFast(t, inside(name, "probe", "tcp", netip.AddrPortFrom(w.in.Server4, 7).String()), time.Second, "echo by address under the generated policy")
+}

@@ -1,0 +1,238 @@
+package policygen
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/clawnet/clawnet/policy"
+)
+
+// PendingRule is one rule of a policy file's pending: part, as
+// `clawnet policy approve` lists it.
+type PendingRule struct {
+	// Index is its place in pending:, from 1, as approve takes it.
+	Index int
+	Line  int
+	// What is the rule in one line: its destinations, ports and protocol.
+	What   string
+	From   string
+	SHA256 string
+}
+
+// ListPending lists the pending rules of the policy file data (named
+// filename in messages). A file that is not a valid policy is refused
+// with its first problem (file:line: reason).
+func ListPending(filename string, data []byte) ([]PendingRule, error) {
+	f, err := policy.Parse(filename, data)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]PendingRule, len(f.Pending))
+	for i, r := range f.Pending {
+		out[i] = PendingRule{Index: i + 1, Line: r.Line, What: ruleWhat(r), From: r.From, SHA256: r.SHA256}
+	}
+	return out, nil
+}
+
+func ruleWhat(r policy.Rule) string {
+	var parts []string
+	for _, d := range r.Domains {
+		parts = append(parts, d.String())
+	}
+	for _, c := range r.CIDRs {
+		parts = append(parts, c.String())
+	}
+	for _, a := range r.Agents {
+		parts = append(parts, "agent:"+a)
+	}
+	ports := make([]string, len(r.Ports))
+	for i, p := range r.Ports {
+		ports[i] = p.String()
+	}
+	proto := "tcp"
+	if r.Protocol != 0 {
+		proto = r.Protocol.String()
+	}
+	return strings.Join(parts, ", ") + " " + proto + " " + strings.Join(ports, ",")
+}
+
+// Approve moves the pending rules numbered idx (from 1, as ListPending
+// numbers them), or all of them, into the egress: list of the policy file
+// data, keeping each rule's from: and sha256:, and the file's comments. It
+// returns the new file and the rules it moved. Bad input (a file that is
+// not a valid policy, no pending rules, an index out of range or given
+// twice) is one error line naming the file.
+func Approve(filename string, data []byte, idx []int, all bool) ([]byte, []PendingRule, error) {
+	pending, err := ListPending(filename, data)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(pending) == 0 {
+		return nil, nil, fmt.Errorf("%s: no pending rules to approve", filename)
+	}
+	if all {
+		idx = idx[:0]
+		for i := range pending {
+			idx = append(idx, i+1)
+		}
+	}
+	if len(idx) == 0 {
+		return nil, nil, fmt.Errorf("%s: name the pending rules to approve by number (1-%d), or --all", filename, len(pending))
+	}
+	take := map[int]bool{}
+	for _, i := range idx {
+		if i < 1 || i > len(pending) {
+			return nil, nil, fmt.Errorf("%s: no pending rule %d (it has %d: 1-%d)", filename, i, len(pending), len(pending))
+		}
+		if take[i] {
+			return nil, nil, fmt.Errorf("%s: pending rule %d given twice", filename, i)
+		}
+		take[i] = true
+	}
+
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, nil, fmt.Errorf("%s: %v", filename, err)
+	}
+	root := doc.Content[0]
+	keyAt := func(key string) int {
+		for i := 0; i+1 < len(root.Content); i += 2 {
+			if root.Content[i].Value == key {
+				return i
+			}
+		}
+		return -1
+	}
+	pi := keyAt("pending")
+	pseq := root.Content[pi+1]
+	ei := keyAt("egress")
+	if ei < 0 || root.Content[ei+1].Kind != yaml.SequenceNode {
+		// No egress list (or an empty "egress:"): one goes where pending
+		// is, before it.
+		seq := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
+		if ei >= 0 {
+			root.Content[ei+1] = seq
+		} else {
+			key := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: "egress"}
+			root.Content = slices.Insert(root.Content, pi, key, seq)
+			pi += 2
+			ei = pi - 2
+		}
+	}
+	eseq := root.Content[ei+1]
+	var moved []PendingRule
+	var keep []*yaml.Node
+	for i, item := range pseq.Content {
+		if !take[i+1] {
+			keep = append(keep, item)
+			continue
+		}
+		eseq.Content = append(eseq.Content, item)
+		moved = append(moved, pending[i])
+	}
+	pseq.Content = keep
+	if len(keep) == 0 {
+		root.Content = slices.Delete(root.Content, pi, pi+2)
+	}
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(&doc); err != nil {
+		return nil, nil, fmt.Errorf("%s: %v", filename, err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, nil, fmt.Errorf("%s: %v", filename, err)
+	}
+	out := buf.Bytes()
+	// What is written must be a policy clawnet takes, as the input was.
+	f, err := policy.Parse(filename, out)
+	if err == nil {
+		_, err = policy.Compile(f, policy.Options{})
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: the file after approval would be refused (%v); it is left as it is", filename, err)
+	}
+	return out, moved, nil
+}
+
+// Equivalent reports whether two policy files say the same: the same
+// name, version, enforcement, presets, and rules in each list (in any
+// order, each with its from: and sha256:), whatever their comments and
+// layout. A file that is not a valid policy is equivalent to none but
+// the same bytes. `generate --check` uses it, so that a file edited by
+// `clawnet policy approve` (comments kept, layout not) is up to date.
+func Equivalent(a, b []byte) bool {
+	if bytes.Equal(a, b) {
+		return true
+	}
+	fa, err := policy.Parse("a", a)
+	if err != nil {
+		return false
+	}
+	fb, err := policy.Parse("b", b)
+	if err != nil {
+		return false
+	}
+	return fileSig(fa) == fileSig(fb)
+}
+
+func fileSig(f *policy.File) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%q %q %q %q %v\n", f.Version, f.Name, f.Description, f.Enforcement, f.UnsafeAllowAnyAddress)
+	var presets []string
+	for _, p := range f.Presets {
+		presets = append(presets, p.Name)
+	}
+	slices.Sort(presets)
+	fmt.Fprintf(&b, "presets %q\n", presets)
+	list := func(name string, rs []policy.Rule) {
+		sigs := make([]string, len(rs))
+		for i, r := range rs {
+			sigs[i] = policyRuleSig(r)
+		}
+		slices.Sort(sigs)
+		fmt.Fprintf(&b, "%s %q\n", name, sigs)
+	}
+	list("egress", f.Egress)
+	list("setup", f.Setup)
+	list("pending", f.Pending)
+	list("deny", f.Deny)
+	ingress := func(name string, rs []policy.IngressRule) {
+		sigs := make([]string, len(rs))
+		for i, r := range rs {
+			sigs[i] = fmt.Sprintf("%v %d %q %v %v %v %v %q", r.Ports, r.Protocol, r.Agents, r.Host, r.CIDRs, r.AllowAny, r.ProxyProtocol, r.From)
+		}
+		slices.Sort(sigs)
+		fmt.Fprintf(&b, "%s %q\n", name, sigs)
+	}
+	ingress("ingress", f.Ingress)
+	ingress("ingress_deny", f.IngressDeny)
+	return b.String()
+}
+
+func policyRuleSig(r policy.Rule) string {
+	var domains, cidrs []string
+	for _, d := range r.Domains {
+		domains = append(domains, d.String())
+	}
+	slices.Sort(domains)
+	for _, c := range r.CIDRs {
+		cidrs = append(cidrs, c.String())
+	}
+	slices.Sort(cidrs)
+	agents := slices.Sorted(slices.Values(r.Agents))
+	ports := make([]string, len(r.Ports))
+	for i, p := range r.Ports {
+		ports[i] = p.String()
+	}
+	proto := "tcp"
+	if r.Protocol != 0 {
+		proto = r.Protocol.String()
+	}
+	return ruleSig(domains, cidrs, ports, proto, r.From, r.SHA256) + " " + strconv.Quote(strings.Join(agents, ","))
+}
