@@ -198,14 +198,9 @@ func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 	e.writeMu.Lock()
 	defer e.writeMu.Unlock()
 	written := 0
+	vw, _ := e.dev.(vectorWriter)
 	for _, pkt := range list {
-		bp := bufPool.Get().(*[]byte)
-		n := 0
-		for _, s := range pkt.AsSlices() {
-			n += copy((*bp)[n:], s)
-		}
-		_, err := e.dev.Write([][]byte{(*bp)[:n]}, 0)
-		bufPool.Put(bp)
+		n, err := e.write(vw, pkt)
 		if err != nil {
 			if errors.Is(err, os.ErrClosed) {
 				if written == 0 {
@@ -223,6 +218,33 @@ func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 		written++
 	}
 	return written, nil
+}
+
+// vectorWriter is a device that writes one packet from several slices
+// (tun's fileDevice, with writev).
+type vectorWriter interface {
+	WriteVectored(parts [][]byte) error
+}
+
+// write writes pkt to the device: from its views as they are when the
+// device takes a vector, else copied into one buffer.
+func (e *endpoint) write(vw vectorWriter, pkt *stack.PacketBuffer) (int, error) {
+	parts := pkt.AsSlices()
+	n := 0
+	for _, s := range parts {
+		n += len(s)
+	}
+	if vw != nil {
+		return n, vw.WriteVectored(parts)
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	m := 0
+	for _, s := range parts {
+		m += copy((*bp)[m:], s)
+	}
+	_, err := e.dev.Write([][]byte{(*bp)[:m]}, 0)
+	return n, err
 }
 
 func (e *endpoint) MTU() uint32                             { return e.mtu }
