@@ -25,13 +25,24 @@ type world struct {
 	p       *plugin
 	out     *bytes.Buffer
 	dataDir string
+	// cleared are the namespaces chained mode cleared; clearErr fails it.
+	cleared  []string
+	clearErr error
 }
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	out := &bytes.Buffer{}
 	p := newPlugin(out)
-	return &world{t: t, d: newFakeDaemon(t), p: p, out: out, dataDir: t.TempDir()}
+	w := &world{t: t, d: newFakeDaemon(t), p: p, out: out, dataDir: t.TempDir()}
+	// Chained mode's namespace work is tested on real namespaces in
+	// netns_test.go; here it is recorded.
+	p.clearNetns = func(path string) error {
+		w.cleared = append(w.cleared, path)
+		return w.clearErr
+	}
+	p.hostHas = func(name string) bool { return name == "cni0" }
+	return w
 }
 
 // conf is the plugin's configuration as a runtime hands it, with extra
