@@ -58,19 +58,26 @@ func (w *world) chainedAdd(id, cniArgs string, conf []byte) (*current.Result, er
 	return res, nil
 }
 
+// TestAddPolicyFromTheAnnotation: the annotation as the runtime passed it
+// names the policy when clawnetd's pod policy source names none (a node
+// without an API server); when the source names one (it reads the same
+// annotation from the API server, as an AgentNetworkPolicy of the pod's
+// namespace), the source's wins.
 func TestAddPolicyFromTheAnnotation(t *testing.T) {
 	w := newWorld(t)
-	w.d.podPolicies = map[string]string{"ns/p": "from-daemon"}
-	conf := w.conf(annotations("clawnet.dev/policy", "coder", "other", "x"))
-	if err := w.p.add(w.args("s1", "/run/netns/n1", k8sArgs("ns", "p", "s1"), conf)); err != nil {
-		t.Fatal(err)
-	}
-	req := w.d.lastAttach()
-	if req.Policy != "coder" || req.Pod == nil || *req.Pod != (control.PodRef{Namespace: "ns", Name: "p", UID: "p-uid"}) {
-		t.Errorf("attach = policy %q pod %+v; want the annotation's coder and pod ns/p with its UID", req.Policy, req.Pod)
-	}
-	if len(w.d.asks()) != 0 {
-		t.Errorf("clawnetd was asked for the pod's policy %v; the annotation is enough", w.d.asks())
+	w.d.podPolicies = map[string]string{"ns/api": "ns/coder"}
+	for _, tc := range []struct{ pod, want string }{
+		{"p", "coder"},
+		{"api", "ns/coder"},
+	} {
+		conf := w.conf(annotations("clawnet.dev/policy", "coder", "other", "x"))
+		if err := w.p.add(w.args("s-"+tc.pod, "/run/netns/"+tc.pod, k8sArgs("ns", tc.pod, "s-"+tc.pod), conf)); err != nil {
+			t.Fatal(err)
+		}
+		req := w.d.lastAttach()
+		if req.Policy != tc.want || req.Pod == nil || *req.Pod != (control.PodRef{Namespace: "ns", Name: tc.pod, UID: tc.pod + "-uid"}) {
+			t.Errorf("pod %s: attach = policy %q pod %+v; want %q and pod ns/%s with its UID", tc.pod, req.Policy, req.Pod, tc.want, tc.pod)
+		}
 	}
 	// An empty or padded annotation is a mistake, not "no policy".
 	for _, bad := range []string{"", " coder"} {
@@ -79,7 +86,14 @@ func TestAddPolicyFromTheAnnotation(t *testing.T) {
 			t.Errorf("ADD with annotation %q = %v; want an error naming the annotation", bad, err)
 		}
 	}
-	w.wantAgents("ns_p")
+	// podman: no namespace, no pod to ask about; the annotation alone.
+	if err := w.p.add(w.args("s3", "/run/netns/n3", "IgnoreUnknown=1;K8S_POD_NAME=pm", w.conf(annotations("clawnet.dev/policy", "coder")))); err != nil {
+		t.Fatal(err)
+	}
+	if req := w.d.lastAttach(); req.Policy != "coder" || req.Pod != nil {
+		t.Errorf("podman-style ADD: attach = policy %q pod %+v; want coder, no pod", req.Policy, req.Pod)
+	}
+	w.wantAgents("ns_api", "ns_p", "pm")
 }
 
 // TestAddPolicyPrecedence: annotation (above), then clawnetd's pod policy

@@ -167,36 +167,32 @@ func podRef(a podArgs) *control.PodRef {
 
 // policyOf decides whether the pod is attached and under which policy ("":
 // clawnetd decides, through its pod policy source, else default_policy).
-// The pod's clawnet.dev/policy annotation, when the runtime passes the
-// annotations, comes first. Then, when the network names a policy or runs
-// chained, what clawnetd's pod policy source says; then the network's
-// policy. In chained mode a pod is an agent pod only when its annotation or
-// clawnetd names a policy; clawnetd not answering fails the ADD of every
-// pod (closed: an agent pod must not start on the cluster's network).
+//
+// clawnetd's pod policy source comes first whenever the plugin has reason
+// to ask (the pod is annotated, the network names a policy, or it runs
+// chained): with an API server it reads the same clawnet.dev/policy
+// annotation, as the name of an AgentNetworkPolicy in the pod's namespace,
+// then the namespace's default. Then the annotation as the runtime passed
+// it (a node without an API server: it names a policy file), then the
+// network's policy. In chained mode a pod is an agent pod only when its
+// annotation or clawnetd names a policy; clawnetd not answering fails the
+// ADD of every pod (closed: an agent pod must not start on the cluster's
+// network).
 func (p *plugin) policyOf(ctx context.Context, d daemon, conf *netConf, pod *control.PodRef) (policy string, agentPod bool, err error) {
 	ann, annotated, err := conf.podAnnotation()
 	if err != nil {
 		return "", false, types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
 	}
-	if annotated {
-		if conf.Chained {
-			// Opted in by the annotation: still make sure clawnetd
-			// answers before the cluster's interfaces go.
-			if _, err := d.Agents(ctx); err != nil {
-				return "", false, daemonError("reach clawnetd", err)
-			}
-		}
-		return ann, true, nil
-	}
-	if !conf.Chained && (conf.Policy == "" || pod == nil) {
+	if !annotated && !conf.Chained && (conf.Policy == "" || pod == nil) {
+		// Nothing to weigh here: clawnetd resolves the pod at attach.
 		return conf.Policy, true, nil
 	}
 	var fromDaemon string
 	if pod != nil {
 		fromDaemon, err = d.PodPolicy(ctx, *pod)
-	} else {
-		// Chained without a pod to ask about: not an agent pod, once
-		// clawnetd answers at all.
+	} else if conf.Chained {
+		// No pod to ask about; still, nothing starts while clawnetd does
+		// not answer.
 		_, err = d.Agents(ctx)
 	}
 	if err != nil {
@@ -209,6 +205,8 @@ func (p *plugin) policyOf(ctx context.Context, d daemon, conf *netConf, pod *con
 	switch {
 	case fromDaemon != "":
 		return fromDaemon, true, nil
+	case annotated:
+		return ann, true, nil
 	case conf.Chained:
 		return "", false, nil
 	}

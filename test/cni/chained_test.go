@@ -38,7 +38,7 @@ func (w *world) chainedConflist(t *testing.T, name string) string {
     {"type": "clawnet-cni", "socket": %q, "dataDir": %q, "chained": true,
      "capabilities": {"io.kubernetes.cri.pod-annotations": true}}
   ]
-}`, name, br, filepath.Join(w.dir, "ipam"), w.d.Socket, w.dataDir())
+}`, name, br, filepath.Join(w.dir, "ipam"), w.socket, w.dataDir())
 }
 
 // TestLibcniChained runs clawnet-cni after a real bridge plugin against a

@@ -137,25 +137,24 @@ state = %q
 		t.Fatalf("containerd's CRI does not answer after 20s; log:\n%s", c.logTail())
 	}
 
-	images := filepath.Join(c.dir, "images")
-	if err := os.Mkdir(images, 0o755); err != nil {
+	if err := os.Mkdir(filepath.Join(c.dir, "images"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, img := range []struct {
-		name  string
-		layer []byte
-		cmd   []string
-	}{
-		{agentImage, agentLayer(t), []string{"/bin/sh"}},
-		{pauseImage, pauseLayer(t), []string{"/pause"}},
-	} {
-		archive := filepath.Join(images, filepath.Base(strings.ReplaceAll(img.name, ":", "_"))+".tar")
-		ociArchive(t, img.name, img.layer, img.cmd, archive)
-		if r := run(time.Minute, nil, "ctr", "--address", sock, "-n", "k8s.io", "images", "import", archive); !r.OK() {
-			t.Fatalf("import %s into containerd: %v", img.name, r)
-		}
-	}
+	c.importImage(t, agentImage, agentLayer(t), []string{"/bin/sh"})
+	c.importImage(t, pauseImage, pauseLayer(t), []string{"/pause"})
 	return c
+}
+
+// importImage loads an image made of layer, running cmd, into containerd's
+// k8s.io namespace, where its CRI finds images.
+func (c *containerd) importImage(t *testing.T, name string, layer []byte, cmd []string) {
+	t.Helper()
+	archive := filepath.Join(c.dir, "images", filepath.Base(strings.ReplaceAll(name, ":", "_"))+".tar")
+	ociArchive(t, name, layer, cmd, archive)
+	sock := filepath.Join(c.state, "containerd.sock")
+	if r := run(time.Minute, nil, "ctr", "--address", sock, "-n", "k8s.io", "images", "import", archive); !r.OK() {
+		t.Fatalf("import %s into containerd: %v", name, r)
+	}
 }
 
 func (c *containerd) logTail() string {
@@ -302,7 +301,7 @@ func TestCRIPodAnnotation(t *testing.T) {
     {"type": "clawnet-cni", "socket": %q, "dataDir": %q,
      "capabilities": {"io.kubernetes.cri.pod-annotations": true}}
   ]
-}`, w.d.Socket, w.dataDir())
+}`, w.socket, w.dataDir())
 	c := startContainerdWith(t, w, conflist)
 	runp := func(name string, ann map[string]string) string {
 		cfg := c.writeJSON(t, name+".json", map[string]any{
