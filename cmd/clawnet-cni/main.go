@@ -11,6 +11,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -24,5 +25,14 @@ import (
 var supported = version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0")
 
 func main() {
+	// `clawnet-cni install ...` puts the plugin and its configuration on a
+	// node; a runtime runs the plugin with no arguments and CNI_COMMAND set.
+	if len(os.Args) > 1 && os.Args[1] == "install" && os.Getenv("CNI_COMMAND") == "" {
+		if err := runInstall(os.Args[2:], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "clawnet-cni:", err)
+			os.Exit(2)
+		}
+		return
+	}
 	skel.PluginMainFuncs(newPlugin(os.Stdout).funcs(), supported, "clawnet-cni "+clawversion.Version+": attaches pods to clawnetd")
 }
