@@ -226,9 +226,11 @@ func (p *plugin) del(args *skel.CmdArgs) error {
 	// A record that cannot be read must not block the pod's removal: the
 	// namespace, when the runtime names it, still finds the agent.
 	rec, recorded, recErr := readRecord(path)
-	if conf.Chained && !recorded && recErr == nil {
-		// Chained, and never attached: a pod of the cluster's network,
-		// whose removal must not wait for clawnetd.
+	if !recorded && recErr == nil && (conf.Chained || args.Netns == "") {
+		// Nothing recorded, and nothing to look for: chained, a pod of
+		// the cluster's network; or no namespace named (containerd's
+		// second DEL, after the first one detached). Its removal must
+		// not wait for clawnetd.
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)

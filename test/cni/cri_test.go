@@ -24,6 +24,7 @@ const EnvCrictl = "CLAWNET_CRICTL"
 // plugin calls clawnet-cni for every pod sandbox, as under kubelet.
 type containerd struct {
 	dir    string // config, logs, pod logs
+	netDir string // the CRI's CNI configuration directory
 	root   string // images and snapshots
 	state  string // sockets and runtime state
 	crictl []string
@@ -59,7 +60,8 @@ func startContainerd(t *testing.T, w *world) *containerd {
 }
 
 // startContainerdWith is startContainerd with conflist as the CRI's only
-// network.
+// network; with "", the directory is left empty for a test to fill (the
+// CRI reports its network not ready until then).
 func startContainerdWith(t *testing.T, w *world, conflist string) *containerd {
 	t.Helper()
 	requireCNI(t, "containerd", "ctr", "runc")
@@ -71,6 +73,7 @@ func startContainerdWith(t *testing.T, w *world, conflist string) *containerd {
 		state: filepath.Join("/run/clawnet-ci", id),
 	}
 	netDir := filepath.Join(c.dir, "net.d")
+	c.netDir = netDir
 	for _, d := range []string{netDir, c.state, filepath.Join(c.dir, "pods")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -105,9 +108,11 @@ state = %q
 `, c.root, c.state, sock, sock, c.state, pauseImage, w.binDir, netDir)
 	crictlConf := fmt.Sprintf("runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 30\n", sock, sock)
 	files := map[string]string{
-		filepath.Join(c.dir, "config.toml"):          config,
-		filepath.Join(c.dir, "crictl.yaml"):          crictlConf,
-		filepath.Join(netDir, "10-clawnet.conflist"): conflist,
+		filepath.Join(c.dir, "config.toml"): config,
+		filepath.Join(c.dir, "crictl.yaml"): crictlConf,
+	}
+	if conflist != "" {
+		files[filepath.Join(netDir, "10-clawnet.conflist")] = conflist
 	}
 	for p, body := range files {
 		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {

@@ -1,6 +1,7 @@
 package cnitest
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"debug/elf"
@@ -12,11 +13,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/clawnet/clawnet/gateway/control"
 	"github.com/clawnet/clawnet/test/canary/canarylog"
@@ -244,6 +248,15 @@ func (k *kubelet) stop(t *testing.T) {
 	if t.Failed() {
 		t.Logf("kubelet log:\n%s", k.logTail())
 	}
+	// Agent pods first: their DEL needs clawnetd, which may run as a pod.
+	daemonPods := strings.Fields(k.c.run("pods", "--name", "^clawnetd-", "-q").Stdout)
+	for _, id := range strings.Fields(k.c.run("pods", "-q").Stdout) {
+		if !slices.Contains(daemonPods, id) {
+			if r := k.c.run("rmp", "-f", id); !r.OK() {
+				t.Errorf("crictl rmp -f %s: %v", id, r)
+			}
+		}
+	}
 	if r := k.c.run("rmp", "-af"); !r.OK() {
 		t.Errorf("crictl rmp -af: %v", r)
 	}
@@ -431,14 +444,18 @@ func TestKubeletStaticAgentPod(t *testing.T) {
 	})
 }
 
-// TestKubeletClawnetdPod runs clawnetd itself as a privileged static pod
-// on the host's network, as the DaemonSet in deploy/kubernetes does:
-// the socket and the namespaces reach it through hostPath volumes (/run/netns
-// with HostToContainer propagation, so namespaces made after it started are
-// visible in it), its readiness probe is `clawnet status`, and the agent
-// pod kubelet starts next is attached by it and reaches only what its
-// policy allows.
-func TestKubeletClawnetdPod(t *testing.T) {
+// TestKubeletDaemonSetPod runs clawnetd the way deploy/kubernetes does:
+// the pod of daemonset-agent-pool.yaml, as a static pod (no API server
+// here, so no DaemonSet controller), with only what a test must change:
+// the image (built here from the tree's binaries), ConfigMaps as host
+// directories, and host paths moved into the test's own directories (the
+// node's /run/netns stays). Its init container installs clawnet-cni and
+// its configuration into the CRI's directories, which start empty; its
+// readiness probe (clawnet status) makes it Ready; the agent pod kubelet
+// starts next is attached by it and reaches only what its policy allows.
+// Killed, clawnetd is restarted by kubelet and attaches the running agent
+// pod again from its state directory, and the pod's network works again.
+func TestKubeletDaemonSetPod(t *testing.T) {
 	requireCNI(t)
 	kubeletPath(t)
 	in := harness.NewInternet(t)
@@ -448,69 +465,93 @@ func TestKubeletClawnetdPod(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	host := map[string]string{ // host directory → path inside the pod
-		filepath.Join(dir, "etc"):   "/etc/clawnet",
-		filepath.Join(dir, "run"):   "/run/clawnet",
-		filepath.Join(dir, "state"): "/var/lib/clawnet",
-		filepath.Join(dir, "log"):   "/var/log/clawnet",
-	}
-	for d := range host {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.MkdirAll(filepath.Join(dir, "etc", "policies"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	files := map[string]string{
-		filepath.Join(dir, "etc", "policies", "canary.yaml"): canaryPolicy(in),
-		filepath.Join(dir, "etc", "clawnetd.yaml"): fmt.Sprintf(`version: v1
-socket: /run/clawnet/clawnet.sock
-policy_dir: /etc/clawnet/policies
-default_policy: default
-llm_provider: anthropic
-mcp_servers: []
-dns:
-  upstream: ["%s:53"]
-audit_log: /var/log/clawnet/audit.log
-state_dir: /var/lib/clawnet
-treat_as_public: ["198.18.0.0/15", "2001:db8::/32"]
-`, in.Server4),
-	}
-	for p, body := range files {
-		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 	sock := filepath.Join(dir, "run", "clawnet.sock")
 	w := &world{in: in, socket: sock, dir: t.TempDir(), ctl: control.NewClient(sock)}
-	w.setupBinDir(t)
-	c := startContainerdWith(t, w, agentConflist(w))
+	// The CNI bin directory has loopback only: install-cni puts the plugin there.
+	w.binDir = filepath.Join(w.dir, "bin")
+	if err := os.Mkdir(w.binDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/usr/lib/cni/loopback", filepath.Join(w.binDir, "loopback")); err != nil {
+		t.Fatal(err)
+	}
+	c := startContainerdWith(t, w, "")
 	c.importImage(t, clawnetdImage, clawnetdLayer(t), []string{"/clawnetd"})
+	manifest := daemonSetPod(t, dir, w, c)
 	k := startKubelet(t, c)
 
-	k.writeManifest(t, "clawnetd", clawnetdManifest(host))
+	k.writeManifest(t, "clawnetd", manifest)
 	if !harness.Poll(90*time.Second, 200*time.Millisecond, func() bool { return k.podReady("clawnetd") }) {
 		t.Fatalf("the clawnetd pod is not Ready (readiness: clawnet status) after 90s; its log:\n%s", podLog(k, "clawnetd"))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := w.ctl.Status(ctx); err != nil {
-		t.Fatalf("clawnetd's socket through the hostPath volume: %v", err)
+	for _, f := range []string{filepath.Join(w.binDir, "clawnet-cni"), filepath.Join(c.netDir, "00-clawnet.conflist")} {
+		if _, err := os.Stat(f); err != nil {
+			t.Fatalf("install-cni did not install %s: %v", f, err)
+		}
 	}
 
 	mark := w.in.Mark()
-	first, sentinel := token("pod-first"), token("pod-sentinel")
+	first, sentinel := token("ds-first"), token("ds-sentinel")
 	k.writeManifest(t, "agent", agentManifest(w, first, sentinel))
 	a := w.waitAgent(t, kubeletAgent, "", 60*time.Second)
 	if a.Policy != "canary" {
 		t.Errorf("agent = %+v; want policy canary", a)
 	}
 	checkAgentPod(t, w, mark, first, sentinel)
-	audit, err := os.ReadFile(filepath.Join(dir, "log", "audit.log"))
-	if err != nil || !strings.Contains(string(audit), `"agent":"`+kubeletAgent+`"`) {
-		t.Errorf("the pod's audit log (hostPath) has no line of %s (%v)", kubeletAgent, err)
+	if log := podLog(k, "clawnetd"); !strings.Contains(log, `"agent":"`+kubeletAgent+`"`) || !strings.Contains(log, `"verdict":"deny"`) {
+		t.Errorf("clawnetd's pod log (audit_log: -) has no deny of %s:\n%s", kubeletAgent, log)
 	}
+
+	t.Run("clawnetd killed, restarted, agent attached again", func(t *testing.T) {
+		id := c.must(t, "ps", "--name", "^clawnetd$", "--state", "running", "-q")
+		var info struct {
+			Info struct {
+				PID int `json:"pid"`
+			} `json:"info"`
+		}
+		if err := json.Unmarshal([]byte(c.must(t, "inspect", id)), &info); err != nil || info.Info.PID == 0 {
+			t.Fatalf("crictl inspect %s: no pid (%v)", id, err)
+		}
+		if err := syscall.Kill(info.Info.PID, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		// kubelet starts the container again; the restarted clawnetd
+		// attaches the agent again from state_dir, same name, same
+		// namespace, same since-time.
+		var b control.Agent
+		if !harness.Poll(90*time.Second, 200*time.Millisecond, func() bool {
+			// A new clawnetd container, running, that answers.
+			now := strings.TrimSpace(c.run("ps", "--name", "^clawnetd$", "--state", "running", "-q").Stdout)
+			if now == "" || now == id {
+				return false
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			as, err := w.ctl.Agents(ctx)
+			if err != nil {
+				return false
+			}
+			for _, x := range as {
+				if x.Name == kubeletAgent {
+					b = x
+					return true
+				}
+			}
+			return false
+		}) {
+			t.Fatalf("agent %s not attached again within 90s of killing clawnetd; its log:\n%s", kubeletAgent, podLog(k, "clawnetd"))
+		}
+		if b.Netns != a.Netns || !b.AttachedAt.Equal(a.AttachedAt) {
+			t.Errorf("after the restart: %s since %v; want %s since %v", b.Netns, b.AttachedAt, a.Netns, a.AttachedAt)
+		}
+		ctr := c.must(t, "ps", "--name", "^agent$", "--state", "running", "-q")
+		p := token("after-restart")
+		if r := c.run("exec", ctr, "sh", "-c", httpGet(w.in.Server4.String(), p)); !r.OK() || !strings.Contains(r.Stdout, "200 OK") {
+			t.Errorf("GET from the agent pod after clawnetd's restart: %v", r)
+		}
+		w.in.WaitFor(t, 10*time.Second, "the request after the restart "+p, requested(p))
+	})
+
 	k.removeManifest(t, "agent")
 	w.waitGone(t, kubeletAgent, 60*time.Second)
 	if t.Failed() {
@@ -520,47 +561,135 @@ treat_as_public: ["198.18.0.0/15", "2001:db8::/32"]
 
 const clawnetdImage = "localhost/clawnet-test/clawnetd:dev"
 
-// clawnetdManifest is clawnetd as a privileged static pod on the host's
-// network, its directories from the host as host maps them.
-func clawnetdManifest(host map[string]string) string {
-	var mounts, vols strings.Builder
-	i := 0
-	for h, p := range host {
-		fmt.Fprintf(&mounts, "    - {name: v%d, mountPath: %s}\n", i, p)
-		fmt.Fprintf(&vols, "  - {name: v%d, hostPath: {path: %s, type: Directory}}\n", i, h)
-		i++
+// daemonSetPod is the pod of deploy/kubernetes/daemonset-agent-pool.yaml as
+// a static pod for this test's kubelet: the same containers, probes,
+// security context, mounts and propagation, with the image built here,
+// the ConfigMaps as directories under dir (the config's DNS upstream and
+// test addresses set to the test internet's, the canary policy as the only
+// policy file), the node's /run/clawnet and /var/lib/clawnet as directories
+// under dir, and the CNI directories as the test containerd's. What needs
+// an API server goes (ServiceAccount, priority class, node selector).
+func daemonSetPod(t *testing.T, dir string, w *world, c *containerd) string {
+	t.Helper()
+	root, err := harness.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata: {name: clawnetd, namespace: kube-system}
-spec:
-  hostNetwork: true
-  terminationGracePeriodSeconds: 5
-  containers:
-  - name: clawnetd
-    image: %s
-    imagePullPolicy: Never
-    command: ["/clawnetd", "--config", "/etc/clawnet/clawnetd.yaml", "--log-format", "json"]
-    securityContext: {privileged: true}
-    readinessProbe:
-      exec: {command: ["/clawnet", "--socket", "/run/clawnet/clawnet.sock", "status"]}
-      periodSeconds: 1
-    volumeMounts:
-%s    - {name: netns, mountPath: /run/netns, mountPropagation: HostToContainer}
-  volumes:
-%s  - {name: netns, hostPath: {path: /run/netns, type: Directory}}
-`, clawnetdImage, mounts.String(), vols.String())
+	read := func(name string) map[string]any {
+		b, err := os.ReadFile(filepath.Join(root, "deploy", "kubernetes", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var docs []map[string]any
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		for {
+			var d map[string]any
+			if err := dec.Decode(&d); err != nil {
+				break
+			}
+			docs = append(docs, d)
+		}
+		if len(docs) == 0 {
+			t.Fatalf("%s: no document", name)
+		}
+		return docs[0]
+	}
+	ds := read("daemonset-agent-pool.yaml")
+	cm := read("configmap.yaml")
+
+	// The ConfigMap's clawnetd.yaml, pointed at the test internet.
+	var cfg map[string]any
+	cmData, _ := cm["data"].(map[string]any)
+	if err := yaml.Unmarshal([]byte(cmData["clawnetd.yaml"].(string)), &cfg); err != nil {
+		t.Fatalf("configmap.yaml clawnetd.yaml: %v", err)
+	}
+	cfg["dns"] = map[string]any{"upstream": []string{w.in.Server4.String() + ":53"}}
+	cfg["treat_as_public"] = []string{"198.18.0.0/15", "2001:db8::/32"}
+	cfgYAML, _ := yaml.Marshal(cfg)
+	hostDirs := map[string]string{ // volume → host directory
+		"config":      filepath.Join(dir, "config"),
+		"policies":    filepath.Join(dir, "policies"),
+		"run-clawnet": filepath.Join(dir, "run"),
+		"state":       filepath.Join(dir, "state"),
+		"cni-bin":     w.binDir,
+		"cni-conf":    c.netDir,
+	}
+	for _, d := range hostDirs {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for p, body := range map[string]string{
+		filepath.Join(hostDirs["config"], "clawnetd.yaml"): string(cfgYAML),
+		filepath.Join(hostDirs["policies"], "canary.yaml"): canaryPolicy(w.in),
+	} {
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	tmpl, _ := ds["spec"].(map[string]any)["template"].(map[string]any)
+	spec, _ := tmpl["spec"].(map[string]any)
+	for _, k := range []string{"serviceAccountName", "priorityClassName", "nodeSelector"} {
+		delete(spec, k)
+	}
+	spec["terminationGracePeriodSeconds"] = 5
+	vols, _ := spec["volumes"].([]any)
+	for _, v := range vols {
+		vm := v.(map[string]any)
+		name := vm["name"].(string)
+		if name == "netns" {
+			continue // the node's own: the agent pods' namespaces are there
+		}
+		d, ok := hostDirs[name]
+		if !ok {
+			t.Fatalf("daemonset-agent-pool.yaml has volume %s, which this test does not know how to give", name)
+		}
+		for k := range vm {
+			if k != "name" {
+				delete(vm, k)
+			}
+		}
+		vm["hostPath"] = map[string]any{"path": d, "type": "Directory"}
+	}
+	var containers []any
+	containers = append(containers, spec["initContainers"].([]any)...)
+	containers = append(containers, spec["containers"].([]any)...)
+	for _, ctr := range containers {
+		cm := ctr.(map[string]any) // the container
+		cm["image"], cm["imagePullPolicy"] = clawnetdImage, "Never"
+		if cm["name"] != "install-cni" {
+			continue
+		}
+		cmd := cm["command"].([]any)
+		for i := range cmd {
+			if cmd[i] == "--socket" && i+1 < len(cmd) {
+				cmd[i+1] = w.socket // the node's path of the socket, here under dir
+			}
+		}
+	}
+	pod := map[string]any{
+		"apiVersion": "v1", "kind": "Pod",
+		"metadata": map[string]any{"name": "clawnetd", "namespace": "kube-system", "labels": tmpl["metadata"].(map[string]any)["labels"]},
+		"spec":     spec,
+	}
+	out, err := yaml.Marshal(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
 }
 
-// clawnetdLayer is the clawnetd image's layer: the static clawnetd and
-// clawnet binaries, and /var/run as a link to /run (CNI runtimes name
-// namespaces under /var/run/netns).
+// clawnetdLayer is the clawnetd image's layer: the static clawnetd,
+// clawnet and clawnet-cni binaries at /, as deploy/kubernetes expects.
 func clawnetdLayer(t *testing.T) []byte {
 	t.Helper()
 	bins := harness.ClawnetBinaries(t)
+	cni := filepath.Join(t.TempDir(), "clawnet-cni")
+	installPlugin(t, cni)
 	es := []entry{{name: "tmp", dir: true}, {name: "proc", dir: true}, {name: "sys", dir: true}, {name: "dev", dir: true},
-		{name: "run", dir: true}, {name: "var", dir: true}, {name: "var/run", link: "../run"}, {name: "etc", dir: true}}
-	for name, p := range map[string]string{"clawnetd": bins.Clawnetd, "clawnet": bins.Clawnet} {
+		{name: "run", dir: true}, {name: "etc", dir: true}}
+	for name, p := range map[string]string{"clawnetd": bins.Clawnetd, "clawnet": bins.Clawnet, "clawnet-cni": cni} {
 		if f, err := elf.Open(p); err == nil {
 			static := true
 			for _, prog := range f.Progs {
