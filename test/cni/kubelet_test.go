@@ -444,6 +444,46 @@ func TestKubeletStaticAgentPod(t *testing.T) {
 	})
 }
 
+// TestKubeletWaitsForClawnetd: with clawnetd not running, ADD fails, so the
+// agent pod waits (no container runs, nothing of it reaches the canary);
+// once clawnetd is back, kubelet's retry attaches the pod and its
+// container's first instruction goes through the gateway.
+func TestKubeletWaitsForClawnetd(t *testing.T) {
+	requireCNI(t)
+	kubeletPath(t)
+	w := newWorld(t)
+	c := startContainerdWith(t, w, agentConflist(w))
+	k := startKubelet(t, c)
+	w.d.Kill()
+
+	mark := w.in.Mark()
+	first, sentinel := token("waited-first"), token("waited-sentinel")
+	k.writeManifest(t, "agent", agentManifest(w, first, sentinel))
+	// Long enough for kubelet to have tried (it reads the manifest
+	// directory every second) and failed.
+	if !harness.Poll(30*time.Second, 200*time.Millisecond, func() bool {
+		b, _ := os.ReadFile(filepath.Join(c.dir, "containerd.log"))
+		return strings.Contains(string(b), "clawnetd is not running")
+	}) {
+		t.Fatalf("no failed ADD (clawnetd is not running) in containerd's log within 30s:\n%s", c.logTail())
+	}
+	if got := c.run("ps", "--name", "^agent$", "-q").Stdout; strings.TrimSpace(got) != "" {
+		t.Errorf("agent containers while clawnetd is down: %q; want none", got)
+	}
+	if got := w.in.Since(mark); len(got) != 0 {
+		t.Errorf("the canary logged traffic while clawnetd was down: %v", got)
+	}
+
+	w.d.Restart(t)
+	a := w.waitAgent(t, kubeletAgent, "", 90*time.Second)
+	if a.Policy != "canary" {
+		t.Errorf("agent = %+v; want policy canary", a)
+	}
+	checkAgentPod(t, w, mark, first, sentinel)
+	k.removeManifest(t, "agent")
+	w.waitGone(t, kubeletAgent, 60*time.Second)
+}
+
 // TestKubeletDaemonSetPod runs clawnetd the way deploy/kubernetes does:
 // the pod of daemonset-agent-pool.yaml, as a static pod (no API server
 // here, so no DaemonSet controller), with only what a test must change:
