@@ -4,10 +4,13 @@
 // first packet and needs no capability. The runtime calls it with the
 // namespace before any container of the pod starts.
 //
-// It never touches a namespace itself and never decides policy: it asks
-// clawnetd over the control socket, and keeps only a record of which agent
-// it made for which container (the container ID is the key; the agent's
-// name, derived from the pod, is for people and policies).
+// It never decides policy and never makes the TUN: it asks clawnetd over
+// the control socket, and keeps only a record of which agent it made for
+// which container (the container ID is the key; the agent's name, derived
+// from the pod, is for people and policies). It touches a namespace only in
+// chained mode, to remove the interfaces the cluster's plugin made in an
+// agent pod (chained.go). `clawnet-cni install` puts it on a node
+// (install.go).
 package main
 
 import (
