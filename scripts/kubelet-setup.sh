@@ -42,7 +42,13 @@ chmod -R u+w "$src"
 cd "$src"
 rm -rf vendor go.work go.work.sum
 staging=v0${version#v1}
-for m in $(go mod edit -json | python3 -c 'import json,sys; print(" ".join(r["Old"]["Path"] for r in json.load(sys.stdin).get("Replace") or [] if r["New"]["Path"].startswith("./staging/")))'); do
+# Every "MODULE => ./staging/..." line, in a replace block or on its own.
+staged=$(awk '$0 ~ /=> \.\/staging\// { if ($1 == "replace") print $2; else print $1 }' go.mod)
+if [ -z "$staged" ]; then
+	say "k8s.io/kubernetes@$version: no ./staging replace directives in its go.mod; this script does not know how to build it"
+	exit 1
+fi
+for m in $staged; do
 	go mod edit -dropreplace="$m" -require="$m@$staging"
 done
 CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath \
