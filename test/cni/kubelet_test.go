@@ -433,8 +433,8 @@ func TestKubeletStaticAgentPod(t *testing.T) {
 		// The container starts again in the new sandbox: its first
 		// instruction goes through the gateway again.
 		checkAgentPod(t, w, mark, first, sentinel)
-		if got := len(w.records(t, "clawnet-kubelet")); got != 1 {
-			t.Errorf("%d attachment records; want 1 (the old sandbox's DEL removed its own)", got)
+		if !harness.Poll(10*time.Second, 100*time.Millisecond, func() bool { return len(w.records(t, "clawnet-kubelet")) == 1 }) {
+			t.Errorf("attachment records %q; want 1 (the old sandbox's DEL removed its own)", w.records(t, "clawnet-kubelet"))
 		}
 	})
 
