@@ -444,6 +444,60 @@ func TestKubeletStaticAgentPod(t *testing.T) {
 	})
 }
 
+// TestKubeletChained runs chained mode under kubelet: the reference bridge
+// plugin is the cluster's network and clawnet-cni comes after it. The
+// annotated agent pod has only lo and the TUN, and reaches only what its
+// policy allows; a pod without the annotation keeps the bridge's eth0 and
+// address and is no agent.
+func TestKubeletChained(t *testing.T) {
+	requireCNI(t)
+	kubeletPath(t)
+	w := newWorld(t)
+	c := startContainerdWith(t, w, w.chainedConflist(t, "clawnet-kubelet-chained"))
+	k := startKubelet(t, c)
+
+	mark := w.in.Mark()
+	first, sentinel := token("chained-first"), token("chained-sentinel")
+	k.writeManifest(t, "agent", agentManifest(w, first, sentinel))
+	k.writeManifest(t, "web", fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: clawnet-test}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: %s
+    imagePullPolicy: Never
+    command: ["/bin/sh", "-c", "exec sleep 3600"]
+`, agentImage))
+	a := w.waitAgent(t, kubeletAgent, "", 60*time.Second)
+	if a.Policy != "canary" || a.Interface != "eth0" {
+		t.Errorf("agent = %+v; want policy canary, eth0", a)
+	}
+	checkAgentPod(t, w, mark, first, sentinel)
+	ctr := c.must(t, "ps", "--name", "^agent$", "--state", "running", "-q")
+	checkPodNetwork(t, w, func(t *testing.T, script string) harness.Result {
+		return c.run("exec", ctr, "sh", "-c", script)
+	})
+
+	var web string
+	if !harness.Poll(60*time.Second, 200*time.Millisecond, func() bool {
+		web = strings.TrimSpace(c.run("ps", "--name", "^web$", "--state", "running", "-q").Stdout)
+		return web != ""
+	}) {
+		t.Fatal("the pod without the annotation is not running after 60s")
+	}
+	if r := c.run("exec", web, "ip", "-o", "-4", "addr", "show", "dev", "eth0"); !r.OK() || !strings.Contains(r.Stdout, "192.0.2.") {
+		t.Errorf("eth0 of the pod without the annotation: %v; want the bridge's 192.0.2.0/24 address", r)
+	}
+	if _, ok := w.agent(t, "clawnet-test_web-"+nodeName); ok {
+		t.Error("the pod without the annotation was attached")
+	}
+	k.removeManifest(t, "agent")
+	k.removeManifest(t, "web")
+	w.waitGone(t, kubeletAgent, 60*time.Second)
+}
+
 // TestKubeletWaitsForClawnetd: with clawnetd not running, ADD fails, so the
 // agent pod waits (no container runs, nothing of it reaches the canary);
 // once clawnetd is back, kubelet's retry attaches the pod and its
