@@ -569,6 +569,13 @@ func TestKubeletDaemonSetPod(t *testing.T) {
 	if err := os.Symlink("/usr/lib/cni/loopback", filepath.Join(w.binDir, "loopback")); err != nil {
 		t.Fatal(err)
 	}
+	// The installed configuration keeps the plugin's records where a node
+	// keeps them; each DEL removes its own, and the emptied directories go
+	// here (os.Remove leaves one that is not empty).
+	t.Cleanup(func() {
+		os.Remove(filepath.Join(defaultRecords, "clawnet"))
+		os.Remove(defaultRecords)
+	})
 	c := startContainerdWith(t, w, "")
 	c.importImage(t, clawnetdImage, clawnetdLayer(t), []string{"/clawnetd"})
 	manifest := daemonSetPod(t, dir, w, c)
@@ -654,6 +661,9 @@ func TestKubeletDaemonSetPod(t *testing.T) {
 }
 
 const clawnetdImage = "localhost/clawnet-test/clawnetd:dev"
+
+// defaultRecords is clawnet-cni's default dataDir.
+const defaultRecords = "/var/lib/cni/clawnet"
 
 // daemonSetPod is the pod of deploy/kubernetes/daemonset-agent-pool.yaml as
 // a static pod for this test's kubelet: the same containers, probes,
