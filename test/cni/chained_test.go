@@ -86,11 +86,18 @@ func TestLibcniChained(t *testing.T) {
 	if a.Netns != agentNS.Path || a.Interface != "eth0" || a.Policy != "canary" {
 		t.Errorf("agent = %+v; want %s, eth0, policy canary (the annotation's)", a, agentNS.Path)
 	}
-	var sandboxIfs []string
+	var sandboxIfs, nodeIfs []string
 	for _, i := range res.Interfaces {
 		if i.Sandbox != "" {
 			sandboxIfs = append(sandboxIfs, i.Name)
+		} else {
+			nodeIfs = append(nodeIfs, i.Name)
 		}
+	}
+	// The bridge stays on the node and in the result; the veth's node end
+	// went with its pod end.
+	if len(nodeIfs) != 1 || !strings.HasPrefix(nodeIfs[0], "clwbr") {
+		t.Errorf("node-side interfaces in the result = %q; want the bridge alone", nodeIfs)
 	}
 	if !slices.Equal(sandboxIfs, []string{"eth0"}) || len(res.IPs) == 0 || res.IPs[0].Address.IP.String() != addr4(t, a).String() {
 		t.Errorf("result = interfaces %v IPs %v; want the TUN eth0 alone in the pod, with the agent's address", res.Interfaces, res.IPs)
