@@ -16,11 +16,12 @@ import (
 	"github.com/clawnet/clawnet/test/harness"
 )
 
-// chainedConflist is a network where a cluster's own plugin (the reference
-// bridge plugin with host-local addresses, no gateway and no masquerade:
-// nothing on the node's routing changes) runs first and clawnet-cni after
-// it, in chained mode, with the pod-annotations capability declared.
-func (w *world) chainedConflist(t *testing.T, name string) string {
+// bridgePlugin is a cluster's own plugin for these tests, as a plugin
+// object of a configuration list: the reference bridge plugin with
+// host-local addresses, no gateway and no masquerade (nothing on the node's
+// routing changes), on a bridge of its own that is removed when t ends. It
+// puts bridge and host-local into w's CNI bin directory.
+func (w *world) bridgePlugin(t *testing.T) string {
 	t.Helper()
 	for _, p := range []string{"bridge", "host-local"} {
 		if err := os.Symlink("/usr/lib/cni/"+p, filepath.Join(w.binDir, p)); err != nil && !os.IsExist(err) {
@@ -29,16 +30,24 @@ func (w *world) chainedConflist(t *testing.T, name string) string {
 	}
 	br := fmt.Sprintf("clwbr%x", harness.RandomBytes(3))
 	t.Cleanup(func() { run(10*time.Second, nil, "ip", "link", "del", br) })
+	return fmt.Sprintf(`{"type": "bridge", "bridge": %q, "isGateway": false, "ipMasq": false,
+     "ipam": {"type": "host-local", "dataDir": %q, "ranges": [[{"subnet": "192.0.2.0/24"}]]}}`, br, filepath.Join(w.dir, "ipam"))
+}
+
+// chainedConflist is a network where the cluster's own plugin
+// (bridgePlugin) runs first and clawnet-cni after it, in chained mode, with
+// the pod-annotations capability declared.
+func (w *world) chainedConflist(t *testing.T, name string) string {
+	t.Helper()
 	return fmt.Sprintf(`{
   "cniVersion": "1.0.0",
   "name": %q,
   "plugins": [
-    {"type": "bridge", "bridge": %q, "isGateway": false, "ipMasq": false,
-     "ipam": {"type": "host-local", "dataDir": %q, "ranges": [[{"subnet": "192.0.2.0/24"}]]}},
+    %s,
     {"type": "clawnet-cni", "socket": %q, "dataDir": %q, "chained": true,
      "capabilities": {"io.kubernetes.cri.pod-annotations": true}}
   ]
-}`, name, br, filepath.Join(w.dir, "ipam"), w.socket, w.dataDir())
+}`, name, w.bridgePlugin(t), w.socket, w.dataDir())
 }
 
 // TestLibcniChained runs clawnet-cni after a real bridge plugin against a

@@ -539,19 +539,29 @@ func TestKubeletWaitsForClawnetd(t *testing.T) {
 }
 
 // TestKubeletDaemonSetPod runs clawnetd the way deploy/kubernetes does:
-// the pod of daemonset-agent-pool.yaml, as a static pod (no API server
-// here, so no DaemonSet controller), with only what a test must change:
-// the image (built here from the tree's binaries), ConfigMaps as host
-// directories, and host paths moved into the test's own directories (the
-// node's /run/netns stays). Its init container installs clawnet-cni and
-// its configuration into the CRI's directories, which start empty; its
-// readiness probe (clawnet status) makes it Ready; the agent pod kubelet
-// starts next is attached by it and reaches only what its policy allows.
-// Killed, clawnetd is restarted by kubelet and attaches the running agent
-// pod again from its state directory, and the pod's network works again.
+// the pod of each DaemonSet, as a static pod (no API server here, so no
+// DaemonSet controller), with only what a test must change: the image
+// (built here from the tree's binaries), ConfigMaps as host directories,
+// and host paths moved into the test's own directories (the node's
+// /run/netns stays). Its init container installs clawnet-cni and its
+// configuration into the CRI's directories: an empty one for the agent
+// pool, one holding the cluster's network (the bridge plugin) for chained;
+// its readiness probe (clawnet status) makes it Ready; the agent pod
+// kubelet starts next is attached by it and reaches only what its policy
+// allows (chained: a pod without the annotation keeps the bridge's
+// network). Killed, clawnetd is restarted by kubelet and attaches the
+// running agent pod again from its state directory, and the pod's network
+// works again.
 func TestKubeletDaemonSetPod(t *testing.T) {
 	requireCNI(t)
 	kubeletPath(t)
+	for _, file := range []string{"daemonset-agent-pool.yaml", "daemonset-chained.yaml"} {
+		t.Run(file, func(t *testing.T) { testDaemonSetPod(t, file) })
+	}
+}
+
+func testDaemonSetPod(t *testing.T, file string) {
+	chained := file == "daemonset-chained.yaml"
 	in := harness.NewInternet(t)
 	// The socket path must fit in 108 bytes: a short directory of its own.
 	dir, err := os.MkdirTemp("", "cnk")
@@ -574,21 +584,42 @@ func TestKubeletDaemonSetPod(t *testing.T) {
 	// here (os.Remove leaves one that is not empty).
 	t.Cleanup(func() {
 		os.Remove(filepath.Join(defaultRecords, "clawnet"))
+		os.Remove(filepath.Join(defaultRecords, "k8s-pod-network"))
 		os.Remove(defaultRecords)
 	})
-	c := startContainerdWith(t, w, "")
+	cluster, installed := "", "00-clawnet.conflist"
+	if chained {
+		cluster = fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "k8s-pod-network", "plugins": [%s]}`, w.bridgePlugin(t))
+		installed = "10-clawnet.conflist" // the cluster's, as startContainerdWith names it
+	}
+	c := startContainerdWith(t, w, cluster)
 	c.importImage(t, clawnetdImage, clawnetdLayer(t), []string{"/clawnetd"})
-	manifest := daemonSetPod(t, dir, w, c)
+	manifest := daemonSetPod(t, file, dir, w, c)
 	k := startKubelet(t, c)
 
 	k.writeManifest(t, "clawnetd", manifest)
 	if !harness.Poll(90*time.Second, 200*time.Millisecond, func() bool { return k.podReady("clawnetd") }) {
 		t.Fatalf("the clawnetd pod is not Ready (readiness: clawnet status) after 90s; its log:\n%s", podLog(k, "clawnetd"))
 	}
-	for _, f := range []string{filepath.Join(w.binDir, "clawnet-cni"), filepath.Join(c.netDir, "00-clawnet.conflist")} {
-		if _, err := os.Stat(f); err != nil {
-			t.Fatalf("install-cni did not install %s: %v", f, err)
-		}
+	if _, err := os.Stat(filepath.Join(w.binDir, "clawnet-cni")); err != nil {
+		t.Fatalf("install-cni did not install the plugin: %v", err)
+	}
+	conf, err := os.ReadFile(filepath.Join(c.netDir, installed))
+	if err != nil || !strings.Contains(string(conf), `"clawnet-cni"`) || chained != strings.Contains(string(conf), `"chained": true`) {
+		t.Fatalf("install-cni left %s as %s (%v)", installed, conf, err)
+	}
+	if chained {
+		k.writeManifest(t, "web", fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: clawnet-test}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: %s
+    imagePullPolicy: Never
+    command: ["/bin/sh", "-c", "exec sleep 3600"]
+`, agentImage))
 	}
 
 	mark := w.in.Mark()
@@ -601,6 +632,20 @@ func TestKubeletDaemonSetPod(t *testing.T) {
 	checkAgentPod(t, w, mark, first, sentinel)
 	if log := podLog(k, "clawnetd"); !strings.Contains(log, `"agent":"`+kubeletAgent+`"`) || !strings.Contains(log, `"verdict":"deny"`) {
 		t.Errorf("clawnetd's pod log (audit_log: -) has no deny of %s:\n%s", kubeletAgent, log)
+	}
+
+	if chained {
+		var web string
+		if !harness.Poll(60*time.Second, 200*time.Millisecond, func() bool {
+			web = strings.TrimSpace(c.run("ps", "--name", "^web$", "--state", "running", "-q").Stdout)
+			return web != ""
+		}) {
+			t.Fatal("the pod without the annotation is not running after 60s")
+		}
+		if r := c.run("exec", web, "ip", "-o", "-4", "addr", "show", "dev", "eth0"); !r.OK() || !strings.Contains(r.Stdout, "192.0.2.") {
+			t.Errorf("eth0 of the pod without the annotation: %v; want the bridge's address", r)
+		}
+		k.removeManifest(t, "web")
 	}
 
 	t.Run("clawnetd killed, restarted, agent attached again", func(t *testing.T) {
@@ -665,15 +710,15 @@ const clawnetdImage = "localhost/clawnet-test/clawnetd:dev"
 // defaultRecords is clawnet-cni's default dataDir.
 const defaultRecords = "/var/lib/cni/clawnet"
 
-// daemonSetPod is the pod of deploy/kubernetes/daemonset-agent-pool.yaml as
-// a static pod for this test's kubelet: the same containers, probes,
+// daemonSetPod is the pod of the DaemonSet in deploy/kubernetes/file as a
+// static pod for this test's kubelet: the same containers, probes,
 // security context, mounts and propagation, with the image built here,
 // the ConfigMaps as directories under dir (the config's DNS upstream and
 // test addresses set to the test internet's, the canary policy as the only
 // policy file), the node's /run/clawnet and /var/lib/clawnet as directories
 // under dir, and the CNI directories as the test containerd's. What needs
 // an API server goes (ServiceAccount, priority class, node selector).
-func daemonSetPod(t *testing.T, dir string, w *world, c *containerd) string {
+func daemonSetPod(t *testing.T, file, dir string, w *world, c *containerd) string {
 	t.Helper()
 	root, err := harness.ModuleRoot()
 	if err != nil {
@@ -698,7 +743,7 @@ func daemonSetPod(t *testing.T, dir string, w *world, c *containerd) string {
 		}
 		return docs[0]
 	}
-	ds := read("daemonset-agent-pool.yaml")
+	ds := read(file)
 	cm := read("configmap.yaml")
 
 	// The ConfigMap's clawnetd.yaml, pointed at the test internet.
@@ -747,7 +792,7 @@ func daemonSetPod(t *testing.T, dir string, w *world, c *containerd) string {
 		}
 		d, ok := hostDirs[name]
 		if !ok {
-			t.Fatalf("daemonset-agent-pool.yaml has volume %s, which this test does not know how to give", name)
+			t.Fatalf("%s has volume %s, which this test does not know how to give", file, name)
 		}
 		for k := range vm {
 			if k != "name" {
