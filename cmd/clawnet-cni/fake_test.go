@@ -33,6 +33,7 @@ type fakeDaemon struct {
 	podPolicies  map[string]string
 	podPolicyErr string
 	podAsks      []control.PodRef
+	lists        int // GET /v1/agents
 }
 
 func newFakeDaemon(t *testing.T) *fakeDaemon {
@@ -106,6 +107,7 @@ func (f *fakeDaemon) attach(w http.ResponseWriter, r *http.Request) {
 func (f *fakeDaemon) list(w http.ResponseWriter, _ *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.lists++
 	as := make([]control.Agent, 0, len(f.agents))
 	for _, a := range f.agents {
 		as = append(as, a)

@@ -307,7 +307,17 @@ func TestDelIsIdempotent(t *testing.T) {
 	}
 	w.mustDel("s1", "")
 	w.mustDel("s1", "/run/netns/n1")
+	w.d.mu.Lock()
+	before := w.d.lists
+	w.d.mu.Unlock()
+	// Nothing recorded and no namespace: nothing to look for, nothing asked.
 	w.mustDel("never-added", "")
+	w.mustDel("s1", "")
+	w.d.mu.Lock()
+	defer w.d.mu.Unlock()
+	if w.d.lists != before {
+		t.Errorf("DEL with nothing recorded and no namespace listed the agents %d times; want none", w.d.lists-before)
+	}
 }
 
 func TestDelWithoutNetnsUsesTheRecord(t *testing.T) {

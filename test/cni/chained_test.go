@@ -143,6 +143,9 @@ func TestLibcniChained(t *testing.T) {
 	// CHECK of clawnet-cni alone, on the result libcni cached for the
 	// network: the bridge's own CHECK looks for its veth in the pod and
 	// finds the TUN instead (no kubelet runtime calls CHECK; docs/kubernetes.md).
+	if err := cni.CheckNetworkList(ctx, list, agent); err == nil || !strings.Contains(err.Error(), "Bridge") {
+		t.Errorf("CHECK of the whole list = %v; the bridge's own CHECK fails for an agent pod, as docs/kubernetes.md says", err)
+	}
 	own := *list
 	own.Plugins = list.Plugins[1:]
 	if err := cni.CheckNetworkList(ctx, &own, agent); err != nil {
