@@ -30,6 +30,7 @@ func (g *Gateway) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/reload", g.handleReload)
 	mux.HandleFunc("GET /v1/explain", g.handleExplain)
 	mux.HandleFunc("GET /v1/version", handleVersion)
+	mux.HandleFunc("GET /v1/pods/{namespace}/{name}/policy", g.handlePodPolicy)
 	mux.Handle("GET /metrics", g.MetricsHandler())
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -187,6 +188,43 @@ func (g *Gateway) handleExplain(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, e)
+}
+
+// handlePodPolicy answers a control.PodPolicy: the policy Options.PodPolicy
+// names for the pod (?uid= may name its UID), "" for a pod that is not an
+// agent pod or when the daemon has no pod policy source. clawnet-cni's
+// chained mode asks it to tell agent pods from the others; an error is
+// answered as one (the plugin then fails the pod's ADD: closed).
+func (g *Gateway) handlePodPolicy(w http.ResponseWriter, r *http.Request) {
+	pod := control.PodRef{Namespace: r.PathValue("namespace"), Name: r.PathValue("name"), UID: r.URL.Query().Get("uid")}
+	if !validPodName(pod.Namespace) || !validPodName(pod.Name) {
+		writeErr(w, fmt.Errorf("%w: pod %q/%q: namespace and name must be 1 to 253 characters of a-z, 0-9, '-' and '.'", ErrBadRequest, pod.Namespace, pod.Name))
+		return
+	}
+	ans := control.PodPolicy{Namespace: pod.Namespace, Name: pod.Name}
+	if g.podPolicy != nil {
+		pol, err := g.podPolicy(r.Context(), pod)
+		if err != nil {
+			writeErr(w, fmt.Errorf("policy of pod %s/%s: %w", pod.Namespace, pod.Name, err))
+			return
+		}
+		ans.Policy = pol
+	}
+	writeJSON(w, http.StatusOK, ans)
+}
+
+// validPodName is what Kubernetes allows in a namespace or pod name (DNS
+// subdomain): lower-case letters, digits, '-' and '.', at most 253.
+func validPodName(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 func handleVersion(w http.ResponseWriter, _ *http.Request) {

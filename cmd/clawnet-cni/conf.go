@@ -31,6 +31,34 @@ type netConf struct {
 	Policy string `json:"policy,omitempty"`
 	// DataDir holds the plugin's attachment records.
 	DataDir string `json:"dataDir,omitempty"`
+	// Chained runs the plugin after the cluster's own plugin (prevResult
+	// set): a pod that opts in has the interfaces that plugin made in its
+	// namespace removed and only the TUN put there; any other pod's
+	// prevResult passes through untouched.
+	Chained bool `json:"chained,omitempty"`
+	// RuntimeConfig is what the runtime fills in for the capabilities the
+	// configuration declares.
+	RuntimeConfig struct {
+		// PodAnnotations are the pod's annotations, passed by runtimes
+		// that know the capability io.kubernetes.cri.pod-annotations
+		// when the configuration declares it.
+		PodAnnotations map[string]string `json:"io.kubernetes.cri.pod-annotations,omitempty"`
+	} `json:"runtimeConfig"`
+}
+
+// policyAnnotation names a pod's policy; in chained mode it also opts the
+// pod in.
+const policyAnnotation = "clawnet.dev/policy"
+
+// podAnnotation returns the pod's clawnet.dev/policy annotation as the
+// runtime passed it; ok is false when the pod has none (or the runtime
+// passes no annotations).
+func (c *netConf) podAnnotation() (policy string, ok bool, err error) {
+	policy, ok = c.RuntimeConfig.PodAnnotations[policyAnnotation]
+	if ok && (policy == "" || strings.TrimSpace(policy) != policy) {
+		return "", false, fmt.Errorf("pod annotation %s: %q is not a policy name", policyAnnotation, policy)
+	}
+	return policy, ok, nil
 }
 
 // knownKeys are the keys a configuration may carry: the plugin's own and
@@ -38,7 +66,7 @@ type netConf struct {
 // a misspelt "policy" must not attach pods under the default policy.
 var knownKeys = []string{
 	// the plugin's
-	"socket", "policy", "dataDir",
+	"socket", "policy", "dataDir", "chained",
 	// the spec's plugin object
 	"cniVersion", "name", "type", "capabilities", "ipam", "dns",
 	// added by runtimes
@@ -53,7 +81,7 @@ func parseConf(data []byte) (*netConf, error) {
 	}
 	for k := range keys {
 		if !slices.Contains(knownKeys, k) {
-			return nil, fmt.Errorf("network configuration: unknown key %q (clawnet-cni reads socket, policy and dataDir)", k)
+			return nil, fmt.Errorf("network configuration: unknown key %q (clawnet-cni reads socket, policy, dataDir and chained)", k)
 		}
 	}
 	conf := &netConf{}
@@ -79,6 +107,9 @@ func parseConf(data []byte) (*netConf, error) {
 	}
 	if strings.TrimSpace(conf.Policy) != conf.Policy {
 		return nil, fmt.Errorf("network configuration: policy %q has surrounding spaces", conf.Policy)
+	}
+	if conf.Chained && conf.Policy != "" {
+		return nil, fmt.Errorf("network configuration: policy %q with chained: in chained mode a pod's policy comes from its %s annotation or from clawnetd, never from the network", conf.Policy, policyAnnotation)
 	}
 	if err := version.ParsePrevResult(&conf.PluginConf); err != nil {
 		return nil, fmt.Errorf("network configuration: prevResult: %w", err)

@@ -28,6 +28,12 @@ type fakeDaemon struct {
 	next            int
 	attaches        []control.AttachRequest
 	detaches        []string
+	// podPolicies are what the pod policy source names, by NS/NAME;
+	// podPolicyErr fails every question.
+	podPolicies  map[string]string
+	podPolicyErr string
+	podAsks      []control.PodRef
+	lists        int // GET /v1/agents
 }
 
 func newFakeDaemon(t *testing.T) *fakeDaemon {
@@ -41,6 +47,7 @@ func newFakeDaemon(t *testing.T) *fakeDaemon {
 	mux.HandleFunc("POST /v1/agents", f.attach)
 	mux.HandleFunc("GET /v1/agents", f.list)
 	mux.HandleFunc("DELETE /v1/agents/{name}", f.detach)
+	mux.HandleFunc("GET /v1/pods/{namespace}/{name}/policy", f.podPolicy)
 	f.srv = httptest.NewUnstartedServer(mux)
 	f.srv.Listener.Close()
 	f.srv.Listener = l
@@ -100,6 +107,7 @@ func (f *fakeDaemon) attach(w http.ResponseWriter, r *http.Request) {
 func (f *fakeDaemon) list(w http.ResponseWriter, _ *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.lists++
 	as := make([]control.Agent, 0, len(f.agents))
 	for _, a := range f.agents {
 		as = append(as, a)
@@ -119,6 +127,30 @@ func (f *fakeDaemon) detach(w http.ResponseWriter, r *http.Request) {
 	}
 	delete(f.agents, name)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+func (f *fakeDaemon) podPolicy(w http.ResponseWriter, r *http.Request) {
+	pod := control.PodRef{Namespace: r.PathValue("namespace"), Name: r.PathValue("name"), UID: r.URL.Query().Get("uid")}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.podAsks = append(f.podAsks, pod)
+	if f.podPolicyErr != "" {
+		writeJSON(w, http.StatusInternalServerError, control.Error{Error: f.podPolicyErr})
+		return
+	}
+	writeJSON(w, http.StatusOK, control.PodPolicy{Namespace: pod.Namespace, Name: pod.Name, Policy: f.podPolicies[pod.Namespace+"/"+pod.Name]})
+}
+
+func (f *fakeDaemon) asks() []control.PodRef {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.podAsks)
+}
+
+func (f *fakeDaemon) attachCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.attaches)
 }
 
 // agentList is the names of the attached agents, sorted.

@@ -22,6 +22,7 @@ type daemon interface {
 	Attach(ctx context.Context, req control.AttachRequest) (*control.Agent, error)
 	Detach(ctx context.Context, name string) error
 	Agents(ctx context.Context) ([]control.Agent, error)
+	PodPolicy(ctx context.Context, pod control.PodRef) (string, error)
 }
 
 var _ daemon = (*control.Client)(nil)
@@ -39,10 +40,22 @@ type plugin struct {
 	stdout io.Writer
 	// dial returns the daemon behind a control socket.
 	dial func(socket string) daemon
+	// clearNetns removes every interface but lo from the namespace at a
+	// path (chained mode).
+	clearNetns func(path string) error
+	// hostHas says whether the node's namespace has an interface of that
+	// name (chained mode: which of prevResult's host-side interfaces are
+	// still there).
+	hostHas func(name string) bool
 }
 
 func newPlugin(stdout io.Writer) *plugin {
-	return &plugin{stdout: stdout, dial: func(s string) daemon { return control.NewClient(s) }}
+	return &plugin{
+		stdout:     stdout,
+		dial:       func(s string) daemon { return control.NewClient(s) },
+		clearNetns: clearNetns,
+		hostHas:    hostHas,
+	}
 }
 
 func (p *plugin) funcs() skel.CNIFuncs {
@@ -51,15 +64,21 @@ func (p *plugin) funcs() skel.CNIFuncs {
 
 // add attaches the container's namespace to clawnetd as an agent and
 // answers the TUN as CNI_IFNAME. It fails closed: without clawnetd there is
-// no attachment, and the runtime does not start the pod.
+// no attachment, and the runtime does not start the pod. In chained mode a
+// pod that is not an agent pod gets prevResult back untouched; an agent pod
+// first loses every interface the plugins before this one made.
 func (p *plugin) add(args *skel.CmdArgs) error {
 	conf, err := parseConf(args.StdinData)
 	if err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
 	}
-	if conf.PrevResult != nil {
+	switch {
+	case conf.PrevResult != nil && !conf.Chained:
 		return types.NewError(types.ErrInvalidNetworkConfig,
-			"clawnet-cni must be the first plugin of its network (chained after another plugin, the pod would have a way around the gateway)", "")
+			"clawnet-cni must be the first plugin of its network (chained after another plugin, the pod would have a way around the gateway); set \"chained\": true to run it after the cluster's plugin", "")
+	case conf.PrevResult == nil && conf.Chained:
+		return types.NewError(types.ErrInvalidNetworkConfig,
+			"chained: clawnet-cni runs after the cluster's own plugin, but no plugin ran before it (no prevResult); put it last in the plugin list, or drop chained", "")
 	}
 	pa, err := parsePodArgs(args.Args)
 	if err != nil {
@@ -69,6 +88,19 @@ func (p *plugin) add(args *skel.CmdArgs) error {
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
 	d := p.dial(conf.Socket)
+	pod := podRef(pa)
+	policy, agentPod, err := p.policyOf(ctx, d, conf, pod)
+	if err != nil {
+		return err
+	}
+	if !agentPod {
+		// Chained, and not an agent pod: the cluster's network as it is.
+		out, err := conf.PrevResult.GetAsVersion(conf.CNIVersion)
+		if err != nil {
+			return err
+		}
+		return out.PrintTo(p.stdout)
+	}
 	path := recordPath(conf, args.ContainerID, args.IfName)
 	if old, ok, err := readRecord(path); err != nil {
 		return err
@@ -85,7 +117,16 @@ func (p *plugin) add(args *skel.CmdArgs) error {
 	if err := writeRecord(path, rec); err != nil {
 		return err
 	}
-	a, err := d.Attach(ctx, control.AttachRequest{Netns: args.Netns, Name: name, Policy: conf.Policy, Interface: args.IfName})
+	if conf.Chained {
+		// clawnetd refuses a namespace with any interface but lo, so a
+		// link left behind here fails the attach rather than open a way
+		// around the gateway.
+		if err := p.clearNetns(args.Netns); err != nil {
+			_ = removeRecord(path)
+			return fmt.Errorf("chained: remove the interfaces the cluster's plugin made in %s: %w", args.Netns, err)
+		}
+	}
+	a, err := d.Attach(ctx, control.AttachRequest{Netns: args.Netns, Name: name, Policy: policy, Interface: args.IfName, Pod: pod})
 	if err != nil {
 		_ = removeRecord(path)
 		return daemonError(fmt.Sprintf("attach %s as agent %s", args.Netns, name), err)
@@ -98,6 +139,9 @@ func (p *plugin) add(args *skel.CmdArgs) error {
 			fmt.Sprintf("clawnetd named the TUN %q, but the runtime wants %q (CNI_IFNAME): set network.interface: %s in clawnetd's config", a.Interface, args.IfName, args.IfName), "")
 	}
 	res, err := resultOf(a, args.Netns)
+	if err == nil && conf.Chained {
+		err = p.keepHostInterfaces(res, conf.PrevResult)
+	}
 	if err != nil {
 		_ = d.Detach(ctx, a.Name)
 		_ = removeRecord(path)
@@ -112,6 +156,63 @@ func (p *plugin) add(args *skel.CmdArgs) error {
 	return out.PrintTo(p.stdout)
 }
 
+// podRef names the Kubernetes pod of the CNI_ARGS, nil when the runtime
+// names no namespace and pod (podman names no namespace).
+func podRef(a podArgs) *control.PodRef {
+	if a.K8S_POD_NAMESPACE == "" || a.K8S_POD_NAME == "" {
+		return nil
+	}
+	return &control.PodRef{Namespace: string(a.K8S_POD_NAMESPACE), Name: string(a.K8S_POD_NAME), UID: string(a.K8S_POD_UID)}
+}
+
+// policyOf decides whether the pod is attached and under which policy ("":
+// clawnetd decides, through its pod policy source, else default_policy).
+//
+// clawnetd's pod policy source comes first whenever the plugin has reason
+// to ask (the pod is annotated, the network names a policy, or it runs
+// chained): with an API server it reads the same clawnet.dev/policy
+// annotation, as the name of an AgentNetworkPolicy in the pod's namespace,
+// then the namespace's default. Then the annotation as the runtime passed
+// it (a node without an API server: it names a policy file), then the
+// network's policy. In chained mode a pod is an agent pod only when its
+// annotation or clawnetd names a policy; clawnetd not answering fails the
+// ADD of every pod (closed: an agent pod must not start on the cluster's
+// network).
+func (p *plugin) policyOf(ctx context.Context, d daemon, conf *netConf, pod *control.PodRef) (policy string, agentPod bool, err error) {
+	ann, annotated, err := conf.podAnnotation()
+	if err != nil {
+		return "", false, types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
+	}
+	if !annotated && !conf.Chained && (conf.Policy == "" || pod == nil) {
+		// Nothing to weigh here: clawnetd resolves the pod at attach.
+		return conf.Policy, true, nil
+	}
+	var fromDaemon string
+	if pod != nil {
+		fromDaemon, err = d.PodPolicy(ctx, *pod)
+	} else if conf.Chained {
+		// No pod to ask about; still, nothing starts while clawnetd does
+		// not answer.
+		_, err = d.Agents(ctx)
+	}
+	if err != nil {
+		what := "reach clawnetd"
+		if pod != nil {
+			what = fmt.Sprintf("ask clawnetd for the policy of pod %s/%s", pod.Namespace, pod.Name)
+		}
+		return "", false, daemonError(what, err)
+	}
+	switch {
+	case fromDaemon != "":
+		return fromDaemon, true, nil
+	case annotated:
+		return ann, true, nil
+	case conf.Chained:
+		return "", false, nil
+	}
+	return conf.Policy, true, nil
+}
+
 // del detaches the container's agent. It succeeds whenever nothing is left
 // attached for the container: called twice, without CNI_NETNS or
 // prevResult, after clawnetd lost the agent, or with clawnetd gone (a
@@ -124,7 +225,14 @@ func (p *plugin) del(args *skel.CmdArgs) error {
 	path := recordPath(conf, args.ContainerID, args.IfName)
 	// A record that cannot be read must not block the pod's removal: the
 	// namespace, when the runtime names it, still finds the agent.
-	rec, recorded, _ := readRecord(path)
+	rec, recorded, recErr := readRecord(path)
+	if !recorded && recErr == nil && (conf.Chained || args.Netns == "") {
+		// Nothing recorded, and nothing to look for: chained, a pod of
+		// the cluster's network; or no namespace named (containerd's
+		// second DEL, after the first one detached). Its removal must
+		// not wait for clawnetd.
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
 	d := p.dial(conf.Socket)
@@ -175,6 +283,10 @@ func (p *plugin) check(args *skel.CmdArgs) error {
 	rec, ok, err := readRecord(recordPath(conf, args.ContainerID, args.IfName))
 	if err != nil {
 		return err
+	}
+	if !ok && conf.Chained {
+		// A pod ADD passed through: the cluster's plugins check it.
+		return nil
 	}
 	if !ok {
 		return fmt.Errorf("no attachment recorded for container %s, interface %s", args.ContainerID, args.IfName)

@@ -25,13 +25,24 @@ type world struct {
 	p       *plugin
 	out     *bytes.Buffer
 	dataDir string
+	// cleared are the namespaces chained mode cleared; clearErr fails it.
+	cleared  []string
+	clearErr error
 }
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	out := &bytes.Buffer{}
 	p := newPlugin(out)
-	return &world{t: t, d: newFakeDaemon(t), p: p, out: out, dataDir: t.TempDir()}
+	w := &world{t: t, d: newFakeDaemon(t), p: p, out: out, dataDir: t.TempDir()}
+	// Chained mode's namespace work is tested on real namespaces in
+	// netns_test.go; here it is recorded.
+	p.clearNetns = func(path string) error {
+		w.cleared = append(w.cleared, path)
+		return w.clearErr
+	}
+	p.hostHas = func(name string) bool { return name == "cni0" }
+	return w
 }
 
 // conf is the plugin's configuration as a runtime hands it, with extra
@@ -296,7 +307,17 @@ func TestDelIsIdempotent(t *testing.T) {
 	}
 	w.mustDel("s1", "")
 	w.mustDel("s1", "/run/netns/n1")
+	w.d.mu.Lock()
+	before := w.d.lists
+	w.d.mu.Unlock()
+	// Nothing recorded and no namespace: nothing to look for, nothing asked.
 	w.mustDel("never-added", "")
+	w.mustDel("s1", "")
+	w.d.mu.Lock()
+	defer w.d.mu.Unlock()
+	if w.d.lists != before {
+		t.Errorf("DEL with nothing recorded and no namespace listed the agents %d times; want none", w.d.lists-before)
+	}
 }
 
 func TestDelWithoutNetnsUsesTheRecord(t *testing.T) {

@@ -139,6 +139,20 @@ func (c *Client) Agents(ctx context.Context) ([]Agent, error) {
 	return as, err
 }
 
+// PodPolicy asks which policy the daemon's pod policy source names for the
+// pod; "" means it is not an agent pod.
+func (c *Client) PodPolicy(ctx context.Context, pod PodRef) (string, error) {
+	path := "/v1/pods/" + url.PathEscape(pod.Namespace) + "/" + url.PathEscape(pod.Name) + "/policy"
+	if pod.UID != "" {
+		path += "?" + url.Values{"uid": {pod.UID}}.Encode()
+	}
+	var p PodPolicy
+	if err := c.do(ctx, http.MethodGet, path, nil, &p); err != nil {
+		return "", err
+	}
+	return p.Policy, nil
+}
+
 // Status returns the daemon's status.
 func (c *Client) Status(ctx context.Context) (*Status, error) {
 	var s Status

@@ -77,3 +77,29 @@ func TestClientExplainInbound(t *testing.T) {
 		t.Errorf("query = %s; want %s", query, want)
 	}
 }
+
+func TestClientPodPolicy(t *testing.T) {
+	var got []string
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/pods/{namespace}/{name}/policy", func(w http.ResponseWriter, r *http.Request) {
+		got = append(got, r.Method+" "+r.URL.RequestURI())
+		if r.PathValue("name") == "gone" {
+			w.WriteHeader(http.StatusInternalServerError)
+			json.NewEncoder(w).Encode(Error{Error: "policy of pod ns/gone: api server unreachable"})
+			return
+		}
+		json.NewEncoder(w).Encode(PodPolicy{Namespace: r.PathValue("namespace"), Name: r.PathValue("name"), Policy: "coder"})
+	})
+	c := serveUnix(t, mux)
+	ctx := context.Background()
+	if p, err := c.PodPolicy(ctx, PodRef{Namespace: "ns", Name: "p1", UID: "u 1"}); err != nil || p != "coder" {
+		t.Errorf("PodPolicy = %q, %v; want coder", p, err)
+	}
+	if _, err := c.PodPolicy(ctx, PodRef{Namespace: "ns", Name: "gone"}); err == nil || err.Error() != "policy of pod ns/gone: api server unreachable" {
+		t.Errorf("PodPolicy of a failing source = %v; want the daemon's line", err)
+	}
+	want := "GET /v1/pods/ns/p1/policy?uid=u+1\nGET /v1/pods/ns/gone/policy"
+	if strings.Join(got, "\n") != want {
+		t.Errorf("requests:\n%s\nwant:\n%s", strings.Join(got, "\n"), want)
+	}
+}

@@ -142,3 +142,15 @@ type Explanation struct {
 type Error struct {
 	Error string `json:"error"`
 }
+
+// PodPolicy answers GET /v1/pods/{namespace}/{name}/policy: the policy the
+// daemon's pod policy source (Kubernetes: the pod's clawnet.dev/policy
+// annotation, then its namespace's default) names for the pod. An empty
+// Policy means the pod is not an agent pod: clawnet-cni in chained mode
+// leaves such a pod's network as the cluster's plugin made it. A daemon with
+// no pod policy source answers empty for every pod.
+type PodPolicy struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Policy    string `json:"policy"`
+}

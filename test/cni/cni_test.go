@@ -65,9 +65,10 @@ func requireCNI(t *testing.T, cmds ...string) {
 // plugin under test and loopback.
 type world struct {
 	in     *harness.Internet
-	d      *harness.Daemon
-	dir    string // the test's own files
-	binDir string // CNI_PATH: clawnet-cni and loopback
+	d      *harness.Daemon // nil when clawnetd runs as a pod (kubelet tier)
+	socket string          // clawnetd's control socket, as the plugin sees it
+	dir    string          // the test's own files
+	binDir string          // CNI_PATH: clawnet-cni and loopback
 	ctl    *control.Client
 }
 
@@ -83,7 +84,14 @@ func newWorld(t *testing.T) *world {
 		Policies: map[string]string{"canary": canaryPolicy(in)},
 		Internet: in,
 	})
-	w := &world{in: in, d: d, dir: t.TempDir(), ctl: control.NewClient(d.Socket)}
+	w := &world{in: in, d: d, socket: d.Socket, dir: t.TempDir(), ctl: control.NewClient(d.Socket)}
+	w.setupBinDir(t)
+	return w
+}
+
+// setupBinDir makes w's CNI bin directory: clawnet-cni and loopback.
+func (w *world) setupBinDir(t *testing.T) {
+	t.Helper()
 	w.binDir = filepath.Join(w.dir, "bin")
 	if err := os.Mkdir(w.binDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -93,7 +101,6 @@ func newWorld(t *testing.T) *world {
 	if err := os.Symlink("/usr/lib/cni/loopback", filepath.Join(w.binDir, "loopback")); err != nil {
 		t.Fatal(err)
 	}
-	return w
 }
 
 // canaryPolicy allows HTTP to the canary by name and by its primary
@@ -118,7 +125,7 @@ func (w *world) conflist(name string) string {
     {"type": "clawnet-cni", "socket": %q, "policy": "canary", "dataDir": %q}
   ]
 }
-`, name, w.d.Socket, w.dataDir())
+`, name, w.socket, w.dataDir())
 }
 
 // dataDir is where the plugin keeps its attachment records in this test.
@@ -162,7 +169,10 @@ func (w *world) mustAgent(t *testing.T, name string) control.Agent {
 	t.Helper()
 	a, ok := w.agent(t, name)
 	if !ok {
-		t.Fatalf("no agent %s attached; clawnet ls: %+v", name, w.d.List(t))
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		as, _ := w.ctl.Agents(ctx)
+		t.Fatalf("no agent %s attached; attached: %+v", name, as)
 	}
 	return a
 }

@@ -24,6 +24,7 @@ const EnvCrictl = "CLAWNET_CRICTL"
 // plugin calls clawnet-cni for every pod sandbox, as under kubelet.
 type containerd struct {
 	dir    string // config, logs, pod logs
+	netDir string // the CRI's CNI configuration directory
 	root   string // images and snapshots
 	state  string // sockets and runtime state
 	crictl []string
@@ -55,6 +56,14 @@ func crictlPath(t *testing.T) string {
 // then its directories and the pods' cgroups.
 func startContainerd(t *testing.T, w *world) *containerd {
 	t.Helper()
+	return startContainerdWith(t, w, w.conflist("clawnet-cri"))
+}
+
+// startContainerdWith is startContainerd with conflist as the CRI's only
+// network; with "", the directory is left empty for a test to fill (the
+// CRI reports its network not ready until then).
+func startContainerdWith(t *testing.T, w *world, conflist string) *containerd {
+	t.Helper()
 	requireCNI(t, "containerd", "ctr", "runc")
 	crictl := crictlPath(t)
 	id := fmt.Sprintf("cri-%d-%x", os.Getpid(), harness.RandomBytes(3))
@@ -64,6 +73,7 @@ func startContainerd(t *testing.T, w *world) *containerd {
 		state: filepath.Join("/run/clawnet-ci", id),
 	}
 	netDir := filepath.Join(c.dir, "net.d")
+	c.netDir = netDir
 	for _, d := range []string{netDir, c.state, filepath.Join(c.dir, "pods")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -98,9 +108,11 @@ state = %q
 `, c.root, c.state, sock, sock, c.state, pauseImage, w.binDir, netDir)
 	crictlConf := fmt.Sprintf("runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 30\n", sock, sock)
 	files := map[string]string{
-		filepath.Join(c.dir, "config.toml"):          config,
-		filepath.Join(c.dir, "crictl.yaml"):          crictlConf,
-		filepath.Join(netDir, "10-clawnet.conflist"): w.conflist("clawnet-cri"),
+		filepath.Join(c.dir, "config.toml"): config,
+		filepath.Join(c.dir, "crictl.yaml"): crictlConf,
+	}
+	if conflist != "" {
+		files[filepath.Join(netDir, "10-clawnet.conflist")] = conflist
 	}
 	for p, body := range files {
 		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
@@ -130,25 +142,24 @@ state = %q
 		t.Fatalf("containerd's CRI does not answer after 20s; log:\n%s", c.logTail())
 	}
 
-	images := filepath.Join(c.dir, "images")
-	if err := os.Mkdir(images, 0o755); err != nil {
+	if err := os.Mkdir(filepath.Join(c.dir, "images"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, img := range []struct {
-		name  string
-		layer []byte
-		cmd   []string
-	}{
-		{agentImage, agentLayer(t), []string{"/bin/sh"}},
-		{pauseImage, pauseLayer(t), []string{"/pause"}},
-	} {
-		archive := filepath.Join(images, filepath.Base(strings.ReplaceAll(img.name, ":", "_"))+".tar")
-		ociArchive(t, img.name, img.layer, img.cmd, archive)
-		if r := run(time.Minute, nil, "ctr", "--address", sock, "-n", "k8s.io", "images", "import", archive); !r.OK() {
-			t.Fatalf("import %s into containerd: %v", img.name, r)
-		}
-	}
+	c.importImage(t, agentImage, agentLayer(t), []string{"/bin/sh"})
+	c.importImage(t, pauseImage, pauseLayer(t), []string{"/pause"})
 	return c
+}
+
+// importImage loads an image made of layer, running cmd, into containerd's
+// k8s.io namespace, where its CRI finds images.
+func (c *containerd) importImage(t *testing.T, name string, layer []byte, cmd []string) {
+	t.Helper()
+	archive := filepath.Join(c.dir, "images", filepath.Base(strings.ReplaceAll(name, ":", "_"))+".tar")
+	ociArchive(t, name, layer, cmd, archive)
+	sock := filepath.Join(c.state, "containerd.sock")
+	if r := run(time.Minute, nil, "ctr", "--address", sock, "-n", "k8s.io", "images", "import", archive); !r.OK() {
+		t.Fatalf("import %s into containerd: %v", name, r)
+	}
 }
 
 func (c *containerd) logTail() string {
@@ -278,4 +289,62 @@ func TestCRIPodSandbox(t *testing.T) {
 	if recs := w.records(t, "clawnet-cri"); len(recs) != 0 {
 		t.Errorf("attachment records after the pod was removed: %q", recs)
 	}
+}
+
+// TestCRIPodAnnotation: containerd 1.6's CRI passes the pod's annotations
+// to a plugin that declares the capability io.kubernetes.cri.pod-annotations,
+// so a pod annotated clawnet.dev/policy is attached under that policy on a
+// network that names none, and reaches what it allows; a pod without the
+// annotation gets the daemon's default_policy (no pod policy source here).
+func TestCRIPodAnnotation(t *testing.T) {
+	requireCNI(t)
+	w := newWorld(t)
+	conflist := fmt.Sprintf(`{
+  "cniVersion": "1.0.0",
+  "name": "clawnet-cri-ann",
+  "plugins": [
+    {"type": "clawnet-cni", "socket": %q, "dataDir": %q,
+     "capabilities": {"io.kubernetes.cri.pod-annotations": true}}
+  ]
+}`, w.socket, w.dataDir())
+	c := startContainerdWith(t, w, conflist)
+	runp := func(name string, ann map[string]string) string {
+		cfg := c.writeJSON(t, name+".json", map[string]any{
+			"metadata":      map[string]any{"name": name, "namespace": "clawnet-test", "uid": name + "-uid", "attempt": 0},
+			"annotations":   ann,
+			"log_directory": filepath.Join(c.dir, "pods", name),
+			"linux":         map[string]any{},
+		})
+		pod := c.must(t, "runp", cfg)
+		c.ids = append(c.ids, pod)
+		return pod
+	}
+	annotated := runp("annotated", map[string]string{"clawnet.dev/policy": "canary"})
+	plain := runp("plain", nil)
+	if a := w.mustAgent(t, "clawnet-test_annotated"); a.Policy != "canary" {
+		t.Errorf("annotated pod attached under %q; want canary, its annotation's", a.Policy)
+	}
+	if a := w.mustAgent(t, "clawnet-test_plain"); a.Policy != "default" {
+		t.Errorf("pod without the annotation attached under %q; want the default", a.Policy)
+	}
+
+	ctrConfig := c.writeJSON(t, "container.json", map[string]any{
+		"metadata": map[string]any{"name": "agent"},
+		"image":    map[string]any{"image": agentImage},
+		"command":  []string{"/bin/sh", "-c", "exec sleep 3600"},
+		"log_path": "agent.log",
+		"linux":    map[string]any{},
+	})
+	ctr := c.must(t, "create", annotated, ctrConfig, filepath.Join(c.dir, "annotated.json"))
+	c.ids = append(c.ids, ctr)
+	c.must(t, "start", ctr)
+	checkPodNetwork(t, w, func(t *testing.T, script string) harness.Result {
+		return c.run("exec", ctr, "sh", "-c", script)
+	})
+	for _, p := range []string{annotated, plain} {
+		c.must(t, "stopp", p)
+		c.must(t, "rmp", p)
+	}
+	w.waitGone(t, "clawnet-test_annotated", 10*time.Second)
+	w.waitGone(t, "clawnet-test_plain", 10*time.Second)
 }

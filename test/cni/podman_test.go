@@ -29,6 +29,13 @@ type podman struct {
 
 func newPodman(t *testing.T, w *world) *podman {
 	t.Helper()
+	return newPodmanWith(t, w, w.conflist)
+}
+
+// newPodmanWith is newPodman with the network's configuration list made by
+// conflist from the network's name.
+func newPodmanWith(t *testing.T, w *world, conflist func(name string) string) *podman {
+	t.Helper()
 	requireCNI(t, "podman")
 	dir := filepath.Join(w.dir, "podman")
 	netDir := filepath.Join(dir, "net.d")
@@ -56,7 +63,7 @@ tmp_dir = "%s/libpod"
 	files := map[string]string{
 		filepath.Join(dir, "containers.conf"):               conf,
 		filepath.Join(dir, "storage.conf"):                  storage,
-		filepath.Join(netDir, "50-"+pm.network+".conflist"): w.conflist(pm.network),
+		filepath.Join(netDir, "50-"+pm.network+".conflist"): conflist(pm.network),
 	}
 	for p, body := range files {
 		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
@@ -136,4 +143,26 @@ func TestPodmanFirstInstruction(t *testing.T) {
 	}
 	w.in.WaitFor(t, 5*time.Second, "the first instruction's request "+p, requested(p))
 	w.waitGone(t, name, 10*time.Second)
+}
+
+// TestPodmanPassesNoAnnotations records what docs/kubernetes.md says of
+// podman 4.3 (CNI backend): it hands the plugin no runtimeConfig, so a
+// container's clawnet.dev/policy annotation never reaches it, even on a
+// network that declares the pod-annotations capability: the container is
+// attached under the daemon's default policy. Should podman start passing
+// them, this test fails and the documentation needs the change.
+func TestPodmanPassesNoAnnotations(t *testing.T) {
+	requireCNI(t, "podman")
+	w := newWorld(t)
+	pm := newPodmanWith(t, w, func(name string) string {
+		return fmt.Sprintf(`{"cniVersion": "1.0.0", "name": %q, "plugins": [
+  {"type": "clawnet-cni", "socket": %q, "dataDir": %q, "capabilities": {"io.kubernetes.cri.pod-annotations": true}}]}`,
+			name, w.socket, w.dataDir())
+	})
+	name := "agent-ann-" + fmt.Sprintf("%x", harness.RandomBytes(4))
+	pm.must(t, "run", "-d", "--name", name, "--annotation", "clawnet.dev/policy=canary", "--network", pm.network, agentImage, "sleep", "3600")
+	t.Cleanup(func() { pm.run("rm", "-f", "-t", "0", name) })
+	if a := w.mustAgent(t, name); a.Policy != "default" {
+		t.Errorf("agent = %+v; podman 4.3 passes no annotations, so want the default policy (docs/kubernetes.md says so)", a)
+	}
 }
