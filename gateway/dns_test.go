@@ -320,7 +320,9 @@ func TestDNSFlappingUpstream(t *testing.T) {
 		}
 	}()
 	drop.Store(true)
+	asked := 0
 	for i := 0; time.Since(start) < outage; i++ {
+		asked++
 		wg.Add(2)
 		go func() { defer wg.Done(); observe(dnsAskUDP(t, alice, "api.example.com."), true) }()
 		go func() { defer wg.Done(); observe(dnsAskUDP(t, alice, fmt.Sprintf("n%d.example.com.", i)), false) }()
@@ -332,9 +334,11 @@ func TestDNSFlappingUpstream(t *testing.T) {
 	drop.Store(false)
 	t.Logf("outage of %v: %d cached answers, %d SERVFAIL, %d REFUSED; in flight at most %d, %d after the first try",
 		outage, hits.Load(), failed.Load(), refused.Load(), most.Load(), mostAfterFirst.Load())
-	if refused.Load() != 0 || bad.Load() != 0 || hits.Load() < 100 {
-		t.Errorf("during the outage: %d cached answers, %d refused, %d unexpected; want every cached name answered and nothing refused",
-			hits.Load(), refused.Load(), bad.Load())
+	// A loaded machine asks fewer times in the outage; every time asked
+	// must be answered from the cache.
+	if refused.Load() != 0 || bad.Load() != 0 || int(hits.Load()) != asked || asked < 10 {
+		t.Errorf("during the outage: %d cached answers of %d asked, %d refused, %d unexpected; want every cached name answered and nothing refused",
+			hits.Load(), asked, refused.Load(), bad.Load())
 	}
 	if most.Load() >= dnsInFlight/2 || mostAfterFirst.Load() > 5 {
 		t.Errorf("alice's lookups in flight: at most %d, %d once the first try failed; want far below %d, and about one",
