@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"slices"
@@ -156,6 +157,28 @@ func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 }
 
 // dial connects from the agent; the test fails if it cannot.
+// movingDownload starts a download of up to 1 GB from a chargen-style
+// server at dst (port 19 of the lab's servers), waits until its first MiB
+// has arrived, and keeps reading; ended says how it ended. when names the
+// moment for the failure message.
+func (a *agent) movingDownload(t *testing.T, dst netip.AddrPort, when string) (net.Conn, <-chan error) {
+	t.Helper()
+	dl := a.dial(t, "tcp", dst)
+	if _, err := io.WriteString(dl, "1000000000\n"); err != nil {
+		t.Fatal(err)
+	}
+	dl.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(dl, make([]byte, 1<<20)); err != nil {
+		t.Fatalf("download %s: %v", when, err)
+	}
+	ended := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, dl)
+		ended <- err
+	}()
+	return dl, ended
+}
+
 func (a *agent) dial(t *testing.T, network string, dst netip.AddrPort) net.Conn {
 	t.Helper()
 	c, err := a.ns.Dial(ctxTimeout(t, 5*time.Second), network, dst.String())

@@ -3,7 +3,6 @@ package integration_test
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,19 +57,7 @@ func TestSetupPhase(t *testing.T) {
 	// Setup phase: the setup host by name, and a download from it.
 	a.reach(t, e.in, matrixName)
 	a.reach(t, e.in, llmName)
-	dl := a.dial(t, "tcp", ap(setupHost, 19))
-	if _, err := io.WriteString(dl, "1000000000\n"); err != nil {
-		t.Fatal(err)
-	}
-	dl.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.ReadFull(dl, make([]byte, 1<<20)); err != nil {
-		t.Fatalf("download in the setup phase: %v", err)
-	}
-	ended := make(chan error, 1)
-	go func() {
-		_, err := io.Copy(io.Discard, dl)
-		ended <- err
-	}()
+	dl, ended := a.movingDownload(t, ap(setupHost, 19), "in the setup phase")
 
 	start := time.Now()
 	if out := e.d.MustCLI(t, "policy", "phase", "phased", "run"); out != "phased: phase run, 1 live flows revoked\n" {

@@ -3,7 +3,6 @@ package integration_test
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -52,19 +51,7 @@ func TestRevokeOnPolicyEdit(t *testing.T) {
 	srv := e.in.Server4
 
 	// A download that is moving when the edit lands.
-	dl := a.dial(t, "tcp", ap(srv, 19))
-	if _, err := io.WriteString(dl, "1000000000\n"); err != nil {
-		t.Fatal(err)
-	}
-	dl.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.ReadFull(dl, make([]byte, 1<<20)); err != nil {
-		t.Fatalf("download before the edit: %v", err)
-	}
-	ended := make(chan error, 1)
-	go func() {
-		_, err := io.Copy(io.Discard, dl)
-		ended <- err
-	}()
+	dl, ended := a.movingDownload(t, ap(srv, 19), "before the edit")
 	udp := a.dial(t, "udp", ap(srv, 7))
 	if got, err := harness.UDPExchange(udp, []byte("before the edit"), 5*time.Second); err != nil || string(got) != "before the edit" {
 		t.Fatalf("UDP echo before the edit: %q, %v", got, err)
