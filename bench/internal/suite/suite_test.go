@@ -139,7 +139,8 @@ func TestParseSystems(t *testing.T) {
 func TestPresetsFitTheirBudgets(t *testing.T) {
 	// A model of one repetition of one outbound system, from timed runs:
 	// four iperf3 tests (plus ~0.2s start-up each), request/response,
-	// connects, the two HTTP tests (~0.1s start-up each) and ~1s of slack;
+	// connects, the two HTTP tests (~0.1s start-up each), the agent's three
+	// workloads and ~1s of slack;
 	// DNS and clawnet's two HTTP tests by address once per repetition;
 	// ~15s for clawnet's memory phase. Inbound, the two tests (~0.2s
 	// start-up each) on each inbound system, and ~5s to start docker's
@@ -150,7 +151,7 @@ func TestPresetsFitTheirBudgets(t *testing.T) {
 	// building. The model is generous: a whole quick run took 183 s at a
 	// load average of 10 (2026-11-26), against its 207 s, before the
 	// noisy neighbour.
-	budget := map[string]time.Duration{"full": 20 * time.Minute, "quick": 330 * time.Second, "smoke": 2 * time.Minute}
+	budget := map[string]time.Duration{"full": 32 * time.Minute, "quick": 400 * time.Second, "smoke": 2 * time.Minute}
 	for mode, limit := range budget {
 		c, err := Preset(mode)
 		if err != nil {
@@ -160,7 +161,10 @@ func TestPresetsFitTheirBudgets(t *testing.T) {
 			t.Errorf("Preset(%s) has no inbound durations", mode)
 		}
 		http := c.HTTPUpload + c.HTTPSmall + 200*time.Millisecond
-		perRep := 4*(time.Duration(c.IperfSeconds)*time.Second+200*time.Millisecond) + c.RR + c.Connects + http + time.Second
+		// The workloads: the HTTPS calls, the stream, ~2s for the
+		// install (0.3-1.5s timed on a loaded machine), ~0.1s start-up each.
+		workloads := c.HTTPS + c.Stream + 2*time.Second + 300*time.Millisecond
+		perRep := 4*(time.Duration(c.IperfSeconds)*time.Second+200*time.Millisecond) + c.RR + c.Connects + http + workloads + time.Second
 		inbound := c.InRR + c.InConnects + 400*time.Millisecond
 		reps := time.Duration(c.Reps)
 		total := reps*time.Duration(len(report.Outbound))*perRep + reps*(c.DNS+http) + 15*time.Second +
@@ -207,6 +211,13 @@ func TestSelectMetrics(t *testing.T) {
 			only:  []string{"rr_p50_us", "rr_p99_us", "rr_per_s", "rss_idle_mib", "rss_per_agent_kib", "rss_per_flow_kib"},
 			runs:  []string{testRR, testMemory},
 			skips: []string{testUpload, testDNS},
+		},
+		{
+			// The agent's workloads, each its own test.
+			in:    "install_s,https_p50_us",
+			only:  []string{"https_p50_us", "https_p99_us", "https_per_s", "install_s"},
+			runs:  []string{testHTTPS, testInstall},
+			skips: []string{testStream, testHTTP, testRR},
 		},
 		{in: "upload_gbps,fast", wantsErr: `unknown metric "fast"`},
 		{in: " , ", wantsErr: "no metric named"},
@@ -299,6 +310,11 @@ func TestRunsForKeepsEachTestToItsSystems(t *testing.T) {
 		{testDNS, report.Pasta, false},
 		{testDNS, report.Clawnet, true},
 		{testHTTPAddr, report.Veth, false},
+		{testHTTPS, report.Veth, true}, // the workloads run on every outbound system
+		{testStream, report.Slirp, true},
+		{testInstall, report.Pasta, true},
+		{testStream, report.Clawnet, true},
+		{testInstall, report.Docker, false},
 	} {
 		if got := c.runsFor(tt.test, tt.system); got != tt.want {
 			t.Errorf("runsFor(%s, %s) = %v, want %v", tt.test, tt.system, got, tt.want)
