@@ -18,6 +18,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -248,24 +249,46 @@ const httpsTimeout = 10 * time.Second
 // dial resolves the name, connects and completes the TLS handshake, as an
 // agent's HTTPS client does for each new connection.
 func (t TLSTarget) dial(ctx context.Context) (*tls.Conn, error) {
+	c, _, err := t.dialTimed(ctx)
+	return c, err
+}
+
+// The steps of a connection, and of a fetch, that HTTPSFetch times apart.
+const (
+	stepDNS = iota
+	stepConnect
+	stepTLS
+	stepGet
+	steps
+)
+
+var stepNames = [steps]string{"dns", "connect", "tls", "get"}
+
+// dialTimed is dial, with the time each of its steps took.
+func (t TLSTarget) dialTimed(ctx context.Context) (*tls.Conn, [steps]time.Duration, error) {
+	var took [steps]time.Duration
+	t0 := time.Now()
 	ip, err := Resolve(ctx, t.DNS, t.Name)
 	if err != nil {
-		return nil, err
+		return nil, took, err
 	}
+	t1 := time.Now()
 	addr := net.JoinHostPort(ip.String(), strconv.Itoa(t.Port))
 	dl := net.Dialer{Timeout: httpsTimeout}
 	c, err := dl.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", addr, err)
+		return nil, took, fmt.Errorf("dial %s: %w", addr, err)
 	}
+	t2 := time.Now()
 	tc := tls.Client(c, &tls.Config{ServerName: t.Name, RootCAs: t.Roots, NextProtos: []string{"http/1.1"}})
 	hctx, cancel := context.WithTimeout(ctx, httpsTimeout)
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("tls handshake with %s (%s): %w", addr, t.Name, err)
+		return nil, took, fmt.Errorf("tls handshake with %s (%s): %w", addr, t.Name, err)
 	}
-	return tc, nil
+	took[stepDNS], took[stepConnect], took[stepTLS] = t1.Sub(t0), t2.Sub(t1), time.Since(t2)
+	return tc, took, nil
 }
 
 // get sends GET path on c and reads the response, which must be a 200
@@ -302,37 +325,51 @@ func (t TLSTarget) get(c net.Conn, br *bufio.Reader, path string, want int64, cl
 // after another for d (at least one), a fetch resolves the name, connects,
 // completes a TLS handshake (no session resumption) and sends GET /fetch,
 // reading its FetchSize-byte answer; the server closes. It reports fetches
-// per second and the percentiles of one whole fetch.
+// per second and the percentiles of one whole fetch, and the median of
+// each step (Steps: dns, connect, tls, get).
 func HTTPSFetch(ctx context.Context, t TLSTarget, d time.Duration) (Result, error) {
 	r := Result{Mode: "https"}
 	var (
-		errs errorCounter
-		lat  []time.Duration
-		buf  = make([]byte, 32<<10)
+		errs    errorCounter
+		lat     []time.Duration
+		stepLat [steps][]time.Duration
+		buf     = make([]byte, 32<<10)
 	)
 	start := time.Now()
 	end := start.Add(d)
 	for i := 0; ctx.Err() == nil && (i == 0 || time.Now().Before(end)); i++ {
 		t0 := time.Now()
-		err := func() error {
-			c, err := t.dial(ctx)
+		took, err := func() ([steps]time.Duration, error) {
+			c, took, err := t.dialTimed(ctx)
 			if err != nil {
-				return err
+				return took, err
 			}
 			defer c.Close()
+			t1 := time.Now()
 			_, err = t.get(c, bufio.NewReaderSize(c, 4<<10), "/fetch", FetchSize, true, buf)
-			return err
+			took[stepGet] = time.Since(t1)
+			return took, err
 		}()
 		if err != nil {
 			errs.add(err)
 			continue
 		}
 		lat = append(lat, time.Since(t0))
+		for i, d := range took {
+			stepLat[i] = append(stepLat[i], d)
+		}
 		r.Ops++
 		r.Bytes += FetchSize
 	}
 	errs.into(&r)
 	summarize(&r, time.Since(start), lat)
+	if r.Ops > 0 {
+		r.Steps = map[string]float64{}
+		for i, l := range stepLat {
+			slices.Sort(l)
+			r.Steps[stepNames[i]] = us(Percentile(l, 50))
+		}
+	}
 	if err := ctx.Err(); err != nil {
 		return r, err
 	}

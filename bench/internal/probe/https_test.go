@@ -65,6 +65,17 @@ func TestHTTPSFetch(t *testing.T) {
 	if r.Mode != "https" || r.Ops < 5 || r.Bytes != r.Ops*FetchSize || r.PerSec <= 0 || r.P50us <= 0 || r.P99us < r.P50us || r.Errors != 0 {
 		t.Errorf("HTTPSFetch() = %+v, want >= 5 fetches of %d bytes, 0 < p50 <= p99, no errors", r, FetchSize)
 	}
+	sum := 0.0
+	for _, step := range []string{"dns", "connect", "tls", "get"} {
+		if r.Steps[step] <= 0 {
+			t.Errorf("HTTPSFetch() step %s p50 = %v, want > 0", step, r.Steps[step])
+		}
+		sum += r.Steps[step]
+	}
+	// Medians of parts need not add up to the whole's, but near it.
+	if sum > 2*r.P50us || sum < r.P50us/2 {
+		t.Errorf("HTTPSFetch() steps %v add up to %.0f µs, the whole fetch's p50 is %.0f µs", r.Steps, sum, r.P50us)
+	}
 }
 
 func TestHTTPSFetchTrustsOnlyItsRoot(t *testing.T) {
@@ -236,6 +247,34 @@ func TestHTTPSServerRejectsBadRequests(t *testing.T) {
 	for _, path := range []string{"/blob?size=-1", "/blob?size=x", "/stream?ms=0&seed=1", "/stream?ms=10"} {
 		if _, err := tg.get(c, br, path, -1, false, nil); err == nil || !strings.Contains(err.Error(), "400") {
 			t.Errorf("GET %s = %v, want a 400", path, err)
+		}
+	}
+}
+
+func TestHTTPSFetchHandshakesInFullWithTheName(t *testing.T) {
+	// Every fetch is a full TLS 1.3 handshake presenting the name as SNI
+	// and Host: what the gateway checks, and what an agent's new
+	// connection costs.
+	type seen struct {
+		resumed       bool
+		version       uint16
+		sni, host     string
+		closeAfterGET bool
+	}
+	got := make(chan seen, 1000)
+	h := workloads()
+	tg := httpsServer(t, "bench.test", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- seen{r.TLS.DidResume, r.TLS.Version, r.TLS.ServerName, r.Host, r.Close}
+		h.ServeHTTP(w, r)
+	}))
+	r, err := HTTPSFetch(context.Background(), tg, 100*time.Millisecond)
+	if err != nil || r.Ops < 2 {
+		t.Fatalf("HTTPSFetch() = %+v, %v; want at least 2 fetches", r, err)
+	}
+	close(got)
+	for s := range got {
+		if s.resumed || s.version != tls.VersionTLS13 || s.sni != "bench.test" || s.host != "bench.test" || !s.closeAfterGET {
+			t.Fatalf("a fetch reached the server as %+v, want a full TLS 1.3 handshake, SNI and Host bench.test, Connection: close", s)
 		}
 	}
 }

@@ -82,8 +82,8 @@ type Config struct {
 	Log            io.Writer
 }
 
-// Preset returns the configuration of mode: "full" (make bench, ~17
-// minutes), "quick" (make bench-quick, about 4 minutes) or "smoke" (CI:
+// Preset returns the configuration of mode: "full" (make bench, ~28
+// minutes), "quick" (make bench-quick, about 5 minutes) or "smoke" (CI:
 // proves every system still runs, about a minute; its figures mean little;
 // it leaves out the noisy neighbour and the fleet's memory, see
 // bench/README.md).

@@ -455,7 +455,12 @@ func (r *runner) measureWorkloads(ctx context.Context, s system, line *[]string)
 			r.samples.Add(name, report.HTTPSPerS, res.PerSec)
 			r.samples.Add(name, report.HTTPSP50us, res.P50us)
 			r.samples.Add(name, report.HTTPSP99us, res.P99us)
-			*line = append(*line, fmt.Sprintf("https %.0f/s p50 %.0fµs p99 %.0fµs", res.PerSec, res.P50us, res.P99us))
+			// Each step's median, for raw.json: where a fetch's time goes.
+			for step, v := range res.Steps {
+				r.samples.Add(name, "https_"+step+"_p50_us", v)
+			}
+			*line = append(*line, fmt.Sprintf("https %.0f/s p50 %.0fµs (dns %.0f connect %.0f tls %.0f get %.0f) p99 %.0fµs",
+				res.PerSec, res.P50us, res.Steps["dns"], res.Steps["connect"], res.Steps["tls"], res.Steps["get"], res.P99us))
 		case testStream:
 			r.samples.Add(name, report.StreamP50us, res.P50us)
 			r.samples.Add(name, report.StreamP99us, res.P99us)
