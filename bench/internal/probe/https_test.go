@@ -258,13 +258,14 @@ func TestHTTPSFetchHandshakesInFullWithTheName(t *testing.T) {
 	type seen struct {
 		resumed       bool
 		version       uint16
+		curve         tls.CurveID
 		sni, host     string
 		closeAfterGET bool
 	}
 	got := make(chan seen, 1000)
 	h := workloads()
 	tg := httpsServer(t, "bench.test", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got <- seen{r.TLS.DidResume, r.TLS.Version, r.TLS.ServerName, r.Host, r.Close}
+		got <- seen{r.TLS.DidResume, r.TLS.Version, r.TLS.CurveID, r.TLS.ServerName, r.Host, r.Close}
 		h.ServeHTTP(w, r)
 	}))
 	r, err := HTTPSFetch(context.Background(), tg, 100*time.Millisecond)
@@ -273,8 +274,8 @@ func TestHTTPSFetchHandshakesInFullWithTheName(t *testing.T) {
 	}
 	close(got)
 	for s := range got {
-		if s.resumed || s.version != tls.VersionTLS13 || s.sni != "bench.test" || s.host != "bench.test" || !s.closeAfterGET {
-			t.Fatalf("a fetch reached the server as %+v, want a full TLS 1.3 handshake, SNI and Host bench.test, Connection: close", s)
+		if s.resumed || s.version != tls.VersionTLS13 || s.curve != tls.X25519MLKEM768 || s.sni != "bench.test" || s.host != "bench.test" || !s.closeAfterGET {
+			t.Fatalf("a fetch reached the server as %+v, want a full TLS 1.3 handshake (X25519MLKEM768), SNI and Host bench.test, Connection: close", s)
 		}
 	}
 }
