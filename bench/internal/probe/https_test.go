@@ -279,3 +279,28 @@ func TestHTTPSFetchHandshakesInFullWithTheName(t *testing.T) {
 		}
 	}
 }
+
+func TestHTTPSFetchLetsTheServerCloseFirst(t *testing.T) {
+	// A server that closes 100 ms after its answer: the client waits for
+	// that close before its own (so TIME_WAIT stays on the server's side),
+	// but outside the fetch's time.
+	tg := httpsServer(t, "bench.test", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: " + strconv.Itoa(FetchSize) + "\r\n\r\n")
+		brw.Write(filler[:FetchSize])
+		brw.Flush()
+		time.Sleep(100 * time.Millisecond)
+	}))
+	r, err := HTTPSFetch(context.Background(), tg, 250*time.Millisecond)
+	if err != nil {
+		t.Fatalf("HTTPSFetch() error = %v", err)
+	}
+	if r.Ops > 4 || r.P99us > 50000 {
+		t.Errorf("HTTPSFetch() = %+v, want at most 4 fetches in 250 ms (each waiting for the server's close) and each under 50 ms", r)
+	}
+}
