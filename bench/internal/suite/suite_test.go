@@ -383,3 +383,25 @@ func TestCheckStaticRefusesADynamicBinary(t *testing.T) {
 	}
 	t.Skip("no dynamically linked binary at hand")
 }
+
+func TestSNIBoundSince(t *testing.T) {
+	// Only an allowed flow to the HTTPS port that presented the name
+	// counts: one by address, a denied one, or one before the offset do
+	// not.
+	c := &clawnetSystem{dir: t.TempDir()}
+	before := `{"kind":"flow","event":"open","agent":"bench","proto":"tcp","dst":"198.18.0.2:443","verdict":"allow","name":"bench.test","sni":"bench.test"}` + "\n"
+	after := `{"kind":"flow","event":"open","agent":"bench","proto":"tcp","dst":"198.18.0.2:443","verdict":"allow","name":"bench.test","sni":"Bench.Test"}
+{"kind":"flow","event":"open","agent":"bench","proto":"tcp","dst":"198.18.0.2:443","verdict":"allow","rule":"bench.yaml:3 egress[0]"}
+{"kind":"flow","event":"deny","agent":"bench","proto":"tcp","dst":"198.18.0.2:443","verdict":"deny","sni":"bench.test"}
+{"kind":"flow","event":"open","agent":"bench","proto":"tcp","dst":"198.18.0.2:80","verdict":"allow","host":"bench.test"}
+`
+	if err := os.WriteFile(c.auditLog(), []byte(before+after), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.sniBoundSince(int64(len(before))); n != 1 || err != nil {
+		t.Errorf("sniBoundSince(after the first line) = %d, %v; want 1", n, err)
+	}
+	if n, err := c.sniBoundSince(0); n != 2 || err != nil {
+		t.Errorf("sniBoundSince(0) = %d, %v; want 2", n, err)
+	}
+}
