@@ -11,6 +11,10 @@
 //	probe http-server -listen :80
 //	probe http       -addr bench.test:80 -dns 100.96.0.1:53 -size 67108864 -inflight 1 -duration 3s
 //	probe http       -addr HOST:80 -host bench.test -size 1024 -inflight 16 -duration 1s
+//	probe https-server -listen :443 -cert cert.pem -key key.pem
+//	probe https      -addr bench.test:443 -dns 100.96.0.1:53 -ca cert.pem -duration 3s
+//	probe stream     -addr bench.test:443 -dns 100.96.0.1:53 -ca cert.pem -duration 30s -seed 1
+//	probe install    -addr bench.test:443 -dns 100.96.0.1:53 -ca cert.pem -fetches 500 -workers 8 -seed 1
 //	probe udp-sink   -listen :9000
 //	probe flood      -kind connect -addr HOST:7000 -workers 8 -duration 10s
 //	probe flood      -kind dns -addr 100.96.0.1:53 -name bench.test -workers 4 -duration 10s
@@ -23,12 +27,18 @@
 // the -dns server (never the namespace's resolver) and sent as the Host;
 // otherwise -host is.
 //
+// https, stream and install are the agent's workloads over HTTPS by name
+// (see package probe): -addr must name a host, which is resolved through
+// the -dns server before every connection and sent as SNI and Host, and
+// the server's certificate must be the one in -ca.
+//
 // Client modes print one JSON result on stdout (hold prints one when its
 // connections are up and one when it lets them go).
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -38,6 +48,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -54,7 +65,7 @@ func main() {
 	}
 }
 
-const usage = "usage: probe server|rr|connects|hold|dns-server|dns|http-server|http|udp-sink|flood [flags]"
+const usage = "usage: probe server|rr|connects|hold|dns-server|dns|http-server|http|https-server|https|stream|install|udp-sink|flood [flags]"
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
 	if len(args) < 1 {
@@ -66,7 +77,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) 
 		listen   = fs.String("listen", ":7000", "server: address to listen on")
 		addr     = fs.String("addr", "", "client: server address host:port")
 		duration = fs.Duration("duration", 5*time.Second, "client: how long to measure")
-		workers  = fs.Int("workers", 8, "connects, hold, dns, flood: concurrent workers")
+		workers  = fs.Int("workers", 8, "connects, hold, dns, flood: concurrent workers; install: kept-alive connections")
 		n        = fs.Int("n", 1000, "hold: connections to hold open")
 		maxHold  = fs.Duration("max-hold", 5*time.Minute, "hold: let go after this long even if stdin stays open")
 		name     = fs.String("name", "bench.test", "dns, dns-server, flood -kind dns: the name to query or answer")
@@ -77,6 +88,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) 
 		size     = fs.Int("size", 64<<20, "http: body bytes of every request; flood -kind udp: bytes of every datagram (default 512)")
 		inflight = fs.Int("inflight", 1, "http: requests sent before their responses are read")
 		kind     = fs.String("kind", "", "flood: connect, dns or udp")
+		certFile = fs.String("cert", "", "https-server: PEM certificate file")
+		keyFile  = fs.String("key", "", "https-server: PEM key file")
+		caFile   = fs.String("ca", "", "https, stream, install: PEM file of the only certificate to trust")
+		seed     = fs.Uint64("seed", 1, "stream: the seed of the gaps between chunks; install: of the sizes")
+		fetches  = fs.Int("fetches", 500, "install: how many fetches")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -108,6 +124,35 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) 
 			return fmt.Errorf("listen %s: %w", *listen, err)
 		}
 		return probe.ServeHTTP(ctx, ln)
+	case "https-server":
+		if *certFile == "" || *keyFile == "" {
+			return errors.New("probe https-server: -cert and -key are required")
+		}
+		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+		if err != nil {
+			return fmt.Errorf("-cert %s, -key %s: %w", *certFile, *keyFile, err)
+		}
+		ln, err := net.Listen("tcp", *listen)
+		if err != nil {
+			return fmt.Errorf("listen %s: %w", *listen, err)
+		}
+		return probe.ServeHTTPS(ctx, ln, cert)
+	case "https", "stream", "install":
+		t, err := tlsTarget(mode, *addr, *dnsAddr, *caFile)
+		if err != nil {
+			return err
+		}
+		switch mode {
+		case "https":
+			res, err = probe.HTTPSFetch(ctx, t, *duration)
+		case "stream":
+			res, err = probe.Stream(ctx, t, *duration, *seed)
+		default:
+			if *fetches < 1 {
+				return fmt.Errorf("-fetches %d: want at least 1", *fetches)
+			}
+			res, err = probe.Install(ctx, t, probe.InstallSizes(*seed, *fetches), *workers)
+		}
 	case "udp-sink":
 		pc, err := net.ListenPacket("udp", *listen)
 		if err != nil {
@@ -188,6 +233,35 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) 
 		return err
 	}
 	return json.NewEncoder(stdout).Encode(res)
+}
+
+// tlsTarget reads the flags of the HTTPS workloads: addr must be
+// name:port, dnsServer resolves the name, caFile holds the certificate
+// to trust.
+func tlsTarget(mode, addr, dnsServer, caFile string) (probe.TLSTarget, error) {
+	var t probe.TLSTarget
+	if addr == "" || dnsServer == "" || caFile == "" {
+		return t, fmt.Errorf("probe %s: -addr, -dns and -ca are required", mode)
+	}
+	h, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return t, fmt.Errorf("-addr %q: %w", addr, err)
+	}
+	if _, err := netip.ParseAddr(h); err == nil {
+		return t, fmt.Errorf("-addr %q: want a name, not an address: the workload goes by name", addr)
+	}
+	if t.Port, err = strconv.Atoi(port); err != nil || t.Port < 1 || t.Port > 65535 {
+		return t, fmt.Errorf("-addr %q: bad port", addr)
+	}
+	pemBytes, err := os.ReadFile(caFile)
+	if err != nil {
+		return t, fmt.Errorf("-ca: %w", err)
+	}
+	if t.Roots, err = probe.Roots(pemBytes); err != nil {
+		return t, fmt.Errorf("-ca %s: %w", caFile, err)
+	}
+	t.Name, t.DNS = h, dnsServer
+	return t, nil
 }
 
 // dialTarget returns the address to dial for addr and the Host to send:

@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -29,6 +32,12 @@ func TestRunRejectsBadArguments(t *testing.T) {
 		{[]string{"http", "-addr", "bench.test"}, `-addr "bench.test"`},
 		{[]string{"flood", "-kind", "udp"}, "-addr is required"},
 		{[]string{"flood", "-kind", "syn", "-addr", "127.0.0.1:9"}, `unknown flood kind "syn"`},
+		{[]string{"https-server"}, "-cert and -key are required"},
+		{[]string{"https-server", "-cert", "/nonexistent", "-key", "/nonexistent"}, "-cert /nonexistent"},
+		{[]string{"https", "-addr", "bench.test:443"}, "-addr, -dns and -ca are required"},
+		{[]string{"stream", "-addr", "198.18.0.2:443", "-dns", "127.0.0.1:53", "-ca", "x"}, "want a name"},
+		{[]string{"install", "-addr", "bench.test:https", "-dns", "127.0.0.1:53", "-ca", "x"}, "bad port"},
+		{[]string{"install", "-addr", "bench.test:443", "-dns", "127.0.0.1:53", "-ca", "/nonexistent"}, "-ca: open /nonexistent"},
 	}
 	for _, tt := range tests {
 		err := run(context.Background(), tt.args, strings.NewReader(""), &bytes.Buffer{})
@@ -136,5 +145,62 @@ func TestRunFloodUDPSendsDatagramsOfTheDefaultSize(t *testing.T) {
 	}
 	if n := <-sizes; n != 512 {
 		t.Errorf("datagram of %d bytes, want 512 (not -size's HTTP default)", n)
+	}
+}
+
+func TestRunInstallFetchesByName(t *testing.T) {
+	// An HTTPS server for bench.test on loopback, the DNS server that
+	// names it, and its certificate in a file: probe install must fetch
+	// -fetches blobs of the seed's sizes from it.
+	certPEM, keyPEM, err := probe.SelfSigned("bench.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := filepath.Join(t.TempDir(), "cert.pem")
+	if err := os.WriteFile(ca, certPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dl, err := net.Listen("tcp", pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := probe.NewDNSServer("bench.test", netip.MustParseAddr("127.0.0.1"), pc, dl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 2)
+	go func() { done <- ds.Serve(ctx) }()
+	go func() { done <- probe.ServeHTTPS(ctx, ln, cert) }()
+	defer func() {
+		cancel()
+		<-done
+		<-done
+	}()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	var out bytes.Buffer
+	args := []string{"install", "-addr", "bench.test:" + port, "-dns", pc.LocalAddr().String(), "-ca", ca, "-fetches", "20", "-workers", "2", "-seed", "5"}
+	if err := run(context.Background(), args, strings.NewReader(""), &out); err != nil {
+		t.Fatal(err)
+	}
+	r, err := probe.ParseResult(out.Bytes())
+	want := int64(0)
+	for _, n := range probe.InstallSizes(5, 20) {
+		want += int64(n)
+	}
+	if err != nil || r.Mode != "install" || r.Ops != 20 || r.Bytes != want {
+		t.Errorf("probe install printed %q (%+v, %v), want 20 fetches, %d bytes", out.String(), r, err, want)
 	}
 }

@@ -41,7 +41,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("clawbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		quick   = fs.Bool("quick", false, "shorter run (about 4 minutes)")
+		quick   = fs.Bool("quick", false, "shorter run (about 5 minutes)")
 		smoke   = fs.Bool("smoke", false, "CI check that every system still runs; its figures mean little")
 		out     = fs.String("out", "bench/out", "directory for the results")
 		systems = fs.String("systems", "veth,slirp4netns,pasta,clawnet,docker", "systems to measure, comma-separated")

@@ -41,6 +41,9 @@ type Result struct {
 	// mode does not time single operations).
 	P50us float64 `json:"p50_us,omitempty"`
 	P99us float64 `json:"p99_us,omitempty"`
+	// Steps holds the median of each step of an operation that has them,
+	// in microseconds (the https mode: dns, connect, tls, get).
+	Steps map[string]float64 `json:"steps_p50_us,omitempty"`
 	// Bytes and Gbps are the payload a throughput mode moved and its rate.
 	Bytes int64   `json:"bytes,omitempty"`
 	Gbps  float64 `json:"gbps,omitempty"`

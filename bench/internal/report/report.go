@@ -68,11 +68,21 @@ const (
 	HTTPSmallAddrPerS  = "http_small_addr_per_s"
 	HTTPSmallCPUus     = "http_small_cpu_us"
 	HTTPSmallAddrCPUus = "http_small_addr_cpu_us"
-	DNSQPS             = "dns_qps"
-	DNSP50us           = "dns_p50_us"
-	RSSIdleMiB         = "rss_idle_mib"
-	RSSPerAgentKiB     = "rss_per_agent_kib"
-	RSSPerFlowKiB      = "rss_per_flow_kib"
+	// The agent's workloads, over HTTPS to a name (on clawnet, resolved
+	// through the gateway and allowed by name, so the SNI is checked):
+	// one call after another, each a lookup, a connection, a handshake and
+	// a GET; a streamed answer's chunk latency; a package install's time.
+	HTTPSPerS      = "https_per_s"
+	HTTPSP50us     = "https_p50_us"
+	HTTPSP99us     = "https_p99_us"
+	StreamP50us    = "stream_p50_us"
+	StreamP99us    = "stream_p99_us"
+	InstallS       = "install_s"
+	DNSQPS         = "dns_qps"
+	DNSP50us       = "dns_p50_us"
+	RSSIdleMiB     = "rss_idle_mib"
+	RSSPerAgentKiB = "rss_per_agent_kib"
+	RSSPerFlowKiB  = "rss_per_flow_kib"
 	// Inbound: from the host namespace to the probe server inside the
 	// system's namespace, through a published port on 127.0.0.1 (veth:
 	// straight to the server namespace).
@@ -120,6 +130,12 @@ var Metrics = []Metric{
 	{HTTPSmallAddrPerS, "HTTP 1 KiB POSTs, by address", "1/s", true, []string{Clawnet}},
 	{HTTPSmallCPUus, "CPU per 1 KiB POST", "µs", false, []string{Slirp, Pasta, Clawnet}},
 	{HTTPSmallAddrCPUus, "CPU per 1 KiB POST, by address", "µs", false, []string{Clawnet}},
+	{HTTPSPerS, "HTTPS by name: lookup, connect, TLS, GET", "1/s", true, Outbound},
+	{HTTPSP50us, "HTTPS by name p50", "µs", false, Outbound},
+	{HTTPSP99us, "HTTPS by name p99", "µs", false, Outbound},
+	{StreamP50us, "streamed 2 KB chunk latency p50", "µs", false, Outbound},
+	{StreamP99us, "streamed 2 KB chunk latency p99", "µs", false, Outbound},
+	{InstallS, "package install: 500 fetches, 8 connections", "s", false, Outbound},
 	{DNSQPS, "DNS via gateway", "q/s", true, []string{Clawnet}},
 	{DNSP50us, "DNS via gateway p50", "µs", false, []string{Clawnet}},
 	{RSSIdleMiB, "RSS idle gateway", "MiB", false, []string{Clawnet}},

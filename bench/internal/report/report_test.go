@@ -80,11 +80,13 @@ func TestBestUserspace(t *testing.T) {
 
 func TestTargets(t *testing.T) {
 	r := Results{
-		Veth:  {DownloadGbps: 20, UploadGbps: 20, RRP50us: 20, ConnectsPerS: 10000},
+		Veth: {DownloadGbps: 20, UploadGbps: 20, RRP50us: 20, ConnectsPerS: 10000,
+			HTTPSP50us: 1000, StreamP99us: 150, InstallS: 1},
 		Slirp: {DownloadGbps: 4, UploadGbps: 2},
 		Pasta: {DownloadGbps: 8, UploadGbps: 3},
 		Clawnet: {DownloadGbps: 16, UploadGbps: 5, RRP50us: 51, ConnectsPerS: 8000, RSSPerFlowKiB: 20, RSSPerAgentKiB: 4096,
-			NoisyConnectRatio: 0.8, NoisyDNSRatio: 1.1, NoisyUDPRatio: 0.3},
+			NoisyConnectRatio: 0.8, NoisyDNSRatio: 1.1, NoisyUDPRatio: 0.3,
+			HTTPSP50us: 1200, StreamP99us: 251, InstallS: 1.2},
 	}
 	want := map[string]Status{
 		"download ≥ 1.5× best of slirp4netns and pasta": Pass, // 16/8 = 2
@@ -98,6 +100,9 @@ func TestTargets(t *testing.T) {
 		"victim, agent's connect flood ≥ 0.8× host's":   Pass,
 		"victim, agent's DNS flood ≥ 0.8× host's":       Pass,
 		"victim, agent's UDP flood ≥ 0.8× host's":       Fail,
+		"HTTPS by name p50 ≤ 1.2× veth":                 Pass, // 1.2
+		"streamed chunk p99 ≤ veth + 100 µs":            Fail, // +101
+		"package install time ≤ 1.1× veth":              Fail, // 1.2
 	}
 	for _, tg := range Targets {
 		st, got := tg.Check(r)

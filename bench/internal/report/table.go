@@ -83,8 +83,44 @@ func floorTarget(name, metric string, limit float64) Target {
 	}}
 }
 
-// Targets are issue 5's goals for clawnet, and issue 11's for a victim
-// agent beside a noisy neighbour.
+// atMostTarget wants clawnet's metric, where lower is better, to be at
+// most factor times that of the reference.
+func atMostTarget(name, metric string, factor float64, refName string, ref func(Results, Metric) (float64, bool)) Target {
+	return Target{Name: name, Check: func(r Results) (Status, string) {
+		m, _ := MetricByKey(metric)
+		c, ok1 := r.Get(Clawnet, metric)
+		v, ok2 := ref(r, m)
+		if !ok1 || !ok2 || v <= 0 {
+			return Unknown, ""
+		}
+		got := c / v
+		st := Fail
+		if got <= factor {
+			st = Pass
+		}
+		return st, fmt.Sprintf("%.2f× %s", got, refName)
+	}}
+}
+
+// addedTarget wants clawnet's latency metric to exceed veth's by at most
+// limit µs.
+func addedTarget(name, metric string, limit float64) Target {
+	return Target{Name: name, Check: func(r Results) (Status, string) {
+		c, ok1 := r.Get(Clawnet, metric)
+		v, ok2 := r.Get(Veth, metric)
+		if !ok1 || !ok2 {
+			return Unknown, ""
+		}
+		st := Fail
+		if c <= v+limit {
+			st = Pass
+		}
+		return st, fmt.Sprintf("veth %+.1f µs", c-v)
+	}}
+}
+
+// Targets are issue 5's goals for clawnet, issue 11's for a victim agent
+// beside a noisy neighbour, and issue 14's for the agent's workloads.
 var Targets = []Target{
 	ratioTarget("download ≥ 1.5× best of slirp4netns and pasta", DownloadGbps, 1.5, "best", bestUserspace),
 	ratioTarget("download ≥ 0.8× veth", DownloadGbps, 0.8, "veth", of(Veth)),
@@ -108,6 +144,10 @@ var Targets = []Target{
 	floorTarget("victim, agent's connect flood ≥ 0.8× host's", NoisyConnectRatio, 0.8),
 	floorTarget("victim, agent's DNS flood ≥ 0.8× host's", NoisyDNSRatio, 0.8),
 	floorTarget("victim, agent's UDP flood ≥ 0.8× host's", NoisyUDPRatio, 0.8),
+	// Issue 14: the agent's workloads.
+	atMostTarget("HTTPS by name p50 ≤ 1.2× veth", HTTPSP50us, 1.2, "veth", of(Veth)),
+	addedTarget("streamed chunk p99 ≤ veth + 100 µs", StreamP99us, 100),
+	atMostTarget("package install time ≤ 1.1× veth", InstallS, 1.1, "veth", of(Veth)),
 }
 
 // format prints v with about three significant digits.

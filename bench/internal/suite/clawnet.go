@@ -114,11 +114,11 @@ egress:
   - cidrs: [%s]
     ports: [%d, %d, "%d-%d"]
   - domains: [%s]
-    ports: [%d]
+    ports: [%d, %d]
 ingress:
   - host: true
     ports: [%d]
-`, srv, probePort, httpAddrPort, iperfBasePort, iperfBasePort+len(report.Systems)-1, dnsName, httpPort, probePort)
+`, srv, probePort, httpAddrPort, iperfBasePort, iperfBasePort+len(report.Systems)-1, dnsName, httpPort, httpsPort, probePort)
 	// Only what the suite needs on top of the defaults: where its files
 	// go, its DNS server, and its lab range declared public. The per-agent
 	// DNS rate limit (200/s by default) guards against an abusive agent;
@@ -357,7 +357,7 @@ func (c *clawnetSystem) auditEnd() int64 {
 
 // auditEvent holds the fields of an audit line the suite checks.
 type auditEvent struct {
-	Kind, Event, Agent, Direction, Peer, Proto, Dst, Host, Verdict string
+	Kind, Event, Agent, Direction, Peer, Proto, Dst, Host, SNI, Verdict string
 }
 
 // dstPort is the port of the line's destination, 0 if it has none.
@@ -398,6 +398,16 @@ func (c *clawnetSystem) nameBoundSince(off int64) (int, error) {
 	return c.auditSince(off, func(ev auditEvent) bool {
 		return ev.Kind == "flow" && ev.Event == "open" && ev.Verdict == "allow" &&
 			ev.dstPort() == httpPort && strings.EqualFold(ev.Host, dnsName)
+	})
+}
+
+// sniBoundSince counts the flows opened since offset off of the audit log
+// that presented SNI dnsName to port httpsPort, allowed: flows the bench
+// policy allows by name only, whose ClientHello the gateway checked.
+func (c *clawnetSystem) sniBoundSince(off int64) (int, error) {
+	return c.auditSince(off, func(ev auditEvent) bool {
+		return ev.Kind == "flow" && ev.Event == "open" && ev.Verdict == "allow" &&
+			ev.dstPort() == httpsPort && strings.EqualFold(ev.SNI, dnsName)
 	})
 }
 

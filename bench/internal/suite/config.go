@@ -53,6 +53,14 @@ type Config struct {
 	HTTPSmallBody int
 	HTTPInFlight  int
 
+	// The agent's workloads over HTTPS by name: calls one after another
+	// for HTTPS; a streamed answer for Stream; and a package install of
+	// InstallFetches fetches over InstallConns kept-alive connections.
+	HTTPS          time.Duration
+	Stream         time.Duration
+	InstallFetches int
+	InstallConns   int
+
 	// The inbound tests, from the host through each system's published
 	// port: request/response over one connection, and connects with
 	// Workers at once.
@@ -74,20 +82,21 @@ type Config struct {
 	Log            io.Writer
 }
 
-// Preset returns the configuration of mode: "full" (make bench, ~17
-// minutes), "quick" (make bench-quick, about 4 minutes) or "smoke" (CI:
+// Preset returns the configuration of mode: "full" (make bench, ~28
+// minutes), "quick" (make bench-quick, about 5 minutes) or "smoke" (CI:
 // proves every system still runs, about a minute; its figures mean little;
 // it leaves out the noisy neighbour and the fleet's memory, see
 // bench/README.md).
 func Preset(mode string) (Config, error) {
 	c := Config{Mode: mode, Systems: slices.Clone(report.Systems), Workers: 8, DNSWorkers: 4,
-		HTTPBody: 64 << 20, HTTPSmallBody: 1 << 10, HTTPInFlight: 16}
+		HTTPBody: 64 << 20, HTTPSmallBody: 1 << 10, HTTPInFlight: 16, InstallFetches: 500, InstallConns: 8}
 	switch mode {
 	case "full":
 		c.Reps, c.IperfSeconds = 5, 5
 		c.RR, c.Connects, c.DNS = 3*time.Second, 3*time.Second, 3*time.Second
 		c.HTTPUpload, c.HTTPSmall = 3*time.Second, 2*time.Second
 		c.InRR, c.InConnects = 2*time.Second, 2*time.Second
+		c.HTTPS, c.Stream = 3*time.Second, 30*time.Second
 		c.Agents, c.ManyAgents, c.Flows = 100, 200, 5000
 		c.NoisySeconds, c.NoisyWarmup, c.NoisySettle = 4, 500*time.Millisecond, time.Second
 	case "quick":
@@ -95,6 +104,7 @@ func Preset(mode string) (Config, error) {
 		c.RR, c.Connects, c.DNS = time.Second, time.Second, time.Second
 		c.HTTPUpload, c.HTTPSmall = time.Second, 500*time.Millisecond
 		c.InRR, c.InConnects = 500*time.Millisecond, 500*time.Millisecond
+		c.HTTPS, c.Stream = time.Second, 3*time.Second
 		c.Agents, c.ManyAgents, c.Flows = 100, 200, 5000
 		c.NoisySeconds, c.NoisyWarmup, c.NoisySettle = 2, 300*time.Millisecond, 500*time.Millisecond
 	case "smoke":
@@ -104,6 +114,7 @@ func Preset(mode string) (Config, error) {
 		// leave the test near its half second.
 		c.HTTPUpload, c.HTTPSmall, c.HTTPBody = 500*time.Millisecond, 300*time.Millisecond, 16<<20
 		c.InRR, c.InConnects = 500*time.Millisecond, 500*time.Millisecond
+		c.HTTPS, c.Stream = 500*time.Millisecond, 2*time.Second
 		c.Agents, c.Flows = 20, 1000
 	default:
 		return Config{}, fmt.Errorf("unknown mode %q (want full, quick or smoke)", mode)
@@ -152,6 +163,10 @@ const (
 	testHTTPAddr  = "http-addr"
 	testSmall     = "http-small"
 	testSmallAddr = "http-small-addr"
+	// The agent's workloads over HTTPS by name.
+	testHTTPS   = "https"
+	testStream  = "stream"
+	testInstall = "install"
 	// Inbound: from the host to the server behind the system.
 	testInRR       = "inbound-rr"
 	testInConnects = "inbound-connects"
@@ -178,6 +193,9 @@ var tests = []struct {
 	{testHTTPAddr, []string{report.HTTPUploadAddrGbps}, report.HTTPAddrCPUsPerGB},
 	{testSmall, []string{report.HTTPSmallPerS}, report.HTTPSmallCPUus},
 	{testSmallAddr, []string{report.HTTPSmallAddrPerS}, report.HTTPSmallAddrCPUus},
+	{testHTTPS, []string{report.HTTPSPerS, report.HTTPSP50us, report.HTTPSP99us}, ""},
+	{testStream, []string{report.StreamP50us, report.StreamP99us}, ""},
+	{testInstall, []string{report.InstallS}, ""},
 	{testInRR, []string{report.InboundRRPerS, report.InboundRRP50us, report.InboundRRP99us}, ""},
 	{testInConnects, []string{report.InboundConnectsPerS}, ""},
 	{testFleet, []string{report.RSSPerAgent200KiB}, ""},

@@ -113,7 +113,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer) error {
 		return err
 	}
 
-	t, err := newTopology(ctx, probeBin, cfg.Systems)
+	t, err := newTopology(ctx, probeBin, tmp, cfg.Systems)
 	if err != nil {
 		return fmt.Errorf("build the server namespace: %w", err)
 	}
@@ -368,6 +368,10 @@ func (r *runner) measure(ctx context.Context, s system, rep int) {
 			line = append(line, fmt.Sprintf("cpu %.2fs/GB", perGB))
 		}
 	}
+	r.measureWorkloads(ctx, s, &line)
+	if ctx.Err() != nil {
+		return
+	}
 	// Inbound last, so that the outbound tests run as they always have.
 	if in, ok := s.(inbounder); ok {
 		r.measureInbound(ctx, s, in.inboundAddr().String(), &line)
@@ -388,6 +392,84 @@ func (r *runner) measure(ctx context.Context, s system, rep int) {
 	}
 	if err := r.t.checkServers(); err != nil {
 		r.fail(name, err)
+	}
+}
+
+// workloadSeed draws the stream's gaps and the install's sizes: the same
+// for every system and repetition.
+const workloadSeed = 1
+
+// installTimeout bounds the install test, which runs until its fetches
+// are done rather than for a set time.
+const installTimeout = 60 * time.Second
+
+// measureWorkloads runs the agent's workloads over HTTPS from s's client
+// namespace, all by name: the client resolves dnsName through the
+// system's resolver path (on clawnet the gateway, whose policy allows
+// httpsPort only by that name, so the gateway checks every ClientHello's
+// SNI; elsewhere the server's DNS server, through the system's NAT) and
+// connects where the answer points.
+func (r *runner) measureWorkloads(ctx context.Context, s system, line *[]string) {
+	name := s.name()
+	resolver := netip.AddrPortFrom(r.t.addr, dnsPort).String()
+	c, isClawnet := s.(*clawnetSystem)
+	if isClawnet {
+		resolver = c.gateway + ":53"
+	}
+	target := []string{"-addr", fmt.Sprintf("%s:%d", dnsName, httpsPort), "-dns", resolver, "-ca", r.t.certFile}
+	for _, w := range []struct {
+		test string
+		d    time.Duration
+		args []string
+	}{
+		{testHTTPS, r.cfg.HTTPS, []string{"https", "-duration", r.cfg.HTTPS.String()}},
+		{testStream, r.cfg.Stream, []string{"stream", "-duration", r.cfg.Stream.String(), "-seed", fmt.Sprint(workloadSeed)}},
+		{testInstall, installTimeout, []string{"install", "-fetches", fmt.Sprint(r.cfg.InstallFetches),
+			"-workers", fmt.Sprint(r.cfg.InstallConns), "-seed", fmt.Sprint(workloadSeed)}},
+	} {
+		if !r.cfg.runsFor(w.test, name) {
+			continue
+		}
+		var auditOff int64
+		if isClawnet {
+			auditOff = c.auditEnd()
+		}
+		res, err := runProbe(ctx, s.netns(), r.t.probe, w.d, slices.Concat(w.args, target)...)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			r.fail(name, fmt.Errorf("%s: %w", w.test, err))
+			continue
+		}
+		if isClawnet {
+			// A figure labelled "by name" that went by address would
+			// measure nothing of the SNI check: prove the flow.
+			if n, err := c.sniBoundSince(auditOff); err != nil || n == 0 {
+				r.fail(name, fmt.Errorf("%s: no allowed flow to port %d with SNI %s in the audit log (%v): the test did not go through a name-bound flow", w.test, httpsPort, dnsName, err))
+				continue
+			}
+		}
+		switch w.test {
+		case testHTTPS:
+			r.samples.Add(name, report.HTTPSPerS, res.PerSec)
+			r.samples.Add(name, report.HTTPSP50us, res.P50us)
+			r.samples.Add(name, report.HTTPSP99us, res.P99us)
+			// Each step's median, for raw.json: where a fetch's time goes.
+			for step, v := range res.Steps {
+				r.samples.Add(name, "https_"+step+"_p50_us", v)
+			}
+			*line = append(*line, fmt.Sprintf("https %.0f/s p50 %.0fµs (dns %.0f connect %.0f tls %.0f get %.0f) p99 %.0fµs",
+				res.PerSec, res.P50us, res.Steps["dns"], res.Steps["connect"], res.Steps["tls"], res.Steps["get"], res.P99us))
+		case testStream:
+			r.samples.Add(name, report.StreamP50us, res.P50us)
+			r.samples.Add(name, report.StreamP99us, res.P99us)
+			*line = append(*line, fmt.Sprintf("stream %d chunks p50 %.0fµs p99 %.0fµs", res.Ops, res.P50us, res.P99us))
+		case testInstall:
+			r.samples.Add(name, report.InstallS, res.Seconds)
+			*line = append(*line, fmt.Sprintf("install %.2fs (%.2f Gbit/s)", res.Seconds, res.Gbps))
+		}
+		r.warnErrors(name, res)
 	}
 }
 
@@ -659,8 +741,14 @@ type meta struct {
 	HTTPSmallBody int           `json:"http_small_body"`
 	HTTPInFlight  int           `json:"http_inflight"`
 	HTTPSmall     time.Duration `json:"http_small_ns"`
-	InRR          time.Duration `json:"inbound_rr_ns"`
-	InConnects    time.Duration `json:"inbound_connects_ns"`
+	// The agent's workloads: the HTTPS calls' and the stream's durations,
+	// the install's fetches and connections.
+	HTTPS          time.Duration `json:"https_ns"`
+	Stream         time.Duration `json:"stream_ns"`
+	InstallFetches int           `json:"install_fetches"`
+	InstallConns   int           `json:"install_conns"`
+	InRR           time.Duration `json:"inbound_rr_ns"`
+	InConnects     time.Duration `json:"inbound_connects_ns"`
 	// Only lists the figures measured when not all were (-metrics).
 	Only []string `json:"metrics,omitempty"`
 	// Docker is the engine's version and what forwarded its published
@@ -681,6 +769,7 @@ func runMeta(cfg Config, prefix netip.Prefix) meta {
 		HTTPInFlight: cfg.HTTPInFlight, HTTPSmall: cfg.HTTPSmall, Only: cfg.Only,
 		InRR: cfg.InRR, InConnects: cfg.InConnects, Many: cfg.ManyAgents,
 		Noisy: cfg.NoisySeconds, NoisyWarmup: cfg.NoisyWarmup, NoisySettle: cfg.NoisySettle,
+		HTTPS: cfg.HTTPS, Stream: cfg.Stream, InstallFetches: cfg.InstallFetches, InstallConns: cfg.InstallConns,
 	}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(b))

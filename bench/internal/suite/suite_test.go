@@ -139,7 +139,8 @@ func TestParseSystems(t *testing.T) {
 func TestPresetsFitTheirBudgets(t *testing.T) {
 	// A model of one repetition of one outbound system, from timed runs:
 	// four iperf3 tests (plus ~0.2s start-up each), request/response,
-	// connects, the two HTTP tests (~0.1s start-up each) and ~1s of slack;
+	// connects, the two HTTP tests (~0.1s start-up each), the agent's three
+	// workloads and ~1s of slack;
 	// DNS and clawnet's two HTTP tests by address once per repetition;
 	// ~15s for clawnet's memory phase. Inbound, the two tests (~0.2s
 	// start-up each) on each inbound system, and ~5s to start docker's
@@ -149,8 +150,9 @@ func TestPresetsFitTheirBudgets(t *testing.T) {
 	// memory, ~20ms an attach. It must leave 10% of the budget for
 	// building. The model is generous: a whole quick run took 183 s at a
 	// load average of 10 (2026-11-26), against its 207 s, before the
-	// noisy neighbour.
-	budget := map[string]time.Duration{"full": 20 * time.Minute, "quick": 330 * time.Second, "smoke": 2 * time.Minute}
+	// noisy neighbour; with it and the workloads, 335 s at a load of 6-13
+	// without docker, against 351 s with it.
+	budget := map[string]time.Duration{"full": 32 * time.Minute, "quick": 400 * time.Second, "smoke": 2 * time.Minute}
 	for mode, limit := range budget {
 		c, err := Preset(mode)
 		if err != nil {
@@ -160,7 +162,10 @@ func TestPresetsFitTheirBudgets(t *testing.T) {
 			t.Errorf("Preset(%s) has no inbound durations", mode)
 		}
 		http := c.HTTPUpload + c.HTTPSmall + 200*time.Millisecond
-		perRep := 4*(time.Duration(c.IperfSeconds)*time.Second+200*time.Millisecond) + c.RR + c.Connects + http + time.Second
+		// The workloads: the HTTPS calls, the stream, ~2s for the
+		// install (0.05-2s measured under load), ~0.1s start-up each.
+		workloads := c.HTTPS + c.Stream + 2*time.Second + 300*time.Millisecond
+		perRep := 4*(time.Duration(c.IperfSeconds)*time.Second+200*time.Millisecond) + c.RR + c.Connects + http + workloads + time.Second
 		inbound := c.InRR + c.InConnects + 400*time.Millisecond
 		reps := time.Duration(c.Reps)
 		total := reps*time.Duration(len(report.Outbound))*perRep + reps*(c.DNS+http) + 15*time.Second +
@@ -207,6 +212,13 @@ func TestSelectMetrics(t *testing.T) {
 			only:  []string{"rr_p50_us", "rr_p99_us", "rr_per_s", "rss_idle_mib", "rss_per_agent_kib", "rss_per_flow_kib"},
 			runs:  []string{testRR, testMemory},
 			skips: []string{testUpload, testDNS},
+		},
+		{
+			// The agent's workloads, each its own test.
+			in:    "install_s,https_p50_us",
+			only:  []string{"https_p50_us", "https_p99_us", "https_per_s", "install_s"},
+			runs:  []string{testHTTPS, testInstall},
+			skips: []string{testStream, testHTTP, testRR},
 		},
 		{in: "upload_gbps,fast", wantsErr: `unknown metric "fast"`},
 		{in: " , ", wantsErr: "no metric named"},
@@ -299,6 +311,11 @@ func TestRunsForKeepsEachTestToItsSystems(t *testing.T) {
 		{testDNS, report.Pasta, false},
 		{testDNS, report.Clawnet, true},
 		{testHTTPAddr, report.Veth, false},
+		{testHTTPS, report.Veth, true}, // the workloads run on every outbound system
+		{testStream, report.Slirp, true},
+		{testInstall, report.Pasta, true},
+		{testStream, report.Clawnet, true},
+		{testInstall, report.Docker, false},
 	} {
 		if got := c.runsFor(tt.test, tt.system); got != tt.want {
 			t.Errorf("runsFor(%s, %s) = %v, want %v", tt.test, tt.system, got, tt.want)
@@ -365,4 +382,26 @@ func TestCheckStaticRefusesADynamicBinary(t *testing.T) {
 		return
 	}
 	t.Skip("no dynamically linked binary at hand")
+}
+
+func TestSNIBoundSince(t *testing.T) {
+	// Only an allowed flow to the HTTPS port that presented the name
+	// counts: one by address, a denied one, or one before the offset do
+	// not.
+	c := &clawnetSystem{dir: t.TempDir()}
+	before := `{"kind":"flow","event":"open","agent":"bench","proto":"tcp","dst":"198.18.0.2:443","verdict":"allow","name":"bench.test","sni":"bench.test"}` + "\n"
+	after := `{"kind":"flow","event":"open","agent":"bench","proto":"tcp","dst":"198.18.0.2:443","verdict":"allow","name":"bench.test","sni":"Bench.Test"}
+{"kind":"flow","event":"open","agent":"bench","proto":"tcp","dst":"198.18.0.2:443","verdict":"allow","rule":"bench.yaml:3 egress[0]"}
+{"kind":"flow","event":"deny","agent":"bench","proto":"tcp","dst":"198.18.0.2:443","verdict":"deny","sni":"bench.test"}
+{"kind":"flow","event":"open","agent":"bench","proto":"tcp","dst":"198.18.0.2:80","verdict":"allow","host":"bench.test"}
+`
+	if err := os.WriteFile(c.auditLog(), []byte(before+after), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.sniBoundSince(int64(len(before))); n != 1 || err != nil {
+		t.Errorf("sniBoundSince(after the first line) = %d, %v; want 1", n, err)
+	}
+	if n, err := c.sniBoundSince(0); n != 2 || err != nil {
+		t.Errorf("sniBoundSince(0) = %d, %v; want 2", n, err)
+	}
 }

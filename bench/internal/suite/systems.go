@@ -90,7 +90,9 @@ func serverExited(p *proc) error {
 }
 
 // vethSystem is the ceiling: a client namespace joined to the server
-// namespace by one veth pair, the kernel all the way.
+// namespace by one veth pair, the kernel all the way. The server's
+// host-side address, which the DNS server answers for the workloads by
+// name, is routed over that veth too.
 type vethSystem struct {
 	t  *topology
 	ns string
@@ -115,6 +117,9 @@ func (v *vethSystem) setup(ctx context.Context) error {
 		[]string{"-n", v.ns, "link", "set", "eth0", "up"},
 		[]string{"-n", v.t.serverNS, "addr", "add", srv, "dev", "veth1"},
 		[]string{"-n", v.t.serverNS, "link", "set", "veth1", "up"},
+		// The workloads by name go where the DNS server's answer points,
+		// the server's host-side address: over the same direct veth.
+		[]string{"-n", v.ns, "route", "add", netip.PrefixFrom(v.t.addr, 32).String(), "via", v.target().String(), "dev", "eth0"},
 	)
 }
 

@@ -7,12 +7,14 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/clawnet/clawnet/bench/internal/probe"
 	"github.com/clawnet/clawnet/bench/internal/report"
 )
 
@@ -32,6 +34,9 @@ const (
 	httpAddrPort = 8080
 	// udpSinkPort takes the noisy-neighbour test's UDP flood.
 	udpSinkPort = 9000
+	// httpsPort has the probe's HTTPS server, for the agent's workloads;
+	// clawnet's bench policy allows it only by name.
+	httpsPort = 443
 )
 
 // Address plan inside the run's /22 (block = third octet offset):
@@ -59,14 +64,18 @@ type topology struct {
 	hostAddr netip.Addr
 	addr     netip.Addr // the server, as the host reaches it
 	probe    string     // path of the probe binary
-	procs    []*proc
+	// certFile is the HTTPS server's certificate, made for the run, which
+	// the workloads' clients trust; keyFile its key.
+	certFile, keyFile string
+	procs             []*proc
 }
 
 // nsName names one of the run's namespaces.
 func (t *topology) nsName(role string) string { return t.id + "-" + role }
 
-// newTopology builds the server namespace and starts its servers.
-func newTopology(ctx context.Context, probe string, systems []string) (*topology, error) {
+// newTopology builds the server namespace and starts its servers; dir
+// takes the HTTPS server's certificate and key.
+func newTopology(ctx context.Context, probeBin, dir string, systems []string) (*topology, error) {
 	pid := os.Getpid()
 	p, err := pickPrefix(ctx, pid)
 	if err != nil {
@@ -78,7 +87,9 @@ func newTopology(ctx context.Context, probe string, systems []string) (*topology
 		hostIf:   fmt.Sprintf("cbh%d", pid),
 		hostAddr: addrIn(p, blockHost, 1),
 		addr:     addrIn(p, blockHost, 2),
-		probe:    probe,
+		probe:    probeBin,
+		certFile: filepath.Join(dir, "https-cert.pem"),
+		keyFile:  filepath.Join(dir, "https-key.pem"),
 	}
 	t.serverNS = t.nsName("server")
 	if err := t.build(ctx, systems); err != nil {
@@ -119,6 +130,17 @@ func (t *topology) build(ctx context.Context, systems []string) error {
 			return err
 		}
 	}
+	certPEM, keyPEM, err := probe.SelfSigned(dnsName)
+	if err != nil {
+		return fmt.Errorf("https server certificate: %w", err)
+	}
+	if err := errors.Join(os.WriteFile(t.certFile, certPEM, 0o644), os.WriteFile(t.keyFile, keyPEM, 0o600)); err != nil {
+		return err
+	}
+	if err := t.start(ctx, fmt.Sprintf("https server :%d", httpsPort), t.probe, "https-server", "-listen", fmt.Sprintf(":%d", httpsPort),
+		"-cert", t.certFile, "-key", t.keyFile); err != nil {
+		return err
+	}
 	var iperfSystems []string
 	for _, sys := range systems {
 		if slices.Contains(report.Outbound, sys) {
@@ -133,7 +155,7 @@ func (t *topology) build(ctx context.Context, systems []string) error {
 	}
 	// Waiting for every server to answer from the host keeps the first
 	// measurement from paying for start-up and neighbour discovery.
-	ports := []int{probePort, dnsPort, httpPort, httpAddrPort}
+	ports := []int{probePort, dnsPort, httpPort, httpAddrPort, httpsPort}
 	for _, sys := range iperfSystems {
 		ports = append(ports, iperfPort(sys))
 	}
