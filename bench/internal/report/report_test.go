@@ -82,21 +82,24 @@ func TestTargets(t *testing.T) {
 	r := Results{
 		Veth: {DownloadGbps: 20, UploadGbps: 20, RRP50us: 20, ConnectsPerS: 10000,
 			HTTPSP50us: 1000, StreamP99us: 150, InstallS: 1},
-		Slirp: {DownloadGbps: 4, UploadGbps: 2},
-		Pasta: {DownloadGbps: 8, UploadGbps: 3},
-		Clawnet: {DownloadGbps: 16, UploadGbps: 5, RRP50us: 51, ConnectsPerS: 8000, RSSPerFlowKiB: 20, RSSPerAgentKiB: 4096,
+		Slirp: {DownloadGbps: 4, UploadGbps: 2, RRP50us: 50},
+		Pasta: {DownloadGbps: 8, UploadGbps: 3, ConnectsPerS: 6000, CPUsPerGB: 1},
+		Clawnet: {DownloadGbps: 9, UploadGbps: 5, RRP50us: 51, ConnectsPerS: 5500, CPUsPerGB: 0.9,
+			RSSPerFlowKiB: 20, RSSPerAgentKiB: 257,
 			NoisyConnectRatio: 0.8, NoisyDNSRatio: 1.1, NoisyUDPRatio: 0.3,
 			HTTPSP50us: 1200, StreamP99us: 251, InstallS: 1.2},
 	}
 	want := map[string]Status{
-		"download ≥ 1.5× best of slirp4netns and pasta": Pass, // 16/8 = 2
-		"download ≥ 0.8× veth":                          Pass, // 0.8
+		"download ≥ 1.0× best of slirp4netns and pasta": Pass, // 9/8
+		"download ≥ 0.45× veth":                         Pass, // 0.45
 		"upload ≥ 3× slirp4netns":                       Fail, // 2.5
-		"upload ≥ 0.8× veth":                            Fail,
-		"request/response p50 ≤ veth + 30 µs":           Fail, // +31
-		"connects/s ≥ 0.8× veth":                        Pass,
+		"upload ≥ 0.55× veth":                           Fail, // 0.25
+		"request/response p50 ≤ slirp4netns's":          Fail, // 51 > 50
+		"connects/s ≥ 1.0× pasta":                       Fail, // 0.92
+		"connects/s ≥ 0.5× veth":                        Pass, // 0.55
+		"CPU seconds per GB ≤ pasta's":                  Pass, // 0.9
 		"≤ 32 KiB per idle TCP flow":                    Pass,
-		"≤ 2 MiB per idle attached agent":               Fail,
+		"≤ 256 KiB per idle attached agent":             Fail, // 257
 		"victim, agent's connect flood ≥ 0.8× host's":   Pass,
 		"victim, agent's DNS flood ≥ 0.8× host's":       Pass,
 		"victim, agent's UDP flood ≥ 0.8× host's":       Fail,
