@@ -26,8 +26,15 @@ type target struct {
 }
 
 // Attach attaches the target of req as an agent.
-func (g *Gateway) Attach(ctx context.Context, req control.AttachRequest) (*control.Agent, error) {
-	req, err := g.resolvePodPolicy(ctx, req)
+func (g *Gateway) Attach(ctx context.Context, req control.AttachRequest) (_ *control.Agent, err error) {
+	if req.Pod != nil && g.refused != nil {
+		defer func() {
+			if err != nil {
+				g.refused(*req.Pod, err)
+			}
+		}()
+	}
+	req, err = g.resolvePodPolicy(ctx, req)
 	if err != nil {
 		return nil, err
 	}

@@ -53,3 +53,19 @@ func TestResolvePodPolicy(t *testing.T) {
 		t.Errorf("no source: %q, %v; want default", got.Policy, err)
 	}
 }
+
+// TestAttachRefusedHook: an attach naming a pod that fails is reported
+// with its error; one without a pod is not.
+func TestAttachRefusedHook(t *testing.T) {
+	g, _ := dnsTestGateway(t, flowTestPolicy, nil, noUpstream)
+	var got []string
+	g.refused = func(p control.PodRef, err error) { got = append(got, p.Namespace+"/"+p.Name+": "+err.Error()) }
+	g.podPolicy = func(context.Context, control.PodRef) (string, error) { return "agents/missing", nil }
+	_, err := g.Attach(context.Background(), control.AttachRequest{Netns: "/nonexistent", Pod: &control.PodRef{Namespace: "agents", Name: "a"}})
+	if err == nil || len(got) != 1 || !strings.Contains(got[0], `agents/a: `) || !strings.Contains(got[0], `unknown policy "agents/missing"`) {
+		t.Errorf("Attach = %v, hook saw %q; want one report of the unknown policy", err, got)
+	}
+	if _, err := g.Attach(context.Background(), control.AttachRequest{Netns: "/nonexistent"}); err == nil || len(got) != 1 {
+		t.Errorf("Attach without a pod = %v, hook saw %d; want an error and no report", err, len(got))
+	}
+}
