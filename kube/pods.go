@@ -1,0 +1,109 @@
+package kube
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+
+	"github.com/clawnet/clawnet/gateway/control"
+)
+
+// Pods answers which policy a pod runs under, from the API server, and
+// reports refused attaches as events on the pod.
+type Pods struct {
+	Core corev1client.CoreV1Interface
+	// Policies says which AgentNetworkPolicy objects exist; nil: a named
+	// one is taken on trust and the gateway refuses it if it is unknown.
+	Policies *Watcher
+	Node     string
+	Log      hclog.Logger // nil: no logs
+
+	wg sync.WaitGroup // events being posted
+}
+
+// PodPolicy is gateway.Options.PodPolicy: the policy of the pod ref
+// names, chosen as README.md says. The pod's own clawnet.dev/policy
+// annotation names an AgentNetworkPolicy in its namespace; else the
+// namespace's label or annotation of that name does (the label wins);
+// else "" (default_policy). A value that names no such object, or one that
+// was never accepted, fails the attach: a pod does not start under
+// another policy than the one it asked for.
+func (p *Pods) PodPolicy(ctx context.Context, ref control.PodRef) (string, error) {
+	pod, err := p.Core.Pods(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("read pod from the API server: %w", err)
+	}
+	if ref.UID != "" && string(pod.UID) != ref.UID {
+		return "", fmt.Errorf("pod %s/%s has uid %s, not %s: it was replaced", ref.Namespace, ref.Name, pod.UID, ref.UID)
+	}
+	name, from := pod.Annotations[PolicyAnnotation], "the pod's annotation "+PolicyAnnotation
+	if name == "" {
+		ns, err := p.Core.Namespaces().Get(ctx, ref.Namespace, metav1.GetOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return "", fmt.Errorf("read namespace %s from the API server: %w", ref.Namespace, err)
+		}
+		if ns != nil {
+			if v := ns.Labels[PolicyAnnotation]; v != "" {
+				name, from = v, "namespace "+ref.Namespace+"'s label "+PolicyAnnotation
+			} else if v := ns.Annotations[PolicyAnnotation]; v != "" {
+				name, from = v, "namespace "+ref.Namespace+"'s annotation "+PolicyAnnotation
+			}
+		}
+	}
+	if name == "" {
+		return "", nil
+	}
+	if p.Policies != nil {
+		exists, refused := p.Policies.Lookup(ref.Namespace, name)
+		if !exists {
+			return "", fmt.Errorf("%s names %s %q, which does not exist in namespace %s", from, Kind, name, ref.Namespace)
+		}
+		if refused != "" {
+			return "", fmt.Errorf("%s names %s %q, which is not accepted: %s", from, Kind, name, refused)
+		}
+	}
+	return PolicyName(ref.Namespace, name), nil
+}
+
+// eventTimeout bounds the posting of one event.
+const eventTimeout = 10 * time.Second
+
+// AttachRefused is gateway.Options.AttachRefused: it posts a Warning
+// event AttachRefused on the pod, in the background.
+func (p *Pods) AttachRefused(ref control.PodRef, refusal error) {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), eventTimeout)
+		defer cancel()
+		if err := p.postEvent(ctx, ref, "AttachRefused", refusal.Error()); err != nil && p.Log != nil {
+			p.Log.Warn("posting an event on the pod", "pod", ref.Namespace+"/"+ref.Name, "error", err)
+		}
+	}()
+}
+
+// Close waits for the events being posted.
+func (p *Pods) Close() { p.wg.Wait() }
+
+func (p *Pods) postEvent(ctx context.Context, ref control.PodRef, reason, msg string) error {
+	now := metav1.NewTime(time.Now())
+	ev := &corev1.Event{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: ref.Name + ".", Namespace: ref.Namespace},
+		InvolvedObject: corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: ref.Namespace,
+			Name: ref.Name, UID: types.UID(ref.UID)},
+		Reason: reason, Message: msg, Type: corev1.EventTypeWarning, Count: 1,
+		FirstTimestamp: now, LastTimestamp: now,
+		Source:              corev1.EventSource{Component: "clawnetd", Host: p.Node},
+		ReportingController: "clawnet.dev/clawnetd", ReportingInstance: p.Node,
+	}
+	_, err := p.Core.Events(ref.Namespace).Create(ctx, ev, metav1.CreateOptions{})
+	return err
+}

@@ -1,0 +1,100 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/clawnet/clawnet/gateway/control"
+)
+
+func pod(ns, name, uid, policy string) *corev1.Pod {
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID("uid-" + uid)}}
+	if policy != "" {
+		p.Annotations = map[string]string{PolicyAnnotation: policy}
+	}
+	return p
+}
+
+// TestPodPolicy: PodPolicy(pod) = the policy chosen, or the error.
+func TestPodPolicy(t *testing.T) {
+	g := newTestGateway(t)
+	dyn := fakeClient(
+		object(t, false, "agents", "coder", coderSpec),
+		object(t, false, "agents", "strict", coderSpec),
+		object(t, false, "agents", "broken", "egress:\n  - domains: ['*.com']\n    ports: [443]\n"),
+		object(t, false, "team", "base", coderSpec),
+	)
+	ctx, cancel := context.WithCancel(context.Background())
+	w := NewWatcher(Options{Client: dyn, Gateway: g, Node: "node-1"})
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); w.Wait() }()
+	core := fake.NewClientset(
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "agents"}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team", Labels: map[string]string{PolicyAnnotation: "base"}}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "annotated", Annotations: map[string]string{PolicyAnnotation: "gone"}}},
+		pod("agents", "a", "a", "coder"),
+		pod("agents", "plain", "plain", ""),
+		pod("agents", "typo", "typo", "codr"),
+		pod("agents", "bad", "bad", "broken"),
+		pod("team", "t", "t", ""),
+		pod("team", "own", "own", "strict"), // names an object in its own namespace only
+		pod("annotated", "n", "n", ""),
+	)
+	p := &Pods{Core: core.CoreV1(), Policies: w, Node: "node-1"}
+	for _, tc := range []struct {
+		ns, name, uid string
+		want, err     string
+	}{
+		{"agents", "a", "", "agents/coder", ""},
+		{"agents", "a", "uid-a", "agents/coder", ""},
+		{"agents", "plain", "", "", ""},
+		{"team", "t", "", "team/base", ""},
+		{"agents", "typo", "", "", `the pod's annotation clawnet.dev/policy names AgentNetworkPolicy "codr", which does not exist in namespace agents`},
+		{"agents", "bad", "", "", `names AgentNetworkPolicy "broken", which is not accepted: spec.egress[0].domains[0]: domain "*.com"`},
+		{"team", "own", "", "", `AgentNetworkPolicy "strict", which does not exist in namespace team`},
+		{"annotated", "n", "", "", `namespace annotated's annotation clawnet.dev/policy names AgentNetworkPolicy "gone", which does not exist`},
+		{"agents", "a", "uid-other", "", "it was replaced"},
+		{"agents", "nobody", "", "", "read pod from the API server"},
+	} {
+		got, err := p.PodPolicy(context.Background(), control.PodRef{Namespace: tc.ns, Name: tc.name, UID: tc.uid})
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("PodPolicy(%s/%s) = %q, %v; want error %q", tc.ns, tc.name, got, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("PodPolicy(%s/%s) = %q, %v; want %q", tc.ns, tc.name, got, err, tc.want)
+		}
+	}
+}
+
+// TestAttachRefusedEvent: a refused attach becomes a Warning event on the
+// pod, with the refusal as its message.
+func TestAttachRefusedEvent(t *testing.T) {
+	core := fake.NewClientset()
+	p := &Pods{Core: core.CoreV1(), Node: "node-1"}
+	p.AttachRefused(control.PodRef{Namespace: "agents", Name: "a", UID: "uid-a"}, errors.New(`unknown policy "agents/x"`))
+	p.Close()
+	evs, err := core.CoreV1().Events("agents").List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs.Items) != 1 {
+		t.Fatalf("%d events, want 1", len(evs.Items))
+	}
+	e := evs.Items[0]
+	if e.Reason != "AttachRefused" || e.Type != corev1.EventTypeWarning || e.Message != `unknown policy "agents/x"` ||
+		e.InvolvedObject.Kind != "Pod" || e.InvolvedObject.Name != "a" || e.InvolvedObject.UID != "uid-a" || e.Source.Host != "node-1" {
+		t.Errorf("event = %+v", e)
+	}
+}
