@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -33,7 +34,7 @@ func TestPodPolicy(t *testing.T) {
 	)
 	ctx, cancel := context.WithCancel(context.Background())
 	w := NewWatcher(Options{Client: dyn, Gateway: g, Node: "node-1"})
-	if err := w.Start(ctx); err != nil {
+	if err := w.Start(ctx, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { cancel(); w.Wait() }()

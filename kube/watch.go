@@ -47,14 +47,14 @@ type Options struct {
 // Watcher keeps the gateway's "kubernetes" source equal to the objects in
 // the API server and writes their status.
 type Watcher struct {
-	opts  Options
-	log   hclog.Logger
-	anp   cache.SharedIndexInformer
-	canp  cache.SharedIndexInformer
-	fac   dynamicinformer.DynamicSharedInformerFactory
-	kick  chan struct{}
-	done  chan struct{}
-	start sync.Once
+	opts   Options
+	log    hclog.Logger
+	anp    cache.SharedIndexInformer
+	canp   cache.SharedIndexInformer
+	fac    dynamicinformer.DynamicSharedInformerFactory
+	kick   chan struct{}
+	synced chan struct{} // closed after the first Sync
+	done   chan struct{} // closed when run ends
 
 	mu    sync.Mutex
 	state map[objKey]*objState // guarded by mu
@@ -91,7 +91,7 @@ func NewWatcher(opts Options) *Watcher {
 	if opts.Refresh <= 0 {
 		opts.Refresh = 10 * time.Second
 	}
-	w := &Watcher{opts: opts, log: opts.Log, kick: make(chan struct{}, 1), done: make(chan struct{}),
+	w := &Watcher{opts: opts, log: opts.Log, kick: make(chan struct{}, 1), done: make(chan struct{}), synced: make(chan struct{}),
 		state: map[objKey]*objState{}}
 	w.fac = dynamicinformer.NewDynamicSharedInformerFactory(opts.Client, 0)
 	w.anp = w.fac.ForResource(PolicyResource).Informer()
@@ -113,20 +113,25 @@ func (w *Watcher) poke() {
 	}
 }
 
-// Start starts watching, waits until both kinds are listed and the
-// gateway has their policies (so that agents restored after a restart find
-// theirs), then keeps them in step until ctx ends; Wait waits for that.
-func (w *Watcher) Start(ctx context.Context) error {
+// Start starts watching and waits, at most wait, until both kinds are
+// listed and the gateway has their policies (so that agents restored after
+// a restart find theirs). It returns an error if that takes longer, but
+// the watcher goes on trying, and keeps the gateway in step once it can,
+// until ctx ends; Wait waits for that.
+func (w *Watcher) Start(ctx context.Context, wait time.Duration) error {
 	w.fac.Start(ctx.Done())
-	synced := cache.WaitForCacheSync(ctx.Done(), w.anp.HasSynced, w.canp.HasSynced)
-	if !synced {
-		w.fac.Shutdown()
-		close(w.done)
-		return fmt.Errorf("list %s and %s: %w (are the CRDs in deploy/kubernetes/crds applied?)", PolicyResource.Resource, ClusterPolicyResource.Resource, context.Cause(ctx))
-	}
-	w.Sync(ctx)
 	go w.run(ctx)
-	return nil
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-w.synced:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-t.C:
+		return fmt.Errorf("%s and %s not listed within %v (are the CRDs in deploy/kubernetes/crds applied, and may this node's account list them?); still trying",
+			PolicyResource.Resource, ClusterPolicyResource.Resource, wait)
+	}
 }
 
 // Wait waits for the watcher started by Start to stop.
@@ -139,6 +144,11 @@ const debounce = 100 * time.Millisecond
 func (w *Watcher) run(ctx context.Context) {
 	defer close(w.done)
 	defer w.fac.Shutdown()
+	if !cache.WaitForCacheSync(ctx.Done(), w.anp.HasSynced, w.canp.HasSynced) {
+		return
+	}
+	w.Sync(ctx)
+	close(w.synced)
 	refresh := time.NewTicker(w.opts.Refresh)
 	defer refresh.Stop()
 	for {

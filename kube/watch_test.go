@@ -152,7 +152,7 @@ func TestWatcher(t *testing.T) {
 	g.setAgents(control.Agent{Name: "a1", Policy: "agents/coder"}, control.Agent{Name: "a2", Policy: "agents/coder"}, control.Agent{Name: "x", Policy: "default"})
 	ctx, cancel := context.WithCancel(context.Background())
 	w := NewWatcher(Options{Client: c, Gateway: g, Node: "node-1", Refresh: 50 * time.Millisecond})
-	if err := w.Start(ctx); err != nil {
+	if err := w.Start(ctx, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { cancel(); w.Wait() }()
@@ -243,7 +243,7 @@ func TestWatcher(t *testing.T) {
 }
 
 // TestWatcherNoCRDs: Start fails with a clear error when the kinds cannot
-// be listed (the CRDs are not installed) within its context.
+// be listed (the CRDs are not installed) in time, and stops when told.
 func TestWatcherNoCRDs(t *testing.T) {
 	g := newTestGateway(t)
 	c := dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
@@ -252,12 +252,12 @@ func TestWatcherNoCRDs(t *testing.T) {
 	c.PrependReactor("list", "*", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewNotFound(a.GetResource().GroupResource(), "")
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
+	ctx, cancel := context.WithCancel(context.Background())
 	w := NewWatcher(Options{Client: c, Gateway: g, Node: "n"})
-	err := w.Start(ctx)
+	err := w.Start(ctx, 300*time.Millisecond)
 	if err == nil || !strings.Contains(err.Error(), "CRDs") {
 		t.Fatalf("Start = %v, want an error naming the CRDs", err)
 	}
+	cancel()
 	w.Wait()
 }
