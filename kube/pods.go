@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
+	"github.com/clawnet/clawnet/gateway"
 	"github.com/clawnet/clawnet/gateway/control"
 )
 
@@ -38,6 +39,9 @@ type Pods struct {
 // another policy than the one it asked for.
 func (p *Pods) PodPolicy(ctx context.Context, ref control.PodRef) (string, error) {
 	pod, err := p.Core.Pods(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return "", fmt.Errorf("%w: pod %s/%s is not in the API server", gateway.ErrNotFound, ref.Namespace, ref.Name)
+	}
 	if err != nil {
 		return "", fmt.Errorf("read pod from the API server: %w", err)
 	}
@@ -64,10 +68,10 @@ func (p *Pods) PodPolicy(ctx context.Context, ref control.PodRef) (string, error
 	if p.Policies != nil {
 		exists, refused := p.Policies.Lookup(ref.Namespace, name)
 		if !exists {
-			return "", fmt.Errorf("%s names %s %q, which does not exist in namespace %s", from, Kind, name, ref.Namespace)
+			return "", fmt.Errorf("%w: %s names %s %q, which does not exist in namespace %s", gateway.ErrNotFound, from, Kind, name, ref.Namespace)
 		}
 		if refused != "" {
-			return "", fmt.Errorf("%s names %s %q, which is not accepted: %s", from, Kind, name, refused)
+			return "", fmt.Errorf("%w: %s names %s %q, which is not accepted: %s", gateway.ErrNotFound, from, Kind, name, refused)
 		}
 	}
 	return PolicyName(ref.Namespace, name), nil
