@@ -32,6 +32,8 @@ func TestPodPolicy(t *testing.T) {
 		object(t, false, "agents", "strict", coderSpec),
 		object(t, false, "agents", "broken", "egress:\n  - domains: ['*.com']\n    ports: [443]\n"),
 		object(t, false, "team", "base", coderSpec),
+		object(t, false, "both", "by-label", coderSpec),
+		object(t, false, "both", "by-annotation", coderSpec),
 	)
 	ctx, cancel := context.WithCancel(context.Background())
 	w := NewWatcher(Options{Client: dyn, Gateway: g, Node: "node-1"})
@@ -50,6 +52,9 @@ func TestPodPolicy(t *testing.T) {
 		pod("team", "t", "t", ""),
 		pod("team", "own", "own", "strict"), // names an object in its own namespace only
 		pod("annotated", "n", "n", ""),
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "both", Labels: map[string]string{PolicyAnnotation: "by-label"},
+			Annotations: map[string]string{PolicyAnnotation: "by-annotation"}}},
+		pod("both", "b", "b", ""),
 	)
 	p := &Pods{Core: core.CoreV1(), Policies: w, Node: "node-1"}
 	for _, tc := range []struct {
@@ -60,6 +65,7 @@ func TestPodPolicy(t *testing.T) {
 		{"agents", "a", "uid-a", "agents/coder", ""},
 		{"agents", "plain", "", "", ""},
 		{"team", "t", "", "team/base", ""},
+		{"both", "b", "", "both/by-label", ""}, // the label wins
 		{"agents", "typo", "", "", `the pod's annotation clawnet.dev/policy names AgentNetworkPolicy "codr", which does not exist in namespace agents`},
 		{"agents", "bad", "", "", `names AgentNetworkPolicy "broken", which is not accepted: spec.egress[0].domains[0]: domain "*.com"`},
 		{"team", "own", "", "", `AgentNetworkPolicy "strict", which does not exist in namespace team`},

@@ -2,6 +2,7 @@ package kubetest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -263,4 +264,39 @@ func (api *apiServer) createNamespace(t *testing.T, name string, labels map[stri
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatalf("create namespace %s: %v", name, err)
 	}
+}
+
+// table reads path as kubectl get does, as a server-side Table, and
+// returns its column names then each row's cells, as text.
+func (api *apiServer) table(t *testing.T, path string) [][]string {
+	t.Helper()
+	raw, err := api.Core.CoreV1().RESTClient().Get().AbsPath(path).
+		SetHeader("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io").DoRaw(context.Background())
+	if err != nil {
+		t.Fatalf("GET %s as a table: %v", path, err)
+	}
+	var tab struct {
+		ColumnDefinitions []struct{ Name string } `json:"columnDefinitions"`
+		Rows              []struct{ Cells []any } `json:"rows"`
+	}
+	if err := json.Unmarshal(raw, &tab); err != nil {
+		t.Fatalf("table %s: %v", raw, err)
+	}
+	var out [][]string
+	var head []string
+	for _, c := range tab.ColumnDefinitions {
+		head = append(head, c.Name)
+	}
+	out = append(out, head)
+	for _, r := range tab.Rows {
+		var row []string
+		for _, c := range r.Cells {
+			if c == nil {
+				c = ""
+			}
+			row = append(row, fmt.Sprint(c))
+		}
+		out = append(out, row)
+	}
+	return out
 }

@@ -171,6 +171,20 @@ egress:
 	api.waitStatus(t, "agents", "coder", 25*time.Second, "one agent", is("Accepted=True agents=1 error="))
 	api.waitStatus(t, "", "no-other", 25*time.Second, "one agent (every agent on the node)", is("Accepted=True agents=1 error="))
 
+	// What kubectl get agentnetworkpolicies shows: the API server's table
+	// made from the CRD's printer columns.
+	table := api.table(t, "/apis/clawnet.dev/v1alpha1/namespaces/agents/agentnetworkpolicies")
+	if got := strings.Join(table[0], " "); got != "Name Accepted Agents Error Age" {
+		t.Errorf("kubectl get columns: %q", got)
+	}
+	rows := map[string]string{}
+	for _, r := range table[1:] {
+		rows[r[0]] = strings.Join(r[1:4], " | ")
+	}
+	if rows["coder"] != "True | 1 | " || !strings.HasPrefix(rows["broken"], `False | 0 | spec.egress[0].domains[1]: domain "*.com"`) {
+		t.Errorf("kubectl get rows: %q", rows)
+	}
+
 	// A pod naming no AgentNetworkPolicy does not start on another policy.
 	ns2 := harness.NewNetNS(t, "pod2")
 	if _, err := attachPod(d, ns2, "agent-2", control.PodRef{Namespace: "agents", Name: "agent-2", UID: string(pod2.UID)}); err == nil ||
