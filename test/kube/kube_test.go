@@ -223,4 +223,15 @@ egress:
 	if n, err := live.Read(make([]byte, 16)); err == nil {
 		t.Errorf("the live flow still reads (%d bytes) after the cluster deny", n)
 	}
+
+	// A restarted clawnetd has the objects' policies again before it
+	// re-attaches: agent-1 comes back under agents/coder. (The last good
+	// version of a refused object is not kept across restarts: coder is
+	// made good again first.)
+	api.setSpec(t, "agents", "coder", fmt.Sprintf("egress:\n  - cidrs: [%q]\n    ports: [7]\n", in.Net4))
+	api.waitStatus(t, "agents", "coder", 20*time.Second, "accepted again", hasPrefix("Accepted=True"))
+	d.Restart(t)
+	if a, ok := d.Lookup(t, "agent-1"); !ok || a.Policy != "agents/coder" {
+		t.Errorf("after a restart, agent-1 = %+v (attached %v), want it re-attached under agents/coder", a, ok)
+	}
 }
