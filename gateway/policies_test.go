@@ -203,22 +203,33 @@ func TestSetPoliciesRevokes(t *testing.T) {
 		t.Fatal("a new flow to the denied address connected")
 	}
 
-	// The agent on a source's policy: a new version without its rule revokes.
-	res, _ = g.SetPolicies("kubernetes", PolicySource{Policies: []*policy.File{srcPolicy(t, "agents/coder", agentsCoder)}})
-	if len(res.Revoked) != 0 {
-		t.Fatalf("removing the overlay revoked %v", res.Revoked)
+}
+
+// TestSetPoliciesRevokesSourcePolicy: an agent on a source's policy loses
+// a live flow when a new version of that policy drops its rule.
+func TestSetPoliciesRevokesSourcePolicy(t *testing.T) {
+	dnstest.LeakCheck(t)
+	ft := newRevokeTest(t, echo)
+	g := ft.a.g
+	if _, errs := g.SetPolicies("kubernetes", PolicySource{Policies: []*policy.File{srcPolicy(t, "agents/coder", agentsCoder)}}); !errs.empty() {
+		t.Fatal(errs)
 	}
-	ft.a.policy = "agents/coder"
-	c2, err := ft.dial(t, denied)
+	ft.a.policy = "agents/coder" // before its first flow
+	dst := netip.AddrPortFrom(flowTestServer, 7)
+	c, err := ft.dial(t, dst)
 	if err != nil {
-		t.Fatalf("after the overlay went, under agents/coder: %v", err)
+		t.Fatalf("under agents/coder: %v", err)
 	}
-	defer c2.Close()
-	exchange(t, c2, "again")
-	res, _ = g.SetPolicies("kubernetes", PolicySource{Policies: []*policy.File{srcPolicy(t, "agents/coder", "egress:\n  - cidrs: [198.18.0.0/15]\n    ports: [80]\n")}})
+	defer c.Close()
+	exchange(t, c, "allowed")
+	res, _ := g.SetPolicies("kubernetes", PolicySource{Policies: []*policy.File{srcPolicy(t, "agents/coder", "egress:\n  - cidrs: [198.18.0.0/15]\n    ports: [80]\n")}})
 	if !slices.Equal(res.Changed, []string{"agents/coder"}) {
 		t.Errorf("changed %v, want [agents/coder]", res.Changed)
 	}
 	onlyRevoked(t, res, map[string]int{"flowtest": 1})
-	expectReset(t, c2)
+	expectReset(t, c)
+	e := ft.waitEvent(t, EventRevoke, dst)
+	if e.Policy != "agents/coder" || e.Rule != "default" {
+		t.Errorf("revoke line = %+v, want agents/coder's default deny", e)
+	}
 }
