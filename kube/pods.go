@@ -7,20 +7,28 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 
 	"github.com/clawnet/clawnet/gateway"
 	"github.com/clawnet/clawnet/gateway/control"
 )
 
+// The core resources Pods reads and writes, through the dynamic client
+// (see informer for why not the typed one).
+var (
+	podResource       = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
+	namespaceResource = schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
+	eventResource     = schema.GroupVersionResource{Version: "v1", Resource: "events"}
+)
+
 // Pods answers which policy a pod runs under, from the API server, and
 // reports refused attaches as events on the pod.
 type Pods struct {
-	Core corev1client.CoreV1Interface
+	Client dynamic.Interface
 	// Policies says which AgentNetworkPolicy objects exist; nil: a named
 	// one is taken on trust and the gateway refuses it if it is unknown.
 	Policies *Watcher
@@ -38,26 +46,26 @@ type Pods struct {
 // was never accepted, fails the attach: a pod does not start under
 // another policy than the one it asked for.
 func (p *Pods) PodPolicy(ctx context.Context, ref control.PodRef) (string, error) {
-	pod, err := p.Core.Pods(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+	pod, err := p.Client.Resource(podResource).Namespace(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return "", fmt.Errorf("%w: pod %s/%s is not in the API server", gateway.ErrNotFound, ref.Namespace, ref.Name)
 	}
 	if err != nil {
 		return "", fmt.Errorf("read pod from the API server: %w", err)
 	}
-	if ref.UID != "" && string(pod.UID) != ref.UID {
-		return "", fmt.Errorf("pod %s/%s has uid %s, not %s: it was replaced", ref.Namespace, ref.Name, pod.UID, ref.UID)
+	if ref.UID != "" && string(pod.GetUID()) != ref.UID {
+		return "", fmt.Errorf("pod %s/%s has uid %s, not %s: it was replaced", ref.Namespace, ref.Name, pod.GetUID(), ref.UID)
 	}
-	name, from := pod.Annotations[PolicyAnnotation], "the pod's annotation "+PolicyAnnotation
+	name, from := pod.GetAnnotations()[PolicyAnnotation], "the pod's annotation "+PolicyAnnotation
 	if name == "" {
-		ns, err := p.Core.Namespaces().Get(ctx, ref.Namespace, metav1.GetOptions{})
+		ns, err := p.Client.Resource(namespaceResource).Get(ctx, ref.Namespace, metav1.GetOptions{})
 		if err != nil && !apierrors.IsNotFound(err) {
 			return "", fmt.Errorf("read namespace %s from the API server: %w", ref.Namespace, err)
 		}
-		if ns != nil {
-			if v := ns.Labels[PolicyAnnotation]; v != "" {
+		if err == nil {
+			if v := ns.GetLabels()[PolicyAnnotation]; v != "" {
 				name, from = v, "namespace "+ref.Namespace+"'s label "+PolicyAnnotation
-			} else if v := ns.Annotations[PolicyAnnotation]; v != "" {
+			} else if v := ns.GetAnnotations()[PolicyAnnotation]; v != "" {
 				name, from = v, "namespace "+ref.Namespace+"'s annotation "+PolicyAnnotation
 			}
 		}
@@ -98,16 +106,21 @@ func (p *Pods) AttachRefused(ref control.PodRef, refusal error) {
 func (p *Pods) Close() { p.wg.Wait() }
 
 func (p *Pods) postEvent(ctx context.Context, ref control.PodRef, reason, msg string) error {
-	now := metav1.NewTime(time.Now())
-	ev := &corev1.Event{
-		ObjectMeta: metav1.ObjectMeta{GenerateName: ref.Name + ".", Namespace: ref.Namespace},
-		InvolvedObject: corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: ref.Namespace,
-			Name: ref.Name, UID: types.UID(ref.UID)},
-		Reason: reason, Message: msg, Type: corev1.EventTypeWarning, Count: 1,
-		FirstTimestamp: now, LastTimestamp: now,
-		Source:              corev1.EventSource{Component: "clawnetd", Host: p.Node},
-		ReportingController: "clawnet.dev/clawnetd", ReportingInstance: p.Node,
+	now := time.Now().UTC().Format(time.RFC3339)
+	involved := map[string]any{"kind": "Pod", "apiVersion": "v1", "namespace": ref.Namespace, "name": ref.Name}
+	if ref.UID != "" {
+		involved["uid"] = ref.UID
 	}
-	_, err := p.Core.Events(ref.Namespace).Create(ctx, ev, metav1.CreateOptions{})
+	ev := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "Event",
+		"metadata":       map[string]any{"generateName": ref.Name + ".", "namespace": ref.Namespace},
+		"involvedObject": involved,
+		"reason":         reason, "message": msg, "type": "Warning", "count": int64(1),
+		"firstTimestamp": now, "lastTimestamp": now,
+		"source":             map[string]any{"component": "clawnetd", "host": p.Node},
+		"reportingComponent": "clawnet.dev/clawnetd",
+		"reportingInstance":  p.Node,
+	}}
+	_, err := p.Client.Resource(eventResource).Namespace(ref.Namespace).Create(ctx, ev, metav1.CreateOptions{})
 	return err
 }

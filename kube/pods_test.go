@@ -9,19 +9,43 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes/fake"
+	dynfake "k8s.io/client-go/dynamic/fake"
 
 	"github.com/clawnet/clawnet/gateway"
 	"github.com/clawnet/clawnet/gateway/control"
 )
 
-func pod(ns, name, uid, policy string) *corev1.Pod {
-	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID("uid-" + uid)}}
+func pod(ns, name, uid, policy string) runtime.Object {
+	p := &corev1.Pod{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID("uid-" + uid)}}
 	if policy != "" {
 		p.Annotations = map[string]string{PolicyAnnotation: policy}
 	}
-	return p
+	return unstructuredOf(p)
+}
+
+func namespace(name string, labels, annotations map[string]string) runtime.Object {
+	return unstructuredOf(&corev1.Namespace{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels, Annotations: annotations}})
+}
+
+func unstructuredOf(o runtime.Object) *unstructured.Unstructured {
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
+	if err != nil {
+		panic(err)
+	}
+	return &unstructured.Unstructured{Object: m}
+}
+
+// coreClient is a fake API server holding objs, for Pods.
+func coreClient(objs ...runtime.Object) *dynfake.FakeDynamicClient {
+	return dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
+		podResource: "PodList", namespaceResource: "NamespaceList", eventResource: "EventList",
+	}, objs...)
 }
 
 // TestPodPolicy: PodPolicy(pod) = the policy chosen, or the error.
@@ -41,10 +65,10 @@ func TestPodPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { cancel(); w.Wait() }()
-	core := fake.NewClientset(
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "agents"}},
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team", Labels: map[string]string{PolicyAnnotation: "base"}}},
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "annotated", Annotations: map[string]string{PolicyAnnotation: "gone"}}},
+	core := coreClient(
+		namespace("agents", nil, nil),
+		namespace("team", map[string]string{PolicyAnnotation: "base"}, nil),
+		namespace("annotated", nil, map[string]string{PolicyAnnotation: "gone"}),
 		pod("agents", "a", "a", "coder"),
 		pod("agents", "plain", "plain", ""),
 		pod("agents", "typo", "typo", "codr"),
@@ -52,11 +76,10 @@ func TestPodPolicy(t *testing.T) {
 		pod("team", "t", "t", ""),
 		pod("team", "own", "own", "strict"), // names an object in its own namespace only
 		pod("annotated", "n", "n", ""),
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "both", Labels: map[string]string{PolicyAnnotation: "by-label"},
-			Annotations: map[string]string{PolicyAnnotation: "by-annotation"}}},
+		namespace("both", map[string]string{PolicyAnnotation: "by-label"}, map[string]string{PolicyAnnotation: "by-annotation"}),
 		pod("both", "b", "b", ""),
 	)
-	p := &Pods{Core: core.CoreV1(), Policies: w, Node: "node-1"}
+	p := &Pods{Client: core, Policies: w, Node: "node-1"}
 	for _, tc := range []struct {
 		ns, name, uid string
 		want, err     string
@@ -89,18 +112,21 @@ func TestPodPolicy(t *testing.T) {
 // TestAttachRefusedEvent: a refused attach becomes a Warning event on the
 // pod, with the refusal as its message.
 func TestAttachRefusedEvent(t *testing.T) {
-	core := fake.NewClientset()
-	p := &Pods{Core: core.CoreV1(), Node: "node-1"}
+	core := coreClient()
+	p := &Pods{Client: core, Node: "node-1"}
 	p.AttachRefused(control.PodRef{Namespace: "agents", Name: "a", UID: "uid-a"}, errors.New(`unknown policy "agents/x"`))
 	p.Close()
-	evs, err := core.CoreV1().Events("agents").List(context.Background(), metav1.ListOptions{})
+	evs, err := core.Resource(eventResource).Namespace("agents").List(context.Background(), metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(evs.Items) != 1 {
 		t.Fatalf("%d events, want 1", len(evs.Items))
 	}
-	e := evs.Items[0]
+	var e corev1.Event
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(evs.Items[0].Object, &e); err != nil {
+		t.Fatal(err)
+	}
 	if e.Reason != "AttachRefused" || e.Type != corev1.EventTypeWarning || e.Message != `unknown policy "agents/x"` ||
 		e.InvolvedObject.Kind != "Pod" || e.InvolvedObject.Name != "a" || e.InvolvedObject.UID != "uid-a" || e.Source.Host != "node-1" {
 		t.Errorf("event = %+v", e)

@@ -13,8 +13,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/retry"
 
@@ -51,7 +53,7 @@ type Watcher struct {
 	log    hclog.Logger
 	anp    cache.SharedIndexInformer
 	canp   cache.SharedIndexInformer
-	fac    dynamicinformer.DynamicSharedInformerFactory
+	runs   sync.WaitGroup // the informers' goroutines
 	kick   chan struct{}
 	synced chan struct{} // closed after the first Sync
 	done   chan struct{} // closed when run ends
@@ -93,9 +95,8 @@ func NewWatcher(opts Options) *Watcher {
 	}
 	w := &Watcher{opts: opts, log: opts.Log, kick: make(chan struct{}, 1), done: make(chan struct{}), synced: make(chan struct{}),
 		state: map[objKey]*objState{}}
-	w.fac = dynamicinformer.NewDynamicSharedInformerFactory(opts.Client, 0)
-	w.anp = w.fac.ForResource(PolicyResource).Informer()
-	w.canp = w.fac.ForResource(ClusterPolicyResource).Informer()
+	w.anp = informer(opts.Client, PolicyResource)
+	w.canp = informer(opts.Client, ClusterPolicyResource)
 	h := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { w.poke() },
 		UpdateFunc: func(any, any) { w.poke() },
@@ -104,6 +105,27 @@ func NewWatcher(opts Options) *Watcher {
 	_, _ = w.anp.AddEventHandler(h)
 	_, _ = w.canp.AddEventHandler(h)
 	return w
+}
+
+// informer lists and watches r in every namespace, as unstructured
+// objects. It is built on the dynamic client directly: client-go's
+// dynamicinformer and typed clients pull in every built-in API type, which
+// would double clawnetd's size and idle memory on every host, Kubernetes
+// or not.
+func informer(c dynamic.Interface, r schema.GroupVersionResource) cache.SharedIndexInformer {
+	ri := c.Resource(r)
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return ri.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return ri.Watch(ctx, o)
+		},
+	}
+	// As dynamicinformer does: the client says whether it can stream a
+	// list (a real API server can; the fake client of the tests cannot).
+	return cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, c),
+		&unstructured.Unstructured{}, cache.SharedIndexInformerOptions{ObjectDescription: r.String()})
 }
 
 func (w *Watcher) poke() {
@@ -119,7 +141,13 @@ func (w *Watcher) poke() {
 // the watcher goes on trying, and keeps the gateway in step once it can,
 // until ctx ends; Wait waits for that.
 func (w *Watcher) Start(ctx context.Context, wait time.Duration) error {
-	w.fac.Start(ctx.Done())
+	for _, inf := range []cache.SharedIndexInformer{w.anp, w.canp} {
+		w.runs.Add(1)
+		go func() {
+			defer w.runs.Done()
+			inf.Run(ctx.Done())
+		}()
+	}
 	go w.run(ctx)
 	t := time.NewTimer(wait)
 	defer t.Stop()
@@ -143,7 +171,7 @@ const debounce = 100 * time.Millisecond
 
 func (w *Watcher) run(ctx context.Context) {
 	defer close(w.done)
-	defer w.fac.Shutdown()
+	defer w.runs.Wait() // the informers stop with ctx
 	if !cache.WaitForCacheSync(ctx.Done(), w.anp.HasSynced, w.canp.HasSynced) {
 		return
 	}

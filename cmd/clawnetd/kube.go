@@ -8,7 +8,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"k8s.io/client-go/dynamic"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -66,13 +65,9 @@ func connectKube(f *flags, log hclog.Logger) (*kubeWiring, error) {
 	if err != nil {
 		return nil, fmt.Errorf("Kubernetes client: %w", err)
 	}
-	core, err := corev1client.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("Kubernetes client: %w", err)
-	}
 	log = log.Named("kube")
 	log.Info("policies and pods from the API server", "server", cfg.Host, "node", node)
-	return &kubeWiring{node: node, log: log, dyn: dyn, pods: &kube.Pods{Core: core, Node: node, Log: log}}, nil
+	return &kubeWiring{node: node, log: log, dyn: dyn, pods: &kube.Pods{Client: dyn, Node: node, Log: log}}, nil
 }
 
 // options sets the gateway's hooks: a pod's policy from the API server,
