@@ -7,6 +7,7 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"strings"
 
 	"github.com/clawnet/clawnet/gateway/control"
 	"github.com/clawnet/clawnet/tun"
@@ -118,7 +119,15 @@ func (g *Gateway) AttachRequest(ctx context.Context, req control.AttachRequest) 
 
 // resolvePodPolicy fills in the policy of a pod that req names without one,
 // from Options.PodPolicy.
+//
+// A namespaced policy (NAMESPACE/NAME, from the Kubernetes API server) is
+// for its namespace's pods only: a pod whose request names another
+// namespace's, however it came to (a runtime passing the pod's annotation
+// verbatim), is refused.
 func (g *Gateway) resolvePodPolicy(ctx context.Context, req control.AttachRequest) (control.AttachRequest, error) {
+	if req.Pod != nil && strings.Contains(req.Policy, "/") && !strings.HasPrefix(req.Policy, req.Pod.Namespace+"/") {
+		return req, fmt.Errorf("%w: pod %s/%s may run only under a policy of its own namespace, not %q", ErrBadRequest, req.Pod.Namespace, req.Pod.Name, req.Policy)
+	}
 	if req.Policy != "" || req.Pod == nil || g.podPolicy == nil {
 		return req, nil
 	}

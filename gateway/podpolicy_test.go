@@ -33,6 +33,10 @@ func TestResolvePodPolicy(t *testing.T) {
 		// A policy named in the request wins; no pod: nothing to ask.
 		{control.AttachRequest{Pod: pod("a"), Policy: "strict"}, "strict", ""},
 		{control.AttachRequest{}, "", ""},
+		// A namespaced policy is its own namespace's pods' only.
+		{control.AttachRequest{Pod: pod("a"), Policy: "agents/coder"}, "agents/coder", ""},
+		{control.AttachRequest{Pod: pod("a"), Policy: "other/coder"}, "", `pod agents/a may run only under a policy of its own namespace, not "other/coder"`},
+		{control.AttachRequest{Pod: pod("a"), Policy: "agentsx/coder"}, "", "own namespace"},
 	} {
 		got, err := g.resolvePodPolicy(context.Background(), tc.req)
 		if tc.wantErr != "" {
