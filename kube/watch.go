@@ -55,7 +55,7 @@ type Watcher struct {
 	canp   cache.SharedIndexInformer
 	runs   sync.WaitGroup // the informers' goroutines
 	kick   chan struct{}
-	synced chan struct{} // closed after the first Sync
+	synced chan struct{} // closed after the first apply
 	done   chan struct{} // closed when run ends
 
 	mu    sync.Mutex
@@ -175,7 +175,7 @@ func (w *Watcher) run(ctx context.Context) {
 	if !cache.WaitForCacheSync(ctx.Done(), w.anp.HasSynced, w.canp.HasSynced) {
 		return
 	}
-	w.Sync(ctx)
+	w.apply(ctx)
 	close(w.synced)
 	refresh := time.NewTicker(w.opts.Refresh)
 	defer refresh.Stop()
@@ -191,14 +191,14 @@ func (w *Watcher) run(ctx context.Context) {
 			}
 		case <-refresh.C:
 		}
-		w.Sync(ctx)
+		w.apply(ctx)
 	}
 }
 
-// Sync sets the gateway's kubernetes source from the objects as listed
-// now and writes their status. The watcher calls it after every change;
-// it is exported for tests.
-func (w *Watcher) Sync(ctx context.Context) {
+// apply sets the gateway's kubernetes source from the objects as listed
+// now and writes their status. The watcher calls it after every change
+// and every Refresh.
+func (w *Watcher) apply(ctx context.Context) {
 	objs := map[objKey]*unstructured.Unstructured{}
 	for _, inf := range []cache.SharedIndexInformer{w.anp, w.canp} {
 		for _, o := range inf.GetStore().List() {
