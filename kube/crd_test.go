@@ -95,3 +95,39 @@ ingress_deny:
 		t.Errorf("a spec with every key: %v", err)
 	}
 }
+
+// TestREADMEExamples: the objects in README.md are accepted.
+func TestREADMEExamples(t *testing.T) {
+	data, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := strings.Split(string(data), "```yaml\n")[1:]
+	n := 0
+	for _, b := range blocks {
+		b = strings.SplitN(b, "```", 2)[0]
+		var obj struct {
+			Kind     string
+			Metadata struct{ Name, Namespace string }
+			Spec     map[string]any
+		}
+		if err := yaml.Unmarshal([]byte(b), &obj); err != nil {
+			t.Fatalf("example %q: %v", b, err)
+		}
+		if obj.Kind != Kind && obj.Kind != KindCluster {
+			continue
+		}
+		n++
+		f, err := policyFile(obj.Metadata.Namespace, obj.Metadata.Name, obj.Spec)
+		if err != nil {
+			t.Errorf("example %s %s: %v", obj.Kind, obj.Metadata.Name, err)
+			continue
+		}
+		if obj.Kind == Kind && f.Name != obj.Metadata.Namespace+"/"+obj.Metadata.Name {
+			t.Errorf("example %s: policy name %q", obj.Metadata.Name, f.Name)
+		}
+	}
+	if n != 2 {
+		t.Errorf("%d examples of the two kinds in README.md, want 2", n)
+	}
+}
