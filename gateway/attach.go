@@ -128,7 +128,19 @@ func (g *Gateway) resolvePodPolicy(ctx context.Context, req control.AttachReques
 	if req.Pod != nil && strings.Contains(req.Policy, "/") && !strings.HasPrefix(req.Policy, req.Pod.Namespace+"/") {
 		return req, fmt.Errorf("%w: pod %s/%s may run only under a policy of its own namespace, not %q", ErrBadRequest, req.Pod.Namespace, req.Pod.Name, req.Policy)
 	}
-	if req.Policy != "" || req.Pod == nil || g.podPolicy == nil {
+	if req.Pod == nil || g.podPolicy == nil {
+		return req, nil
+	}
+	if req.Policy != "" {
+		// A runtime that passes the pod's annotations gives the plugin the
+		// annotation's bare NAME. Where the pod policy source reads the
+		// same annotation as the object NAMESPACE/NAME, that is the
+		// policy; otherwise NAME stays what it names on this node.
+		if !strings.Contains(req.Policy, "/") {
+			if pol, err := g.podPolicy(ctx, *req.Pod); err == nil && pol == req.Pod.Namespace+"/"+req.Policy {
+				req.Policy = pol
+			}
+		}
 		return req, nil
 	}
 	pol, err := g.podPolicy(ctx, *req.Pod)

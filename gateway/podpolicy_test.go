@@ -19,7 +19,7 @@ func TestResolvePodPolicy(t *testing.T) {
 		case "plain":
 			return "", nil
 		}
-		return "coder", nil
+		return "agents/coder", nil
 	}}
 	pod := func(name string) *control.PodRef { return &control.PodRef{Namespace: "agents", Name: name} }
 	for _, tc := range []struct {
@@ -27,11 +27,15 @@ func TestResolvePodPolicy(t *testing.T) {
 		want    string
 		wantErr string
 	}{
-		{control.AttachRequest{Pod: pod("a")}, "coder", ""},
+		{control.AttachRequest{Pod: pod("a")}, "agents/coder", ""},
 		{control.AttachRequest{Pod: pod("plain")}, "", ""},
 		{control.AttachRequest{Pod: pod("broken")}, "", "policy of pod agents/broken: api server unreachable"},
-		// A policy named in the request wins; no pod: nothing to ask.
+		// A policy named in the request wins, except that the bare name
+		// of the object the source names is that object; no pod: nothing
+		// to ask.
 		{control.AttachRequest{Pod: pod("a"), Policy: "strict"}, "strict", ""},
+		{control.AttachRequest{Pod: pod("a"), Policy: "coder"}, "agents/coder", ""},
+		{control.AttachRequest{Pod: pod("broken"), Policy: "coder"}, "coder", ""},
 		{control.AttachRequest{}, "", ""},
 		// A namespaced policy is its own namespace's pods' only.
 		{control.AttachRequest{Pod: pod("a"), Policy: "agents/coder"}, "agents/coder", ""},
@@ -49,8 +53,8 @@ func TestResolvePodPolicy(t *testing.T) {
 			t.Errorf("%+v: policy %q, %v; want %q", tc.req, got.Policy, err, tc.want)
 		}
 	}
-	if len(asked) != 3 {
-		t.Errorf("asked %d times, want 3 (only pods without a policy)", len(asked))
+	if len(asked) != 6 {
+		t.Errorf("asked %d times, want 6 (pods without a policy or with a bare name)", len(asked))
 	}
 	g.podPolicy = nil
 	if got, err := g.resolvePodPolicy(context.Background(), control.AttachRequest{Pod: pod("a")}); err != nil || got.Policy != "" {

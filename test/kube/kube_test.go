@@ -48,7 +48,12 @@ func requireTier(t *testing.T) {
 // attachPod asks d's control API to attach ns as the agent name for pod,
 // naming no policy, as clawnet-cni does.
 func attachPod(d *harness.Daemon, ns *harness.NetNS, name string, pod control.PodRef) (*control.Agent, error) {
-	body, _ := json.Marshal(control.AttachRequest{Name: name, Netns: ns.Path, Pod: &pod})
+	return attach(d, control.AttachRequest{Name: name, Netns: ns.Path, Pod: &pod})
+}
+
+// attach sends req to d's control API.
+func attach(d *harness.Daemon, req control.AttachRequest) (*control.Agent, error) {
+	body, _ := json.Marshal(req)
 	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var dl net.Dialer
@@ -204,6 +209,19 @@ egress:
 		return false
 	}) {
 		t.Errorf("no AttachRefused event on pod agents/agent-2")
+	}
+
+	// A runtime that passes the pod's annotation to the plugin names the
+	// bare NAME: it is the namespace's object all the same.
+	pod3 := api.createPod(t, "agents", "agent-3", "coder")
+	ns3 := harness.NewNetNS(t, "pod3")
+	a3, err := attach(d, control.AttachRequest{Name: "agent-3", Netns: ns3.Path, Policy: "coder",
+		Pod: &control.PodRef{Namespace: "agents", Name: "agent-3", UID: string(pod3.UID)}})
+	if err != nil || a3.Policy != "agents/coder" {
+		t.Errorf("attach agent-3 naming coder: %+v, %v; want it under agents/coder", a3, err)
+	}
+	if err == nil {
+		d.MustCLI(t, "detach", "agent-3")
 	}
 
 	// A bad new version is refused and the last good one stays in force.
