@@ -21,7 +21,7 @@ deps:
 demo: build
 	./scripts/demo.sh
 
-test: deps check unit fuzz integration docker-test podman-test cni-test kubelet-test bench-smoke
+test: deps check unit fuzz integration docker-test podman-test cni-test kubelet-test kube-test bench-smoke
 
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -76,6 +76,17 @@ kubelet-test: build
 	CLAWNET_CNI_TESTS=1 CLAWNET_TEST_BIN=$(abspath $(BIN)) CLAWNET_CRICTL=$(CNI_CACHE)/crictl-$(CRICTL_VERSION) \
 		CLAWNET_KUBELET=$(CNI_CACHE)/kubelet-$(KUBELET_VERSION) \
 		$(GO) test -count=1 -p 1 -timeout 10m -run Kubelet ./test/cni/...
+
+# The API server tier: kube-apiserver (built once per version into
+# CNI_CACHE, like kubelet) on Debian's etcd, both on loopback, and the real
+# clawnetd with --kubeconfig (test/kube).
+.PHONY: kube-test
+APISERVER_VERSION ?= v1.34.4
+kube-test: build
+	command -v etcd >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server
+	APISERVER_VERSION=$(APISERVER_VERSION) CNI_CACHE=$(CNI_CACHE) ./scripts/apiserver-setup.sh build
+	CLAWNET_KUBE_TESTS=1 CLAWNET_INTEGRATION=1 CLAWNET_TEST_BIN=$(abspath $(BIN)) APISERVER_VERSION=$(APISERVER_VERSION) CNI_CACHE=$(CNI_CACHE) \
+		$(GO) test -count=1 -p 1 -timeout 10m ./test/kube/...
 
 bench: build
 	$(GO) run ./bench/cmd/clawbench -out bench/out

@@ -7,6 +7,7 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/clawnet/clawnet/gateway/control"
@@ -27,8 +28,15 @@ type target struct {
 }
 
 // Attach attaches the target of req as an agent.
-func (g *Gateway) Attach(ctx context.Context, req control.AttachRequest) (*control.Agent, error) {
-	req, err := g.resolvePodPolicy(ctx, req)
+func (g *Gateway) Attach(ctx context.Context, req control.AttachRequest) (_ *control.Agent, err error) {
+	if req.Pod != nil && g.refused != nil {
+		defer func() {
+			if err != nil {
+				g.refused(*req.Pod, err)
+			}
+		}()
+	}
+	req, err = g.resolvePodPolicy(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -125,8 +133,28 @@ func (g *Gateway) AttachRequest(ctx context.Context, req control.AttachRequest) 
 
 // resolvePodPolicy fills in the policy of a pod that req names without one,
 // from Options.PodPolicy.
+//
+// A namespaced policy (NAMESPACE/NAME, from the Kubernetes API server) is
+// for its namespace's pods only: a pod whose request names another
+// namespace's, however it came to (a runtime passing the pod's annotation
+// verbatim), is refused.
 func (g *Gateway) resolvePodPolicy(ctx context.Context, req control.AttachRequest) (control.AttachRequest, error) {
-	if req.Policy != "" || req.Pod == nil || g.podPolicy == nil {
+	if req.Pod != nil && strings.Contains(req.Policy, "/") && !strings.HasPrefix(req.Policy, req.Pod.Namespace+"/") {
+		return req, fmt.Errorf("%w: pod %s/%s may run only under a policy of its own namespace, not %q", ErrBadRequest, req.Pod.Namespace, req.Pod.Name, req.Policy)
+	}
+	if req.Pod == nil || g.podPolicy == nil {
+		return req, nil
+	}
+	if req.Policy != "" {
+		// A runtime that passes the pod's annotations gives the plugin the
+		// annotation's bare NAME. Where the pod policy source reads the
+		// same annotation as the object NAMESPACE/NAME, that is the
+		// policy; otherwise NAME stays what it names on this node.
+		if !strings.Contains(req.Policy, "/") {
+			if pol, err := g.podPolicy(ctx, *req.Pod); err == nil && pol == req.Pod.Namespace+"/"+req.Policy {
+				req.Policy = pol
+			}
+		}
 		return req, nil
 	}
 	pol, err := g.podPolicy(ctx, *req.Pod)

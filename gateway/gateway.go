@@ -61,6 +61,7 @@ type Gateway struct {
 	containers ContainerResolver // nil: container targets are refused
 	follower   ContainerFollower // nil: containers are attached, not followed
 	podPolicy  func(context.Context, control.PodRef) (string, error)
+	refused    func(control.PodRef, error)
 	state      *stateStore // nil: what is attached is not kept
 
 	mu      sync.Mutex
@@ -98,6 +99,10 @@ type Options struct {
 	// policy cannot be read does not start on a guess). nil: such pods get
 	// default_policy.
 	PodPolicy func(ctx context.Context, pod control.PodRef) (string, error)
+	// AttachRefused, if set, is told of every attach request naming a pod
+	// (control.AttachRequest.Pod) that fails, with why: clawnetd turns it
+	// into an event on the pod. It must not block.
+	AttachRefused func(pod control.PodRef, err error)
 }
 
 // New builds a gateway from opts. It does not listen; see Serve.
@@ -134,6 +139,7 @@ func New(opts Options) (*Gateway, error) {
 		containers: opts.Containers,
 		follower:   opts.Follower,
 		podPolicy:  opts.PodPolicy,
+		refused:    opts.AttachRefused,
 		state:      st,
 		agents:     map[string]*Agent{},
 		byNetns:    map[string]string{},

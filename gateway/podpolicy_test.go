@@ -19,7 +19,7 @@ func TestResolvePodPolicy(t *testing.T) {
 		case "plain":
 			return "", nil
 		}
-		return "coder", nil
+		return "agents/coder", nil
 	}}
 	pod := func(name string) *control.PodRef { return &control.PodRef{Namespace: "agents", Name: name} }
 	for _, tc := range []struct {
@@ -27,12 +27,20 @@ func TestResolvePodPolicy(t *testing.T) {
 		want    string
 		wantErr string
 	}{
-		{control.AttachRequest{Pod: pod("a")}, "coder", ""},
+		{control.AttachRequest{Pod: pod("a")}, "agents/coder", ""},
 		{control.AttachRequest{Pod: pod("plain")}, "", ""},
 		{control.AttachRequest{Pod: pod("broken")}, "", "policy of pod agents/broken: api server unreachable"},
-		// A policy named in the request wins; no pod: nothing to ask.
+		// A policy named in the request wins, except that the bare name
+		// of the object the source names is that object; no pod: nothing
+		// to ask.
 		{control.AttachRequest{Pod: pod("a"), Policy: "strict"}, "strict", ""},
+		{control.AttachRequest{Pod: pod("a"), Policy: "coder"}, "agents/coder", ""},
+		{control.AttachRequest{Pod: pod("broken"), Policy: "coder"}, "coder", ""},
 		{control.AttachRequest{}, "", ""},
+		// A namespaced policy is its own namespace's pods' only.
+		{control.AttachRequest{Pod: pod("a"), Policy: "agents/coder"}, "agents/coder", ""},
+		{control.AttachRequest{Pod: pod("a"), Policy: "other/coder"}, "", `pod agents/a may run only under a policy of its own namespace, not "other/coder"`},
+		{control.AttachRequest{Pod: pod("a"), Policy: "agentsx/coder"}, "", "own namespace"},
 	} {
 		got, err := g.resolvePodPolicy(context.Background(), tc.req)
 		if tc.wantErr != "" {
@@ -45,11 +53,27 @@ func TestResolvePodPolicy(t *testing.T) {
 			t.Errorf("%+v: policy %q, %v; want %q", tc.req, got.Policy, err, tc.want)
 		}
 	}
-	if len(asked) != 3 {
-		t.Errorf("asked %d times, want 3 (only pods without a policy)", len(asked))
+	if len(asked) != 6 {
+		t.Errorf("asked %d times, want 6 (pods without a policy or with a bare name)", len(asked))
 	}
 	g.podPolicy = nil
 	if got, err := g.resolvePodPolicy(context.Background(), control.AttachRequest{Pod: pod("a")}); err != nil || got.Policy != "" {
 		t.Errorf("no source: %q, %v; want default", got.Policy, err)
+	}
+}
+
+// TestAttachRefusedHook: an attach naming a pod that fails is reported
+// with its error; one without a pod is not.
+func TestAttachRefusedHook(t *testing.T) {
+	g, _ := dnsTestGateway(t, flowTestPolicy, nil, noUpstream)
+	var got []string
+	g.refused = func(p control.PodRef, err error) { got = append(got, p.Namespace+"/"+p.Name+": "+err.Error()) }
+	g.podPolicy = func(context.Context, control.PodRef) (string, error) { return "agents/missing", nil }
+	_, err := g.Attach(context.Background(), control.AttachRequest{Netns: "/nonexistent", Pod: &control.PodRef{Namespace: "agents", Name: "a"}})
+	if err == nil || len(got) != 1 || !strings.Contains(got[0], `agents/a: `) || !strings.Contains(got[0], `unknown policy "agents/missing"`) {
+		t.Errorf("Attach = %v, hook saw %q; want one report of the unknown policy", err, got)
+	}
+	if _, err := g.Attach(context.Background(), control.AttachRequest{Netns: "/nonexistent"}); err == nil || len(got) != 1 {
+		t.Errorf("Attach without a pod = %v, hook saw %d; want an error and no report", err, len(got))
 	}
 }

@@ -276,7 +276,11 @@ func compile(f *File, opts Options) (*Policy, error) {
 		}
 	}
 	for i, r := range f.IngressDeny {
-		if err := p.addIngress(r, ruleID(f.Filename, r.Line, fmt.Sprintf("ingress_deny[%d]", i)), true); err != nil {
+		id := r.id
+		if id == "" {
+			id = ruleID(f.Filename, r.Line, fmt.Sprintf("ingress_deny[%d]", i))
+		}
+		if err := p.addIngress(r, id, true); err != nil {
 			return nil, err
 		}
 	}

@@ -18,6 +18,16 @@ const DefaultName = "default"
 // an address opens exactly that address and port, even a private one: the
 // operator named it.
 func Default(llmProvider string, mcpServers []string, opts Options) (*Policy, error) {
+	f, err := DefaultFile(llmProvider, mcpServers)
+	if err != nil {
+		return nil, err
+	}
+	return Compile(f, opts)
+}
+
+// DefaultFile is the built-in policy before it is compiled, for callers
+// that add rules to it (File.WithDenies) before compiling.
+func DefaultFile(llmProvider string, mcpServers []string) (*File, error) {
 	f := &File{Filename: DefaultName, Version: "v1", Name: DefaultName}
 	if llmProvider != "" {
 		pr, ok := LookupPreset(llmProvider)
@@ -34,7 +44,7 @@ func Default(llmProvider string, mcpServers []string, opts Options) (*Policy, er
 		r.id = fmt.Sprintf("default mcp_servers[%d] %s", i, s)
 		f.Egress = append(f.Egress, r)
 	}
-	return Compile(f, opts)
+	return f, nil
 }
 
 func llmNames() []string {

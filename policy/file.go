@@ -114,6 +114,7 @@ type IngressRule struct {
 
 	cidrLines  []int
 	agentLines []int
+	id         string // overrides the name made from file and line
 }
 
 // AgentRef is one mention of an agent's name in a policy file.

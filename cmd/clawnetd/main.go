@@ -2,8 +2,10 @@
 // package gateway: it parses flags and the config file, sets up logging,
 // connects to a container engine if one answers, installs the signals
 // (SIGINT and SIGTERM stop it, SIGHUP reloads the policy files, as an edit
-// in policy_dir does, SIGUSR1 reopens the audit log), attaches again what the
-// last clawnetd had attached, and serves the control API, and the metrics on
+// in policy_dir does, SIGUSR1 reopens the audit log), with an API server
+// (--kubeconfig, or in a pod) watches the policy objects and answers pods'
+// policies from it (package kube), attaches again what the last clawnetd
+// had attached, and serves the control API, and the metrics on
 // metrics.listen if set, until told to stop. Everything the gateway does lives
 // in package gateway; nothing here decides a flow.
 package main
@@ -74,17 +76,22 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer audit.Close()
-	return serve(ctx, cfg, log, audit)
+	k, err := connectKube(f, log)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg, log, audit, k)
 }
 
 // serve builds the gateway and its container engine wiring, and serves the
 // control API on cfg.Socket until ctx ends or a stop signal arrives.
-func serve(ctx context.Context, cfg *gateway.Config, log hclog.Logger, audit *gateway.Audit) error {
+func serve(ctx context.Context, cfg *gateway.Config, log hclog.Logger, audit *gateway.Audit, k *kubeWiring) error {
 	gw4, _ := cfg.Network.GatewayAddrs()
 	eng := connectEngine(log, gw4)
 	defer eng.close()
 	opts := gateway.Options{Config: cfg, Log: log, Audit: audit, StateDir: cfg.StateDir}
 	eng.options(&opts, gw4)
+	k.options(&opts)
 	g, err := gateway.New(opts)
 	if err != nil {
 		return err
@@ -95,7 +102,9 @@ func serve(ctx context.Context, cfg *gateway.Config, log hclog.Logger, audit *ga
 		return err
 	}
 	defer os.Remove(cfg.Socket)
-	// What the last clawnetd had attached, before anything else attaches.
+	// The policies of the API server, then what the last clawnetd had
+	// attached (perhaps under them), before anything else attaches.
+	defer k.start(ctx, g)()
 	g.Restore(ctx)
 	defer eng.follow(ctx, g)()
 
@@ -186,9 +195,10 @@ func serveMetrics(ctx context.Context, addr string, log hclog.Logger, g *gateway
 // flags are clawnetd's command line.
 type flags struct {
 	config, socket, logFormat, logLevel string
+	kubeconfig, nodeName                string
 }
 
-const usage = "usage: clawnetd [--config FILE] [--socket PATH] [--log-format text|json]"
+const usage = "usage: clawnetd [--config FILE] [--socket PATH] [--log-format text|json] [--kubeconfig FILE] [--node-name NAME]"
 
 // parseFlags parses args. It returns nil flags and no error when it has
 // already answered (--help, --version).
@@ -200,6 +210,8 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.socket, "socket", "", "control socket path (overrides the config and "+control.SocketEnv+")")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: trace, debug, info, warn, error, off")
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "watch policy objects and read pods' policies from this cluster (in a pod: its service account, without this flag)")
+	fs.StringVar(&f.nodeName, "node-name", "", "this node's name in the cluster (default $NODE_NAME, else the host name)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	err := fs.Parse(args)
 	switch {

@@ -35,6 +35,8 @@ type DaemonConfig struct {
 	DNSUpstream []string
 	// ExtraConfig is appended verbatim to the config file.
 	ExtraConfig string
+	// Args are added to clawnetd's command line (--kubeconfig FILE, ...).
+	Args []string
 }
 
 // Daemon is a running clawnetd.
@@ -42,6 +44,7 @@ type Daemon struct {
 	Bins Binaries
 	// Dir holds the config, policies, audit log, socket and daemon log.
 	Dir, ConfigPath, PolicyDir, AuditPath, Socket, LogPath string
+	args                                                   []string
 
 	t       testing.TB
 	cmd     *exec.Cmd
@@ -73,6 +76,7 @@ func StartDaemon(t testing.TB, cfg DaemonConfig) *Daemon {
 		AuditPath:  filepath.Join(dir, "audit.log"),
 		Socket:     filepath.Join(dir, "clawnet.sock"),
 		LogPath:    filepath.Join(dir, "clawnetd.log"),
+		args:       cfg.Args,
 		t:          t,
 	}
 	if err := os.Mkdir(d.PolicyDir, 0o755); err != nil {
@@ -152,7 +156,7 @@ func (d *Daemon) start(t testing.TB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(d.Bins.Clawnetd, "--config", d.ConfigPath, "--socket", d.Socket, "--log-format", "json")
+	cmd := exec.Command(d.Bins.Clawnetd, append([]string{"--config", d.ConfigPath, "--socket", d.Socket, "--log-format", "json"}, d.args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = childAttr()
 	if err := cmd.Start(); err != nil {
