@@ -191,16 +191,31 @@ func TestHold(t *testing.T) {
 // dnsServer starts a DNSServer answering name with answer on a loopback
 // port and returns its address once it answers; it is stopped, and must
 // have returned, when the test ends.
+// udpTCPPair binds a UDP and a TCP socket on the same free loopback port.
+// The UDP port the kernel picks may be taken for TCP by someone else: then
+// another is tried.
+func udpTCPPair(t *testing.T) (net.PacketConn, net.Listener) {
+	t.Helper()
+	var last error
+	for range 50 {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln
+		}
+		pc.Close()
+		last = err
+	}
+	t.Fatalf("no loopback port free for both UDP and TCP: %v", last)
+	return nil, nil
+}
+
 func dnsServer(t *testing.T, name, answer string) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc, ln := udpTCPPair(t)
 	s, err := NewDNSServer(name, netip.MustParseAddr(answer), pc, ln)
 	if err != nil {
 		t.Fatal(err)
