@@ -96,38 +96,42 @@ ingress_deny:
 	}
 }
 
-// TestREADMEExamples: the objects in README.md are accepted.
+// TestREADMEExamples: the objects in this package's README.md and in the
+// project's are accepted (a block may hold several documents).
 func TestREADMEExamples(t *testing.T) {
-	data, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	blocks := strings.Split(string(data), "```yaml\n")[1:]
-	n := 0
-	for _, b := range blocks {
-		b = strings.SplitN(b, "```", 2)[0]
-		var obj struct {
-			Kind     string
-			Metadata struct{ Name, Namespace string }
-			Spec     map[string]any
-		}
-		if err := yaml.Unmarshal([]byte(b), &obj); err != nil {
-			t.Fatalf("example %q: %v", b, err)
-		}
-		if obj.Kind != Kind && obj.Kind != KindCluster {
-			continue
-		}
-		n++
-		f, err := policyFile(obj.Metadata.Namespace, obj.Metadata.Name, obj.Spec)
+	for _, file := range []string{"README.md", "../README.md"} {
+		data, err := os.ReadFile(file)
 		if err != nil {
-			t.Errorf("example %s %s: %v", obj.Kind, obj.Metadata.Name, err)
-			continue
+			t.Fatal(err)
 		}
-		if obj.Kind == Kind && f.Name != obj.Metadata.Namespace+"/"+obj.Metadata.Name {
-			t.Errorf("example %s: policy name %q", obj.Metadata.Name, f.Name)
+		kinds := map[string]int{}
+		for _, b := range strings.Split(string(data), "```yaml\n")[1:] {
+			b = strings.SplitN(b, "```", 2)[0]
+			for _, doc := range strings.Split(b, "\n---\n") {
+				var obj struct {
+					Kind     string
+					Metadata struct{ Name, Namespace string }
+					Spec     map[string]any
+				}
+				if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
+					t.Fatalf("%s: example %q: %v", file, doc, err)
+				}
+				if obj.Kind != Kind && obj.Kind != KindCluster {
+					continue
+				}
+				kinds[obj.Kind]++
+				f, err := policyFile(obj.Metadata.Namespace, obj.Metadata.Name, obj.Spec)
+				if err != nil {
+					t.Errorf("%s: example %s %s: %v", file, obj.Kind, obj.Metadata.Name, err)
+					continue
+				}
+				if obj.Kind == Kind && f.Name != obj.Metadata.Namespace+"/"+obj.Metadata.Name {
+					t.Errorf("%s: example %s: policy name %q", file, obj.Metadata.Name, f.Name)
+				}
+			}
 		}
-	}
-	if n != 2 {
-		t.Errorf("%d examples of the two kinds in README.md, want 2", n)
+		if kinds[Kind] == 0 || kinds[KindCluster] == 0 {
+			t.Errorf("%s: examples %v; want at least one of each kind", file, kinds)
+		}
 	}
 }
