@@ -10,7 +10,7 @@
 // -metrics runs only the tests that give those figures (the keys of
 // results.json); -bin takes clawnetd and clawnet from another build, to
 // compare two builds of the gateway run after run; -pprof saves CPU
-// profiles of the noisy-neighbour test's gateway.
+// profiles of clawnetd over its tests (OUT/pprof).
 package main
 
 import (
@@ -50,7 +50,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		redraw  = fs.String("chart", "", "measure nothing: redraw chart.svg beside this results.json")
 		metrics = fs.String("metrics", "", "measure only the tests giving these figures, comma-separated keys of results.json (default: all)")
 		bin     = fs.String("bin", "", "directory holding clawnetd and clawnet (default: ROOT/bin)")
-		pprof   = fs.Bool("pprof", false, "save a CPU profile of the noisy-neighbour test's clawnetd over each of its downloads, in OUT/pprof")
+		pprof   = fs.Bool("pprof", false, "save CPU profiles of clawnetd over each of its throughput, request/response and connect tests and the noisy-neighbour downloads, in OUT/pprof")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -41,8 +41,9 @@ type Config struct {
 	NoisySeconds int
 	NoisyWarmup  time.Duration
 	NoisySettle  time.Duration
-	// Profile saves a CPU profile of the noisy-neighbour test's daemon
-	// over each of its downloads, in OutDir/pprof.
+	// Profile saves a CPU profile of clawnetd over each of its iperf3,
+	// request/response and connect tests and each noisy-neighbour
+	// download, in OutDir/pprof.
 	Profile bool
 
 	HTTPUpload time.Duration // each HTTP upload test: HTTPBody-byte POSTs, one at a time

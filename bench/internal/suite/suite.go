@@ -255,8 +255,10 @@ func (r *runner) measure(ctx context.Context, s system, rep int) {
 		}
 		var res iperfResult
 		used, cpuOK, err := cpuOf(s, func() (err error) {
-			res, err = runIperf(ctx, s.netns(), s.target(), iperfPort(name), r.cfg.IperfSeconds, tt.reverse, tt.streams)
-			return err
+			return r.profiled(ctx, s, rep, tt.key, time.Duration(r.cfg.IperfSeconds)*time.Second, func() (err error) {
+				res, err = runIperf(ctx, s.netns(), s.target(), iperfPort(name), r.cfg.IperfSeconds, tt.reverse, tt.streams)
+				return err
+			})
 		})
 		if ctx.Err() != nil {
 			return // interrupted: nothing here is the system's fault
@@ -279,7 +281,11 @@ func (r *runner) measure(ctx context.Context, s system, rep int) {
 
 	addr := netip.AddrPortFrom(s.target(), probePort).String()
 	if r.cfg.runsFor(testRR, name) {
-		res, err := runProbe(ctx, s.netns(), r.t.probe, r.cfg.RR, "rr", "-addr", addr, "-duration", r.cfg.RR.String())
+		var res probe.Result
+		err := r.profiled(ctx, s, rep, "rr", r.cfg.RR, func() (err error) {
+			res, err = runProbe(ctx, s.netns(), r.t.probe, r.cfg.RR, "rr", "-addr", addr, "-duration", r.cfg.RR.String())
+			return err
+		})
 		if ctx.Err() != nil {
 			return
 		}
@@ -293,8 +299,12 @@ func (r *runner) measure(ctx context.Context, s system, rep int) {
 		}
 	}
 	if r.cfg.runsFor(testConnects, name) {
-		res, err := runProbe(ctx, s.netns(), r.t.probe, r.cfg.Connects, "connects", "-addr", addr,
-			"-workers", fmt.Sprint(r.cfg.Workers), "-duration", r.cfg.Connects.String())
+		var res probe.Result
+		err := r.profiled(ctx, s, rep, "connects", r.cfg.Connects, func() (err error) {
+			res, err = runProbe(ctx, s.netns(), r.t.probe, r.cfg.Connects, "connects", "-addr", addr,
+				"-workers", fmt.Sprint(r.cfg.Workers), "-duration", r.cfg.Connects.String())
+			return err
+		})
 		if ctx.Err() != nil {
 			return
 		}
@@ -409,6 +419,27 @@ const installTimeout = 60 * time.Second
 // httpsPort only by that name, so the gateway checks every ClientHello's
 // SNI; elsewhere the server's DNS server, through the system's NAT) and
 // connects where the answer points.
+// profiled runs test; with -pprof and on clawnet, it also saves a CPU
+// profile of clawnetd over the test's whole seconds (at least one) to
+// OUT/pprof/repN-TEST.pb.gz. A profile that fails is a warning, not the
+// test's failure.
+func (r *runner) profiled(ctx context.Context, s system, rep int, test string, d time.Duration, fn func() error) error {
+	c, ok := s.(*clawnetSystem)
+	if !r.cfg.Profile || !ok {
+		return fn()
+	}
+	secs := max(time.Second, d.Truncate(time.Second))
+	done := make(chan error, 1)
+	go func() {
+		done <- c.cpuProfile(ctx, secs, filepath.Join(r.cfg.OutDir, "pprof", fmt.Sprintf("rep%d-%s.pb.gz", rep, test)))
+	}()
+	err := fn()
+	if perr := <-done; perr != nil {
+		r.warn("clawnet: CPU profile of %s: %v", test, perr)
+	}
+	return err
+}
+
 func (r *runner) measureWorkloads(ctx context.Context, s system, line *[]string) {
 	name := s.name()
 	resolver := netip.AddrPortFrom(r.t.addr, dnsPort).String()
