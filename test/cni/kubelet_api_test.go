@@ -204,8 +204,10 @@ func TestKubeletAPIServer(t *testing.T) {
 		if _, ok := w.agent(t, apiNamespace+"_ghost"); ok {
 			t.Error("the refused pod is attached")
 		}
-		if p, err := api.Core.CoreV1().Pods(apiNamespace).Get(ctx, "ghost", metav1.GetOptions{}); err != nil || p.Status.Phase != corev1.PodPending {
-			t.Errorf("refused pod in the API server: phase %q (%v); want Pending", p.Status.Phase, err)
+		if p, err := api.Core.CoreV1().Pods(apiNamespace).Get(ctx, "ghost", metav1.GetOptions{}); err != nil {
+			t.Errorf("refused pod in the API server: %v", err)
+		} else if p.Status.Phase != corev1.PodPending {
+			t.Errorf("refused pod in the API server: phase %q; want Pending", p.Status.Phase)
 		}
 		sentinel := token("api-sentinel")
 		if r := c.run("exec", ctr, "sh", "-c", httpGet(other.String(), sentinel)); !r.OK() {
