@@ -63,8 +63,10 @@ cni-test: build
 
 # The kubelet tier: a standalone kubelet (static pods, no API server) on the
 # CNI tier's private containerd, calling clawnet-cni; clawnetd also runs as a
-# privileged static pod. kubelet-setup.sh builds kubelet once per version
-# into CNI_CACHE (about 7 min on 2 cores, cold). CLAWNET_SKIP_KUBELET=1
+# privileged static pod; and a kubelet joined to the API server tier's
+# kube-apiserver (etcd-server and kube-apiserver set up as kube-test does),
+# running a pod created through it. kubelet-setup.sh builds kubelet once per
+# version into CNI_CACHE (about 7 min on 2 cores, cold). CLAWNET_SKIP_KUBELET=1
 # leaves the tier out.
 .PHONY: kubelet-test
 KUBELET_VERSION ?= v1.34.4
@@ -73,8 +75,10 @@ kubelet-test: build
 	set -e; \
 	CRICTL_VERSION=$(CRICTL_VERSION) CNI_CACHE=$(CNI_CACHE) ./scripts/cni-setup.sh; \
 	KUBELET_VERSION=$(KUBELET_VERSION) CNI_CACHE=$(CNI_CACHE) ./scripts/kubelet-setup.sh; \
+	command -v etcd >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server; \
+	APISERVER_VERSION=$(APISERVER_VERSION) CNI_CACHE=$(CNI_CACHE) ./scripts/apiserver-setup.sh build; \
 	CLAWNET_CNI_TESTS=1 CLAWNET_TEST_BIN=$(abspath $(BIN)) CLAWNET_CRICTL=$(CNI_CACHE)/crictl-$(CRICTL_VERSION) \
-		CLAWNET_KUBELET=$(CNI_CACHE)/kubelet-$(KUBELET_VERSION) \
+		CLAWNET_KUBELET=$(CNI_CACHE)/kubelet-$(KUBELET_VERSION) APISERVER_VERSION=$(APISERVER_VERSION) CNI_CACHE=$(CNI_CACHE) \
 		$(GO) test -count=1 -p 1 -timeout 10m -run Kubelet ./test/cni/...
 
 # The API server tier: kube-apiserver (built once per version into

@@ -193,8 +193,10 @@ func (g *Gateway) handleExplain(w http.ResponseWriter, r *http.Request) {
 // handlePodPolicy answers a control.PodPolicy: the policy Options.PodPolicy
 // names for the pod (?uid= may name its UID), "" for a pod that is not an
 // agent pod or when the daemon has no pod policy source. clawnet-cni's
-// chained mode asks it to tell agent pods from the others; an error is
-// answered as one (the plugin then fails the pod's ADD: closed).
+// chained mode asks it to tell agent pods from the others, and asks it
+// first for a pod whose annotations the runtime passed; an error is answered
+// as one (the plugin then fails the pod's ADD: closed) and, as a refused
+// attach is, reported to Options.AttachRefused (the pod's event).
 func (g *Gateway) handlePodPolicy(w http.ResponseWriter, r *http.Request) {
 	pod := control.PodRef{Namespace: r.PathValue("namespace"), Name: r.PathValue("name"), UID: r.URL.Query().Get("uid")}
 	if !validPodName(pod.Namespace) || !validPodName(pod.Name) {
@@ -205,7 +207,11 @@ func (g *Gateway) handlePodPolicy(w http.ResponseWriter, r *http.Request) {
 	if g.podPolicy != nil {
 		pol, err := g.podPolicy(r.Context(), pod)
 		if err != nil {
-			writeErr(w, fmt.Errorf("policy of pod %s/%s: %w", pod.Namespace, pod.Name, err))
+			err = fmt.Errorf("policy of pod %s/%s: %w", pod.Namespace, pod.Name, err)
+			if g.refused != nil {
+				g.refused(pod, err)
+			}
+			writeErr(w, err)
 			return
 		}
 		ans.Policy = pol

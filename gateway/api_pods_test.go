@@ -13,10 +13,14 @@ import (
 // TestAPIPodPolicy: GET /v1/pods/NS/NAME/policy answers what
 // Options.PodPolicy names ("" for a pod that is not an agent pod, and for
 // every pod when there is no source), passes the UID along, and answers the
-// source's error as one line, which clawnet-cni turns into a failed ADD.
+// source's error as one line, which clawnet-cni turns into a failed ADD,
+// and reports it to AttachRefused (the pod's event).
 func TestAPIPodPolicy(t *testing.T) {
 	var asked []control.PodRef
-	g, _ := apiGateway(t, Options{PodPolicy: func(_ context.Context, p control.PodRef) (string, error) {
+	var refused []string
+	g, _ := apiGateway(t, Options{AttachRefused: func(p control.PodRef, err error) {
+		refused = append(refused, p.Namespace+"/"+p.Name+": "+err.Error())
+	}, PodPolicy: func(_ context.Context, p control.PodRef) (string, error) {
 		asked = append(asked, p)
 		switch p.Name {
 		case "broken":
@@ -50,6 +54,9 @@ func TestAPIPodPolicy(t *testing.T) {
 	wantError(t, "a source that fails", code, body, http.StatusInternalServerError, "policy of pod agents/broken: api server unreachable")
 	code, body = call(t, g, "GET", "/v1/pods/Agents/x/policy", "")
 	wantError(t, "a namespace Kubernetes would refuse", code, body, http.StatusBadRequest, `pod "Agents"/"x"`)
+	if len(refused) != 1 || refused[0] != "agents/broken: policy of pod agents/broken: api server unreachable" {
+		t.Errorf("AttachRefused told %q; want the one failure of agents/broken", refused)
+	}
 	n := len(asked)
 	if n != 3 {
 		t.Errorf("source asked %d times; want 3 (never for a bad name)", n)

@@ -74,8 +74,16 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
+	return newWorldWith(t)
+}
+
+// newWorldWith is newWorld with args added to clawnetd's command line
+// (--kubeconfig FILE --node-name NODE).
+func newWorldWith(t *testing.T, args ...string) *world {
+	t.Helper()
 	in := harness.NewInternet(t)
 	d := harness.StartDaemon(t, harness.DaemonConfig{
+		Args: args,
 		// The default (built in: the LLM provider and MCP servers, none
 		// of them here) stays the default: a pod attached without the
 		// network's policy would reach nothing, which the tests notice.

@@ -81,6 +81,14 @@ var kernelTunables = []string{"vm/overcommit_memory", "vm/panic_on_oom", "kernel
 // tunables it changed put back.
 func startKubelet(t *testing.T, c *containerd) *kubelet {
 	t.Helper()
+	return startKubeletWith(t, c, "")
+}
+
+// startKubeletWith is startKubelet joined to the API server of kubeconfig
+// (registered as node nodeName, running the pods bound to it besides the
+// static ones); with "", standalone.
+func startKubeletWith(t *testing.T, c *containerd, kubeconfig string) *kubelet {
+	t.Helper()
 	bin := kubeletPath(t)
 	id := filepath.Base(c.state)
 	k := &kubelet{
@@ -134,8 +142,12 @@ localStorageCapacityIsolation: false
 	if err != nil {
 		t.Fatal(err)
 	}
-	k.cmd = exec.Command(bin, "--config", filepath.Join(k.dir, "kubelet.yaml"), "--root-dir", k.root,
-		"--hostname-override", nodeName, "--cert-dir", filepath.Join(k.dir, "pki"))
+	args := []string{"--config", filepath.Join(k.dir, "kubelet.yaml"), "--root-dir", k.root,
+		"--hostname-override", nodeName, "--cert-dir", filepath.Join(k.dir, "pki")}
+	if kubeconfig != "" {
+		args = append(args, "--kubeconfig", kubeconfig)
+	}
+	k.cmd = exec.Command(bin, args...)
 	k.cmd.Stdout, k.cmd.Stderr = logf, logf
 	k.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := k.cmd.Start(); err != nil {

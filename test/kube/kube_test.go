@@ -105,30 +105,30 @@ func echo(t *testing.T, c net.Conn, msg string) {
 // later closes a live flow.
 func TestPoliciesFromAPIServer(t *testing.T) {
 	requireTier(t)
-	api := startAPIServer(t)
+	api := StartAPIServer(t)
 	in := harness.NewInternet(t)
 	ctx := context.Background()
 	srv, other := in.Server4, in.Addr4(3)
 
-	api.createNamespace(t, "agents", nil)
-	api.create(t, object(t, "agents", "coder", fmt.Sprintf(`
+	api.CreateNamespace(t, "agents", nil)
+	api.Create(t, Object(t, "agents", "coder", fmt.Sprintf(`
 description: echo anywhere on the test internet
 egress:
   - cidrs: [%q]
     ports: [7]
 `, in.Net4)))
-	api.create(t, object(t, "agents", "broken", "egress:\n  - domains: [api.example.org, '*.com']\n    ports: [443]\n"))
-	api.create(t, object(t, "", "no-other", fmt.Sprintf("deny:\n  - cidrs: [%q]\n", netip.PrefixFrom(other, 32))))
+	api.Create(t, Object(t, "agents", "broken", "egress:\n  - domains: [api.example.org, '*.com']\n    ports: [443]\n"))
+	api.Create(t, Object(t, "", "no-other", fmt.Sprintf("deny:\n  - cidrs: [%q]\n", netip.PrefixFrom(other, 32))))
 	pod1 := api.createPod(t, "agents", "agent-1", "coder")
 	pod2 := api.createPod(t, "agents", "agent-2", "missing")
 
 	d := harness.StartDaemon(t, harness.DaemonConfig{Internet: in,
 		Args: []string{"--kubeconfig", api.Kubeconfig, "--node-name", "test-node"}})
 
-	api.waitStatus(t, "agents", "coder", 20*time.Second, "accepted, no agents", is("Accepted=True agents=0 error="))
-	api.waitStatus(t, "", "no-other", 20*time.Second, "accepted", is("Accepted=True agents=0 error="))
-	api.waitStatus(t, "agents", "broken", 20*time.Second, "refused at its field path",
-		hasPrefix(`Accepted=False agents=0 error=spec.egress[0].domains[1]: domain "*.com"`))
+	api.WaitStatus(t, "agents", "coder", 20*time.Second, "accepted, no agents", Is("Accepted=True agents=0 error="))
+	api.WaitStatus(t, "", "no-other", 20*time.Second, "accepted", Is("Accepted=True agents=0 error="))
+	api.WaitStatus(t, "agents", "broken", 20*time.Second, "refused at its field path",
+		HasPrefix(`Accepted=False agents=0 error=spec.egress[0].domains[1]: domain "*.com"`))
 
 	ns := harness.NewNetNS(t, "pod")
 	a, err := attachPod(d, ns, "agent-1", control.PodRef{Namespace: "agents", Name: "agent-1", UID: string(pod1.UID)})
@@ -173,8 +173,8 @@ egress:
 		return e.Verdict == "deny" && e.Rule == "ClusterAgentNetworkPolicy:no-other deny[0]"
 	})
 
-	api.waitStatus(t, "agents", "coder", 25*time.Second, "one agent", is("Accepted=True agents=1 error="))
-	api.waitStatus(t, "", "no-other", 25*time.Second, "one agent (every agent on the node)", is("Accepted=True agents=1 error="))
+	api.WaitStatus(t, "agents", "coder", 25*time.Second, "one agent", Is("Accepted=True agents=1 error="))
+	api.WaitStatus(t, "", "no-other", 25*time.Second, "one agent (every agent on the node)", Is("Accepted=True agents=1 error="))
 
 	// What kubectl get agentnetworkpolicies shows: the API server's table
 	// made from the CRD's printer columns.
@@ -225,15 +225,15 @@ egress:
 	}
 
 	// A bad new version is refused and the last good one stays in force.
-	api.setSpec(t, "agents", "coder", "egress:\n  - cidrs: [10.20.1.0/16]\n    ports: [7]\n")
-	api.waitStatus(t, "agents", "coder", 20*time.Second, "refused, last good in force",
+	api.SetSpec(t, "agents", "coder", "egress:\n  - cidrs: [10.20.1.0/16]\n    ports: [7]\n")
+	api.WaitStatus(t, "agents", "coder", 20*time.Second, "refused, last good in force",
 		func(s string) bool {
 			return strings.HasPrefix(s, "Accepted=False agents=1 error=spec.egress[0].cidrs[0]: ") && strings.HasSuffix(s, "the last accepted version stays in force")
 		})
 	echo(t, live, "still allowed")
 
 	// A cluster-wide deny added for a live flow closes it.
-	api.setSpec(t, "", "no-other", fmt.Sprintf("deny:\n  - cidrs: [%q, %q]\n", netip.PrefixFrom(other, 32), netip.PrefixFrom(srv, 32)))
+	api.SetSpec(t, "", "no-other", fmt.Sprintf("deny:\n  - cidrs: [%q, %q]\n", netip.PrefixFrom(other, 32), netip.PrefixFrom(srv, 32)))
 	d.WaitAudit(t, 10*time.Second, "the revoke line", func(e harness.AuditEntry) bool {
 		return e.Event == "revoke" && e.Rule == "ClusterAgentNetworkPolicy:no-other deny[0]" && e.DstAddr() == netip.AddrPortFrom(srv, 7)
 	})
@@ -246,8 +246,8 @@ egress:
 	// re-attaches: agent-1 comes back under agents/coder. (The last good
 	// version of a refused object is not kept across restarts: coder is
 	// made good again first.)
-	api.setSpec(t, "agents", "coder", fmt.Sprintf("egress:\n  - cidrs: [%q]\n    ports: [7]\n", in.Net4))
-	api.waitStatus(t, "agents", "coder", 20*time.Second, "accepted again", hasPrefix("Accepted=True"))
+	api.SetSpec(t, "agents", "coder", fmt.Sprintf("egress:\n  - cidrs: [%q]\n    ports: [7]\n", in.Net4))
+	api.WaitStatus(t, "agents", "coder", 20*time.Second, "accepted again", HasPrefix("Accepted=True"))
 	d.Restart(t)
 	if a, ok := d.Lookup(t, "agent-1"); !ok || a.Policy != "agents/coder" {
 		t.Errorf("after a restart, agent-1 = %+v (attached %v), want it re-attached under agents/coder", a, ok)

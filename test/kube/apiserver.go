@@ -1,3 +1,6 @@
+// This file is the API server fixture, shared with the kubelet tier
+// (test/cni), which joins a kubelet to the same API server.
+
 package kubetest
 
 import (
@@ -25,9 +28,9 @@ import (
 	"github.com/clawnet/clawnet/test/harness"
 )
 
-// apiServer is a kube-apiserver and its etcd, started by
+// APIServer is a kube-apiserver and its etcd, started by
 // scripts/apiserver-setup.sh for one test.
-type apiServer struct {
+type APIServer struct {
 	Kubeconfig string
 	Dyn        dynamic.Interface
 	Core       kubernetes.Interface
@@ -35,10 +38,10 @@ type apiServer struct {
 
 var crdResource = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 
-// startAPIServer starts etcd and kube-apiserver on loopback, applies the
+// StartAPIServer starts etcd and kube-apiserver on loopback, applies the
 // CRDs of deploy/kubernetes/crds and waits until both kinds are served.
 // Both are stopped when t ends.
-func startAPIServer(t *testing.T) *apiServer {
+func StartAPIServer(t *testing.T) *APIServer {
 	t.Helper()
 	root, err := harness.ModuleRoot()
 	if err != nil {
@@ -78,7 +81,7 @@ func startAPIServer(t *testing.T) *apiServer {
 		t.Fatalf("start the API server: %v\n%s", err, out)
 	}
 	t.Logf("etcd and kube-apiserver ready in %v", time.Since(start).Round(time.Millisecond))
-	api := &apiServer{Kubeconfig: filepath.Join(dir, "kubeconfig")}
+	api := &APIServer{Kubeconfig: filepath.Join(dir, "kubeconfig")}
 	cfg, err := clientcmd.BuildConfigFromFlags("", api.Kubeconfig)
 	if err != nil {
 		t.Fatal(err)
@@ -89,13 +92,13 @@ func startAPIServer(t *testing.T) *apiServer {
 	if api.Core, err = kubernetes.NewForConfig(cfg); err != nil {
 		t.Fatal(err)
 	}
-	api.applyCRDs(t, filepath.Join(root, "deploy", "kubernetes", "crds"))
+	api.ApplyCRDs(t, filepath.Join(root, "deploy", "kubernetes", "crds"))
 	return api
 }
 
 // applyCRDs creates every CRD in dir and waits until each is established
 // and its kind can be listed.
-func (api *apiServer) applyCRDs(t *testing.T, dir string) {
+func (api *APIServer) ApplyCRDs(t *testing.T, dir string) {
 	t.Helper()
 	ctx := context.Background()
 	files, _ := filepath.Glob(filepath.Join(dir, "*.yaml"))
@@ -142,9 +145,9 @@ func (api *apiServer) applyCRDs(t *testing.T, dir string) {
 	}
 }
 
-// object makes an AgentNetworkPolicy (ns set) or ClusterAgentNetworkPolicy
+// Object makes an AgentNetworkPolicy (ns set) or ClusterAgentNetworkPolicy
 // (ns empty) from a spec written in YAML.
-func object(t *testing.T, ns, name, spec string) *unstructured.Unstructured {
+func Object(t *testing.T, ns, name, spec string) *unstructured.Unstructured {
 	t.Helper()
 	kind := kube.Kind
 	if ns == "" {
@@ -165,38 +168,38 @@ func object(t *testing.T, ns, name, spec string) *unstructured.Unstructured {
 	return u
 }
 
-func (api *apiServer) resource(ns string) dynamic.ResourceInterface {
+func (api *APIServer) resource(ns string) dynamic.ResourceInterface {
 	if ns == "" {
 		return api.Dyn.Resource(kube.ClusterPolicyResource)
 	}
 	return api.Dyn.Resource(kube.PolicyResource).Namespace(ns)
 }
 
-// create creates a policy object through the API server, as kubectl
+// Create creates a policy object through the API server, as kubectl
 // apply would, with strict field validation.
-func (api *apiServer) create(t *testing.T, u *unstructured.Unstructured) {
+func (api *APIServer) Create(t *testing.T, u *unstructured.Unstructured) {
 	t.Helper()
 	if _, err := api.resource(u.GetNamespace()).Create(context.Background(), u, metav1.CreateOptions{FieldValidation: "Strict"}); err != nil {
 		t.Fatalf("create %s %s: %v", u.GetKind(), u.GetName(), err)
 	}
 }
 
-// setSpec replaces the spec of a policy object.
-func (api *apiServer) setSpec(t *testing.T, ns, name, spec string) {
+// SetSpec replaces the spec of a policy object.
+func (api *APIServer) SetSpec(t *testing.T, ns, name, spec string) {
 	t.Helper()
 	ctx := context.Background()
 	u, err := api.resource(ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	u.Object["spec"] = object(t, ns, name, spec).Object["spec"]
+	u.Object["spec"] = Object(t, ns, name, spec).Object["spec"]
 	if _, err := api.resource(ns).Update(ctx, u, metav1.UpdateOptions{FieldValidation: "Strict"}); err != nil {
 		t.Fatalf("update %s: %v", name, err)
 	}
 }
 
-// statusOf summarises an object's status as "Accepted=S agents=N error=E".
-func (api *apiServer) statusOf(ns, name string) string {
+// StatusOf summarises an object's status as "Accepted=S agents=N error=E".
+func (api *APIServer) StatusOf(ns, name string) string {
 	u, err := api.resource(ns).Get(context.Background(), name, metav1.GetOptions{})
 	if err != nil {
 		return err.Error()
@@ -213,13 +216,13 @@ func (api *apiServer) statusOf(ns, name string) string {
 	return fmt.Sprintf("Accepted=%s agents=%v error=%s", cond, agents, errMsg)
 }
 
-// waitStatus waits up to timeout for the object's status summary to
+// WaitStatus waits up to timeout for the object's status summary to
 // satisfy ok.
-func (api *apiServer) waitStatus(t *testing.T, ns, name string, timeout time.Duration, want string, ok func(string) bool) {
+func (api *APIServer) WaitStatus(t *testing.T, ns, name string, timeout time.Duration, want string, ok func(string) bool) {
 	t.Helper()
 	var got string
 	if !harness.Poll(timeout, 100*time.Millisecond, func() bool {
-		got = api.statusOf(ns, name)
+		got = api.StatusOf(ns, name)
 		return ok(got)
 	}) {
 		t.Fatalf("status of %s %s/%s = %q after %v, want %s", kindOf(ns), ns, name, got, timeout, want)
@@ -233,15 +236,17 @@ func kindOf(ns string) string {
 	return kube.Kind
 }
 
-func is(want string) func(string) bool { return func(s string) bool { return s == want } }
+// Is is a WaitStatus condition: the summary is want.
+func Is(want string) func(string) bool { return func(s string) bool { return s == want } }
 
-func hasPrefix(p string) func(string) bool {
+// HasPrefix is a WaitStatus condition: the summary starts with p.
+func HasPrefix(p string) func(string) bool {
 	return func(s string) bool { return strings.HasPrefix(s, p) }
 }
 
 // createPod creates a pod object (no kubelet runs it: the test attaches a
 // namespace of its own in its name), annotated with policy if not empty.
-func (api *apiServer) createPod(t *testing.T, ns, name, policy string) *corev1.Pod {
+func (api *APIServer) createPod(t *testing.T, ns, name, policy string) *corev1.Pod {
 	t.Helper()
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
@@ -257,7 +262,8 @@ func (api *apiServer) createPod(t *testing.T, ns, name, policy string) *corev1.P
 	return got
 }
 
-func (api *apiServer) createNamespace(t *testing.T, name string, labels map[string]string) {
+// CreateNamespace creates a namespace (one that exists already is fine).
+func (api *APIServer) CreateNamespace(t *testing.T, name string, labels map[string]string) {
 	t.Helper()
 	_, err := api.Core.CoreV1().Namespaces().Create(context.Background(),
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{})
@@ -268,7 +274,7 @@ func (api *apiServer) createNamespace(t *testing.T, name string, labels map[stri
 
 // table reads path as kubectl get does, as a server-side Table, and
 // returns its column names then each row's cells, as text.
-func (api *apiServer) table(t *testing.T, path string) [][]string {
+func (api *APIServer) table(t *testing.T, path string) [][]string {
 	t.Helper()
 	raw, err := api.Core.CoreV1().RESTClient().Get().AbsPath(path).
 		SetHeader("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io").DoRaw(context.Background())
