@@ -225,6 +225,11 @@ func TestPendingApproveSetup(t *testing.T) {
 	mark := e.in.Mark()
 	a.expectNXDOMAIN(t, matrixName)
 	a.expectRefused(t, ap(setupHost, 443))
+	// An HTTPS request to the registry's address with its name as SNI: had
+	// the approval opened it for good, the canary would log it.
+	if err := a.httpsGet(t, e.in, setupHost, matrixName, "/registry-"+uniq()); err == nil {
+		t.Errorf("agent repo: HTTPS to %s (%s) after the setup phase succeeded", matrixName, setupHost)
+	}
 	done := a.reach(t, e.in, llmName)
 	e.in.NeverSawBefore(t, mark, sentinelWithin, "the request to "+llmName, done, "anything of the approved setup host after the setup phase",
 		func(ce canarylog.Entry) bool {
