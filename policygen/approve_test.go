@@ -208,3 +208,38 @@ func TestRegenerateKeepsApproval(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmePendingSetup: the pending phase: setup rule README.md shows is
+// what generate writes for testdata/claude-code/launcher/.mcp.json (an npx
+// server in a repository), and approving it makes it a setup rule.
+func TestReadmePendingSetup(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(readme), "```yaml\npending:\n")
+	block, _, _ = strings.Cut(block, "```")
+	if !ok || !strings.Contains(block, "phase: setup") {
+		t.Fatal("README.md has no pending phase: setup example")
+	}
+	data, err := os.ReadFile("testdata/claude-code/launcher/.mcp.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Read(".mcp.json", data, Options{Dir: "testdata/claude-code/launcher"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := Generate(r, GenerateOptions{Name: "repo"})
+	if !bytes.Contains(gen, []byte(block)) {
+		t.Errorf("README's example is not what generate writes:\n%s\ngenerated:\n%s", block, gen)
+	}
+	ps, err := ListPending("repo.yaml", gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := Approve("repo.yaml", gen, []int{npmPending(t, ps)}, false)
+	if err != nil || allows(t, out, "registry.npmjs.org") || !allowsInSetup(t, out, "registry.npmjs.org") {
+		t.Errorf("approving README's example: %v:\n%s", err, out)
+	}
+}
