@@ -256,13 +256,12 @@ func Generate(r *Result, o GenerateOptions) []byte {
 	hasEgress := func(sec section, setup bool) bool {
 		return slices.ContainsFunc(rules, func(or *outRule) bool { return in(or, false, sec, setup) })
 	}
-	const approvedNote = "  # was approved; generate puts a rule back in pending: when its file changes.\n"
 	if hasEgress(live, false) || hasEgress(approvedPart, false) {
 		b.WriteString("egress:\n")
 		writeRules(false, live, false)
 		if hasEgress(approvedPart, false) {
 			b.WriteString("\n  # approved: from project-scope files, each with the sha256 of its file as it\n")
-			b.WriteString(approvedNote)
+			b.WriteString("  # was approved; generate puts a rule back in pending: when its file changes.\n")
 			writeRules(false, approvedPart, false)
 		}
 	}
