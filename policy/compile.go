@@ -28,8 +28,11 @@ type Policy struct {
 	// pending holds the pending rules compiled as egress rules, for
 	// explanations only: no decision of the gateway reads it.
 	pending *Policy
-	nsetup  int
-	npend   int
+	// pendingSetup names the pending rules with phase: setup, which
+	// approval puts in setup rather than egress.
+	pendingSetup map[string]bool
+	nsetup       int
+	npend        int
 
 	allowNames, denyNames   domainSet
 	allowNets, denyNets     prefixTable
@@ -190,6 +193,14 @@ func Compile(f *File, opts Options) (*Policy, error) {
 		pf.Egress, pf.Presets, pf.Enforcement = pf.Egress[len(f.Egress):], nil, EnforceMode
 		if p.pending, err = compile(pf, opts); err != nil {
 			return nil, err
+		}
+		for i, r := range f.Pending {
+			if r.Phase == PhaseSetup {
+				if p.pendingSetup == nil {
+					p.pendingSetup = map[string]bool{}
+				}
+				p.pendingSetup[pf.Egress[i].id] = true
+			}
 		}
 	}
 	return p, nil

@@ -12,7 +12,8 @@ import (
 // the name would get; the verdict is Allow only if both would be allowed.
 // Setup and pending rules are said as such: a destination the run phase
 // does not allow gets what the setup phase, and what approving the pending
-// rules, would decide.
+// rules, would decide (a pending rule with phase: setup, approved, allows
+// in the setup phase only).
 func Explain(p *Policy, proto Proto, host string, port uint16) Decision {
 	d := p.withFrom(explain(p, proto, host, port))
 	if d.Verdict == Allow {
@@ -26,6 +27,9 @@ func Explain(p *Policy, proto Proto, host string, port uint16) Decision {
 	if p.pending != nil {
 		if pd := explain(p.pending, proto, host, port); pd.Verdict == Allow {
 			d.Reason += "; pending, not applied until clawnet policy approve: " + pd.Rule + fromNote(p.pending.RuleFrom(pd.Rule))
+			if p.pendingSetup[pd.Rule] {
+				d.Reason += "; phase: setup: once approved, a setup rule, in the setup phase only"
+			}
 		}
 	}
 	return d

@@ -31,7 +31,7 @@ type File struct {
 	Setup []Rule
 	// Pending rules are proposed, never applied: each has a from: and the
 	// sha256 of the file it was derived from, and `clawnet policy approve`
-	// moves it into Egress.
+	// moves it into Egress, or into Setup when its Phase is PhaseSetup.
 	Pending []Rule
 	// Ingress and IngressDeny say who may connect to the agent. With no
 	// Ingress rule nothing may.
@@ -83,6 +83,10 @@ type Rule struct {
 	// by approval, so that a regeneration can tell whether the file changed
 	// since. Decisions never depend on it.
 	SHA256 string
+	// Phase, on a pending rule only, is where approval puts it: "" for
+	// egress, PhaseSetup for setup (a launcher's download, needed only
+	// while the agent starts). Decisions never depend on it.
+	Phase string
 
 	cidrLines  []int
 	agentLines []int
@@ -150,7 +154,7 @@ const maxPolicyBytes = 4 << 20
 
 var (
 	topKeys     = []string{"version", "name", "description", "enforcement", "presets", "egress", "setup", "pending", "deny", "ingress", "ingress_deny", "unsafe_allow_any_address"}
-	ruleKeys    = []string{"domains", "cidrs", "agents", "ports", "protocol", "from", "sha256"}
+	ruleKeys    = []string{"domains", "cidrs", "agents", "ports", "protocol", "from", "sha256", "phase"}
 	sha256RE    = regexp.MustCompile(`^[0-9a-f]{64}$`)
 	ingressKeys = []string{"ports", "protocol", "agents", "host", "cidrs", "allow_any", "proxy_protocol", "from"}
 	nameRE      = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
@@ -495,6 +499,14 @@ func (p *parser) rule(n *yaml.Node, list string, deny bool) (Rule, error) {
 			r.SHA256, err = p.str(v, key)
 			if err == nil && !sha256RE.MatchString(r.SHA256) {
 				err = p.errf(v, "sha256: want 64 lower-case hex digits, got %q", r.SHA256)
+			}
+		case "phase":
+			if list != "pending" {
+				return p.errf(k, "phase belongs on pending rules (where approval puts them), not in %s", list)
+			}
+			r.Phase, err = p.str(v, key)
+			if err == nil && r.Phase != PhaseSetup {
+				err = p.errf(v, "phase: want setup (approval moves the rule into setup:), got %q; leave phase out for egress", r.Phase)
 			}
 		}
 		return err

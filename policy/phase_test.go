@@ -2,6 +2,7 @@ package policy
 
 import (
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 )
@@ -33,6 +34,8 @@ func TestPhases(t *testing.T) {
 		{setup, "registry.npmjs.org", Allow, "phases.yaml:8 setup[0]"},
 		{run, "mcp.asana.com", Deny, "default"},
 		{setup, "mcp.asana.com", Deny, "default"},
+		{run, "pypi.org", Deny, "default"},
+		{setup, "pypi.org", Deny, "default"},
 		{setup, "evil.example", Deny, "deny[0]"},
 	}
 	for _, tt := range tests {
@@ -50,8 +53,8 @@ func TestPhases(t *testing.T) {
 			t.Errorf("%s: DecideFlow(bound %s) = %v; want %v", ph, tt.name, fl, tt.want)
 		}
 	}
-	if p.NumSetup() != 1 || p.NumPending() != 1 {
-		t.Errorf("NumSetup, NumPending = %d, %d; want 1, 1", p.NumSetup(), p.NumPending())
+	if p.NumSetup() != 1 || p.NumPending() != 2 {
+		t.Errorf("NumSetup, NumPending = %d, %d; want 1, 2", p.NumSetup(), p.NumPending())
 	}
 	// A policy without setup rules has no setup phase.
 	c := mustLoad(t, "testdata/good/coder.yaml", Options{})
@@ -72,6 +75,19 @@ func TestExplainPhases(t *testing.T) {
 	d = Explain(p, ProtoTCP, "mcp.asana.com", 443)
 	if d.Verdict != Deny || !strings.Contains(d.Reason, "pending, not applied until clawnet policy approve: phases.yaml:12 pending[0] (from: .mcp.json: mcpServers.asana.url)") {
 		t.Errorf("Explain(pending host) = %v", d)
+	}
+	if strings.Contains(d.Reason, "phase: setup") {
+		t.Errorf("Explain(pending egress host) says setup: %v", d)
+	}
+	// A pending rule with phase: setup: approval makes it a setup rule.
+	d = Explain(p, ProtoTCP, "pypi.org", 443)
+	if d.Verdict != Deny || !strings.Contains(d.Reason, "pending, not applied until clawnet policy approve: phases.yaml:16 pending[1] (from: .mcp.json: mcpServers.time (uvx downloads mcp-server-time)); phase: setup: once approved, a setup rule, in the setup phase only") {
+		t.Errorf("Explain(pending setup host) = %v", d)
+	}
+	data, _ := os.ReadFile("testdata/good/phases.yaml")
+	f, err := Parse("phases.yaml", data)
+	if err != nil || len(f.Pending) != 2 || f.Pending[0].Phase != "" || f.Pending[1].Phase != PhaseSetup {
+		t.Fatalf("Parse(phases.yaml): %v; want pending phases \"\" and setup", err)
 	}
 	d = Explain(p, ProtoTCP, "api.anthropic.com", 443)
 	if d.Verdict != Allow || strings.Contains(d.Reason, "setup phase") || strings.Contains(d.Reason, "pending") {

@@ -22,6 +22,9 @@ type PendingRule struct {
 	What   string
 	From   string
 	SHA256 string
+	// Phase is policy.PhaseSetup for a rule approval puts in setup: (a
+	// launcher's download), else "".
+	Phase string
 }
 
 // ListPending lists the pending rules of the policy file data (named
@@ -34,7 +37,7 @@ func ListPending(filename string, data []byte) ([]PendingRule, error) {
 	}
 	out := make([]PendingRule, len(f.Pending))
 	for i, r := range f.Pending {
-		out[i] = PendingRule{Index: i + 1, Line: r.Line, What: ruleWhat(r), From: r.From, SHA256: r.SHA256}
+		out[i] = PendingRule{Index: i + 1, Line: r.Line, What: ruleWhat(r), From: r.From, SHA256: r.SHA256, Phase: r.Phase}
 	}
 	return out, nil
 }
@@ -63,7 +66,9 @@ func ruleWhat(r policy.Rule) string {
 
 // Approve moves the pending rules numbered idx (from 1, as ListPending
 // numbers them), or all of them, into the egress: list of the policy file
-// data, keeping each rule's from: and sha256:, and the file's comments. It
+// data, or into its setup: list for a rule with phase: setup (its phase:
+// key dropped), keeping each rule's from: and sha256:, and the file's
+// comments. It
 // returns the new file and the rules it moved. Bad input (a file that is
 // not a valid policy, no pending rules, an index out of range or given
 // twice) is one error line naming the file.
@@ -108,23 +113,23 @@ func Approve(filename string, data []byte, idx []int, all bool) ([]byte, []Pendi
 		}
 		return -1
 	}
-	pi := keyAt("pending")
-	pseq := root.Content[pi+1]
-	ei := keyAt("egress")
-	if ei < 0 || root.Content[ei+1].Kind != yaml.SequenceNode {
-		// No egress list (or an empty "egress:"): one goes where pending
-		// is, before it.
-		seq := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
-		if ei >= 0 {
-			root.Content[ei+1] = seq
-		} else {
-			key := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: "egress"}
-			root.Content = slices.Insert(root.Content, pi, key, seq)
-			pi += 2
-			ei = pi - 2
+	// list is the sequence under key, made when there is none (or an
+	// empty "key:"): a new one goes where pending is, before it.
+	list := func(key string) *yaml.Node {
+		i := keyAt(key)
+		if i >= 0 && root.Content[i+1].Kind == yaml.SequenceNode {
+			return root.Content[i+1]
 		}
+		seq := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
+		if i >= 0 {
+			root.Content[i+1] = seq
+		} else {
+			k := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: key}
+			root.Content = slices.Insert(root.Content, keyAt("pending"), k, seq)
+		}
+		return seq
 	}
-	eseq := root.Content[ei+1]
+	pseq := root.Content[keyAt("pending")+1]
 	var moved []PendingRule
 	var keep []*yaml.Node
 	for i, item := range pseq.Content {
@@ -132,11 +137,25 @@ func Approve(filename string, data []byte, idx []int, all bool) ([]byte, []Pendi
 			keep = append(keep, item)
 			continue
 		}
-		eseq.Content = append(eseq.Content, item)
+		to := "egress"
+		if pending[i].Phase == policy.PhaseSetup {
+			// Only pending rules take phase:; in setup it is where the
+			// rule is.
+			to = "setup"
+			for j := 0; j+1 < len(item.Content); j += 2 {
+				if item.Content[j].Value == "phase" {
+					item.Content = slices.Delete(item.Content, j, j+2)
+					break
+				}
+			}
+		}
+		seq := list(to)
+		seq.Content = append(seq.Content, item)
 		moved = append(moved, pending[i])
 	}
 	pseq.Content = keep
 	if len(keep) == 0 {
+		pi := keyAt("pending")
 		root.Content = slices.Delete(root.Content, pi, pi+2)
 	}
 	var buf bytes.Buffer
@@ -234,5 +253,5 @@ func policyRuleSig(r policy.Rule) string {
 	if r.Protocol != 0 {
 		proto = r.Protocol.String()
 	}
-	return ruleSig(domains, cidrs, ports, proto, r.From, r.SHA256) + " " + strconv.Quote(strings.Join(agents, ","))
+	return ruleSig(domains, cidrs, ports, proto, r.From, r.SHA256) + " " + strconv.Quote(strings.Join(agents, ",")) + " " + r.Phase
 }

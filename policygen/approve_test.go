@@ -32,6 +32,26 @@ func allows(t *testing.T, file []byte, host string) bool {
 	return policy.Explain(p, policy.ProtoTCP, host, 443).Verdict == policy.Allow
 }
 
+// allowsInSetup: whether the setup phase of file allows host on tcp 443.
+func allowsInSetup(t *testing.T, file []byte, host string) bool {
+	t.Helper()
+	p := mustCompile(t, "p.yaml", file)
+	return policy.ForPhase(p, policy.PhaseSetup).DecideName(host, policy.ProtoTCP, 443).Allowed()
+}
+
+// npmPending is the index (from 1) of the pending rule of the npx
+// launcher in ps.
+func npmPending(t *testing.T, ps []PendingRule) int {
+	t.Helper()
+	for _, p := range ps {
+		if p.What == "registry.npmjs.org tcp 443" {
+			return p.Index
+		}
+	}
+	t.Fatalf("no pending rule for registry.npmjs.org in %+v", ps)
+	return 0
+}
+
 // TestApprove: approve lists pending rules, moves the ones named into
 // egress with their from: and sha256:, keeps the file's comments and
 // refuses bad input with one line naming the file.
@@ -44,8 +64,19 @@ func TestApprove(t *testing.T) {
 	if ps[0].Index != 1 || ps[0].What != "mcp.asana.com tcp 443" || ps[0].From != ".mcp.json: mcpServers.asana.url" || len(ps[0].SHA256) != 64 {
 		t.Errorf("ListPending[0] = %+v", ps[0])
 	}
-	if allows(t, gen, "mcp.asana.com") || allows(t, gen, "mcp.sentry.dev") {
+	if allows(t, gen, "mcp.asana.com") || allows(t, gen, "mcp.sentry.dev") || allowsInSetup(t, gen, "registry.npmjs.org") {
 		t.Fatal("a pending rule applies before approval")
+	}
+	// The npx launcher's download is pending with phase: setup; the
+	// other rules have no phase.
+	npm := npmPending(t, ps)
+	for _, p := range ps {
+		if want := map[bool]string{true: policy.PhaseSetup}[p.Index == npm]; p.Phase != want {
+			t.Errorf("ListPending[%d] (%s): phase %q, want %q", p.Index, p.What, p.Phase, want)
+		}
+	}
+	if !bytes.Contains(gen, []byte("npx downloads @modelcontextprotocol/server-github@2025.4.8); mcpServers.mystery (npx downloads totally-unknown-mcp)\"\n    sha256: "+ps[npm-1].SHA256+"\n    phase: setup\n")) {
+		t.Errorf("the npx rule is not written pending with phase: setup:\n%s", gen)
 	}
 	out, moved, err := Approve("repo.yaml", gen, []int{4, 1}, false)
 	if err != nil || len(moved) != 2 {
@@ -67,8 +98,20 @@ func TestApprove(t *testing.T) {
 		}
 	}
 	all, moved, err := Approve("repo.yaml", out, nil, true)
-	if err != nil || len(moved) != 2 || !allows(t, all, "registry.npmjs.org") || bytes.Contains(all, []byte("\npending:")) {
+	if err != nil || len(moved) != 2 || bytes.Contains(all, []byte("\npending:")) {
 		t.Errorf("Approve(--all) = %v, %v:\n%s", moved, err, all)
+	}
+	// The approved launcher download is a setup rule: allowed in the
+	// setup phase only, with its from: and sha256:, without phase:.
+	if allows(t, all, "registry.npmjs.org") || !allowsInSetup(t, all, "registry.npmjs.org") {
+		t.Errorf("after Approve(--all): registry.npmjs.org allowed in run %v (want false), in setup %v (want true)", allows(t, all, "registry.npmjs.org"), allowsInSetup(t, all, "registry.npmjs.org"))
+	}
+	fa, err := policy.Parse("repo.yaml", all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fa.Setup) != 1 || fa.Setup[0].From != ps[npm-1].From || fa.Setup[0].SHA256 != ps[npm-1].SHA256 || fa.Setup[0].Phase != "" || len(fa.Egress) != 3 || bytes.Contains(all, []byte("phase:")) {
+		t.Errorf("after Approve(--all): setup %+v, egress %d rules:\n%s", fa.Setup, len(fa.Egress), all)
 	}
 	for _, tt := range []struct {
 		data []byte
@@ -111,6 +154,28 @@ func TestRegenerateKeepsApproval(t *testing.T) {
 	if !allows(t, again, "mcp.asana.com") {
 		t.Error("regeneration dropped an approval of an unchanged file")
 	}
+	if allows(t, again, "registry.npmjs.org") || !allowsInSetup(t, again, "registry.npmjs.org") {
+		t.Error("regeneration did not keep the approved launcher download a setup rule")
+	}
+	if fa, err := policy.Parse("repo.yaml", again); err != nil || len(fa.Pending) != 0 || len(fa.Setup) != 1 || fa.Setup[0].SHA256 == "" {
+		t.Errorf("regenerated with the same .mcp.json: %v:\n%s", err, again)
+	}
+	// ApproveProject writes what approving every pending rule does.
+	if direct := Generate(r, GenerateOptions{Name: "repo", ApproveProject: true}); !Equivalent(approved, direct) {
+		t.Errorf("ApproveProject differs from approve --all:\n%s", Diff("approved", approved, "generated", direct))
+	}
+	// An approval in egress of a launcher download (a hand edit, or a
+	// file from before phase: setup) is not kept there: the rule is
+	// pending again, with phase: setup.
+	asEgress := strings.Replace(string(approved), "setup:\n  - domains: [registry.npmjs.org]", "  - domains: [registry.npmjs.org]", 1)
+	old, err := policy.Parse("repo.yaml", []byte(asEgress))
+	if err != nil || len(old.Setup) != 0 || len(old.Egress) != 4 {
+		t.Fatalf("the launcher approval moved into egress: %v:\n%s", err, asEgress)
+	}
+	regen := Generate(r, GenerateOptions{Name: "repo", Existing: old})
+	if allows(t, regen, "registry.npmjs.org") || allowsInSetup(t, regen, "registry.npmjs.org") || !bytes.Contains(regen, []byte("\n    phase: setup\n")) {
+		t.Errorf("an egress approval of a launcher download was kept:\n%s", regen)
+	}
 	if Equivalent(gen, approved) {
 		t.Error("Equivalent(pending, approved) = true")
 	}
@@ -130,8 +195,51 @@ func TestRegenerateKeepsApproval(t *testing.T) {
 			t.Errorf("after .mcp.json changed, %s is allowed on the old approval", h)
 		}
 	}
+	if allowsInSetup(t, changed, "registry.npmjs.org") {
+		t.Error("after .mcp.json changed, the launcher download is allowed in setup on the old approval")
+	}
 	f, err := policy.Parse("repo.yaml", changed)
-	if err != nil || len(f.Pending) != 5 {
-		t.Errorf("after .mcp.json changed: %v, %d pending; want all 5 pending", err, len(f.Pending))
+	if err != nil || len(f.Pending) != 5 || len(f.Setup) != 0 {
+		t.Errorf("after .mcp.json changed: %v, %d pending, %d setup; want all 5 pending", err, len(f.Pending), len(f.Setup))
+	}
+	for _, p := range f.Pending {
+		if (p.Phase == policy.PhaseSetup) != (p.Domains[0].String() == "registry.npmjs.org") {
+			t.Errorf("after .mcp.json changed: pending %v has phase %q", p.Domains, p.Phase)
+		}
+	}
+}
+
+// TestReadmePendingSetup: the pending phase: setup rule README.md shows is
+// what generate writes for testdata/claude-code/launcher/.mcp.json (an npx
+// server in a repository), and approving it makes it a setup rule.
+func TestReadmePendingSetup(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(readme), "```yaml\npending:\n")
+	block, _, _ = strings.Cut(block, "```")
+	if !ok || !strings.Contains(block, "phase: setup") {
+		t.Fatal("README.md has no pending phase: setup example")
+	}
+	data, err := os.ReadFile("testdata/claude-code/launcher/.mcp.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Read(".mcp.json", data, Options{Dir: "testdata/claude-code/launcher"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := Generate(r, GenerateOptions{Name: "repo"})
+	if !bytes.Contains(gen, []byte(block)) {
+		t.Errorf("README's example is not what generate writes:\n%s\ngenerated:\n%s", block, gen)
+	}
+	ps, err := ListPending("repo.yaml", gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := Approve("repo.yaml", gen, []int{npmPending(t, ps)}, false)
+	if err != nil || allows(t, out, "registry.npmjs.org") || !allowsInSetup(t, out, "registry.npmjs.org") {
+		t.Errorf("approving README's example: %v:\n%s", err, out)
 	}
 }

@@ -9,7 +9,8 @@
 // needs (launcher downloads) go in the policy's setup: part, which applies
 // only during an agent's setup phase; needs read from a project's own files
 // (.mcp.json, .cursor/mcp.json, .vscode/mcp.json) go in its pending: part,
-// each with the sha256 of its file, until Approve moves them into egress. A
+// each with the sha256 of its file, until Approve moves them into egress (a
+// launcher download, pending with phase: setup, into setup:). A
 // regeneration against the file it replaces (GenerateOptions.Existing)
 // keeps an approval only while that sha256 is unchanged.
 //

@@ -18,13 +18,16 @@ type GenerateOptions struct {
 	// Audit writes enforcement: audit (see policy/README.md).
 	Audit bool
 	// ApproveProject writes the needs of project-scope files as approved
-	// egress rules (with the sha256 of their file); otherwise they go in
-	// the pending: part, which clawnet policy approve moves into egress.
+	// rules (with the sha256 of their file): egress rules, or setup rules
+	// for start-up needs. Otherwise they go in the pending: part (start-up
+	// needs with phase: setup), which clawnet policy approve moves into
+	// egress (or setup).
 	ApproveProject bool
 	// Existing is the policy file this generation replaces, if any. A
-	// pending rule it holds approved (in egress, with from: and sha256:
-	// as generated) stays approved while its file's sha256 is the same;
-	// when the file changed, the rule goes back to pending.
+	// pending rule it holds approved (in egress, or in setup for a
+	// phase: setup rule, with from: and sha256: as generated) stays
+	// approved while its file's sha256 is the same; when the file changed,
+	// the rule goes back to pending.
 	Existing *policy.File
 }
 
@@ -53,10 +56,13 @@ type outRule struct {
 	// src is the project-scope file a pending or approved rule comes
 	// from, and sha its content's sha256: one file per such rule.
 	src, sha string
+	// setup marks a pending or approved rule that is a start-up need: it
+	// is written pending with phase: setup, approved in setup:.
+	setup bool
 }
 
 func (o *outRule) key() string {
-	return fmt.Sprint(o.sec, o.ingress, o.domains, o.cidrs, o.ports, o.proto, o.unverified, o.src)
+	return fmt.Sprint(o.sec, o.ingress, o.domains, o.cidrs, o.ports, o.proto, o.unverified, o.src, o.setup)
 }
 
 // sig is what an approval is kept by: the rule as written, its from: and
@@ -70,21 +76,30 @@ func (o *outRule) sig() string {
 	if proto == "" {
 		proto = "tcp"
 	}
-	return ruleSig(o.domains, o.cidrs, ports, proto, shorten(fromText(o.from)), o.sha)
+	return listOf(o.setup) + ruleSig(o.domains, o.cidrs, ports, proto, shorten(fromText(o.from)), o.sha)
+}
+
+// listOf is where an approved rule is, as a prefix of its sig: an
+// approval into egress is not one into setup.
+func listOf(setup bool) string {
+	if setup {
+		return "setup "
+	}
+	return "egress "
 }
 
 func ruleSig(domains, cidrs, ports []string, proto, from, sha string) string {
 	return fmt.Sprintf("%q %q %q %s %q %s", domains, cidrs, ports, proto, from, sha)
 }
 
-// approvedSigs are the sigs of the egress rules of f that carry a sha256:
-// pending rules approved.
+// approvedSigs are the sigs of the egress and setup rules of f that carry
+// a sha256: pending rules approved.
 func approvedSigs(f *policy.File) map[string]bool {
 	if f == nil {
 		return nil
 	}
 	out := map[string]bool{}
-	for _, r := range f.Egress {
+	for i, r := range slices.Concat(f.Egress, f.Setup) {
 		if r.SHA256 == "" {
 			continue
 		}
@@ -107,7 +122,7 @@ func approvedSigs(f *policy.File) map[string]bool {
 		if r.Protocol != 0 {
 			proto = r.Protocol.String()
 		}
-		out[ruleSig(domains, cidrs, ports, proto, r.From, r.SHA256)] = true
+		out[listOf(i >= len(f.Egress))+ruleSig(domains, cidrs, ports, proto, r.From, r.SHA256)] = true
 	}
 	return out
 }
@@ -168,6 +183,7 @@ func Generate(r *Result, o GenerateOptions) []byte {
 		or := &outRule{sec: sec, ports: slices.Clone(n.Ports), proto: n.Proto, unverified: n.Unverified}
 		if sec == pendingPart || sec == approvedPart {
 			or.src, or.sha = n.File, r.Hashes[n.File]
+			or.setup = n.Phase == Setup
 		}
 		for _, h := range hosts {
 			if classifyHost(h) == hostAddr {
@@ -187,7 +203,7 @@ func Generate(r *Result, o GenerateOptions) []byte {
 			return false
 		}
 		c := *or
-		c.sec, c.src = live, ""
+		c.sec, c.src, c.setup = live, "", false
 		_, dup := byKey[c.key()]
 		return dup
 	})
@@ -222,53 +238,62 @@ func Generate(r *Result, o GenerateOptions) []byte {
 			b.WriteString("  - " + p + "\n")
 		}
 	}
-	writeRules := func(ingress bool, sec section) bool {
-		wrote := false
+	// in says whether or is in section sec; for approved rules, setup
+	// says which: in egress (false) or in setup (true).
+	in := func(or *outRule, ingress bool, sec section, setup bool) bool {
+		return or.ingress == ingress && or.sec == sec && (sec != approvedPart || or.setup == setup)
+	}
+	writeRules := func(ingress bool, sec section, setup bool) {
 		for _, or := range rules {
-			if or.ingress == ingress && or.sec == sec {
+			if in(or, ingress, sec, setup) {
 				writeRule(&b, or)
-				wrote = true
 			}
 		}
-		return wrote
 	}
 	has := func(ingress bool) bool {
 		return slices.ContainsFunc(rules, func(or *outRule) bool { return or.ingress == ingress })
 	}
-	hasEgress := func(sec section) bool {
-		return slices.ContainsFunc(rules, func(or *outRule) bool { return !or.ingress && or.sec == sec })
+	hasEgress := func(sec section, setup bool) bool {
+		return slices.ContainsFunc(rules, func(or *outRule) bool { return in(or, false, sec, setup) })
 	}
-	if hasEgress(live) || hasEgress(approvedPart) {
+	if hasEgress(live, false) || hasEgress(approvedPart, false) {
 		b.WriteString("egress:\n")
-		writeRules(false, live)
-		if hasEgress(approvedPart) {
+		writeRules(false, live, false)
+		if hasEgress(approvedPart, false) {
 			b.WriteString("\n  # approved: from project-scope files, each with the sha256 of its file as it\n")
 			b.WriteString("  # was approved; generate puts a rule back in pending: when its file changes.\n")
-			writeRules(false, approvedPart)
+			writeRules(false, approvedPart, false)
 		}
 	}
-	if hasEgress(setupPart) {
+	if hasEgress(setupPart, false) || hasEgress(approvedPart, true) {
 		b.WriteString("\n# setup: needed only while the agent starts (the package downloads of its MCP\n")
 		b.WriteString("# launchers): these rules apply until clawnet policy phase AGENT run, or the\n")
 		b.WriteString("# --setup-timeout of clawnet attach or clawnet run, ends the agent's setup phase.\n")
 		b.WriteString("setup:\n")
-		writeRules(false, setupPart)
+		writeRules(false, setupPart, false)
+		if hasEgress(approvedPart, true) {
+			b.WriteString("\n  # approved: launcher downloads from project-scope files, each with the sha256\n")
+			b.WriteString("  # of its file as it was approved; generate puts a rule back in pending: when\n")
+			b.WriteString("  # its file changes.\n")
+			writeRules(false, approvedPart, true)
+		}
 	}
-	if hasEgress(pendingPart) {
+	if hasEgress(pendingPart, false) {
 		b.WriteString("\n# pending: from project-scope files, which anyone who can commit to the\n")
 		b.WriteString("# repository writes (a poisoned .mcp.json is a known way in). They do not apply:\n")
-		b.WriteString("# review them, then clawnet policy approve FILE N... moves them into egress.\n")
+		b.WriteString("# review them, then clawnet policy approve FILE N... moves them into egress\n")
+		b.WriteString("# (a rule with phase: setup, a launcher's download, into setup:).\n")
 		b.WriteString("pending:\n")
-		writeRules(false, pendingPart)
+		writeRules(false, pendingPart, false)
 	}
 	if has(true) {
-		if hasEgress(setupPart) || hasEgress(pendingPart) {
+		if hasEgress(setupPart, false) || hasEgress(approvedPart, true) || hasEgress(pendingPart, false) {
 			b.WriteString("\n")
 		}
 		b.WriteString("ingress:\n")
-		writeRules(true, live)
-		writeRules(true, setupPart)
-		writeRules(true, pendingPart)
+		writeRules(true, live, false)
+		writeRules(true, setupPart, false)
+		writeRules(true, pendingPart, false)
 	}
 	if len(r.Unknown) > 0 {
 		b.WriteString("\n# unknown: stdio MCP servers the catalog does not know; what they reach is not\n")
@@ -338,6 +363,9 @@ func writeRule(b *strings.Builder, or *outRule) {
 	line("from: " + strconv.Quote(shorten(from)))
 	if or.sha != "" {
 		line("sha256: " + or.sha)
+	}
+	if or.sec == pendingPart && or.setup && !or.ingress {
+		line("phase: setup")
 	}
 }
 

@@ -177,3 +177,62 @@ func TestPendingApprove(t *testing.T) {
 	}
 	a.reach(t, e.in, mcpName)
 }
+
+// TestPendingApproveSetup: a docker run server in a repository's .mcp.json
+// pulls from its image's registry (matrix.canary.test here), a start-up
+// need: generate writes it pending with phase: setup, and clawnet policy
+// approve moves it into setup:, not egress. An agent attached under the
+// approved policy reaches the registry in its setup phase (the canary logs
+// it); after clawnet policy phase AGENT run it is refused by name and by
+// address and nothing of it reaches the canary, while the run host works.
+func TestPendingApproveSetup(t *testing.T) {
+	e := newLabEnv(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "openclaw.json")
+	mcp := filepath.Join(dir, ".mcp.json")
+	os.WriteFile(cfg, []byte(llmOnlyConfig), 0o600)
+	os.WriteFile(mcp, []byte(`{"mcpServers": {"tools": {"command": "docker", "args": ["run", "-i", "--rm", "`+matrixName+`/tools:1"]}}}`), 0o600)
+	file := filepath.Join(e.d.PolicyDir, "repo.yaml")
+	e.d.MustCLI(t, "policy", "generate", cfg, mcp, "--name", "repo", "--out", file)
+	body, _ := os.ReadFile(file)
+	if !strings.Contains(string(body), "\npending:\n  - domains: ["+matrixName+"]") || !strings.Contains(string(body), "\n    phase: setup\n") || strings.Contains(string(body), "\nsetup:\n") {
+		t.Fatalf("generated policy has no pending phase: setup rule for %s:\n%s", matrixName, body)
+	}
+	if out := e.d.MustCLI(t, "policy", "approve", file, "--all"); !strings.Contains(out, "approved 1\t"+matrixName+" tcp 443\tinto setup (setup phase only)\t") {
+		t.Errorf("clawnet policy approve --all = %q", out)
+	}
+	body, _ = os.ReadFile(file)
+	if !strings.Contains(string(body), "\nsetup:\n  - domains: ["+matrixName+"]") || strings.Contains(string(body), "\n    phase: setup\n") || strings.Contains(string(body), "\npending:") {
+		t.Fatalf("approved policy has no setup rule for %s:\n%s", matrixName, body)
+	}
+	e.d.MustCLI(t, "reload")
+	if out := e.d.MustCLI(t, "policy", "explain", "--policy", "repo", matrixName+":443"); !strings.Contains(out, ": deny by default:") || !strings.Contains(out, "in the setup phase only") {
+		t.Errorf("clawnet policy explain after approve = %q; want denied in run, allowed in the setup phase only", out)
+	}
+	a := e.attach("repo", "repo")
+	if got := lsAgents(t, e.d)["repo"].Phase; got != "setup" {
+		t.Fatalf("clawnet ls: phase %q at attach, want setup", got)
+	}
+	setupHost := e.in.Addr4(labHost[matrixName])
+
+	// Setup phase: the registry, by name, reaches the canary.
+	a.reach(t, e.in, matrixName)
+	a.reach(t, e.in, llmName)
+
+	if out := e.d.MustCLI(t, "policy", "phase", "repo", "run"); !strings.HasPrefix(out, "repo: phase run") {
+		t.Errorf("clawnet policy phase repo run = %q", out)
+	}
+	mark := e.in.Mark()
+	a.expectNXDOMAIN(t, matrixName)
+	a.expectRefused(t, ap(setupHost, 443))
+	// An HTTPS request to the registry's address with its name as SNI: had
+	// the approval opened it for good, the canary would log it.
+	if err := a.httpsGet(t, e.in, setupHost, matrixName, "/registry-"+uniq()); err == nil {
+		t.Errorf("agent repo: HTTPS to %s (%s) after the setup phase succeeded", matrixName, setupHost)
+	}
+	done := a.reach(t, e.in, llmName)
+	e.in.NeverSawBefore(t, mark, sentinelWithin, "the request to "+llmName, done, "anything of the approved setup host after the setup phase",
+		func(ce canarylog.Entry) bool {
+			return ce.LocalAddr().Addr() == setupHost || strings.TrimSuffix(ce.Qname, ".") == matrixName
+		})
+}

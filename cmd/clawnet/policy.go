@@ -68,6 +68,15 @@ func phaseNote(f *policy.File) string {
 	}
 	if n := len(f.Pending); n > 0 {
 		s += fmt.Sprintf("; %d pending rules, not applied until clawnet policy approve", n)
+		setup := 0
+		for _, r := range f.Pending {
+			if r.Phase == policy.PhaseSetup {
+				setup++
+			}
+		}
+		if setup > 0 {
+			s += fmt.Sprintf(" (%d with phase: setup, which approval makes setup rules)", setup)
+		}
 	}
 	return s
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/clawnet/clawnet/policy"
 	"github.com/clawnet/clawnet/policygen"
 )
 
@@ -16,15 +17,18 @@ func newPolicyApproveCmd(e *env) *cobra.Command {
 	var all bool
 	cmd := &cobra.Command{
 		Use:   "approve FILE [N... | --all]",
-		Short: "List a policy file's pending rules, or move them into egress",
+		Short: "List a policy file's pending rules, or move them into egress (or setup)",
 		Long: `approve FILE lists the pending rules of a policy file, numbered: rules
 clawnet policy generate derived from a repository's own files (.mcp.json,
 .cursor/mcp.json, .vscode/mcp.json), which do not apply until approved.
 approve FILE N... (or --all) moves those rules into egress, keeping their
 from: and the sha256 of their file, and rewrites FILE in place, atomically,
-with its comments. A daemon whose policy_dir holds FILE applies it as it
-applies any edit. generate keeps an approval while the file it came from
-has the same sha256, and puts the rule back in pending when it changed.`,
+with its comments. A rule with phase: setup (a launcher's download: npx,
+uvx, docker run) moves into setup: instead, so it applies only in the
+agent's setup phase; the list marks it "(phase: setup)". A daemon whose
+policy_dir holds FILE applies it as it applies any edit. generate keeps an
+approval while the file it came from has the same sha256, and puts the rule
+back in pending when it changed.`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usageError{errors.New("approve takes a policy file, then the numbers of its pending rules or --all")}
@@ -50,7 +54,7 @@ has the same sha256, and puts the rule back in pending when it changed.`,
 					return nil
 				}
 				for _, p := range ps {
-					fmt.Fprintf(e.stdout, "%d\t%s\tfrom: %s (sha256 %.12s, %s:%d)\n", p.Index, p.What, p.From, p.SHA256, file, p.Line)
+					fmt.Fprintf(e.stdout, "%d\t%s%s\tfrom: %s (sha256 %.12s, %s:%d)\n", p.Index, p.What, phaseMark(p), p.From, p.SHA256, file, p.Line)
 				}
 				fmt.Fprintf(e.stdout, "approve with: clawnet policy approve %s N... (or --all)\n", file)
 				return nil
@@ -71,13 +75,25 @@ has the same sha256, and puts the rule back in pending when it changed.`,
 				return err
 			}
 			for _, p := range moved {
-				fmt.Fprintf(e.stdout, "approved %d\t%s\tfrom: %s\n", p.Index, p.What, p.From)
+				to := "egress"
+				if p.Phase == policy.PhaseSetup {
+					to = "setup (setup phase only)"
+				}
+				fmt.Fprintf(e.stdout, "approved %d\t%s\tinto %s\tfrom: %s\n", p.Index, p.What, to, p.From)
 			}
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&all, "all", false, "approve every pending rule")
 	return cmd
+}
+
+// phaseMark marks a pending rule that approval puts in setup:.
+func phaseMark(p policygen.PendingRule) string {
+	if p.Phase == policy.PhaseSetup {
+		return " (phase: setup)"
+	}
+	return ""
 }
 
 // replaceFile writes data to file atomically: a daemon watching the

@@ -82,3 +82,81 @@ func TestPolicyApprove(t *testing.T) {
 		t.Errorf("explain after .mcp.json changed = %d %q; want pending again", code, stdout)
 	}
 }
+
+// sampleLauncherMCP is a repository's .mcp.json with a server run by npx:
+// its package download is a start-up need.
+const sampleLauncherMCP = `{
+  "mcpServers": {
+    "github": { "command": "npx", "args": ["-y", "@modelcontextprotocol/server-github"] },
+    "asana": { "type": "sse", "url": "https://mcp.asana.com/sse" }
+  }
+}
+`
+
+// TestPolicyApproveSetup: the npx download a repository's .mcp.json needs
+// is pending with phase: setup; check and explain say so, approve lists it
+// so and moves it into setup:, after which explain allows it in the setup
+// phase only; generate keeps that approval while .mcp.json is unchanged
+// and makes it pending again when it changed.
+func TestPolicyApproveSetup(t *testing.T) {
+	dir := t.TempDir()
+	mcp := filepath.Join(dir, ".mcp.json")
+	os.WriteFile(mcp, []byte(sampleLauncherMCP), 0o600)
+	file := filepath.Join(dir, "repo.yaml")
+	if code, _, stderr := runCLI(t, "policy", "generate", "--name", "repo", "--out", file, mcp); code != exitOK {
+		t.Fatalf("generate = %d %q", code, stderr)
+	}
+	code, stdout, _ := runCLI(t, "policy", "check", file)
+	if code != exitOK || !strings.Contains(stdout, "3 pending rules, not applied until clawnet policy approve (1 with phase: setup, which approval makes setup rules)") {
+		t.Errorf("check = %d %q; want the phase: setup rule counted", code, stdout)
+	}
+	code, stdout, _ = runCLI(t, "policy", "explain", "--file", file, "registry.npmjs.org:443")
+	if code != exitOK || !strings.Contains(stdout, ": deny by default:") || !strings.Contains(stdout, "pending, not applied until clawnet policy approve: repo.yaml:") || !strings.Contains(stdout, "phase: setup: once approved, a setup rule, in the setup phase only") {
+		t.Errorf("explain of the pending launcher host = %d %q", code, stdout)
+	}
+	code, stdout, _ = runCLI(t, "policy", "approve", file)
+	var n string
+	for _, l := range strings.Split(stdout, "\n") {
+		if strings.Contains(l, "\tregistry.npmjs.org tcp 443 (phase: setup)\tfrom: "+mcp+": mcpServers.github (npx downloads @modelcontextprotocol/server-github)") {
+			n, _, _ = strings.Cut(l, "\t")
+		} else if strings.Contains(l, "phase: setup") {
+			t.Errorf("approve FILE marks another rule: %q", l)
+		}
+	}
+	if code != exitOK || n == "" {
+		t.Fatalf("approve FILE = %d %q; want the launcher rule marked (phase: setup)", code, stdout)
+	}
+	code, stdout, stderr := runCLI(t, "policy", "approve", file, n)
+	if code != exitOK || stdout != "approved "+n+"\tregistry.npmjs.org tcp 443\tinto setup (setup phase only)\tfrom: "+mcp+": mcpServers.github (npx downloads @modelcontextprotocol/server-github)\n" {
+		t.Fatalf("approve FILE %s = %d %q %q", n, code, stdout, stderr)
+	}
+	code, stdout, _ = runCLI(t, "policy", "explain", "--file", file, "registry.npmjs.org:443")
+	if code != exitOK || !strings.Contains(stdout, ": deny by default:") || !strings.Contains(stdout, "in the setup phase only") || !strings.Contains(stdout, "setup[0] (from: "+mcp) || strings.Contains(stdout, "pending") {
+		t.Errorf("explain after approve = %d %q; want denied in run, allowed by setup[0] in the setup phase", code, stdout)
+	}
+	code, stdout, _ = runCLI(t, "policy", "check", file)
+	if code != exitOK || !strings.Contains(stdout, "1 setup rules, applied only in an agent's setup phase; 2 pending rules") || strings.Contains(stdout, "phase: setup") {
+		t.Errorf("check after approve = %d %q", code, stdout)
+	}
+	data, _ := os.ReadFile(file)
+	if strings.Contains(string(data), "    phase: setup") || !strings.Contains(string(data), "\nsetup:\n") {
+		t.Errorf("approve left phase: or wrote no setup:\n%s", data)
+	}
+	code, stdout, stderr = runCLI(t, "policy", "generate", "--name", "repo", "--check", file, mcp)
+	if code != exitOK || stdout != file+": up to date\n" {
+		t.Errorf("generate --check after approve = %d %q %q; want up to date", code, stdout, stderr)
+	}
+	// .mcp.json changes: the launcher download is pending again.
+	os.WriteFile(mcp, []byte(strings.Replace(sampleLauncherMCP, "server-github", "server-github@1.0.0", 1)), 0o600)
+	code, _, _ = runCLI(t, "policy", "generate", "--name", "repo", "--check", file, mcp)
+	if code != exitStale {
+		t.Errorf("generate --check after .mcp.json changed = %d; want stale", code)
+	}
+	if code, _, stderr := runCLI(t, "policy", "generate", "--name", "repo", "--out", file, mcp); code != exitOK {
+		t.Fatalf("generate --out = %d %q", code, stderr)
+	}
+	code, stdout, _ = runCLI(t, "policy", "explain", "--file", file, "registry.npmjs.org:443")
+	if code != exitOK || strings.Contains(stdout, "in the setup phase only (") || !strings.Contains(stdout, "phase: setup: once approved") {
+		t.Errorf("explain after .mcp.json changed = %d %q; want pending with phase: setup again", code, stdout)
+	}
+}

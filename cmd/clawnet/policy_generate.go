@@ -33,7 +33,8 @@ policy phase AGENT run, or attach/run --setup-timeout). Rules from a
 repository's files (.mcp.json, .cursor/mcp.json, .vscode/mcp.json) are
 written as pending: rules, each with the sha256 of its file, which apply
 only once clawnet policy approve moves them into egress (or with
---approve-project, after review). Against an existing file (--out, --diff,
+--approve-project, after review); a launcher's download among them is
+pending with phase: setup, and approval moves it into setup:. Against an existing file (--out, --diff,
 --check), an approved rule stays approved while its file's sha256 is the
 same, and goes back to pending when the file changed. Secrets in the files
 are never copied. --diff FILE shows what would change in FILE; --check FILE
