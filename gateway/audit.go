@@ -175,7 +175,8 @@ func (a *Audit) Log(ev *AuditEvent) {
 	}
 	bp := lineBufs.Get().(*[]byte)
 	defer putLineBuf(bp)
-	// b[0] is room for the newline that ends a torn line (below).
+	// b starts with a newline, written only to end the line a failed
+	// write left half done, so the file stays one JSON object per line.
 	b, err := appendAuditLine(append((*bp)[:0], '\n'), ev)
 	if err != nil {
 		a.failed(fmt.Errorf("encode audit line: %w", err))
@@ -187,8 +188,6 @@ func (a *Audit) Log(ev *AuditEvent) {
 	if !a.torn {
 		b = b[1:]
 	}
-	// else: end the line a failed write left half done, so the file
-	// stays one JSON object per line.
 	n, err := a.w.Write(b)
 	recovered, unreported := false, uint64(0)
 	switch {
