@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/time/rate"
@@ -171,17 +173,20 @@ func (a *Audit) Log(ev *AuditEvent) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now().UTC()
 	}
-	b, err := json.Marshal(ev)
+	bp := lineBufs.Get().(*[]byte)
+	defer putLineBuf(bp)
+	// b starts with a newline, written only to end the line a failed
+	// write left half done, so the file stays one JSON object per line.
+	b, err := appendAuditLine(append((*bp)[:0], '\n'), ev)
 	if err != nil {
 		a.failed(fmt.Errorf("encode audit line: %w", err))
 		return
 	}
 	b = append(b, '\n')
+	*bp = b
 	a.mu.Lock()
-	if a.torn {
-		// End the line a failed write left half done, so the file stays
-		// one JSON object per line.
-		b = append([]byte{'\n'}, b...)
+	if !a.torn {
+		b = b[1:]
 	}
 	n, err := a.w.Write(b)
 	recovered, unreported := false, uint64(0)
@@ -202,6 +207,146 @@ func (a *Audit) Log(ev *AuditEvent) {
 	if recovered {
 		a.log.Info("audit log writable again", "path", a.path, "lost_since_last_report", unreported)
 	}
+}
+
+// lineBufs holds the buffers audit lines are encoded into; a line is one
+// write, and the writer keeps nothing of it (io.Writer's contract).
+var lineBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// maxPooledLine bounds the buffers kept for reuse: a rare huge line (a long
+// error or request) is not held for the life of the daemon.
+const maxPooledLine = 16 << 10
+
+func putLineBuf(bp *[]byte) {
+	if cap(*bp) <= maxPooledLine {
+		lineBufs.Put(bp)
+	}
+}
+
+// appendAuditLine appends ev as one JSON object: byte for byte what
+// encoding/json makes of an AuditEvent (field order, omitempty, HTML-safe
+// string escapes, RFC 3339 time), without reflection or allocations.
+// TestAuditEncoderMatchesJSON holds the two together, over every field.
+func appendAuditLine(b []byte, ev *AuditEvent) ([]byte, error) {
+	if y := ev.Time.Year(); ev.Time.Location() != time.UTC || y < 0 || y > 9999 {
+		// Not a time Log stamps: leave its format, and its errors (a
+		// year past 9999), to encoding/json.
+		j, err := json.Marshal(ev)
+		return append(b, j...), err
+	}
+	b = append(b, `{"time":"`...)
+	b = ev.Time.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","kind":`...)
+	b = appendJSONString(b, string(ev.Kind))
+	b = appendOmitEmpty(b, `,"event":`, string(ev.Event))
+	b = append(b, `,"agent":`...)
+	b = appendJSONString(b, ev.Agent)
+	b = append(b, `,"policy":`...)
+	b = appendJSONString(b, ev.Policy)
+	b = appendOmitEmpty(b, `,"direction":`, ev.Direction)
+	b = appendOmitEmpty(b, `,"peer":`, ev.Peer)
+	b = appendOmitEmpty(b, `,"proto":`, ev.Proto)
+	b = appendOmitEmpty(b, `,"src":`, ev.Src)
+	b = appendOmitEmpty(b, `,"dst":`, ev.Dst)
+	b = appendOmitEmpty(b, `,"name":`, ev.Name)
+	b = appendOmitEmpty(b, `,"sni":`, ev.SNI)
+	b = appendOmitEmpty(b, `,"host":`, ev.Host)
+	b = appendOmitEmpty(b, `,"request":`, ev.Request)
+	b = appendOmitEmpty(b, `,"qname":`, ev.QName)
+	b = appendOmitEmpty(b, `,"qtype":`, ev.QType)
+	b = appendOmitEmpty(b, `,"rcode":`, ev.RCode)
+	b = append(b, `,"verdict":`...)
+	b = appendJSONString(b, ev.Verdict)
+	b = appendOmitEmpty(b, `,"rule":`, ev.Rule)
+	b = appendOmitEmpty(b, `,"reason":`, ev.Reason)
+	b = appendOmitEmpty(b, `,"error":`, ev.Error)
+	if ev.BytesUp != nil {
+		b = strconv.AppendUint(append(b, `,"bytes_up":`...), *ev.BytesUp, 10)
+	}
+	if ev.BytesDown != nil {
+		b = strconv.AppendUint(append(b, `,"bytes_down":`...), *ev.BytesDown, 10)
+	}
+	if ev.DurationMS != nil {
+		b = strconv.AppendInt(append(b, `,"duration_ms":`...), *ev.DurationMS, 10)
+	}
+	if ev.Suppressed != 0 {
+		b = strconv.AppendUint(append(b, `,"suppressed":`...), ev.Suppressed, 10)
+	}
+	return append(b, '}'), nil
+}
+
+// appendOmitEmpty appends key and s, unless s is empty.
+func appendOmitEmpty(b []byte, key, s string) []byte {
+	if s == "" {
+		return b
+	}
+	return appendJSONString(append(b, key...), s)
+}
+
+// jsonPlain marks the ASCII bytes a JSON string carries as they are: not
+// control characters, quotes, backslashes, nor <, > and & (escaped, as
+// encoding/json does by default, so a line pasted into HTML stays inert).
+var jsonPlain = func() (t [utf8.RuneSelf]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = true
+	}
+	for _, c := range `"\<>&` {
+		t[c] = false
+	}
+	return t
+}()
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s quoted as encoding/json quotes it: \b \f \n
+// \r \t and \" \\ by name, other control characters and <>& as \u00XX,
+// each byte of invalid UTF-8 as \ufffd, and U+2028, U+2029 as \u2028,
+// \u2029 (they end lines in JavaScript).
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if jsonPlain[c] {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(append(b, s[start:i]...), `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			b = append(append(b, s[start:i]...), '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	return append(append(b, s[start:]...), '"')
 }
 
 // failed counts a line lost to err and reports it, at most once every

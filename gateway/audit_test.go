@@ -4,9 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -248,4 +253,173 @@ func listedAgent(t *testing.T, g *Gateway, name string) *Agent {
 		g.mu.Unlock()
 	})
 	return a
+}
+
+// auditTrickyStrings are strings encoding/json escapes: control
+// characters, quotes and backslashes, HTML's <>&, invalid UTF-8, U+2028
+// and U+2029, and multi-byte text it leaves alone.
+var auditTrickyStrings = []string{
+	"", "plain", "tab\there", "nl\ncr\r", "\b\f\x00\x01\x1f\x7f", `quote " back \ slash`,
+	"<script>&amp;</script>", "bad \xff\xfe utf8 \xc3", "trunc \xe2\x80", "ls \u2028 ps \u2029 end",
+	"héllo wörld ✓ 日本語 🦀", "\ufffd real replacement", "a\u2028", "\xed\xa0\x80 surrogate",
+	strings.Repeat("long ", 2000) + "<",
+}
+
+// TestAuditEncoderMatchesJSON: the audit encoder writes exactly what
+// encoding/json writes for every line the gateway makes (flow open, close,
+// deny, fail, revoke; DNS; inbound), for tricky strings in every string
+// field, and for every field set at once: the log's format is unchanged.
+func TestAuditEncoderMatchesJSON(t *testing.T) {
+	check := func(name string, ev *AuditEvent) {
+		t.Helper()
+		want, err := json.Marshal(ev)
+		if err != nil {
+			t.Fatalf("%s: json: %v", name, err)
+		}
+		got, err := appendAuditLine(nil, ev)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if string(got) != string(want) {
+			t.Errorf("%s:\n got %s\nwant %s", name, got, want)
+		}
+	}
+	now := time.Now().UTC()
+	a := &Agent{name: "alice", policy: "coder"}
+	f := newFlow(a, policy.ProtoTCP, netip.MustParseAddrPort("100.96.0.2:40000"), netip.MustParseAddrPort("198.18.0.2:443"), 0)
+	f.name, f.sni, f.host = "api.example", "api.example", "api.example"
+	allow := policy.Decision{Verdict: policy.Allow, Rule: "coder.yaml:4 egress[0]", Reason: "api.example on tcp port 443"}
+	deny := policy.Decision{Rule: "default", Reason: "no rule allows tcp to 198.18.0.2:443 <&>"}
+	for _, ev := range []Event{EventOpen, EventClose, EventDeny, EventFail, EventRevoke} {
+		for _, in := range []bool{false, true} {
+			f.in, f.peer = in, ""
+			if in {
+				f.peer = "agent:bob"
+			}
+			d := allow
+			var err error
+			switch ev {
+			case EventDeny, EventRevoke:
+				d = deny
+			case EventFail:
+				err = errors.New("dial tcp 198.18.0.2:443: connect: connection refused")
+			}
+			line := f.line(ev, d, err)
+			line.Agent, line.Policy, line.Time = a.name, a.policy, now
+			check(fmt.Sprintf("%s in=%v", ev, in), line)
+		}
+	}
+	check("dns", &AuditEvent{Time: now, Kind: KindDNS, Agent: "alice", Policy: "coder", Proto: "udp",
+		Src: "100.96.0.2:5353", Dst: "100.96.0.1:53", QName: "api.example.", QType: "A", RCode: "NOERROR",
+		Verdict: "allow", Rule: "coder.yaml:4", Suppressed: 17})
+	zero, one := uint64(0), int64(0)
+	check("close with zero counts", &AuditEvent{Time: now, Kind: KindFlow, Event: EventClose, Verdict: "allow",
+		BytesUp: &zero, BytesDown: &zero, DurationMS: &one})
+	check("zero time", &AuditEvent{Kind: KindFlow})
+	check("times", &AuditEvent{Time: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)})
+	check("times", &AuditEvent{Time: time.Date(2026, 1, 2, 3, 4, 5, 120000000, time.UTC)})
+	check("not UTC", &AuditEvent{Time: time.Date(2026, 1, 2, 3, 4, 5, 6, time.FixedZone("x", 5*3600+1800))})
+
+	// Every string field, through reflection, so a field added to
+	// AuditEvent later is covered without touching this test.
+	rv := reflect.ValueOf(AuditEvent{})
+	for i := 0; i < rv.NumField(); i++ {
+		sf := rv.Type().Field(i)
+		if !sf.IsExported() || sf.Type.Kind() != reflect.String {
+			continue
+		}
+		for _, s := range auditTrickyStrings {
+			ev := &AuditEvent{Time: now, Kind: KindFlow, Verdict: "deny"}
+			reflect.ValueOf(ev).Elem().Field(i).SetString(s)
+			check(sf.Name+" "+strconv.Quote(s[:min(len(s), 20)]), ev)
+		}
+	}
+	// Every exported field set at once.
+	full := &AuditEvent{}
+	fv := reflect.ValueOf(full).Elem()
+	for i := 0; i < fv.NumField(); i++ {
+		fld := fv.Field(i)
+		if !fv.Type().Field(i).IsExported() {
+			continue
+		}
+		switch fld.Kind() {
+		case reflect.String:
+			fld.SetString(fv.Type().Field(i).Name + " <x>")
+		case reflect.Uint64:
+			fld.SetUint(uint64(i) + 1)
+		case reflect.Pointer:
+			p := reflect.New(fld.Type().Elem())
+			switch p.Elem().Kind() {
+			case reflect.Uint64:
+				p.Elem().SetUint(1 << 40)
+			case reflect.Int64:
+				p.Elem().SetInt(-3)
+			}
+			fld.Set(p)
+		case reflect.Struct:
+			fld.Set(reflect.ValueOf(now))
+		default:
+			t.Fatalf("AuditEvent.%s: a %s field; teach appendAuditLine and this test", fv.Type().Field(i).Name, fld.Kind())
+		}
+	}
+	check("every field", full)
+	// Random bytes, as an agent could put in a name or a request.
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 2000 {
+		b := make([]byte, rng.IntN(24))
+		for j := range b {
+			b[j] = byte(rng.IntN(256))
+		}
+		check("random", &AuditEvent{Time: now, Request: string(b)})
+	}
+}
+
+// TestAuditEncoderErrors: a time encoding/json refuses is refused the
+// same way, and counted as a lost line.
+func TestAuditEncoderErrors(t *testing.T) {
+	var buf syncBuffer
+	au := NewAudit(&buf)
+	au.Log(&AuditEvent{Time: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)})
+	if s := au.Stats(); s.Errors != 1 || s.Lines != 0 || buf.b.Len() != 0 {
+		t.Fatalf("stats %+v, written %q", s, buf.b.String())
+	}
+}
+
+// BenchmarkAuditLog: the cost of writing one close line (the most fields).
+func BenchmarkAuditLog(b *testing.B) {
+	a := &Agent{name: "alice", policy: "coder"}
+	f := newFlow(a, policy.ProtoTCP, netip.MustParseAddrPort("100.96.0.2:40000"), netip.MustParseAddrPort("198.18.0.2:443"), 0)
+	d := policy.Decision{Verdict: policy.Allow, Rule: "coder.yaml:4 egress[0]", Reason: "198.18.0.0/24 on tcp port 443"}
+	au := NewAudit(io.Discard)
+	b.ReportAllocs()
+	for b.Loop() {
+		ev := f.line(EventClose, d, nil)
+		ev.Agent, ev.Policy = a.name, a.policy
+		au.Log(ev)
+	}
+}
+
+// BenchmarkAuditEncode: one close line by encoding/json (what the log used
+// before) and by appendAuditLine.
+func BenchmarkAuditEncode(b *testing.B) {
+	a := &Agent{name: "alice", policy: "coder"}
+	f := newFlow(a, policy.ProtoTCP, netip.MustParseAddrPort("100.96.0.2:40000"), netip.MustParseAddrPort("198.18.0.2:443"), 0)
+	d := policy.Decision{Verdict: policy.Allow, Rule: "coder.yaml:4 egress[0]", Reason: "198.18.0.0/24 on tcp port 443"}
+	ev := f.line(EventClose, d, nil)
+	ev.Agent, ev.Policy, ev.Time = a.name, a.policy, time.Now().UTC()
+	b.Run("json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := json.Marshal(ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("append", func(b *testing.B) {
+		b.ReportAllocs()
+		buf := make([]byte, 0, 512)
+		for b.Loop() {
+			buf, _ = appendAuditLine(buf[:0], ev)
+		}
+	})
 }

@@ -166,6 +166,16 @@ func (ns *Stack) tune(cfg Config) error {
 		&tcpip.TCPReceiveBufferSizeRangeOption{Min: lo, Default: def, Max: cfg.TCPBuffer},
 		&tcpip.TCPSendBufferSizeRangeOption{Min: lo, Default: def, Max: cfg.TCPBuffer},
 		ptr(tcpip.TCPModerateReceiveBufferOption(true)),
+		// Loss recovery by SACK and duplicate ACKs, without RACK-TLP:
+		// the link to the agent is a TUN on the same host, which neither
+		// reorders nor loses short of a full queue, and RACK costs a
+		// timer and a scan on every ACK (tailscale turned it off in
+		// its gVisor stack for spurious retransmissions as well).
+		ptr(tcpip.TCPRecovery(0)),
+		// Reno is gVisor's default; pinned, so that a change of default
+		// (cubic has had overflows in gVisor's window arithmetic) is
+		// never picked up unmeasured.
+		ptr(tcpip.CongestionControlOption("reno")),
 		// No TIME-WAIT on the agent's link. gVisor hands a SYN that meets
 		// a TIME-WAIT endpoint only to a listener, never to the forwarder:
 		// the agent's kernel, which closed second and so keeps no TIME-WAIT

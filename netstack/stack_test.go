@@ -10,6 +10,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -184,5 +185,23 @@ func TestEchoOnlyForTheGateway(t *testing.T) {
 	case p := <-ch.Inbound:
 		t.Fatalf("unexpected second packet from %v", header.IPv4(p).SourceAddress())
 	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// TestTCPOptions: the stack runs the TCP options tune sets: SACK, loss
+// recovery without RACK-TLP, reno pinned, no TIME-WAIT (see stack.go).
+func TestTCPOptions(t *testing.T) {
+	s, _ := newTestStack(t, Config{})
+	var sack tcpip.TCPSACKEnabled
+	var rec tcpip.TCPRecovery
+	var cc tcpip.CongestionControlOption
+	var tw tcpip.TCPTimeWaitTimeoutOption
+	for _, o := range []tcpip.GettableTransportProtocolOption{&sack, &rec, &cc, &tw} {
+		if err := s.s.TransportProtocolOption(tcp.ProtocolNumber, o); err != nil {
+			t.Fatalf("%T: %v", o, err)
+		}
+	}
+	if !sack || rec != 0 || cc != "reno" || tw != 0 {
+		t.Errorf("SACK %v, recovery %v (want 0), congestion control %q, TIME-WAIT %v", sack, rec, cc, tw)
 	}
 }
