@@ -29,6 +29,11 @@ type Target struct {
 // ratioTarget wants clawnet's metric to be at least factor times that of
 // the reference the ref function picks.
 func ratioTarget(name, metric string, factor float64, refName string, ref func(Results, Metric) (float64, bool)) Target {
+	return relTarget(name, metric, refName, ref, func(got float64) bool { return got >= factor })
+}
+
+// relTarget judges clawnet's metric divided by the reference ref picks.
+func relTarget(name, metric, refName string, ref func(Results, Metric) (float64, bool), ok func(ratio float64) bool) Target {
 	return Target{Name: name, Check: func(r Results) (Status, string) {
 		m, _ := MetricByKey(metric)
 		c, ok1 := r.Get(Clawnet, metric)
@@ -38,7 +43,7 @@ func ratioTarget(name, metric string, factor float64, refName string, ref func(R
 		}
 		got := c / v
 		st := Fail
-		if got >= factor {
+		if ok(got) {
 			st = Pass
 		}
 		return st, fmt.Sprintf("%.2f× %s", got, refName)
@@ -86,20 +91,7 @@ func floorTarget(name, metric string, limit float64) Target {
 // atMostTarget wants clawnet's metric, where lower is better, to be at
 // most factor times that of the reference.
 func atMostTarget(name, metric string, factor float64, refName string, ref func(Results, Metric) (float64, bool)) Target {
-	return Target{Name: name, Check: func(r Results) (Status, string) {
-		m, _ := MetricByKey(metric)
-		c, ok1 := r.Get(Clawnet, metric)
-		v, ok2 := ref(r, m)
-		if !ok1 || !ok2 || v <= 0 {
-			return Unknown, ""
-		}
-		got := c / v
-		st := Fail
-		if got <= factor {
-			st = Pass
-		}
-		return st, fmt.Sprintf("%.2f× %s", got, refName)
-	}}
+	return relTarget(name, metric, refName, ref, func(got float64) bool { return got <= factor })
 }
 
 // addedTarget wants clawnet's latency metric to exceed veth's by at most
