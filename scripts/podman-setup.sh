@@ -52,6 +52,11 @@ fi
 
 mkdir -p "$run_dir"
 chmod 755 "$run_dir" # the rootless service reads the conf too
+# The services outlive this script and keep its working directory, which
+# their conmons inherit: a checkout that is later removed would leave every
+# container start failing with "write child: broken pipe" ("conmon: Failed to
+# get working directory" in the log). Start them from /.
+cd /
 cat >"$conf.tmp" <<'CONF'
 # Written by clawnet's scripts/podman-setup.sh for the Podman test tier.
 [containers]
@@ -72,6 +77,20 @@ mkdir -p "$(dirname "$log")"
 # answers SOCKET: the service on SOCKET serves the API.
 answers() { podman --url "unix://$1" version >/dev/null 2>&1; }
 
+# retire_stale SOCKET: stop a service on SOCKET whose working directory is
+# gone (started, before this script went to /, from a checkout since
+# removed): it answers, but can start no container.
+retire_stale() {
+	local pid
+	for pid in $(pgrep -f "podman system service --time=0 unix://$1" || true); do
+		if [[ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" == *" (deleted)" ]]; then
+			say "stopping the service on $1 (pid $pid): its working directory is gone"
+			kill "$pid" 2>/dev/null || true
+			for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		fi
+	done
+}
+
 # wait_for SOCKET WHAT
 wait_for() {
 	for _ in $(seq 1 "$wait_s"); do
@@ -86,6 +105,7 @@ wait_for() {
 	return 1
 }
 
+retire_stale "$sock"
 if answers "$sock"; then
 	say "rootful service already answers on $sock"
 else
@@ -112,6 +132,7 @@ rsock=$xdg/podman/podman.sock
 mkdir -p "$xdg/podman"
 chown -R "$user:" "$xdg"
 chmod 700 "$xdg"
+retire_stale "$rsock"
 if answers "$rsock"; then
 	say "rootless service already answers on $rsock"
 else

@@ -9,12 +9,14 @@ package integration_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -177,6 +179,25 @@ func (a *agent) movingDownload(t *testing.T, dst netip.AddrPort, when string) (n
 		ended <- err
 	}()
 	return dl, ended
+}
+
+// waitReset waits for a movingDownload to end by a reset within
+// revokeWithin of start, when after happened.
+func waitReset(t *testing.T, ended <-chan error, start time.Time, what, after string) {
+	t.Helper()
+	select {
+	case err := <-ended:
+		took := time.Since(start)
+		t.Logf("%s was reset %v after %s", what, took.Round(time.Millisecond), after)
+		if took > revokeWithin {
+			t.Errorf("%s ended %v after %s, want within %v", what, took, after, revokeWithin)
+		}
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("%s ended with %v, want a reset", what, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s still runs 10s after %s", what, after)
+	}
 }
 
 func (a *agent) dial(t *testing.T, network string, dst netip.AddrPort) net.Conn {
