@@ -66,7 +66,7 @@ cni-test: build
 # privileged static pod; and a kubelet joined to the API server tier's
 # kube-apiserver (etcd-server and kube-apiserver set up as kube-test does),
 # running a pod created through it. kubelet-setup.sh builds kubelet once per
-# version into CNI_CACHE (about 7 min on 2 cores, cold). CLAWNET_SKIP_KUBELET=1
+# version into CNI_CACHE (about 2.5 min on 2 idle cores, cold). CLAWNET_SKIP_KUBELET=1
 # leaves the tier out.
 .PHONY: kubelet-test
 KUBELET_VERSION ?= v1.34.4

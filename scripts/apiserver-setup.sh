@@ -37,7 +37,7 @@ build() {
 		exit 1
 		;;
 	esac
-	say "building kube-apiserver $version (several minutes on 2 cores with empty Go caches)"
+	say "building kube-apiserver $version (about 1 min after a kubelet build, whose packages it reuses; several alone)"
 	mkdir -p "$cache"
 	tmp=$(mktemp -d) # global: the EXIT trap runs after build returns
 	trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
