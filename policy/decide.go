@@ -16,14 +16,18 @@ const (
 	RuleBadProto       = "builtin:protocol"
 )
 
-// classify is ClassifyAddr with the operator's treat_as_public applied:
-// those addresses, bare or wrapped, are public unless they are metadata.
-func (p *Policy) classify(a netip.Addr) AddrInfo {
+// classify is ClassifyPublic with the gateway's treat_as_public.
+func (p *Policy) classify(a netip.Addr) AddrInfo { return ClassifyPublic(a, p.public) }
+
+// ClassifyPublic is ClassifyAddr with an operator's treat_as_public
+// applied: the addresses of public, bare or wrapped, are public unless
+// they are metadata.
+func ClassifyPublic(a netip.Addr, public []netip.Prefix) AddrInfo {
 	info := ClassifyAddr(a)
-	if info.Class == ClassPublic || info.Class == ClassMetadata || len(p.public) == 0 {
+	if info.Class == ClassPublic || info.Class == ClassMetadata || len(public) == 0 {
 		return info
 	}
-	for _, c := range p.public {
+	for _, c := range public {
 		if c.Contains(a) || info.Inner.IsValid() && c.Contains(info.Inner) {
 			return AddrInfo{Class: ClassPublic, What: "public (treat_as_public " + c.String() + ")", Inner: info.Inner, Via: info.Via}
 		}

@@ -44,9 +44,7 @@ func fromNote(from string) string {
 
 // withFrom adds the deciding rule's from: note to d's reason.
 func (p *Policy) withFrom(d Decision) Decision {
-	if from := p.RuleFrom(d.Rule); from != "" {
-		d.Reason += " (from: " + from + ")"
-	}
+	d.Reason += fromNote(p.RuleFrom(d.Rule))
 	return d
 }
 

@@ -7,8 +7,9 @@ import (
 	"testing"
 )
 
-// TestPhases: setup rules allow only in the setup phase's Decider, pending
-// rules never, and the run phase's Decider is the policy itself.
+// TestPhases: setup rules allow only in the setup phase's Decider, and
+// never what a deny rule names (evil.example is in both); pending rules
+// never allow; the run phase's Decider is the policy itself.
 func TestPhases(t *testing.T) {
 	p := mustLoad(t, "testdata/good/phases.yaml", Options{})
 	run := ForPhase(p, PhaseRun)

@@ -43,25 +43,31 @@ func ListPending(filename string, data []byte) ([]PendingRule, error) {
 }
 
 func ruleWhat(r policy.Rule) string {
-	var parts []string
-	for _, d := range r.Domains {
-		parts = append(parts, d.String())
-	}
-	for _, c := range r.CIDRs {
-		parts = append(parts, c.String())
-	}
+	domains, cidrs, ports, proto := ruleText(r)
+	parts := slices.Concat(domains, cidrs)
 	for _, a := range r.Agents {
 		parts = append(parts, "agent:"+a)
 	}
-	ports := make([]string, len(r.Ports))
-	for i, p := range r.Ports {
-		ports[i] = p.String()
+	return strings.Join(parts, ", ") + " " + proto + " " + strings.Join(ports, ",")
+}
+
+// ruleText is r's domains, cidrs and ports as a policy file writes them,
+// and its protocol (tcp when the file does not say).
+func ruleText(r policy.Rule) (domains, cidrs, ports []string, proto string) {
+	for _, d := range r.Domains {
+		domains = append(domains, d.String())
 	}
-	proto := "tcp"
+	for _, c := range r.CIDRs {
+		cidrs = append(cidrs, c.String())
+	}
+	for _, p := range r.Ports {
+		ports = append(ports, p.String())
+	}
+	proto = "tcp"
 	if r.Protocol != 0 {
 		proto = r.Protocol.String()
 	}
-	return strings.Join(parts, ", ") + " " + proto + " " + strings.Join(ports, ",")
+	return domains, cidrs, ports, proto
 }
 
 // Approve moves the pending rules numbered idx (from 1, as ListPending
@@ -235,23 +241,9 @@ func fileSig(f *policy.File) string {
 }
 
 func policyRuleSig(r policy.Rule) string {
-	var domains, cidrs []string
-	for _, d := range r.Domains {
-		domains = append(domains, d.String())
-	}
+	domains, cidrs, ports, proto := ruleText(r)
 	slices.Sort(domains)
-	for _, c := range r.CIDRs {
-		cidrs = append(cidrs, c.String())
-	}
 	slices.Sort(cidrs)
 	agents := slices.Sorted(slices.Values(r.Agents))
-	ports := make([]string, len(r.Ports))
-	for i, p := range r.Ports {
-		ports[i] = p.String()
-	}
-	proto := "tcp"
-	if r.Protocol != 0 {
-		proto = r.Protocol.String()
-	}
 	return ruleSig(domains, cidrs, ports, proto, r.From, r.SHA256) + " " + strconv.Quote(strings.Join(agents, ",")) + " " + r.Phase
 }

@@ -231,20 +231,7 @@ func learnable(l *auditLine) string {
 
 // special reports whether a is an address no learned rule may open.
 func special(a netip.Addr, public []netip.Prefix) bool {
-	a = a.Unmap()
-	info := policy.ClassifyAddr(a)
-	if info.Class == policy.ClassMetadata {
-		return true
-	}
-	if !info.Class.Special() {
-		return false
-	}
-	for _, c := range public {
-		if c.Contains(a) || info.Inner.IsValid() && c.Contains(info.Inner) {
-			return false
-		}
-	}
-	return true
+	return policy.ClassifyPublic(a.Unmap(), public).Class.Special()
 }
 
 // hostOnly drops a port from an HTTP Host.

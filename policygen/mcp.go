@@ -2,6 +2,7 @@ package policygen
 
 import (
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -251,7 +252,7 @@ func packageArg(kind string, args []string) (string, []string) {
 			case pkgFlag[flag] && i+1 < len(args):
 				named = args[i+1]
 				i++
-			case !hasVal && contains(vf, flag):
+			case !hasVal && slices.Contains(vf, flag):
 				i++
 			}
 			continue
@@ -262,15 +263,6 @@ func packageArg(kind string, args []string) (string, []string) {
 		return a, args[i+1:]
 	}
 	return named, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // packageName is a package without its version: "@scope/name@1.2" is

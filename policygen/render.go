@@ -103,24 +103,12 @@ func approvedSigs(f *policy.File) map[string]bool {
 		if r.SHA256 == "" {
 			continue
 		}
-		var domains, cidrs, ports []string
-		for _, d := range r.Domains {
-			domains = append(domains, d.String())
-		}
+		domains, cidrs, ports, proto := ruleText(r)
 		slices.Sort(domains)
-		for _, c := range r.CIDRs {
+		for j, c := range r.CIDRs {
 			if c.IsSingleIP() {
-				cidrs = append(cidrs, c.Addr().String()) // as Generate writes it
-			} else {
-				cidrs = append(cidrs, c.String())
+				cidrs[j] = c.Addr().String() // as Generate writes it
 			}
-		}
-		for _, p := range r.Ports {
-			ports = append(ports, p.String())
-		}
-		proto := "tcp"
-		if r.Protocol != 0 {
-			proto = r.Protocol.String()
 		}
 		out[listOf(i >= len(f.Egress))+ruleSig(domains, cidrs, ports, proto, r.From, r.SHA256)] = true
 	}

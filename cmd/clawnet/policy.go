@@ -39,7 +39,7 @@ applies once an agent of that name is.`,
 			bad := 0
 			var refs []fileRef
 			for _, file := range args {
-				f, errs := checkFile(file)
+				f, _, errs := checkFile(file)
 				if len(errs) == 0 {
 					fmt.Fprintf(e.stdout, "%s: ok (policy %q)%s\n", file, f.Name, phaseNote(f))
 					refs = append(refs, agentRefs(file, f)...)
@@ -82,10 +82,10 @@ func phaseNote(f *policy.File) string {
 }
 
 // checkFile parses and compiles one policy file, returning every problem.
-func checkFile(file string) (*policy.File, []error) {
+func checkFile(file string) (*policy.File, *policy.Policy, []error) {
 	data, err := os.ReadFile(file)
 	if err != nil {
-		return nil, []error{err}
+		return nil, nil, []error{err}
 	}
 	f, perrs := policy.ParseAll(file, data)
 	if len(perrs) > 0 {
@@ -93,12 +93,13 @@ func checkFile(file string) (*policy.File, []error) {
 		for i, pe := range perrs {
 			errs[i] = pe
 		}
-		return nil, errs
+		return nil, nil, errs
 	}
-	if _, err := policy.Compile(f, policy.Options{}); err != nil {
-		return nil, []error{err}
+	p, err := policy.Compile(f, policy.Options{})
+	if err != nil {
+		return nil, nil, []error{err}
 	}
-	return f, nil
+	return f, p, nil
 }
 
 // fileRef is an agent name a policy file mentions, where it first does.

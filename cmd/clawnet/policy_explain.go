@@ -55,11 +55,7 @@ without the daemon's treat_as_public: lab addresses count as special).`,
 			if err != nil {
 				return err
 			}
-			dst := x.Host
-			if x.Port != 0 {
-				dst = net.JoinHostPort(x.Host, strconv.Itoa(int(x.Port)))
-			}
-			fmt.Fprintf(e.stdout, "%s %s %s: %s by %s: %s\n", x.Policy, x.Proto, dst, x.Verdict, x.Rule, x.Reason)
+			fmt.Fprintln(e.stdout, outboundLine(x))
 			return nil
 		},
 	}
@@ -89,6 +85,16 @@ func explainInbound(cmd *cobra.Command, e *env, pol, proto, from string, args []
 	}
 	fmt.Fprintln(e.stdout, inboundLine(x, peer.String()))
 	return nil
+}
+
+// outboundLine is an explanation as explain prints it:
+// "coder tcp api.github.com:443: allow by coder.yaml:4 egress[0]: ...".
+func outboundLine(x *control.Explanation) string {
+	dst := x.Host
+	if x.Port != 0 {
+		dst = net.JoinHostPort(x.Host, strconv.Itoa(int(x.Port)))
+	}
+	return fmt.Sprintf("%s %s %s: %s by %s: %s", x.Policy, x.Proto, dst, x.Verdict, x.Rule, x.Reason)
 }
 
 // inboundLine is an inbound explanation as explain prints it:
@@ -132,13 +138,9 @@ func explainFile(e *env, file, protoName, from string, args []string) error {
 	if err != nil {
 		return usageError{err}
 	}
-	f, errs := checkFile(file)
+	_, p, errs := checkFile(file)
 	if len(errs) > 0 {
 		return errs[0]
-	}
-	p, err := policy.Compile(f, policy.Options{})
-	if err != nil {
-		return err
 	}
 	x := &control.Explanation{Policy: p.Name(), Proto: proto.String()}
 	var d policy.Decision
@@ -157,15 +159,11 @@ func explainFile(e *env, file, protoName, from string, args []string) error {
 		fmt.Fprintln(e.stdout, inboundLine(x, peer.String()))
 		return nil
 	}
-	host, port, err := splitHostPort(args[0])
-	if err != nil {
+	if x.Host, x.Port, err = splitHostPort(args[0]); err != nil {
 		return usageError{err}
 	}
-	d = policy.Explain(p, proto, host, port)
-	dst := host
-	if port != 0 {
-		dst = net.JoinHostPort(host, strconv.Itoa(int(port)))
-	}
-	fmt.Fprintf(e.stdout, "%s %s %s: %s by %s: %s\n", p.Name(), proto, dst, d.Verdict, d.Rule, d.Reason)
+	d = policy.Explain(p, proto, x.Host, x.Port)
+	x.Verdict, x.Rule, x.Reason = d.Verdict.String(), d.Rule, d.Reason
+	fmt.Fprintln(e.stdout, outboundLine(x))
 	return nil
 }

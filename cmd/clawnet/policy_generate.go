@@ -15,7 +15,7 @@ import (
 const exitStale = 3
 
 func newPolicyGenerateCmd(e *env) *cobra.Command {
-	var out, diff, check, name string
+	var out, diff, check string
 	var o policygen.GenerateOptions
 	cmd := &cobra.Command{
 		Use:   "generate FILE... [--out FILE] [--diff FILE] [--check FILE]",
@@ -47,9 +47,6 @@ whatever its comments and layout (for CI).`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if name != "" {
-				o.Name = name
-			}
 			var err error
 			if o.Existing, err = existingPolicy(check + diff + out); err != nil {
 				return err
@@ -91,7 +88,7 @@ whatever its comments and layout (for CI).`,
 	cmd.Flags().StringVarP(&out, "out", "o", "", "write the policy to FILE instead of standard output")
 	cmd.Flags().StringVar(&diff, "diff", "", "show what the policy would change in FILE")
 	cmd.Flags().StringVar(&check, "check", "", "exit 3 when FILE differs from what would be generated")
-	cmd.Flags().StringVar(&name, "name", "", "the policy's name (default: from the first file's name)")
+	cmd.Flags().StringVar(&o.Name, "name", "", "the policy's name (default: from the first file's name)")
 	cmd.Flags().BoolVar(&o.Audit, "audit", false, "write enforcement: audit (allow and log what the policy would deny)")
 	cmd.Flags().BoolVar(&o.ApproveProject, "approve-project", false, "write rules from a repository's files as approved egress rules, not pending (review them first)")
 	cmd.MarkFlagsMutuallyExclusive("out", "diff", "check")

@@ -70,7 +70,7 @@ func agentConfigPolicy(ctx context.Context, e *env, o container.RunOptions) (str
 	}
 	res, err := e.client().Reload(ctx)
 	if err != nil {
-		if res == nil || !slices.Contains(res.Policies, name) {
+		if !slices.Contains(res.Policies, name) {
 			return "", fmt.Errorf("reload after writing %s: %w", file, err)
 		}
 		// Another file of policy_dir was refused; this one is in force.
