@@ -199,3 +199,24 @@ func TestRunInstallFetchesByName(t *testing.T) {
 		t.Errorf("probe install printed %q (%+v, %v), want 20 fetches, %d bytes", out.String(), r, err, want)
 	}
 }
+
+func TestRunHTTPSReportsAFailedWorkload(t *testing.T) {
+	// The DNS server knows no other.test: no call can complete, and the
+	// probe must say so rather than print an empty result.
+	certPEM, _, err := probe.SelfSigned("other.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := filepath.Join(t.TempDir(), "cert.pem")
+	if err := os.WriteFile(ca, certPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dns := dnsServer(t, "bench.test")
+	for _, mode := range []string{"https", "stream", "install"} {
+		var out bytes.Buffer
+		args := []string{mode, "-addr", "other.test:443", "-dns", dns, "-ca", ca, "-duration", "50ms", "-fetches", "2"}
+		if err := run(context.Background(), args, strings.NewReader(""), &out); err == nil {
+			t.Errorf("probe %s with a name the DNS server does not know = nil (printed %q), want an error", mode, out.String())
+		}
+	}
+}
