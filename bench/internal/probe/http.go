@@ -161,10 +161,7 @@ func HTTPPost(ctx context.Context, a HTTPArgs) (Result, error) {
 // The head has the headers of an agent's API call; what the bytes of the
 // body are does not matter to anything on the path.
 func httpRequest(host string, size int) (first, rest []byte) {
-	body := make([]byte, min(size, bodyChunk))
-	for i := range body {
-		body[i] = 'a' + byte(i%26)
-	}
+	body := filler[:min(size, bodyChunk)]
 	head := fmt.Sprintf("POST /v1/upload HTTP/1.1\r\nHost: %s\r\nUser-Agent: clawbench-probe/1\r\n"+
 		"Accept: application/json\r\nAuthorization: Bearer %s\r\nContent-Type: application/octet-stream\r\n"+
 		"Content-Length: %d\r\n\r\n", host, strings.Repeat("t", 48), size)
