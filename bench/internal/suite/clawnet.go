@@ -61,7 +61,7 @@ type clawnetSystem struct {
 }
 
 func (c *clawnetSystem) inboundAddr() netip.AddrPort {
-	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), c.port)
+	return onLoopback(c.port)
 }
 
 func (c *clawnetSystem) name() string       { return report.Clawnet }
@@ -360,13 +360,14 @@ type auditEvent struct {
 	Kind, Event, Agent, Direction, Peer, Proto, Dst, Host, SNI, Verdict string
 }
 
-// dstPort is the port of the line's destination, 0 if it has none.
-func (ev auditEvent) dstPort() uint16 {
-	dst, err := netip.ParseAddrPort(ev.Dst)
-	if err != nil {
-		return 0
+// allowedOpen reports an allowed flow's open line whose destination is
+// on port.
+func (ev auditEvent) allowedOpen(port uint16) bool {
+	if ev.Kind != "flow" || ev.Event != "open" || ev.Verdict != "allow" {
+		return false
 	}
-	return dst.Port()
+	dst, err := netip.ParseAddrPort(ev.Dst)
+	return err == nil && dst.Port() == port
 }
 
 // auditSince counts the audit lines from offset off on that match.
@@ -396,8 +397,7 @@ func (c *clawnetSystem) auditSince(off int64, match func(auditEvent) bool) (int,
 // bench policy allows by name only, so the gateway checked their requests.
 func (c *clawnetSystem) nameBoundSince(off int64) (int, error) {
 	return c.auditSince(off, func(ev auditEvent) bool {
-		return ev.Kind == "flow" && ev.Event == "open" && ev.Verdict == "allow" &&
-			ev.dstPort() == httpPort && strings.EqualFold(ev.Host, dnsName)
+		return ev.allowedOpen(httpPort) && strings.EqualFold(ev.Host, dnsName)
 	})
 }
 
@@ -406,8 +406,7 @@ func (c *clawnetSystem) nameBoundSince(off int64) (int, error) {
 // policy allows by name only, whose ClientHello the gateway checked.
 func (c *clawnetSystem) sniBoundSince(off int64) (int, error) {
 	return c.auditSince(off, func(ev auditEvent) bool {
-		return ev.Kind == "flow" && ev.Event == "open" && ev.Verdict == "allow" &&
-			ev.dstPort() == httpsPort && strings.EqualFold(ev.SNI, dnsName)
+		return ev.allowedOpen(httpsPort) && strings.EqualFold(ev.SNI, dnsName)
 	})
 }
 
@@ -417,8 +416,7 @@ func (c *clawnetSystem) sniBoundSince(off int64) (int, error) {
 // gateway's published port and its ingress decision.
 func (c *clawnetSystem) inboundSince(off int64) (int, error) {
 	return c.auditSince(off, func(ev auditEvent) bool {
-		return ev.Kind == "flow" && ev.Event == "open" && ev.Verdict == "allow" && ev.Agent == "bench" &&
-			ev.Direction == "in" && ev.Peer == "host" && ev.dstPort() == probePort
+		return ev.allowedOpen(probePort) && ev.Agent == "bench" && ev.Direction == "in" && ev.Peer == "host"
 	})
 }
 
