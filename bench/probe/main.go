@@ -138,9 +138,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) 
 		}
 		return probe.ServeHTTPS(ctx, ln, cert)
 	case "https", "stream", "install":
-		t, err := tlsTarget(mode, *addr, *dnsAddr, *caFile)
-		if err != nil {
-			return err
+		// terr, not err: a new err here would hide the workload's error
+		// from the check after the switch.
+		t, terr := tlsTarget(mode, *addr, *dnsAddr, *caFile)
+		if terr != nil {
+			return terr
 		}
 		switch mode {
 		case "https":

@@ -47,6 +47,32 @@ func TestRunRejectsBadArguments(t *testing.T) {
 	}
 }
 
+// dnsServer starts a DNS server on loopback that answers name with
+// 127.0.0.1 and returns its address; it is stopped when the test ends.
+func dnsServer(t *testing.T, name string) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dl, err := net.Listen("tcp", pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := probe.NewDNSServer(name, netip.MustParseAddr("127.0.0.1"), pc, dl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ds.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return pc.LocalAddr().String()
+}
+
 func TestRunRRPrintsAResult(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -86,28 +112,10 @@ func TestRunHTTPResolvesANameAndSendsIt(t *testing.T) {
 	})}
 	go srv.Serve(ln)
 	defer srv.Close()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dl, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ds, err := probe.NewDNSServer("bench.test", netip.MustParseAddr("127.0.0.1"), pc, dl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ds.Serve(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	dns := dnsServer(t, "bench.test")
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	var out bytes.Buffer
-	args := []string{"http", "-addr", "bench.test:" + port, "-dns", pc.LocalAddr().String(), "-size", "1000", "-duration", "10ms"}
+	args := []string{"http", "-addr", "bench.test:" + port, "-dns", dns, "-size", "1000", "-duration", "10ms"}
 	if err := run(context.Background(), args, strings.NewReader(""), &out); err != nil {
 		t.Fatal(err)
 	}
@@ -168,30 +176,17 @@ func TestRunInstallFetchesByName(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dl, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ds, err := probe.NewDNSServer("bench.test", netip.MustParseAddr("127.0.0.1"), pc, dl)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dns := dnsServer(t, "bench.test")
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 2)
-	go func() { done <- ds.Serve(ctx) }()
+	done := make(chan error, 1)
 	go func() { done <- probe.ServeHTTPS(ctx, ln, cert) }()
 	defer func() {
 		cancel()
 		<-done
-		<-done
 	}()
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	var out bytes.Buffer
-	args := []string{"install", "-addr", "bench.test:" + port, "-dns", pc.LocalAddr().String(), "-ca", ca, "-fetches", "20", "-workers", "2", "-seed", "5"}
+	args := []string{"install", "-addr", "bench.test:" + port, "-dns", dns, "-ca", ca, "-fetches", "20", "-workers", "2", "-seed", "5"}
 	if err := run(context.Background(), args, strings.NewReader(""), &out); err != nil {
 		t.Fatal(err)
 	}
@@ -202,5 +197,26 @@ func TestRunInstallFetchesByName(t *testing.T) {
 	}
 	if err != nil || r.Mode != "install" || r.Ops != 20 || r.Bytes != want {
 		t.Errorf("probe install printed %q (%+v, %v), want 20 fetches, %d bytes", out.String(), r, err, want)
+	}
+}
+
+func TestRunHTTPSReportsAFailedWorkload(t *testing.T) {
+	// The DNS server knows no other.test: no call can complete, and the
+	// probe must say so rather than print an empty result.
+	certPEM, _, err := probe.SelfSigned("other.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := filepath.Join(t.TempDir(), "cert.pem")
+	if err := os.WriteFile(ca, certPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dns := dnsServer(t, "bench.test")
+	for _, mode := range []string{"https", "stream", "install"} {
+		var out bytes.Buffer
+		args := []string{mode, "-addr", "other.test:443", "-dns", dns, "-ca", ca, "-duration", "50ms", "-fetches", "2"}
+		if err := run(context.Background(), args, strings.NewReader(""), &out); err == nil {
+			t.Errorf("probe %s with a name the DNS server does not know = nil (printed %q), want an error", mode, out.String())
+		}
 	}
 }

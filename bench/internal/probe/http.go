@@ -3,6 +3,7 @@ package probe
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -18,18 +19,31 @@ import (
 // real server on the far side of an agent's uploads would be. It returns
 // when ctx ends, after closing ln and every open connection.
 func ServeHTTP(ctx context.Context, ln net.Listener) error {
+	return serveHTTP(ctx, ln, http.HandlerFunc(sink), nil)
+}
+
+// serveHTTP serves h on ln, over TLS with HTTP/1.1 only when tlsConfig is
+// set, until ctx ends; then it closes ln and every open connection.
+func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, tlsConfig *tls.Config) error {
 	srv := &http.Server{
-		Handler:           http.HandlerFunc(sink),
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       time.Minute,
 	}
+	what, serve := "http server", func() error { return srv.Serve(ln) }
+	if tlsConfig != nil {
+		srv.TLSConfig = tlsConfig
+		// HTTP/1.1 only, as the clients speak it; an empty map turns h2 off.
+		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+		what, serve = "https server", func() error { return srv.ServeTLS(ln, "", "") }
+	}
 	stop := context.AfterFunc(ctx, func() { srv.Close() })
 	defer stop()
-	err := srv.Serve(ln)
+	err := serve()
 	if ctx.Err() != nil {
 		return nil
 	}
-	return fmt.Errorf("http server: %w", err)
+	return fmt.Errorf("%s: %w", what, err)
 }
 
 // sinkBufs hold the server's body reads: large enough that net/http's
@@ -147,10 +161,7 @@ func HTTPPost(ctx context.Context, a HTTPArgs) (Result, error) {
 // The head has the headers of an agent's API call; what the bytes of the
 // body are does not matter to anything on the path.
 func httpRequest(host string, size int) (first, rest []byte) {
-	body := make([]byte, min(size, bodyChunk))
-	for i := range body {
-		body[i] = 'a' + byte(i%26)
-	}
+	body := filler[:min(size, bodyChunk)]
 	head := fmt.Sprintf("POST /v1/upload HTTP/1.1\r\nHost: %s\r\nUser-Agent: clawbench-probe/1\r\n"+
 		"Accept: application/json\r\nAuthorization: Bearer %s\r\nContent-Type: application/octet-stream\r\n"+
 		"Content-Length: %d\r\n\r\n", host, strings.Repeat("t", 48), size)

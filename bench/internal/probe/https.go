@@ -121,21 +121,7 @@ func ServeHTTPS(ctx context.Context, ln net.Listener, cert tls.Certificate) erro
 }
 
 func serveTLS(ctx context.Context, ln net.Listener, cert tls.Certificate, h http.Handler) error {
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       time.Minute,
-		// HTTP/1.1 only, as the clients speak it; an empty map turns h2 off.
-		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
-		TLSConfig:    &tls.Config{Certificates: []tls.Certificate{cert}},
-	}
-	stop := context.AfterFunc(ctx, func() { srv.Close() })
-	defer stop()
-	err := srv.ServeTLS(ln, "", "")
-	if ctx.Err() != nil {
-		return nil
-	}
-	return fmt.Errorf("https server: %w", err)
+	return serveHTTP(ctx, ln, h, &tls.Config{Certificates: []tls.Certificate{cert}})
 }
 
 // filler is what every body is cut from.

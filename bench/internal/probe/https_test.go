@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,28 +33,14 @@ func httpsServer(t *testing.T, name string, h http.Handler) TLSTarget {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	if h == nil {
 		h = workloads()
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- serveTLS(ctx, ln, cert, h) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("serveTLS() = %v", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Error("serveTLS did not return after its context ended")
-		}
+	addr := loopbackServer(t, "serveTLS", func(ctx context.Context, ln net.Listener) error {
+		return serveTLS(ctx, ln, cert, h)
 	})
-	return TLSTarget{Name: name, Port: ln.Addr().(*net.TCPAddr).Port, DNS: dnsServer(t, name, "127.0.0.1"), Roots: roots}
+	port := netip.MustParseAddrPort(addr).Port()
+	return TLSTarget{Name: name, Port: int(port), DNS: dnsServer(t, name, "127.0.0.1"), Roots: roots}
 }
 
 func TestHTTPSFetch(t *testing.T) {

@@ -38,29 +38,42 @@ func TestPercentile(t *testing.T) {
 	}
 }
 
-// server starts Serve on a loopback port and returns its address; the
-// server is stopped, and must have returned, when the test ends.
-func server(t *testing.T) string {
+// serveUntilCleanup runs serve until the test ends; it must then return
+// nil, and within 5 s.
+func serveUntilCleanup(t *testing.T, name string, serve func(context.Context) error) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, ln) }()
+	go func() { done <- serve(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
 		case err := <-done:
 			if err != nil {
-				t.Errorf("Serve() = %v", err)
+				t.Errorf("%s() = %v", name, err)
 			}
 		case <-time.After(5 * time.Second):
-			t.Error("Serve did not return after its context ended")
+			t.Errorf("%s did not return after its context ended", name)
 		}
 	})
+}
+
+// loopbackServer starts serve on a loopback port and returns its address;
+// the server is stopped, and must have returned, when the test ends.
+func loopbackServer(t *testing.T, name string, serve func(context.Context, net.Listener) error) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveUntilCleanup(t, name, func(ctx context.Context) error { return serve(ctx, ln) })
 	return ln.Addr().String()
+}
+
+// server is loopbackServer for the echo server, Serve.
+func server(t *testing.T) string {
+	t.Helper()
+	return loopbackServer(t, "Serve", Serve)
 }
 
 func TestRR(t *testing.T) {
@@ -220,15 +233,7 @@ func dnsServer(t *testing.T, name, answer string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("DNSServer.Serve() = %v", err)
-		}
-	})
+	serveUntilCleanup(t, "DNSServer.Serve", s.Serve)
 	// The socket is bound already: a first query waits for the server.
 	addr := pc.LocalAddr().String()
 	if _, err := Resolve(context.Background(), addr, name); err != nil {
@@ -248,33 +253,8 @@ func TestDNS(t *testing.T) {
 	}
 }
 
-// httpServer starts ServeHTTP on a loopback port and returns its address;
-// the server is stopped, and must have returned, when the test ends.
-func httpServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ServeHTTP(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("ServeHTTP() = %v", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Error("ServeHTTP did not return after its context ended")
-		}
-	})
-	return ln.Addr().String()
-}
-
 func TestHTTPPost(t *testing.T) {
-	addr := httpServer(t)
+	addr := loopbackServer(t, "ServeHTTP", ServeHTTP)
 	tests := []struct {
 		size, inflight int
 		d              time.Duration

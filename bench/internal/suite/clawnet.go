@@ -61,7 +61,7 @@ type clawnetSystem struct {
 }
 
 func (c *clawnetSystem) inboundAddr() netip.AddrPort {
-	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), c.port)
+	return onLoopback(c.port)
 }
 
 func (c *clawnetSystem) name() string       { return report.Clawnet }
@@ -119,6 +119,9 @@ ingress:
   - host: true
     ports: [%d]
 `, srv, probePort, httpAddrPort, iperfBasePort, iperfBasePort+len(report.Systems)-1, dnsName, httpPort, httpsPort, probePort)
+	if err := os.WriteFile(filepath.Join(dir, "policies", "bench.yaml"), []byte(policy), 0o644); err != nil {
+		return err
+	}
 	// Only what the suite needs on top of the defaults: where its files
 	// go, its DNS server, and its lab range declared public. The per-agent
 	// DNS rate limit (200/s by default) guards against an abusive agent;
@@ -130,26 +133,30 @@ ingress:
 	// figure here must hold under it. The shared answer cache
 	// is off: the suite asks one name over and over, and the DNS figure is
 	// the resolver's, not a cache hit's (1.8 µs in dnsproxy's benchmark).
-	config := fmt.Sprintf(`version: v1
-socket: %s
-policy_dir: %s
-audit_log: %s
-state_dir: %s
-dns:
-  upstream: ["%s"]
-  queries_per_second: 1000000
+	return c.writeConfig(`  queries_per_second: 1000000
   burst: 1000000
   cache_size: 0
 limits:
   new_flows_per_second: 1000000
   new_flows_burst: 1000000
+`)
+}
+
+// writeConfig writes clawnetd.yaml: the suite's files, its lab range
+// declared public and its DNS server as the upstream, then more, YAML
+// that goes on in the dns: block.
+func (c *clawnetSystem) writeConfig(more string) error {
+	config := fmt.Sprintf(`version: v1
+socket: %s
+policy_dir: %s
+audit_log: %s
+state_dir: %s
 treat_as_public: [%s]
-`, c.socket(), filepath.Join(dir, "policies"), filepath.Join(dir, "audit.log"), filepath.Join(dir, "state"),
-		netip.AddrPortFrom(c.t.addr, dnsPort), benchRange)
-	if err := os.WriteFile(filepath.Join(dir, "policies", "bench.yaml"), []byte(policy), 0o644); err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(dir, "clawnetd.yaml"), []byte(config), 0o644)
+dns:
+  upstream: ["%s"]
+`, c.socket(), filepath.Join(c.dir, "policies"), c.auditLog(), filepath.Join(c.dir, "state"),
+		benchRange, netip.AddrPortFrom(c.t.addr, dnsPort))
+	return os.WriteFile(filepath.Join(c.dir, "clawnetd.yaml"), []byte(config+more), 0o644)
 }
 
 // prepareDefaults writes the noisy-neighbour test's config: clawnetd's
@@ -182,17 +189,7 @@ egress:
 			return err
 		}
 	}
-	config := fmt.Sprintf(`version: v1
-socket: %s
-policy_dir: %s
-audit_log: %s
-state_dir: %s
-dns:
-  upstream: ["%s"]
-treat_as_public: [%s]
-`, c.socket(), filepath.Join(c.dir, "policies"), filepath.Join(c.dir, "audit.log"), filepath.Join(c.dir, "state"),
-		netip.AddrPortFrom(c.t.addr, dnsPort), benchRange)
-	return os.WriteFile(filepath.Join(c.dir, "clawnetd.yaml"), []byte(config), 0o644)
+	return c.writeConfig("")
 }
 
 // startDaemon starts a fresh clawnetd and waits for its control socket.
@@ -360,13 +357,14 @@ type auditEvent struct {
 	Kind, Event, Agent, Direction, Peer, Proto, Dst, Host, SNI, Verdict string
 }
 
-// dstPort is the port of the line's destination, 0 if it has none.
-func (ev auditEvent) dstPort() uint16 {
-	dst, err := netip.ParseAddrPort(ev.Dst)
-	if err != nil {
-		return 0
+// allowedOpen reports an allowed flow's open line whose destination is
+// on port.
+func (ev auditEvent) allowedOpen(port uint16) bool {
+	if ev.Kind != "flow" || ev.Event != "open" || ev.Verdict != "allow" {
+		return false
 	}
-	return dst.Port()
+	dst, err := netip.ParseAddrPort(ev.Dst)
+	return err == nil && dst.Port() == port
 }
 
 // auditSince counts the audit lines from offset off on that match.
@@ -396,8 +394,7 @@ func (c *clawnetSystem) auditSince(off int64, match func(auditEvent) bool) (int,
 // bench policy allows by name only, so the gateway checked their requests.
 func (c *clawnetSystem) nameBoundSince(off int64) (int, error) {
 	return c.auditSince(off, func(ev auditEvent) bool {
-		return ev.Kind == "flow" && ev.Event == "open" && ev.Verdict == "allow" &&
-			ev.dstPort() == httpPort && strings.EqualFold(ev.Host, dnsName)
+		return ev.allowedOpen(httpPort) && strings.EqualFold(ev.Host, dnsName)
 	})
 }
 
@@ -406,8 +403,7 @@ func (c *clawnetSystem) nameBoundSince(off int64) (int, error) {
 // policy allows by name only, whose ClientHello the gateway checked.
 func (c *clawnetSystem) sniBoundSince(off int64) (int, error) {
 	return c.auditSince(off, func(ev auditEvent) bool {
-		return ev.Kind == "flow" && ev.Event == "open" && ev.Verdict == "allow" &&
-			ev.dstPort() == httpsPort && strings.EqualFold(ev.SNI, dnsName)
+		return ev.allowedOpen(httpsPort) && strings.EqualFold(ev.SNI, dnsName)
 	})
 }
 
@@ -417,8 +413,7 @@ func (c *clawnetSystem) sniBoundSince(off int64) (int, error) {
 // gateway's published port and its ingress decision.
 func (c *clawnetSystem) inboundSince(off int64) (int, error) {
 	return c.auditSince(off, func(ev auditEvent) bool {
-		return ev.Kind == "flow" && ev.Event == "open" && ev.Verdict == "allow" && ev.Agent == "bench" &&
-			ev.Direction == "in" && ev.Peer == "host" && ev.dstPort() == probePort
+		return ev.allowedOpen(probePort) && ev.Agent == "bench" && ev.Direction == "in" && ev.Peer == "host"
 	})
 }
 

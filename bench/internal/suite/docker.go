@@ -54,7 +54,7 @@ func (d *dockerSystem) target() netip.Addr { return netip.Addr{} }
 func (d *dockerSystem) pid() int           { return d.proxy }
 
 func (d *dockerSystem) inboundAddr() netip.AddrPort {
-	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), d.port)
+	return onLoopback(d.port)
 }
 
 // alive reports a container that is no longer running.
@@ -64,12 +64,12 @@ func (d *dockerSystem) alive() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "docker", "inspect", "-f", "{{.State.Running}} {{.State.Status}} {{.State.ExitCode}}", d.container).CombinedOutput()
+	out, err := dockerCmd(ctx, "inspect", "-f", "{{.State.Running}} {{.State.Status}} {{.State.ExitCode}}", d.container)
 	if err != nil {
-		return fmt.Errorf("docker inspect %s: %w: %s", d.container, err, bytes.TrimSpace(out))
+		return fmt.Errorf("docker inspect %s: %w: %s", d.container, err, out)
 	}
-	if f := strings.Fields(string(out)); len(f) == 0 || f[0] != "true" {
-		return fmt.Errorf("container %s is not running: %s", d.container, bytes.TrimSpace(out))
+	if f := strings.Fields(out); len(f) == 0 || f[0] != "true" {
+		return fmt.Errorf("container %s is not running: %s", d.container, out)
 	}
 	return nil
 }

@@ -239,7 +239,7 @@ func (n *noisyNet) checkFlood(kind string, r probe.Result, auditOff int64) error
 		if kind == probe.FloodDNS {
 			return ev.Kind == "dns"
 		}
-		return ev.Kind == "flow" && ev.Event == "open" && ev.Verdict == "allow" && ev.Proto == proto && ev.dstPort() == port
+		return ev.allowedOpen(port) && ev.Proto == proto
 	})
 	if err == nil && seen == 0 {
 		err = errors.New("no line of it in the audit log")

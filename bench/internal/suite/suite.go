@@ -413,12 +413,6 @@ const workloadSeed = 1
 // are done rather than for a set time.
 const installTimeout = 60 * time.Second
 
-// measureWorkloads runs the agent's workloads over HTTPS from s's client
-// namespace, all by name: the client resolves dnsName through the
-// system's resolver path (on clawnet the gateway, whose policy allows
-// httpsPort only by that name, so the gateway checks every ClientHello's
-// SNI; elsewhere the server's DNS server, through the system's NAT) and
-// connects where the answer points.
 // profiled runs test; with -pprof and on clawnet, it also saves a CPU
 // profile of clawnetd over the test's whole seconds (at least one) to
 // OUT/pprof/repN-TEST.pb.gz. A profile that fails is a warning, not the
@@ -440,6 +434,12 @@ func (r *runner) profiled(ctx context.Context, s system, rep int, test string, d
 	return err
 }
 
+// measureWorkloads runs the agent's workloads over HTTPS from s's client
+// namespace, all by name: the client resolves dnsName through the
+// system's resolver path (on clawnet the gateway, whose policy allows
+// httpsPort only by that name, so the gateway checks every ClientHello's
+// SNI; elsewhere the server's DNS server, through the system's NAT) and
+// connects where the answer points.
 func (r *runner) measureWorkloads(ctx context.Context, s system, line *[]string) {
 	name := s.name()
 	resolver := netip.AddrPortFrom(r.t.addr, dnsPort).String()

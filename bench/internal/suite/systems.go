@@ -66,6 +66,12 @@ func waitProbe(ctx context.Context, addr netip.AddrPort) error {
 	return fmt.Errorf("no echo through %s after 10s: %w", addr, err)
 }
 
+// onLoopback is port on the host's 127.0.0.1, where the systems publish
+// their inbound ports.
+func onLoopback(port uint16) netip.AddrPort {
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), port)
+}
+
 // freePort returns a TCP port nothing listens on on 127.0.0.1, for a
 // system to publish or forward; another program could take it before
 // the system does, which then fails its setup with the tool's message.
@@ -210,7 +216,7 @@ type pastaSystem struct {
 }
 
 func (s *pastaSystem) inboundAddr() netip.AddrPort {
-	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), s.port)
+	return onLoopback(s.port)
 }
 
 func (s *pastaSystem) name() string       { return report.Pasta }
