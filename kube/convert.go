@@ -2,6 +2,7 @@ package kube
 
 import (
 	"errors"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -60,7 +61,7 @@ func policyFile(ns, name string, spec map[string]any) (*policy.File, error) {
 		if why, ok := objectKeys[k]; ok {
 			return nil, &FieldError{"spec." + k, "not a key of the spec: " + why}
 		}
-		if ns == "" && !contains(clusterKeys, k) {
+		if ns == "" && !slices.Contains(clusterKeys, k) {
 			return nil, &FieldError{"spec." + k, "a " + KindCluster + " can only deny: its spec has " + strings.Join(clusterKeys, ", ")}
 		}
 	}
@@ -77,7 +78,7 @@ func policyFile(ns, name string, spec map[string]any) (*policy.File, error) {
 		}
 		offset := strings.Count(header, "\n")
 		for _, n := range doc.Content {
-			fieldPaths(n, "spec", offset, paths)
+			fieldPaths(n, "spec", offset, paths, false)
 		}
 		src = append(src, body...)
 	}
@@ -119,11 +120,8 @@ func policyFile(ns, name string, spec map[string]any) (*policy.File, error) {
 // path of what is written there: a value where there is one (the item of
 // "- 10.0.0.0/8" is spec.deny[0].cidrs[0]), a list item where one starts
 // (the rule of "- domains:" is spec.egress[1]), else the key (spec.egres).
-func fieldPaths(n *yaml.Node, path string, offset int, paths map[int]string) {
-	walkPaths(n, path, offset, paths, false)
-}
-
-func walkPaths(n *yaml.Node, path string, offset int, paths map[int]string, item bool) {
+// item says that n is a list item.
+func fieldPaths(n *yaml.Node, path string, offset int, paths map[int]string, item bool) {
 	line := n.Line + offset
 	setIfNew := func(l int, p string) {
 		if _, ok := paths[l]; !ok {
@@ -140,14 +138,14 @@ func walkPaths(n *yaml.Node, path string, offset int, paths map[int]string, item
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
 			setIfNew(k.Line+offset, path+"."+k.Value)
-			walkPaths(v, path+"."+k.Value, offset, paths, false)
+			fieldPaths(v, path+"."+k.Value, offset, paths, false)
 		}
 	case yaml.SequenceNode:
 		if len(n.Content) == 0 {
 			setIfNew(line, path)
 		}
 		for i, it := range n.Content {
-			walkPaths(it, path+"["+strconv.Itoa(i)+"]", offset, paths, true)
+			fieldPaths(it, path+"["+strconv.Itoa(i)+"]", offset, paths, true)
 		}
 	}
 }
@@ -160,13 +158,4 @@ func specError(f *policy.File, err error) string {
 	msg = strings.ReplaceAll(msg, f.Filename+" ", "spec.")
 	msg = strings.ReplaceAll(msg, f.Filename+": ", "spec: ")
 	return msg
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -74,7 +74,8 @@ func TestPodPolicy(t *testing.T) {
 		pod("agents", "typo", "typo", "codr"),
 		pod("agents", "bad", "bad", "broken"),
 		pod("team", "t", "t", ""),
-		pod("team", "own", "own", "strict"), // names an object in its own namespace only
+		pod("team", "own", "own", "strict"),           // names an object in its own namespace only
+		pod("team", "cross", "cross", "agents/coder"), // another namespace's object, by its gateway name
 		pod("annotated", "n", "n", ""),
 		namespace("both", map[string]string{PolicyAnnotation: "by-label"}, map[string]string{PolicyAnnotation: "by-annotation"}),
 		pod("both", "b", "b", ""),
@@ -92,6 +93,7 @@ func TestPodPolicy(t *testing.T) {
 		{"agents", "typo", "", "", `the pod's annotation clawnet.dev/policy names AgentNetworkPolicy "codr", which does not exist in namespace agents`},
 		{"agents", "bad", "", "", `names AgentNetworkPolicy "broken", which is not accepted: spec.egress[0].domains[0]: domain "*.com"`},
 		{"team", "own", "", "", `AgentNetworkPolicy "strict", which does not exist in namespace team`},
+		{"team", "cross", "", "", `AgentNetworkPolicy "agents/coder", which does not exist in namespace team`},
 		{"annotated", "n", "", "", `namespace annotated's annotation clawnet.dev/policy names AgentNetworkPolicy "gone", which does not exist`},
 		{"agents", "a", "uid-other", "", "it was replaced"},
 		{"agents", "nobody", "", "", "not found: pod agents/nobody is not in the API server"},

@@ -246,9 +246,7 @@ func TestWatcher(t *testing.T) {
 // be listed (the CRDs are not installed) in time, and stops when told.
 func TestWatcherNoCRDs(t *testing.T) {
 	g := newTestGateway(t)
-	c := dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
-		PolicyResource: Kind + "List", ClusterPolicyResource: KindCluster + "List",
-	})
+	c := fakeClient()
 	c.PrependReactor("list", "*", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewNotFound(a.GetResource().GroupResource(), "")
 	})

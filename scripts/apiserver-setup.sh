@@ -7,9 +7,8 @@
 #                                   writes DIR/kubeconfig and DIR/env, prints DIR/env
 #   apiserver-setup.sh stop DIR     stop what start started (by the pids it wrote)
 #
-# kube-apiserver is built from the Go module proxy the way scripts/kubelet-setup.sh
-# builds kubelet (the k8s.io/kubernetes module, its ./staging replaces turned into
-# requires of the published staging modules). etcd is Debian's etcd-server package.
+# kube-apiserver is built from the Go module proxy by scripts/kube-build.sh, as
+# kubelet is. etcd is Debian's etcd-server package.
 # Both listen on 127.0.0.1 only, on ports picked free at start; the API server
 # takes a bearer token (written into the kubeconfig) and authorizes everything
 # (AlwaysAllow): it is a test fixture, never a cluster.
@@ -26,38 +25,9 @@ apiserver=$cache/kube-apiserver-$version
 say() { echo "apiserver-setup: $*" >&2; }
 
 build() {
-	if [ -x "$apiserver" ]; then
-		say "ready: $apiserver"
-		return
-	fi
-	case $version in
-	v1.*.*) ;;
-	*)
-		say "APISERVER_VERSION must look like v1.MINOR.PATCH, got $version"
-		exit 1
-		;;
-	esac
-	say "building kube-apiserver $version (about 1 min after a kubelet build, whose packages it reuses; several alone)"
-	mkdir -p "$cache"
-	tmp=$(mktemp -d) # global: the EXIT trap runs after build returns
-	trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
-	go mod download -json "k8s.io/kubernetes@$version" >/dev/null
-	cp -r "$(go env GOMODCACHE)/k8s.io/kubernetes@$version" "$tmp/kubernetes"
-	chmod -R u+w "$tmp/kubernetes"
-	(
-		cd "$tmp/kubernetes"
-		rm -rf vendor go.work go.work.sum
-		staging=v0${version#v1}
-		for m in $(go mod edit -json | python3 -c 'import json,sys; print(" ".join(r["Old"]["Path"] for r in json.load(sys.stdin).get("Replace") or [] if r["New"]["Path"].startswith("./staging/")))'); do
-			go mod edit -dropreplace="$m" -require="$m@$staging"
-		done
-		CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath \
-			-ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$version" -o "$tmp/kube-apiserver" ./cmd/kube-apiserver 2>&1 |
-			{ grep -v '^go: downloading' || true; } >&2
-	)
-	"$tmp/kube-apiserver" --version >&2
-	install -m 0755 "$tmp/kube-apiserver" "$apiserver"
-	say "ready: $apiserver"
+	# About 1 min after a kubelet build, whose compiled packages it reuses;
+	# several alone.
+	"$(dirname "$0")/kube-build.sh" kube-apiserver "$version"
 }
 
 freeport() {

@@ -41,21 +41,11 @@ const clusterResult = `{"cniVersion":"1.0.0",` +
 	`"ips":[{"interface":2,"address":"10.244.0.3/24","gateway":"10.244.0.1"}],` +
 	`"routes":[{"dst":"0.0.0.0/0","gw":"10.244.0.1"}],"dns":{"nameservers":["10.96.0.10"]}}`
 
+// chainedAdd runs ADD of a pod in /run/netns/n1, the namespace of
+// clusterResult, and parses its result.
 func (w *world) chainedAdd(id, cniArgs string, conf []byte) (*current.Result, error) {
 	w.t.Helper()
-	w.out.Reset()
-	if err := w.p.add(w.args(id, "/run/netns/n1", cniArgs, conf)); err != nil {
-		return nil, err
-	}
-	r, err := current.NewResult(w.out.Bytes())
-	if err != nil {
-		w.t.Fatalf("ADD printed no 1.0.0 result (%v): %s", err, w.out)
-	}
-	res, err := current.GetResult(r)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	return res, nil
+	return w.addConf(id, "/run/netns/n1", cniArgs, conf)
 }
 
 // TestAddPolicyFromTheAnnotation: the annotation as the runtime passed it
@@ -144,11 +134,9 @@ func TestAddPolicyPrecedence(t *testing.T) {
 
 func TestChainedPassesOtherPodsThrough(t *testing.T) {
 	w := newWorld(t)
-	res, err := w.chainedAdd("web", k8sArgs("default", "web", "web"), w.chainedConf(annotations("team", "x")))
-	if err != nil {
+	if _, err := w.chainedAdd("web", k8sArgs("default", "web", "web"), w.chainedConf(annotations("team", "x"))); err != nil {
 		t.Fatal(err)
 	}
-	_ = res
 	var got, want any
 	if err := json.Unmarshal(w.out.Bytes(), &got); err != nil {
 		t.Fatal(err)

@@ -190,37 +190,21 @@ func primaryConf(dir string) (string, error) {
 // installBinary copies src to dst through a temporary file and a rename: a
 // runtime running the old binary meanwhile keeps it.
 func installBinary(src, dst string) error {
-	in, err := os.Open(src)
+	data, err := os.ReadFile(src)
 	if err != nil {
 		return fmt.Errorf("install: %w", err)
 	}
-	defer in.Close()
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return fmt.Errorf("install: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(dst), ".clawnet-cni-*")
-	if err != nil {
-		return fmt.Errorf("install: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := io.Copy(tmp, in); err != nil {
-		tmp.Close()
+	if err := writeFileAtomic(dst, data, 0o755); err != nil {
 		return fmt.Errorf("install: copy to %s: %w", dst, err)
-	}
-	if err := tmp.Chmod(0o755); err != nil {
-		tmp.Close()
-		return fmt.Errorf("install: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("install: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
-		return fmt.Errorf("install: %w", err)
 	}
 	return nil
 }
 
-// writeJSONFile writes v as indented JSON to path atomically.
+// writeJSONFile writes v as indented JSON to path atomically, unless path
+// says that already.
 func writeJSONFile(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
@@ -232,23 +216,7 @@ func writeJSONFile(path string, v any) error {
 	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("install: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".clawnet-conf-*")
-	if err != nil {
-		return fmt.Errorf("install: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("install: %w", err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return fmt.Errorf("install: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("install: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := writeFileAtomic(path, b, 0o644); err != nil {
 		return fmt.Errorf("install: %w", err)
 	}
 	return nil

@@ -131,29 +131,34 @@ func (p *plugin) add(args *skel.CmdArgs) error {
 		_ = removeRecord(path)
 		return daemonError(fmt.Sprintf("attach %s as agent %s", args.Netns, name), err)
 	}
-	if a.Interface != args.IfName {
-		// An older clawnetd names every TUN after its network.interface.
-		_ = d.Detach(ctx, a.Name)
-		_ = removeRecord(path)
-		return types.NewError(types.ErrInvalidNetworkConfig,
-			fmt.Sprintf("clawnetd named the TUN %q, but the runtime wants %q (CNI_IFNAME): set network.interface: %s in clawnetd's config", a.Interface, args.IfName, args.IfName), "")
-	}
-	res, err := resultOf(a, args.Netns)
-	if err == nil && conf.Chained {
-		err = p.keepHostInterfaces(res, conf.PrevResult)
-	}
-	if err != nil {
-		_ = d.Detach(ctx, a.Name)
-		_ = removeRecord(path)
-		return err
-	}
-	out, err := res.GetAsVersion(conf.CNIVersion)
+	out, err := p.result(conf, a, args)
 	if err != nil {
 		_ = d.Detach(ctx, a.Name)
 		_ = removeRecord(path)
 		return err
 	}
 	return out.PrintTo(p.stdout)
+}
+
+// result is ADD's answer for agent a, attached for args, in the
+// configuration's version: its TUN, and in chained mode the node-side
+// interfaces of prevResult that are still there.
+func (p *plugin) result(conf *netConf, a *control.Agent, args *skel.CmdArgs) (types.Result, error) {
+	if a.Interface != args.IfName {
+		// An older clawnetd names every TUN after its network.interface.
+		return nil, types.NewError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("clawnetd named the TUN %q, but the runtime wants %q (CNI_IFNAME): set network.interface: %s in clawnetd's config", a.Interface, args.IfName, args.IfName), "")
+	}
+	res, err := resultOf(a, args.Netns)
+	if err != nil {
+		return nil, err
+	}
+	if conf.Chained {
+		if err := p.keepHostInterfaces(res, conf.PrevResult); err != nil {
+			return nil, err
+		}
+	}
+	return res.GetAsVersion(conf.CNIVersion)
 }
 
 // podRef names the Kubernetes pod of the CNI_ARGS, nil when the runtime

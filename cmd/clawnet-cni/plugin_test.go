@@ -64,11 +64,17 @@ func (w *world) args(id, netns, cniArgs string, conf []byte) *skel.CmdArgs {
 	return &skel.CmdArgs{ContainerID: id, Netns: netns, IfName: "eth0", Args: cniArgs, Path: "/opt/cni/bin", StdinData: conf}
 }
 
-// add runs ADD and parses its result.
+// add runs ADD on w's configuration and parses its result.
 func (w *world) add(id, netns, cniArgs string) (*current.Result, error) {
 	w.t.Helper()
+	return w.addConf(id, netns, cniArgs, w.conf(""))
+}
+
+// addConf runs ADD on conf and parses its result.
+func (w *world) addConf(id, netns, cniArgs string, conf []byte) (*current.Result, error) {
+	w.t.Helper()
 	w.out.Reset()
-	if err := w.p.add(w.args(id, netns, cniArgs, w.conf(""))); err != nil {
+	if err := w.p.add(w.args(id, netns, cniArgs, conf)); err != nil {
 		return nil, err
 	}
 	r, err := current.NewResult(w.out.Bytes())

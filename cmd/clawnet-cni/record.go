@@ -49,22 +49,33 @@ func writeRecord(path string, rec record) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("write attachment record: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write attachment record: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write attachment record: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write attachment record: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := writeFileAtomic(path, b, 0o600); err != nil {
 		return fmt.Errorf("write attachment record: %w", err)
 	}
 	return nil
+}
+
+// writeFileAtomic replaces path with data, mode perm, through a temporary
+// file beside it and a rename: a reader (a runtime, the plugin's next
+// command) sees the old file or the new one, never half of one, and one
+// that has the old one open keeps it. On error no temporary file is left.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Chmod(perm)
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
 }
 
 // removeRecord removes the record at path; a missing one is not an error.

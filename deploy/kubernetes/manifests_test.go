@@ -165,10 +165,10 @@ func TestRBACIsLeast(t *testing.T) {
 	}
 	sort.Strings(got)
 	want := []string{
-		"/events:create", "/events:patch", "/namespaces:get", "/pods:get",
-		"clawnet.dev/agentnetworkpolicies/status:patch", "clawnet.dev/agentnetworkpolicies/status:update",
+		"/events:create", "/namespaces:get", "/pods:get",
+		"clawnet.dev/agentnetworkpolicies/status:update",
 		"clawnet.dev/agentnetworkpolicies:get", "clawnet.dev/agentnetworkpolicies:list", "clawnet.dev/agentnetworkpolicies:watch",
-		"clawnet.dev/clusteragentnetworkpolicies/status:patch", "clawnet.dev/clusteragentnetworkpolicies/status:update",
+		"clawnet.dev/clusteragentnetworkpolicies/status:update",
 		"clawnet.dev/clusteragentnetworkpolicies:get", "clawnet.dev/clusteragentnetworkpolicies:list", "clawnet.dev/clusteragentnetworkpolicies:watch",
 	}
 	if !slices.Equal(got, want) {

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
-	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/clawnet/clawnet/test/harness"
 )
@@ -61,36 +60,13 @@ func TestLibcniChained(t *testing.T) {
 		t.Fatalf("%s=1 but no /usr/lib/cni/bridge (containernetworking-plugins; run scripts/cni-setup.sh)", EnvCNITests)
 	}
 	w := newWorld(t)
-	list, err := libcni.ConfListFromBytes([]byte(w.chainedConflist(t, "clawnet-chained")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cni := libcni.NewCNIConfigWithCacheDir([]string{w.binDir}, filepath.Join(w.dir, "cni-cache"), nil)
+	list, cni := w.libcni(t, w.chainedConflist(t, "clawnet-chained"))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	pod := func(ns *harness.NetNS, name string, ann map[string]string) *libcni.RuntimeConf {
-		rt := &libcni.RuntimeConf{
-			ContainerID: "chained-" + name + "-" + fmt.Sprintf("%x", harness.RandomBytes(4)),
-			NetNS:       ns.Path,
-			IfName:      "eth0",
-			Args:        [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "clawnet-test"}, {"K8S_POD_NAME", name}},
-		}
-		if ann != nil {
-			rt.CapabilityArgs = map[string]any{"io.kubernetes.cri.pod-annotations": ann}
-		}
-		return rt
-	}
 
 	agentNS := harness.NewNetNS(t, "pod")
-	agent := pod(agentNS, "agent", map[string]string{"clawnet.dev/policy": "canary", "team": "a"})
-	r, err := cni.AddNetworkList(ctx, list, agent)
-	if err != nil {
-		t.Fatalf("ADD of the annotated pod: %v", err)
-	}
-	res, err := current.NewResultFromResult(r)
-	if err != nil {
-		t.Fatal(err)
-	}
+	agent := podRuntime(agentNS, "agent", map[string]string{"clawnet.dev/policy": "canary", "team": "a"})
+	res := mustAdd(t, ctx, cni, list, agent, "the annotated pod")
 	a := w.mustAgent(t, "clawnet-test_agent")
 	if a.Netns != agentNS.Path || a.Interface != "eth0" || a.Policy != "canary" {
 		t.Errorf("agent = %+v; want %s, eth0, policy canary (the annotation's)", a, agentNS.Path)
@@ -122,15 +98,8 @@ func TestLibcniChained(t *testing.T) {
 	checkPodNetwork(t, w, inNetns(t, agentNS))
 
 	otherNS := harness.NewNetNS(t, "pod")
-	other := pod(otherNS, "web", nil)
-	r, err = cni.AddNetworkList(ctx, list, other)
-	if err != nil {
-		t.Fatalf("ADD of the pod without the annotation: %v", err)
-	}
-	res, err = current.NewResultFromResult(r)
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := podRuntime(otherNS, "web", nil)
+	res = mustAdd(t, ctx, cni, list, other, "the pod without the annotation")
 	if len(res.IPs) != 1 || !strings.HasPrefix(res.IPs[0].Address.IP.String(), "192.0.2.") {
 		t.Errorf("result of the other pod = %v; want the bridge's address, untouched", res.IPs)
 	}
@@ -167,8 +136,8 @@ func TestLibcniChained(t *testing.T) {
 	// even one that would have kept the bridge's network.
 	w.d.Kill()
 	for _, rt := range []*libcni.RuntimeConf{
-		pod(harness.NewNetNS(t, "pod"), "agent2", map[string]string{"clawnet.dev/policy": "canary"}),
-		pod(harness.NewNetNS(t, "pod"), "web2", nil),
+		podRuntime(harness.NewNetNS(t, "pod"), "agent2", map[string]string{"clawnet.dev/policy": "canary"}),
+		podRuntime(harness.NewNetNS(t, "pod"), "web2", nil),
 	} {
 		if _, err := cni.AddNetworkList(ctx, list, rt); err == nil || !strings.Contains(err.Error(), "clawnetd is not running") {
 			t.Errorf("ADD of %s without clawnetd = %v; want it refused, saying clawnetd is not running", rt.Args[2][1], err)

@@ -382,6 +382,82 @@ func checkAgentPod(t *testing.T, w *world, mark int, first, sentinel string) {
 		"the denied echo connection", harness.To(w.in.Server4, 7))
 }
 
+// startKubeletNode starts what a standalone kubelet test runs on: clawnetd
+// serving a test internet (newWorld), a containerd of the test's own whose
+// network is conflist(w), and kubelet on it.
+func startKubeletNode(t *testing.T, conflist func(*world) string) (*world, *containerd, *kubelet) {
+	t.Helper()
+	requireCNI(t)
+	kubeletPath(t)
+	w := newWorld(t)
+	c := startContainerdWith(t, w, conflist(w))
+	return w, c, startKubelet(t, c)
+}
+
+// agentPod is the static agent pod of agentManifest, with its tokens.
+type agentPod struct {
+	control.Agent
+	first, sentinel string
+}
+
+// startAgentPod writes the static agent pod's manifest (tokens named after
+// what) and waits until it is attached under canary with the TUN as eth0
+// and its container's first instruction went through the gateway
+// (checkAgentPod).
+func startAgentPod(t *testing.T, w *world, k *kubelet, what string) agentPod {
+	t.Helper()
+	mark := w.in.Mark()
+	p := agentPod{first: token(what + "-first"), sentinel: token(what + "-sentinel")}
+	k.writeManifest(t, "agent", agentManifest(w, p.first, p.sentinel))
+	p.Agent = w.waitAgent(t, kubeletAgent, "", 60*time.Second)
+	if p.Policy != "canary" || p.Interface != "eth0" {
+		t.Errorf("agent = %+v; want policy canary (the pod's annotation), interface eth0", p.Agent)
+	}
+	checkAgentPod(t, w, mark, p.first, p.sentinel)
+	return p
+}
+
+// removeAgentPod deletes the static agent pod's manifest and waits until
+// its agent is detached.
+func removeAgentPod(t *testing.T, w *world, k *kubelet) {
+	t.Helper()
+	k.removeManifest(t, "agent")
+	w.waitGone(t, kubeletAgent, 60*time.Second)
+}
+
+// webManifest is a static pod without the clawnet.dev/policy annotation:
+// chained, it keeps the cluster's network.
+var webManifest = fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: clawnet-test}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: %s
+    imagePullPolicy: Never
+    command: ["/bin/sh", "-c", "exec sleep 3600"]
+`, agentImage)
+
+// checkWebPod: the pod of webManifest runs with the bridge's eth0 and
+// address, and is no agent.
+func checkWebPod(t *testing.T, w *world, c *containerd) {
+	t.Helper()
+	var web string
+	if !harness.Poll(60*time.Second, 200*time.Millisecond, func() bool {
+		web = strings.TrimSpace(c.run("ps", "--name", "^web$", "--state", "running", "-q").Stdout)
+		return web != ""
+	}) {
+		t.Fatal("the pod without the annotation is not running after 60s")
+	}
+	if r := c.run("exec", web, "ip", "-o", "-4", "addr", "show", "dev", "eth0"); !r.OK() || !strings.Contains(r.Stdout, "192.0.2.") {
+		t.Errorf("eth0 of the pod without the annotation: %v; want the bridge's 192.0.2.0/24 address", r)
+	}
+	if _, ok := w.agent(t, "clawnet-test_web-"+nodeName); ok {
+		t.Error("the pod without the annotation was attached")
+	}
+}
+
 // sandboxPID is the pid of the pause process of the pod's ready sandbox.
 func (c *containerd) sandboxPID(t *testing.T, pod string) (string, int) {
 	t.Helper()
@@ -408,20 +484,8 @@ func (c *containerd) sandboxPID(t *testing.T, pod string) (string, int) {
 // makes kubelet create a new one, which is attached again under the same
 // name in its new namespace; deleting the manifest detaches it.
 func TestKubeletStaticAgentPod(t *testing.T) {
-	requireCNI(t)
-	kubeletPath(t)
-	w := newWorld(t)
-	c := startContainerdWith(t, w, agentConflist(w))
-	k := startKubelet(t, c)
-
-	mark := w.in.Mark()
-	first, sentinel := token("kubelet-first"), token("kubelet-sentinel")
-	k.writeManifest(t, "agent", agentManifest(w, first, sentinel))
-	a := w.waitAgent(t, kubeletAgent, "", 60*time.Second)
-	if a.Policy != "canary" || a.Interface != "eth0" {
-		t.Errorf("agent = %+v; want policy canary (the pod's annotation), interface eth0", a)
-	}
-	checkAgentPod(t, w, mark, first, sentinel)
+	w, c, k := startKubeletNode(t, agentConflist)
+	a := startAgentPod(t, w, k, "kubelet")
 	var audited bool
 	for _, e := range w.d.Audit(t) {
 		if e.Agent == kubeletAgent && e.Verdict == "deny" && e.DstAddr().Port() == 7 {
@@ -444,16 +508,13 @@ func TestKubeletStaticAgentPod(t *testing.T) {
 		}
 		// The container starts again in the new sandbox: its first
 		// instruction goes through the gateway again.
-		checkAgentPod(t, w, mark, first, sentinel)
+		checkAgentPod(t, w, mark, a.first, a.sentinel)
 		if !harness.Poll(10*time.Second, 100*time.Millisecond, func() bool { return len(w.records(t, "clawnet-kubelet")) == 1 }) {
 			t.Errorf("attachment records %q; want 1 (the old sandbox's DEL removed its own)", w.records(t, "clawnet-kubelet"))
 		}
 	})
 
-	t.Run("manifest deleted, agent detached", func(t *testing.T) {
-		k.removeManifest(t, "agent")
-		w.waitGone(t, kubeletAgent, 60*time.Second)
-	})
+	t.Run("manifest deleted, agent detached", func(t *testing.T) { removeAgentPod(t, w, k) })
 }
 
 // TestKubeletChained runs chained mode under kubelet: the reference bridge
@@ -462,52 +523,16 @@ func TestKubeletStaticAgentPod(t *testing.T) {
 // policy allows; a pod without the annotation keeps the bridge's eth0 and
 // address and is no agent.
 func TestKubeletChained(t *testing.T) {
-	requireCNI(t)
-	kubeletPath(t)
-	w := newWorld(t)
-	c := startContainerdWith(t, w, w.chainedConflist(t, "clawnet-kubelet-chained"))
-	k := startKubelet(t, c)
-
-	mark := w.in.Mark()
-	first, sentinel := token("chained-first"), token("chained-sentinel")
-	k.writeManifest(t, "agent", agentManifest(w, first, sentinel))
-	k.writeManifest(t, "web", fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata: {name: web, namespace: clawnet-test}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: web
-    image: %s
-    imagePullPolicy: Never
-    command: ["/bin/sh", "-c", "exec sleep 3600"]
-`, agentImage))
-	a := w.waitAgent(t, kubeletAgent, "", 60*time.Second)
-	if a.Policy != "canary" || a.Interface != "eth0" {
-		t.Errorf("agent = %+v; want policy canary, eth0", a)
-	}
-	checkAgentPod(t, w, mark, first, sentinel)
+	w, c, k := startKubeletNode(t, func(w *world) string { return w.chainedConflist(t, "clawnet-kubelet-chained") })
+	k.writeManifest(t, "web", webManifest)
+	startAgentPod(t, w, k, "chained")
 	ctr := c.must(t, "ps", "--name", "^agent$", "--state", "running", "-q")
 	checkPodNetwork(t, w, func(t *testing.T, script string) harness.Result {
 		return c.run("exec", ctr, "sh", "-c", script)
 	})
-
-	var web string
-	if !harness.Poll(60*time.Second, 200*time.Millisecond, func() bool {
-		web = strings.TrimSpace(c.run("ps", "--name", "^web$", "--state", "running", "-q").Stdout)
-		return web != ""
-	}) {
-		t.Fatal("the pod without the annotation is not running after 60s")
-	}
-	if r := c.run("exec", web, "ip", "-o", "-4", "addr", "show", "dev", "eth0"); !r.OK() || !strings.Contains(r.Stdout, "192.0.2.") {
-		t.Errorf("eth0 of the pod without the annotation: %v; want the bridge's 192.0.2.0/24 address", r)
-	}
-	if _, ok := w.agent(t, "clawnet-test_web-"+nodeName); ok {
-		t.Error("the pod without the annotation was attached")
-	}
-	k.removeManifest(t, "agent")
+	checkWebPod(t, w, c)
 	k.removeManifest(t, "web")
-	w.waitGone(t, kubeletAgent, 60*time.Second)
+	removeAgentPod(t, w, k)
 }
 
 // TestKubeletWaitsForClawnetd: with clawnetd not running, ADD fails, so the
@@ -515,11 +540,7 @@ spec:
 // once clawnetd is back, kubelet's retry attaches the pod and its
 // container's first instruction goes through the gateway.
 func TestKubeletWaitsForClawnetd(t *testing.T) {
-	requireCNI(t)
-	kubeletPath(t)
-	w := newWorld(t)
-	c := startContainerdWith(t, w, agentConflist(w))
-	k := startKubelet(t, c)
+	w, c, k := startKubeletNode(t, agentConflist)
 	w.d.Kill()
 
 	mark := w.in.Mark()
@@ -546,8 +567,7 @@ func TestKubeletWaitsForClawnetd(t *testing.T) {
 		t.Errorf("agent = %+v; want policy canary", a)
 	}
 	checkAgentPod(t, w, mark, first, sentinel)
-	k.removeManifest(t, "agent")
-	w.waitGone(t, kubeletAgent, 60*time.Second)
+	removeAgentPod(t, w, k)
 }
 
 // TestKubeletDaemonSetPod runs clawnetd the way deploy/kubernetes does:
@@ -621,42 +641,16 @@ func testDaemonSetPod(t *testing.T, file string) {
 		t.Fatalf("install-cni left %s as %s (%v)", installed, conf, err)
 	}
 	if chained {
-		k.writeManifest(t, "web", fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata: {name: web, namespace: clawnet-test}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: web
-    image: %s
-    imagePullPolicy: Never
-    command: ["/bin/sh", "-c", "exec sleep 3600"]
-`, agentImage))
+		k.writeManifest(t, "web", webManifest)
 	}
 
-	mark := w.in.Mark()
-	first, sentinel := token("ds-first"), token("ds-sentinel")
-	k.writeManifest(t, "agent", agentManifest(w, first, sentinel))
-	a := w.waitAgent(t, kubeletAgent, "", 60*time.Second)
-	if a.Policy != "canary" {
-		t.Errorf("agent = %+v; want policy canary", a)
-	}
-	checkAgentPod(t, w, mark, first, sentinel)
+	a := startAgentPod(t, w, k, "ds")
 	if log := podLog(k, "clawnetd"); !strings.Contains(log, `"agent":"`+kubeletAgent+`"`) || !strings.Contains(log, `"verdict":"deny"`) {
 		t.Errorf("clawnetd's pod log (audit_log: -) has no deny of %s:\n%s", kubeletAgent, log)
 	}
 
 	if chained {
-		var web string
-		if !harness.Poll(60*time.Second, 200*time.Millisecond, func() bool {
-			web = strings.TrimSpace(c.run("ps", "--name", "^web$", "--state", "running", "-q").Stdout)
-			return web != ""
-		}) {
-			t.Fatal("the pod without the annotation is not running after 60s")
-		}
-		if r := c.run("exec", web, "ip", "-o", "-4", "addr", "show", "dev", "eth0"); !r.OK() || !strings.Contains(r.Stdout, "192.0.2.") {
-			t.Errorf("eth0 of the pod without the annotation: %v; want the bridge's address", r)
-		}
+		checkWebPod(t, w, c)
 		k.removeManifest(t, "web")
 	}
 
@@ -710,8 +704,7 @@ spec:
 		w.in.WaitFor(t, 10*time.Second, "the request after the restart "+p, requested(p))
 	})
 
-	k.removeManifest(t, "agent")
-	w.waitGone(t, kubeletAgent, 60*time.Second)
+	removeAgentPod(t, w, k)
 	if t.Failed() {
 		t.Logf("clawnetd pod log:\n%s", podLog(k, "clawnetd"))
 	}

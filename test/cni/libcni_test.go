@@ -14,6 +14,48 @@ import (
 	"github.com/clawnet/clawnet/test/harness"
 )
 
+// libcni parses conflist and returns it with a libcni caller of the
+// plugins in w's CNI bin directory, as a runtime calls them.
+func (w *world) libcni(t *testing.T, conflist string) (*libcni.NetworkConfigList, *libcni.CNIConfig) {
+	t.Helper()
+	list, err := libcni.ConfListFromBytes([]byte(conflist))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return list, libcni.NewCNIConfigWithCacheDir([]string{w.binDir}, filepath.Join(w.dir, "cni-cache"), nil)
+}
+
+// podRuntime is the runtime's side of a sandbox of pod clawnet-test/name
+// in ns, as containerd's CRI passes it, with the pod's annotations ann
+// (nil: the runtime passes none).
+func podRuntime(ns *harness.NetNS, name string, ann map[string]string) *libcni.RuntimeConf {
+	rt := &libcni.RuntimeConf{
+		ContainerID: name + "-" + fmt.Sprintf("%x", harness.RandomBytes(6)),
+		NetNS:       ns.Path,
+		IfName:      "eth0",
+		Args:        [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "clawnet-test"}, {"K8S_POD_NAME", name}},
+	}
+	if ann != nil {
+		rt.CapabilityArgs = map[string]any{"io.kubernetes.cri.pod-annotations": ann}
+	}
+	return rt
+}
+
+// mustAdd runs ADD of list for rt, the sandbox of what, and returns its
+// result.
+func mustAdd(t *testing.T, ctx context.Context, cni *libcni.CNIConfig, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf, what string) *current.Result {
+	t.Helper()
+	r, err := cni.AddNetworkList(ctx, list, rt)
+	if err != nil {
+		t.Fatalf("ADD of %s: %v", what, err)
+	}
+	res, err := current.NewResultFromResult(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
 // TestLibcniAddCheckDel drives the built plugin through libcni, the library
 // podman, containerd and cnitool call plugins with, on a namespace the test
 // made: ADD answers the TUN the daemon created there, CHECK passes while it
@@ -23,28 +65,12 @@ func TestLibcniAddCheckDel(t *testing.T) {
 	requireCNI(t)
 	w := newWorld(t)
 	ns := harness.NewNetNS(t, "pod")
-	list, err := libcni.ConfListFromBytes([]byte(w.conflist("clawnet-libcni")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cni := libcni.NewCNIConfigWithCacheDir([]string{w.binDir}, filepath.Join(w.dir, "cni-cache"), nil)
-	rt := &libcni.RuntimeConf{
-		ContainerID: "libcni-" + fmt.Sprintf("%x", harness.RandomBytes(6)),
-		NetNS:       ns.Path,
-		IfName:      "eth0",
-		Args:        [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "clawnet-test"}, {"K8S_POD_NAME", "libcni-pod"}},
-	}
+	list, cni := w.libcni(t, w.conflist("clawnet-libcni"))
+	rt := podRuntime(ns, "libcni-pod", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
-	r, err := cni.AddNetworkList(ctx, list, rt)
-	if err != nil {
-		t.Fatalf("ADD: %v", err)
-	}
-	res, err := current.NewResultFromResult(r)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := mustAdd(t, ctx, cni, list, rt, "the pod")
 	a := w.mustAgent(t, "clawnet-test_libcni-pod")
 	if a.Netns != ns.Path || a.Interface != "eth0" || a.Policy != "canary" {
 		t.Errorf("agent = %+v; want netns %s, interface eth0, policy canary", a, ns.Path)
@@ -105,11 +131,7 @@ func TestLibcniFailsClosed(t *testing.T) {
 	requireCNI(t)
 	w := newWorld(t)
 	ns := harness.NewNetNS(t, "pod")
-	list, err := libcni.ConfListFromBytes([]byte(w.conflist("clawnet-closed")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cni := libcni.NewCNIConfigWithCacheDir([]string{w.binDir}, filepath.Join(w.dir, "cni-cache"), nil)
+	list, cni := w.libcni(t, w.conflist("clawnet-closed"))
 	rt := &libcni.RuntimeConf{ContainerID: "closed-1", NetNS: ns.Path, IfName: "eth0"}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
