@@ -1,0 +1,262 @@
+package enginetest
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/clawnet/clawnet/container"
+	"github.com/clawnet/clawnet/test/canary/canarylog"
+	"github.com/clawnet/clawnet/test/harness"
+)
+
+// CanaryPolicy allows the canary's name on the echo and HTTP ports, and its
+// primary address on the echo port by CIDR (so the data path can be checked
+// by IP independently of the gateway's DNS); nothing else. other.canary.test
+// and its address stay denied.
+func CanaryPolicy(in *harness.Internet) string {
+	return fmt.Sprintf(`version: v1
+name: canary
+egress:
+  - domains: [canary.test]
+    ports: [80, 7]
+  - cidrs: [%s/32]
+    ports: [7]
+`, in.Server4)
+}
+
+// World is a test internet, a clawnetd serving it, and the engine the
+// tests drive.
+type World struct {
+	In *harness.Internet
+	D  *harness.Daemon
+	E  *Engine
+}
+
+// NewWorld starts a clawnetd following e with the canary policy. An engine
+// with a URL is named to the daemon (and to the clawnet CLI, whose run
+// uses it too) by DOCKER_HOST, set for the rest of t.
+func NewWorld(t *testing.T, e *Engine) World {
+	t.Helper()
+	if e.URL != "" {
+		t.Setenv("DOCKER_HOST", e.URL)
+	}
+	in := harness.NewInternet(t)
+	return World{In: in, D: StartDaemon(t, in), E: e}
+}
+
+// StartDaemon starts a clawnetd serving in with the canary policy.
+func StartDaemon(t *testing.T, in *harness.Internet) *harness.Daemon {
+	t.Helper()
+	return harness.StartDaemon(t, harness.DaemonConfig{
+		Policies:      map[string]string{"canary": CanaryPolicy(in)},
+		DefaultPolicy: "canary",
+		Internet:      in,
+	})
+}
+
+// WaitAgent polls clawnet ls until the agent is present (or absent).
+func (w World) WaitAgent(t *testing.T, name string, present bool, timeout time.Duration) harness.Agent {
+	t.Helper()
+	var a harness.Agent
+	var ok bool
+	harness.Poll(timeout, 50*time.Millisecond, func() bool {
+		a, ok = w.D.Lookup(t, name)
+		return ok == present
+	})
+	if ok != present {
+		t.Fatalf("agent %s present=%v after %v; want %v; clawnet ls: %+v", name, ok, timeout, present, w.D.List(t))
+	}
+	return a
+}
+
+// LinesOf splits output into trimmed non-empty lines.
+func LinesOf(s string) []string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// EchoWorks sends a unique payload from inside the container to the
+// canary's echo port by IP (allowed by CIDR rule) and checks that it came
+// back and that the canary received it.
+func (w World) EchoWorks(t *testing.T, name string) {
+	t.Helper()
+	payload := Uniq("echo")
+	addr := netip.AddrPortFrom(w.In.Server4, 7).String()
+	r := w.E.Inside(name, "probe", "tcp", addr, payload)
+	if !r.OK() || r.Stdout != payload {
+		t.Errorf("echo to %s inside %s: %v; want %q back", addr, name, r, payload)
+		return
+	}
+	w.SawEcho(t, payload)
+}
+
+// SawEcho waits for the canary's record of an echo of payload.
+func (w World) SawEcho(t *testing.T, payload string) {
+	t.Helper()
+	w.In.WaitFor(t, 5*time.Second, "the echo of "+payload, func(e canarylog.Entry) bool {
+		return e.Service == canarylog.ServiceEcho && e.Event == canarylog.EventClose && e.SHA256 == canarylog.Digest([]byte(payload))
+	})
+}
+
+// elapsedRe reads the probe's failure line.
+var elapsedRe = regexp.MustCompile(`error after (\d+)ms`)
+
+// FailsFast checks that a probe failed, and within limit.
+func FailsFast(t *testing.T, r harness.Result, limit time.Duration, what string) {
+	t.Helper()
+	if r.OK() {
+		t.Errorf("%s succeeded; want it denied: %v", what, r)
+		return
+	}
+	m := elapsedRe.FindStringSubmatch(r.Stdout)
+	if m == nil {
+		t.Errorf("%s: no probe failure line: %v", what, r)
+		return
+	}
+	ms, _ := strconv.Atoi(m[1])
+	if time.Duration(ms)*time.Millisecond > limit {
+		t.Errorf("%s failed after %dms; want a deny within %v (a reset, not a timeout): %s", what, ms, limit, r.Stdout)
+	}
+}
+
+// CheckAgentWorks is what every attached container must show from inside:
+// only lo and the TUN; an allowed destination reached by IP (a CIDR rule)
+// and by name (the gateway's DNS), the canary seeing both; a denied name
+// and a denied address failing fast with nothing arriving.
+func (w World) CheckAgentWorks(t *testing.T, name string) {
+	t.Helper()
+	t.Run("only lo and the TUN", func(t *testing.T) {
+		r := w.E.Inside(name, "probe", "ifaces")
+		if !r.OK() {
+			t.Fatalf("probe ifaces: %v", r)
+		}
+		got := LinesOf(r.Stdout)
+		slices.Sort(got)
+		if !slices.Equal(got, []string{"clawnet0", "lo"}) {
+			t.Errorf("interfaces inside %s = %q; want exactly lo and clawnet0", name, got)
+		}
+	})
+	t.Run("allowed by IP", func(t *testing.T) { w.EchoWorks(t, name) })
+	t.Run("by name", func(t *testing.T) {
+		r := w.E.Inside(name, "probe", "lookup", "canary.test")
+		if !r.OK() || !strings.Contains(r.Stdout, w.In.Server4.String()) {
+			t.Fatalf("lookup canary.test inside %s: %v; want %s", name, r, w.In.Server4)
+		}
+		token := "/" + Uniq("by-name")
+		r = w.E.Inside(name, "probe", "http", "http://canary.test"+token)
+		if !r.OK() || !strings.HasPrefix(r.Stdout, "200 ") {
+			t.Errorf("GET http://canary.test%s inside %s: %v; want 200", token, name, r)
+		}
+		w.In.WaitFor(t, 5*time.Second, "the allowed request "+token, func(e canarylog.Entry) bool {
+			return e.Service == canarylog.ServiceHTTP && e.Event == canarylog.EventRequest && e.Path == token && e.Host == "canary.test"
+		})
+		// other.canary.test is in the zone but not in the policy.
+		FailsFast(t, w.E.Inside(name, "probe", "tcp", "other.canary.test:7"), 2*time.Second, "tcp other.canary.test:7")
+		if w.In.Saw(func(e canarylog.Entry) bool {
+			return e.Service == canarylog.ServiceDNS && e.Qname == "other.canary.test."
+		}) {
+			t.Error("the denied name other.canary.test was sent upstream")
+		}
+	})
+	t.Run("denied fails fast", func(t *testing.T) {
+		// other.canary.test's address is the canary's too, but no rule
+		// covers it and no allowed name resolved to it.
+		other := w.In.Addr4(3)
+		FailsFast(t, w.E.Inside(name, "probe", "tcp", netip.AddrPortFrom(other, 7).String()), 2*time.Second, "tcp "+other.String()+":7")
+		w.In.NeverSaw(t, 300*time.Millisecond, "traffic to the denied "+other.String(), harness.To(other, 0))
+		if w.In.Saw(func(e canarylog.Entry) bool {
+			return e.Service == canarylog.ServiceDNS && e.Qname == "other.canary.test."
+		}) {
+			t.Error("the denied name other.canary.test was sent upstream")
+		}
+	})
+}
+
+// RaceHolder makes `clawnet run` use the static probe as its holder when
+// the harness builds clawnet with -race (such a binary cannot be static).
+// Otherwise the real `clawnet pause` is what runs in the holder.
+func RaceHolder(t *testing.T) {
+	t.Helper()
+	if os.Getenv(harness.EnvRace) != "1" {
+		return
+	}
+	p, err := Probe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(container.EnvHolderBinary, p)
+}
+
+// GetWorks polls a GET of path through the published port at loop until
+// it answers the agent's file, token and a newline.
+func GetWorks(t *testing.T, loop netip.AddrPort, path, token, when string) {
+	t.Helper()
+	var body string
+	var err error
+	if !harness.Poll(10*time.Second, 100*time.Millisecond, func() bool {
+		body, err = HTTPGet("http://" + loop.String() + path)
+		return err == nil
+	}) {
+		t.Fatalf("GET http://%s%s from the host %s: %v; want the agent's file", loop, path, when, err)
+	}
+	if body != token+"\n" {
+		t.Errorf("GET http://%s%s %s = %q; want %q", loop, path, when, body, token+"\n")
+	}
+}
+
+// FreePort returns a TCP port nothing listens on, on any IPv4 address.
+func FreePort(t *testing.T) uint16 {
+	t.Helper()
+	l, err := net.Listen("tcp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return uint16(l.Addr().(*net.TCPAddr).Port)
+}
+
+// HTTPGet fetches url from the host, with a deadline.
+func HTTPGet(url string) (string, error) {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("%s: %q", resp.Status, strings.TrimSpace(string(b)))
+	}
+	return string(b), nil
+}
+
+// DialRefused is nil when a TCP connection to ap from the host is refused.
+func DialRefused(ap netip.AddrPort) error {
+	c, err := net.DialTimeout("tcp", ap.String(), 2*time.Second)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("%s accepts a connection; want it refused", ap)
+	}
+	if !harness.IsRefused(err) {
+		return fmt.Errorf("dial %s: %v; want it refused", ap, err)
+	}
+	return nil
+}
