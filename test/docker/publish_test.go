@@ -15,15 +15,6 @@ import (
 	"github.com/clawnet/clawnet/test/harness"
 )
 
-// webPolicy lets the gateway host connect to the agent's port 8080, through
-// a published port, and nothing else in or out.
-const webPolicy = `version: v1
-name: web
-ingress:
-  - ports: [8080]
-    host: true
-`
-
 // TestDockerRunPublish: `clawnet run -p 127.0.0.1:PORT:8080` publishes the
 // agent's HTTP server on the host's loopback through the gateway, never
 // through the engine: a GET from the host reaches the server (it serves a
@@ -34,14 +25,8 @@ ingress:
 func TestDockerRunPublish(t *testing.T) {
 	requireDocker(t)
 	enginetest.RaceHolder(t)
-	in := harness.NewInternet(t)
-	cfg := harness.DaemonConfig{
-		Policies:      map[string]string{"canary": enginetest.CanaryPolicy(in), "web": webPolicy},
-		DefaultPolicy: "canary",
-		Internet:      in,
-	}
-	d := harness.StartDaemon(t, cfg)
-	w := enginetest.World{In: in, D: d, E: docker}
+	w := enginetest.NewWebWorld(t, docker)
+	in, d := w.In, w.D
 	img := docker.TestImage(t)
 	name := enginetest.Uniq("cn-pub")
 	t.Cleanup(func() { docker.Remove(name) })
@@ -119,7 +104,7 @@ func TestDockerRunPublish(t *testing.T) {
 	if err := enginetest.DialRefused(loop); err != nil {
 		t.Errorf("with no daemon: %v", err)
 	}
-	d = harness.StartDaemon(t, cfg)
+	d = harness.StartDaemon(t, enginetest.DaemonConfig(in, map[string]string{"web": enginetest.WebPolicy}))
 	w.D = d
 	w.WaitAgent(t, name, true, 10*time.Second)
 	enginetest.GetWorks(t, loop, path, token, "after a clawnetd restart")
@@ -139,13 +124,8 @@ func TestDockerRunPublish(t *testing.T) {
 // it is stopped (its agent is detached) or removed.
 func TestDockerAttachPublishFollowsRestarts(t *testing.T) {
 	requireDocker(t)
-	in := harness.NewInternet(t)
-	d := harness.StartDaemon(t, harness.DaemonConfig{
-		Policies:      map[string]string{"canary": enginetest.CanaryPolicy(in), "web": webPolicy},
-		DefaultPolicy: "canary",
-		Internet:      in,
-	})
-	w := enginetest.World{In: in, D: d, E: docker}
+	w := enginetest.NewWebWorld(t, docker)
+	d := w.D
 	name := enginetest.Uniq("cn-apub")
 	token := enginetest.Uniq("served")
 	path := "/" + token + ".txt"

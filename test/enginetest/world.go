@@ -3,6 +3,7 @@ package enginetest
 import (
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -34,6 +35,15 @@ egress:
 `, in.Server4)
 }
 
+// WebPolicy lets the gateway host connect to the agent's port 8080, through
+// a published port, and nothing else in or out.
+const WebPolicy = `version: v1
+name: web
+ingress:
+  - ports: [8080]
+    host: true
+`
+
 // World is a test internet, a clawnetd serving it, and the engine the
 // tests drive.
 type World struct {
@@ -47,21 +57,36 @@ type World struct {
 // uses it too) by DOCKER_HOST, set for the rest of t.
 func NewWorld(t *testing.T, e *Engine) World {
 	t.Helper()
+	return newWorld(t, e, nil)
+}
+
+// NewWebWorld is NewWorld with WebPolicy, as web, beside the canary policy.
+func NewWebWorld(t *testing.T, e *Engine) World {
+	t.Helper()
+	return newWorld(t, e, map[string]string{"web": WebPolicy})
+}
+
+func newWorld(t *testing.T, e *Engine, extra map[string]string) World {
+	t.Helper()
 	if e.URL != "" {
 		t.Setenv("DOCKER_HOST", e.URL)
 	}
 	in := harness.NewInternet(t)
-	return World{In: in, D: StartDaemon(t, in), E: e}
+	return World{In: in, D: harness.StartDaemon(t, DaemonConfig(in, extra)), E: e}
+}
+
+// DaemonConfig serves in with the canary policy as the default and the
+// extra policies (name to YAML) beside it.
+func DaemonConfig(in *harness.Internet, extra map[string]string) harness.DaemonConfig {
+	policies := map[string]string{"canary": CanaryPolicy(in)}
+	maps.Copy(policies, extra)
+	return harness.DaemonConfig{Policies: policies, DefaultPolicy: "canary", Internet: in}
 }
 
 // StartDaemon starts a clawnetd serving in with the canary policy.
 func StartDaemon(t *testing.T, in *harness.Internet) *harness.Daemon {
 	t.Helper()
-	return harness.StartDaemon(t, harness.DaemonConfig{
-		Policies:      map[string]string{"canary": CanaryPolicy(in)},
-		DefaultPolicy: "canary",
-		Internet:      in,
-	})
+	return harness.StartDaemon(t, DaemonConfig(in, nil))
 }
 
 // WaitAgent polls clawnet ls until the agent is present (or absent).

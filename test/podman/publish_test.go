@@ -10,15 +10,6 @@ import (
 	"github.com/clawnet/clawnet/test/harness"
 )
 
-// webPolicy lets the gateway host connect to the agent's port 8080, through
-// a published port, and nothing else in or out.
-const webPolicy = `version: v1
-name: web
-ingress:
-  - ports: [8080]
-    host: true
-`
-
 // TestPodmanRunPublish: `clawnet run -p 127.0.0.1:PORT:8080` on Podman
 // publishes the agent's HTTP server on the host's loopback through the
 // gateway; the listener follows the agent's container through Podman's
@@ -27,14 +18,8 @@ ingress:
 func TestPodmanRunPublish(t *testing.T) {
 	e := requirePodman(t)
 	enginetest.RaceHolder(t)
-	t.Setenv("DOCKER_HOST", e.URL)
-	in := harness.NewInternet(t)
-	d := harness.StartDaemon(t, harness.DaemonConfig{
-		Policies:      map[string]string{"canary": enginetest.CanaryPolicy(in), "web": webPolicy},
-		DefaultPolicy: "canary",
-		Internet:      in,
-	})
-	w := enginetest.World{In: in, D: d, E: e}
+	w := enginetest.NewWebWorld(t, e)
+	d := w.D
 	name := enginetest.Uniq("cn-pub")
 	t.Cleanup(func() { e.Remove(name) })
 
