@@ -1,14 +1,12 @@
 package dockertest
 
 import (
-	"net/netip"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/clawnet/clawnet/test/canary/canarylog"
 	"github.com/clawnet/clawnet/test/enginetest"
 	"github.com/clawnet/clawnet/test/harness"
 )
@@ -173,46 +171,7 @@ func TestDockerRun(t *testing.T) {
 	requireDocker(t)
 	enginetest.RaceHolder(t)
 	w := enginetest.NewWorld(t, docker)
-	img := docker.TestImage(t)
-	name := enginetest.Uniq("cn-run")
-	t.Cleanup(func() { docker.Remove(name, name+"-n", name+"-x", name+"-dns") })
-
-	// The container's first and only instruction is the connection.
-	payload := enginetest.Uniq("first")
-	r := w.D.CLI("run", "--name", name, "--policy", "canary", "--rm", "--",
-		img, "probe", "tcp", netip.AddrPortFrom(w.In.Server4, 7).String(), payload)
-	if !r.OK() || r.Stdout != payload {
-		t.Fatalf("clawnet run ... probe tcp (first instruction): %v", r)
-	}
-	w.SawEcho(t, payload)
-	w.WaitAgent(t, name, false, 10*time.Second)
-	docker.NoneLeft(t, name)
-
-	t.Run("by name", func(t *testing.T) {
-		token := "/first-" + name
-		r := w.D.CLI("run", "--name", name+"-dns", "--policy", "canary", "--rm", "--", img, "probe", "http", "http://canary.test"+token)
-		if !r.OK() || !strings.HasPrefix(r.Stdout, "200 ") {
-			t.Fatalf("clawnet run ... probe http (first instruction, by name): %v", r)
-		}
-		w.In.WaitFor(t, 5*time.Second, "the first instruction's request", func(e canarylog.Entry) bool {
-			return e.Service == canarylog.ServiceHTTP && e.Path == token
-		})
-	})
-	t.Run("exit status", func(t *testing.T) {
-		r := w.D.CLI("run", "--name", name+"-x", "--rm", "--", img, "sh", "-c", "exit 7")
-		if r.Code != 7 {
-			t.Errorf("clawnet run ... exit 7 = %v; want exit 7", r)
-		}
-	})
-	t.Run("network option refused", func(t *testing.T) {
-		r := w.D.CLI("run", "--name", name+"-n", "--network", "host", "--", img, "true")
-		if r.OK() || !strings.Contains(r.Stderr, "--network") || strings.Count(strings.TrimSpace(r.Stderr), "\n") > 0 {
-			t.Errorf("clawnet run --network host = %v; want a one-line refusal naming --network", r)
-		}
-		if left := docker.Run("ps", "-aq", "--filter", "label=io.clawnet.agent="+name+"-n"); strings.TrimSpace(left.Stdout) != "" {
-			t.Errorf("containers created for a refused run: %q", left.Stdout)
-		}
-	})
+	w.CheckRun(t)
 }
 
 // TestDockerRunDetached: a detached `clawnet run` agent keeps its holder

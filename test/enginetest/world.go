@@ -212,6 +212,54 @@ func (w World) CheckAgentWorks(t *testing.T, name string) {
 	})
 }
 
+// CheckRun is what `clawnet run` must show on every engine: the gateway on
+// the agent's very first instruction, by IP and by name; nothing left
+// behind with --rm; the exit status passed through; a network option
+// refused with nothing created.
+func (w World) CheckRun(t *testing.T) {
+	t.Helper()
+	img := w.E.TestImage(t)
+	name := Uniq("cn-run")
+	t.Cleanup(func() { w.E.Remove(name, name+"-n", name+"-x", name+"-dns") })
+
+	// The container's first and only instruction is the connection.
+	payload := Uniq("first")
+	r := w.D.CLI("run", "--name", name, "--policy", "canary", "--rm", "--",
+		img, "probe", "tcp", netip.AddrPortFrom(w.In.Server4, 7).String(), payload)
+	if !r.OK() || r.Stdout != payload {
+		t.Fatalf("clawnet run ... probe tcp (first instruction): %v", r)
+	}
+	w.SawEcho(t, payload)
+	w.WaitAgent(t, name, false, 10*time.Second)
+	w.E.NoneLeft(t, name)
+
+	t.Run("by name", func(t *testing.T) {
+		token := "/first-" + name
+		r := w.D.CLI("run", "--name", name+"-dns", "--policy", "canary", "--rm", "--", img, "probe", "http", "http://canary.test"+token)
+		if !r.OK() || !strings.HasPrefix(r.Stdout, "200 ") {
+			t.Fatalf("clawnet run ... probe http (first instruction, by name): %v", r)
+		}
+		w.In.WaitFor(t, 5*time.Second, "the first instruction's request", func(e canarylog.Entry) bool {
+			return e.Service == canarylog.ServiceHTTP && e.Path == token
+		})
+	})
+	t.Run("exit status", func(t *testing.T) {
+		r := w.D.CLI("run", "--name", name+"-x", "--rm", "--", img, "sh", "-c", "exit 7")
+		if r.Code != 7 {
+			t.Errorf("clawnet run ... exit 7 = %v; want exit 7", r)
+		}
+	})
+	t.Run("network option refused", func(t *testing.T) {
+		r := w.D.CLI("run", "--name", name+"-n", "--network", "host", "--", img, "true")
+		if r.OK() || !strings.Contains(r.Stderr, "--network") || strings.Count(strings.TrimSpace(r.Stderr), "\n") > 0 {
+			t.Errorf("clawnet run --network host = %v; want a one-line refusal naming --network", r)
+		}
+		if left := w.E.Run("ps", "-aq", "--filter", "label=io.clawnet.agent="+name+"-n"); strings.TrimSpace(left.Stdout) != "" {
+			t.Errorf("containers created for a refused run: %q", left.Stdout)
+		}
+	})
+}
+
 // RaceHolder makes `clawnet run` use the static probe as its holder when
 // the harness builds clawnet with -race (such a binary cannot be static).
 // Otherwise the real `clawnet pause` is what runs in the holder.

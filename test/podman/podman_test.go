@@ -1,7 +1,6 @@
 package podmantest
 
 import (
-	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -9,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/clawnet/clawnet/test/canary/canarylog"
 	"github.com/clawnet/clawnet/test/enginetest"
 	"github.com/clawnet/clawnet/test/harness"
 )
@@ -179,45 +177,7 @@ func TestPodmanRun(t *testing.T) {
 	e := requirePodman(t)
 	enginetest.RaceHolder(t)
 	w := enginetest.NewWorld(t, e)
-	img := e.TestImage(t)
-	name := enginetest.Uniq("cn-run")
-	t.Cleanup(func() { e.Remove(name, name+"-n", name+"-x", name+"-dns") })
-
-	payload := enginetest.Uniq("first")
-	r := w.D.CLI("run", "--name", name, "--policy", "canary", "--rm", "--",
-		img, "probe", "tcp", netip.AddrPortFrom(w.In.Server4, 7).String(), payload)
-	if !r.OK() || r.Stdout != payload {
-		t.Fatalf("clawnet run ... probe tcp (first instruction): %v", r)
-	}
-	w.SawEcho(t, payload)
-	w.WaitAgent(t, name, false, 10*time.Second)
-	e.NoneLeft(t, name)
-
-	t.Run("by name", func(t *testing.T) {
-		token := "/first-" + name
-		r := w.D.CLI("run", "--name", name+"-dns", "--policy", "canary", "--rm", "--", img, "probe", "http", "http://canary.test"+token)
-		if !r.OK() || !strings.HasPrefix(r.Stdout, "200 ") {
-			t.Fatalf("clawnet run ... probe http (first instruction, by name): %v", r)
-		}
-		w.In.WaitFor(t, 5*time.Second, "the first instruction's request", func(e canarylog.Entry) bool {
-			return e.Service == canarylog.ServiceHTTP && e.Path == token
-		})
-	})
-	t.Run("exit status", func(t *testing.T) {
-		r := w.D.CLI("run", "--name", name+"-x", "--rm", "--", img, "sh", "-c", "exit 7")
-		if r.Code != 7 {
-			t.Errorf("clawnet run ... exit 7 = %v; want exit 7", r)
-		}
-	})
-	t.Run("network option refused", func(t *testing.T) {
-		r := w.D.CLI("run", "--name", name+"-n", "--network", "host", "--", img, "true")
-		if r.OK() || !strings.Contains(r.Stderr, "--network") || strings.Count(strings.TrimSpace(r.Stderr), "\n") > 0 {
-			t.Errorf("clawnet run --network host = %v; want a one-line refusal naming --network", r)
-		}
-		if left := e.Run("ps", "-aq", "--filter", "label=io.clawnet.agent="+name+"-n"); strings.TrimSpace(left.Stdout) != "" {
-			t.Errorf("containers created for a refused run: %q", left.Stdout)
-		}
-	})
+	w.CheckRun(t)
 	if imgs := e.Must(t, "images", "--format", "{{.Repository}}", "--filter", "reference=*clawnet-holder*"); imgs != "localhost/clawnet-holder" {
 		t.Errorf("holder images: %q; want one, localhost/clawnet-holder", imgs)
 	}
