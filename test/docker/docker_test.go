@@ -118,51 +118,7 @@ func TestDockerAttachRefusals(t *testing.T) {
 func TestDockerLifecycle(t *testing.T) {
 	requireDocker(t)
 	w := enginetest.NewWorld(t, docker)
-	name := enginetest.Uniq("cn-life")
-	docker.Start(t, name, "--network", "none")
-	w.D.MustCLI(t, "attach", "--name", "life", "--policy", "canary", name)
-	w.WaitAgent(t, "life", true, 5*time.Second)
-	// A restart is a new init process in a new namespace. (Namespace inode
-	// numbers are recycled as soon as the old one is freed, so the PID is
-	// what tells the runs apart.)
-	pid1 := docker.PidOf(t, name)
-	docker.Must(t, "restart", "-t", "0", name)
-	pid2 := docker.PidOf(t, name)
-	if pid2 == pid1 {
-		t.Fatal("restart kept the init process")
-	}
-	// Watch the new namespace from the host, and measure the window in
-	// which the restarted container ran with no network (only lo).
-	if !harness.Poll(10*time.Second, 5*time.Millisecond, func() bool {
-		return enginetest.RunTimeout(5*time.Second, "nsenter", "-t", pid2, "-n", "ip", "link", "show", "clawnet0").OK()
-	}) {
-		t.Fatalf("no clawnet0 inside %s 10s after restart; clawnet ls: %+v", name, w.D.List(t))
-	}
-	seen := time.Now()
-	if started, err := time.Parse(time.RFC3339Nano, docker.Must(t, "inspect", "--format", "{{.State.StartedAt}}", name)); err == nil {
-		t.Logf("restarted container had no network for at most %v (start to TUN seen)", seen.Sub(started).Round(time.Millisecond))
-	}
-	a := w.WaitAgent(t, "life", true, 5*time.Second)
-	if a.Policy != "canary" {
-		t.Errorf("re-attached agent = %+v; want the same policy", a)
-	}
-	w.CheckAgentWorks(t, name)
-
-	docker.Must(t, "stop", "-t", "0", name)
-	w.WaitAgent(t, "life", false, 10*time.Second)
-	if st := w.D.MustStatus(t); st.Agents != 0 || st.Flows != 0 {
-		t.Errorf("status after stop = %+v; want no agent and no flow", st)
-	}
-
-	docker.Must(t, "start", name)
-	w.WaitAgent(t, "life", true, 10*time.Second)
-	w.EchoWorks(t, name)
-
-	docker.Must(t, "rm", "-f", name)
-	w.WaitAgent(t, "life", false, 10*time.Second)
-	if st := w.D.MustStatus(t); st.Agents != 0 || st.Flows != 0 {
-		t.Errorf("status after rm = %+v; want no agent and no flow", st)
-	}
+	w.CheckLifecycle(t)
 }
 
 // TestDockerRun: `clawnet run` has the gateway on its very first
@@ -181,37 +137,5 @@ func TestDockerRunDetached(t *testing.T) {
 	requireDocker(t)
 	enginetest.RaceHolder(t)
 	w := enginetest.NewWorld(t, docker)
-	img := docker.TestImage(t)
-	name := enginetest.Uniq("cn-rund")
-	t.Cleanup(func() { docker.Remove(name) })
-	r := w.D.CLI("run", "--name", name, "--policy", "canary", "-d", "--", img, "sleep", "3600")
-	if !r.OK() {
-		t.Fatalf("clawnet run -d: %v", r)
-	}
-	w.WaitAgent(t, name, true, 5*time.Second)
-	w.CheckAgentWorks(t, name)
-
-	// Restarting the agent's container keeps the holder's namespace: the
-	// agent has its network from its first instruction again.
-	docker.Must(t, "restart", "-t", "0", name)
-	if r := docker.Inside(name, "probe", "ifaces"); !slices.Contains(enginetest.LinesOf(r.Stdout), "clawnet0") {
-		t.Errorf("after restarting the agent container: %v; want clawnet0 at once", r)
-	}
-
-	// A clawnetd that dies takes the agent's TUN with it (fail closed); the
-	// next one finds the running holder and attaches it as it was.
-	w.D.Kill()
-	if r := docker.Inside(name, "probe", "ifaces"); slices.Contains(enginetest.LinesOf(r.Stdout), "clawnet0") {
-		t.Errorf("clawnet0 still there with no daemon: %v", r)
-	}
-	w.D = enginetest.StartDaemon(t, w.In)
-	a := w.WaitAgent(t, name, true, 10*time.Second)
-	if a.Policy != "canary" {
-		t.Errorf("agent after a daemon restart = %+v; want policy canary", a)
-	}
-	w.EchoWorks(t, name)
-
-	docker.Must(t, "rm", "-f", name)
-	w.WaitAgent(t, name, false, 10*time.Second)
-	docker.NoneLeft(t, name)
+	w.CheckRunDetached(t)
 }

@@ -30,7 +30,10 @@ type Engine struct {
 	cli   string   // docker or podman
 	flags []string // before every subcommand
 	rm    []string // force-removes a container without a grace period
-	build func(ImageSpec) (string, error)
+	// startedAt is the inspect template of a container's start time in
+	// RFC 3339.
+	startedAt string
+	build     func(ImageSpec) (string, error)
 
 	imageOnce sync.Once
 	image     string
@@ -45,7 +48,7 @@ var (
 // Docker is the Docker engine DOCKER_HOST (or the default) names.
 func Docker() *Engine {
 	dockerOnce.Do(func() {
-		docker = &Engine{cli: "docker", rm: []string{"rm", "-f"}, build: buildDockerImage}
+		docker = &Engine{cli: "docker", rm: []string{"rm", "-f"}, startedAt: "{{.State.StartedAt}}", build: buildDockerImage}
 	})
 	return docker
 }
@@ -55,7 +58,8 @@ func Docker() *Engine {
 func Podman(url string) *Engine {
 	return &Engine{
 		URL: url, cli: "podman", flags: []string{"--url", url}, rm: []string{"rm", "-f", "-t", "0"},
-		build: func(spec ImageSpec) (string, error) { return buildPodmanImage(url, spec) },
+		startedAt: `{{.State.StartedAt.Format "2006-01-02T15:04:05.999999999Z07:00"}}`,
+		build:     func(spec ImageSpec) (string, error) { return buildPodmanImage(url, spec) },
 	}
 }
 
@@ -137,12 +141,17 @@ func (e *Engine) Start(t *testing.T, name string, opts ...string) {
 // labelled as belonging to those agents.
 func (e *Engine) Remove(names ...string) {
 	for _, n := range names {
-		e.Run(append(e.rm, n)...)
+		e.Run(e.rmArgs(n)...)
 		ids := e.Run("ps", "-aq", "--filter", "label=io.clawnet.agent="+n)
 		for _, id := range strings.Fields(ids.Stdout) {
-			e.Run(append(e.rm, id)...)
+			e.Run(e.rmArgs(id)...)
 		}
 	}
+}
+
+// rmArgs are the CLI arguments that force-remove container name.
+func (e *Engine) rmArgs(name string) []string {
+	return append(append([]string(nil), e.rm...), name)
 }
 
 // Inside runs a command in a running container.

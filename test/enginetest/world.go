@@ -260,6 +260,103 @@ func (w World) CheckRun(t *testing.T) {
 	})
 }
 
+// CheckLifecycle: the daemon follows the engine. A restarted container
+// (new PID, new namespace) is attached again with the same name and policy;
+// a stopped one is detached, and attached again when started; a removed one
+// is detached for good. Nothing is left behind.
+func (w World) CheckLifecycle(t *testing.T) {
+	t.Helper()
+	name := Uniq("cn-life")
+	w.E.Start(t, name, "--network", "none")
+	w.D.MustCLI(t, "attach", "--name", "life", "--policy", "canary", name)
+	w.WaitAgent(t, "life", true, 5*time.Second)
+	// A restart is a new init process in a new namespace. (Namespace inode
+	// numbers are recycled as soon as the old one is freed, so the PID is
+	// what tells the runs apart.)
+	pid1 := w.E.PidOf(t, name)
+	w.E.Must(t, "restart", "-t", "0", name)
+	pid2 := w.E.PidOf(t, name)
+	if pid2 == pid1 {
+		t.Fatal("restart kept the init process")
+	}
+	// Watch the new namespace from the host, and measure the window in
+	// which the restarted container ran with no network (only lo).
+	if !harness.Poll(10*time.Second, 5*time.Millisecond, func() bool {
+		return RunTimeout(5*time.Second, "nsenter", "-t", pid2, "-n", "ip", "link", "show", "clawnet0").OK()
+	}) {
+		t.Fatalf("no clawnet0 inside %s 10s after restart; clawnet ls: %+v", name, w.D.List(t))
+	}
+	seen := time.Now()
+	if started, err := time.Parse(time.RFC3339Nano, w.E.Must(t, "inspect", "--format", w.E.startedAt, name)); err == nil {
+		t.Logf("restarted container had no network for at most %v (start to TUN seen)", seen.Sub(started).Round(time.Millisecond))
+	}
+	a := w.WaitAgent(t, "life", true, 5*time.Second)
+	if a.Policy != "canary" {
+		t.Errorf("re-attached agent = %+v; want the same policy", a)
+	}
+	w.CheckAgentWorks(t, name)
+
+	w.E.Must(t, "stop", "-t", "0", name)
+	w.WaitAgent(t, "life", false, 10*time.Second)
+	if st := w.D.MustStatus(t); st.Agents != 0 || st.Flows != 0 {
+		t.Errorf("status after stop = %+v; want no agent and no flow", st)
+	}
+
+	w.E.Must(t, "start", name)
+	w.WaitAgent(t, "life", true, 10*time.Second)
+	w.EchoWorks(t, name)
+
+	w.E.Must(t, w.E.rmArgs(name)...)
+	w.WaitAgent(t, "life", false, 10*time.Second)
+	if st := w.D.MustStatus(t); st.Agents != 0 || st.Flows != 0 {
+		t.Errorf("status after rm = %+v; want no agent and no flow", st)
+	}
+}
+
+// CheckRunDetached: a detached `clawnet run` agent keeps its holder while
+// it exists, across restarts of its container and of clawnetd; removing the
+// agent's container removes the holder and detaches the agent.
+func (w World) CheckRunDetached(t *testing.T) {
+	t.Helper()
+	img := w.E.TestImage(t)
+	name := Uniq("cn-rund")
+	t.Cleanup(func() { w.E.Remove(name) })
+	r := w.D.CLI("run", "--name", name, "--policy", "canary", "-d", "--", img, "sleep", "3600")
+	if !r.OK() {
+		t.Fatalf("clawnet run -d: %v", r)
+	}
+	w.WaitAgent(t, name, true, 5*time.Second)
+	w.CheckAgentWorks(t, name)
+
+	// Restarting the agent's container keeps the holder's namespace (and,
+	// on Podman, its resolv.conf mount): the gateway is there from its
+	// first instruction again.
+	w.E.Must(t, "restart", "-t", "0", name)
+	if r := w.E.Inside(name, "probe", "ifaces"); !slices.Contains(LinesOf(r.Stdout), "clawnet0") {
+		t.Errorf("after restarting the agent container: %v; want clawnet0 at once", r)
+	}
+	if r := w.E.Inside(name, "probe", "lookup", "canary.test"); !r.OK() {
+		t.Errorf("lookup after restarting the agent container: %v", r)
+	}
+
+	// A clawnetd that dies takes the agent's TUN with it (fail closed); the
+	// next one finds the running holder and attaches it as it was.
+	w.D.Kill()
+	if r := w.E.Inside(name, "probe", "ifaces"); slices.Contains(LinesOf(r.Stdout), "clawnet0") {
+		t.Errorf("clawnet0 still there with no daemon: %v", r)
+	}
+	w.D = StartDaemon(t, w.In)
+	a := w.WaitAgent(t, name, true, 10*time.Second)
+	if a.Policy != "canary" {
+		t.Errorf("agent after a daemon restart = %+v; want policy canary", a)
+	}
+	w.EchoWorks(t, name)
+
+	w.E.Must(t, w.E.rmArgs(name)...)
+	w.WaitAgent(t, name, false, 10*time.Second)
+	w.E.NoneLeft(t, name)
+}
+
 // RaceHolder makes `clawnet run` use the static probe as its holder when
 // the harness builds clawnet with -race (such a binary cannot be static).
 // Otherwise the real `clawnet pause` is what runs in the holder.

@@ -126,47 +126,7 @@ func TestPodmanAttachRefusals(t *testing.T) {
 func TestPodmanLifecycle(t *testing.T) {
 	e := requirePodman(t)
 	w := enginetest.NewWorld(t, e)
-	name := enginetest.Uniq("cn-life")
-	e.Start(t, name, "--network", "none")
-	w.D.MustCLI(t, "attach", "--name", "life", "--policy", "canary", name)
-	w.WaitAgent(t, "life", true, 5*time.Second)
-
-	pid1 := e.PidOf(t, name)
-	e.Must(t, "restart", "-t", "0", name)
-	pid2 := e.PidOf(t, name)
-	if pid2 == pid1 {
-		t.Fatal("restart kept the init process")
-	}
-	if !harness.Poll(10*time.Second, 5*time.Millisecond, func() bool {
-		return enginetest.RunTimeout(5*time.Second, "nsenter", "-t", pid2, "-n", "ip", "link", "show", "clawnet0").OK()
-	}) {
-		t.Fatalf("no clawnet0 inside %s 10s after restart; clawnet ls: %+v", name, w.D.List(t))
-	}
-	seen := time.Now()
-	if started, err := time.Parse(time.RFC3339Nano, e.Must(t, "inspect", "--format", "{{.State.StartedAt.Format \"2006-01-02T15:04:05.999999999Z07:00\"}}", name)); err == nil {
-		t.Logf("restarted container had no network for at most %v (start to TUN seen)", seen.Sub(started).Round(time.Millisecond))
-	}
-	a := w.WaitAgent(t, "life", true, 5*time.Second)
-	if a.Policy != "canary" {
-		t.Errorf("re-attached agent = %+v; want the same policy", a)
-	}
-	w.CheckAgentWorks(t, name)
-
-	e.Must(t, "stop", "-t", "0", name)
-	w.WaitAgent(t, "life", false, 10*time.Second)
-	if st := w.D.MustStatus(t); st.Agents != 0 || st.Flows != 0 {
-		t.Errorf("status after stop = %+v; want no agent and no flow", st)
-	}
-
-	e.Must(t, "start", name)
-	w.WaitAgent(t, "life", true, 10*time.Second)
-	w.EchoWorks(t, name)
-
-	e.Must(t, "rm", "-f", "-t", "0", name)
-	w.WaitAgent(t, "life", false, 10*time.Second)
-	if st := w.D.MustStatus(t); st.Agents != 0 || st.Flows != 0 {
-		t.Errorf("status after rm = %+v; want no agent and no flow", st)
-	}
+	w.CheckLifecycle(t)
 }
 
 // TestPodmanRun: `clawnet run` on Podman finds its holder image under the
@@ -191,41 +151,5 @@ func TestPodmanRunDetached(t *testing.T) {
 	e := requirePodman(t)
 	enginetest.RaceHolder(t)
 	w := enginetest.NewWorld(t, e)
-	img := e.TestImage(t)
-	name := enginetest.Uniq("cn-rund")
-	t.Cleanup(func() { e.Remove(name) })
-	r := w.D.CLI("run", "--name", name, "--policy", "canary", "-d", "--", img, "sleep", "3600")
-	if !r.OK() {
-		t.Fatalf("clawnet run -d: %v", r)
-	}
-	w.WaitAgent(t, name, true, 5*time.Second)
-	w.CheckAgentWorks(t, name)
-
-	// Restarting the agent's container keeps the holder's namespace (and
-	// its resolv.conf mount): the gateway is there from its first
-	// instruction again.
-	e.Must(t, "restart", "-t", "0", name)
-	if r := e.Inside(name, "probe", "ifaces"); !slices.Contains(enginetest.LinesOf(r.Stdout), "clawnet0") {
-		t.Errorf("after restarting the agent container: %v; want clawnet0 at once", r)
-	}
-	if r := e.Inside(name, "probe", "lookup", "canary.test"); !r.OK() {
-		t.Errorf("lookup after restarting the agent container: %v", r)
-	}
-
-	// A clawnetd that dies takes the agent's TUN with it (fail closed); the
-	// next one finds the running holder and attaches it as it was.
-	w.D.Kill()
-	if r := e.Inside(name, "probe", "ifaces"); slices.Contains(enginetest.LinesOf(r.Stdout), "clawnet0") {
-		t.Errorf("clawnet0 still there with no daemon: %v", r)
-	}
-	w.D = enginetest.StartDaemon(t, w.In)
-	a := w.WaitAgent(t, name, true, 10*time.Second)
-	if a.Policy != "canary" {
-		t.Errorf("agent after a daemon restart = %+v; want policy canary", a)
-	}
-	w.EchoWorks(t, name)
-
-	e.Must(t, "rm", "-f", "-t", "0", name)
-	w.WaitAgent(t, name, false, 10*time.Second)
-	e.NoneLeft(t, name)
+	w.CheckRunDetached(t)
 }
