@@ -5,7 +5,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/clawnet/clawnet/test/enginetest"
 	"github.com/clawnet/clawnet/test/harness"
@@ -25,18 +24,7 @@ func TestDockerAttach(t *testing.T) {
 	if !strings.Contains(out, "attached "+name) {
 		t.Errorf("clawnet attach %s printed %q; want the agent named after the container", name, out)
 	}
-	a := w.WaitAgent(t, name, true, 5*time.Second)
-	if a.Policy != "canary" || !strings.Contains(a.Target, name) {
-		t.Errorf("agent = %+v; want policy canary and a target naming the container", a)
-	}
-	w.CheckAgentWorks(t, name)
-
-	w.D.MustCLI(t, "detach", name)
-	w.WaitAgent(t, name, false, 5*time.Second)
-	r := docker.Inside(name, "probe", "ifaces")
-	if got := enginetest.LinesOf(r.Stdout); !slices.Equal(got, []string{"lo"}) {
-		t.Errorf("interfaces after detach = %q; want only lo", got)
-	}
+	w.CheckAttachedThenDetach(t, name)
 }
 
 // TestDockerAttachLoopbackDNS: a container whose nameserver is on its own
@@ -85,25 +73,12 @@ func TestDockerAttachRefusals(t *testing.T) {
 	docker.Start(t, stopped, "--network", "none")
 	docker.Must(t, "stop", "-t", "0", stopped)
 
-	for _, tc := range []struct{ target, want string }{
-		{bridged, `container "` + bridged + `" uses network "bridge": run it with --network none (or use clawnet run)`},
-		{hosted, `container "` + hosted + `" uses the host network: run it with --network none (or use clawnet run)`},
-		{stopped, `container "` + stopped + `" is not running`},
-		{"cn-no-such-container", `container "cn-no-such-container" not found`},
-	} {
-		r := w.D.CLI("attach", tc.target)
-		if r.OK() {
-			t.Errorf("clawnet attach %s succeeded; want a refusal", tc.target)
-			continue
-		}
-		msg := strings.TrimSpace(r.Stderr)
-		if !strings.Contains(msg, tc.want) || strings.Count(msg, "\n") > 0 {
-			t.Errorf("clawnet attach %s: stderr %q; want one line containing %q", tc.target, msg, tc.want)
-		}
-	}
-	if got := w.D.List(t); len(got) != 0 {
-		t.Errorf("clawnet ls after refusals = %+v; want no agent", got)
-	}
+	w.CheckRefusals(t, []enginetest.Refusal{
+		{Target: bridged, Want: `container "` + bridged + `" uses network "bridge": run it with --network none (or use clawnet run)`},
+		{Target: hosted, Want: `container "` + hosted + `" uses the host network: run it with --network none (or use clawnet run)`},
+		{Target: stopped, Want: `container "` + stopped + `" is not running`},
+		{Target: "cn-no-such-container", Want: `container "cn-no-such-container" not found`},
+	}...)
 	// The bridged container's own interface is still its only one: nothing
 	// was added to it.
 	if r := docker.Inside(bridged, "probe", "ifaces"); slices.Contains(enginetest.LinesOf(r.Stdout), "clawnet0") {

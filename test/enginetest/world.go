@@ -357,6 +357,49 @@ func (w World) CheckRunDetached(t *testing.T) {
 	w.E.NoneLeft(t, name)
 }
 
+// CheckAttachedThenDetach checks the agent that `clawnet attach name` made
+// of container name: named after it, under the canary policy, and working
+// (CheckAgentWorks); then detaches it and wants only lo left inside.
+func (w World) CheckAttachedThenDetach(t *testing.T, name string) {
+	t.Helper()
+	a := w.WaitAgent(t, name, true, 5*time.Second)
+	if a.Policy != "canary" || !strings.Contains(a.Target, name) {
+		t.Errorf("agent = %+v; want policy canary and a target naming the container", a)
+	}
+	w.CheckAgentWorks(t, name)
+
+	w.D.MustCLI(t, "detach", name)
+	w.WaitAgent(t, name, false, 5*time.Second)
+	r := w.E.Inside(name, "probe", "ifaces")
+	if got := LinesOf(r.Stdout); !slices.Equal(got, []string{"lo"}) {
+		t.Errorf("interfaces after detach = %q; want only lo", got)
+	}
+}
+
+// Refusal is a target `clawnet attach` must refuse with one line
+// containing Want.
+type Refusal struct{ Target, Want string }
+
+// CheckRefusals wants every attach of a refusal's target refused with its
+// one-line message, and no agent afterwards.
+func (w World) CheckRefusals(t *testing.T, refusals ...Refusal) {
+	t.Helper()
+	for _, tc := range refusals {
+		r := w.D.CLI("attach", tc.Target)
+		if r.OK() {
+			t.Errorf("clawnet attach %s succeeded; want a refusal", tc.Target)
+			continue
+		}
+		msg := strings.TrimSpace(r.Stderr)
+		if !strings.Contains(msg, tc.Want) || strings.Count(msg, "\n") > 0 {
+			t.Errorf("clawnet attach %s: stderr %q; want one line containing %q", tc.Target, msg, tc.Want)
+		}
+	}
+	if got := w.D.List(t); len(got) != 0 {
+		t.Errorf("clawnet ls after refusals = %+v; want no agent", got)
+	}
+}
+
 // RaceHolder makes `clawnet run` use the static probe as its holder when
 // the harness builds clawnet with -race (such a binary cannot be static).
 // Otherwise the real `clawnet pause` is what runs in the holder.

@@ -3,10 +3,8 @@ package podmantest
 import (
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/clawnet/clawnet/test/enginetest"
 	"github.com/clawnet/clawnet/test/harness"
@@ -32,21 +30,10 @@ func TestPodmanAttach(t *testing.T) {
 	if !strings.Contains(out, "attached "+name) || !strings.Contains(out, createdNote) {
 		t.Errorf("clawnet attach %s printed %q; want the agent named after the container, and %q", name, out, createdNote)
 	}
-	a := w.WaitAgent(t, name, true, 5*time.Second)
-	if a.Policy != "canary" || !strings.Contains(a.Target, name) {
-		t.Errorf("agent = %+v; want policy canary and a target naming the container", a)
-	}
 	if r := e.Inside(name, "ls", "-ln", "/etc/resolv.conf"); !r.OK() || !strings.HasPrefix(r.Stdout, "-rw-r--r--") || !strings.Contains(r.Stdout, " 0 ") {
 		t.Errorf("ls -ln /etc/resolv.conf inside: %v; want a file readable by all, owned by the container's root", r)
 	}
-	w.CheckAgentWorks(t, name)
-
-	w.D.MustCLI(t, "detach", name)
-	w.WaitAgent(t, name, false, 5*time.Second)
-	r := e.Inside(name, "probe", "ifaces")
-	if got := enginetest.LinesOf(r.Stdout); !slices.Equal(got, []string{"lo"}) {
-		t.Errorf("interfaces after detach = %q; want only lo", got)
-	}
+	w.CheckAttachedThenDetach(t, name)
 }
 
 // TestPodmanAttachReadOnly: a read-only root without resolv.conf is
@@ -99,24 +86,11 @@ func TestPodmanAttachRefusals(t *testing.T) {
 	e.Start(t, stopped, "--network", "none")
 	e.Must(t, "stop", "-t", "0", stopped)
 
-	for _, tc := range []struct{ target, want string }{
-		{hosted, `container "` + hosted + `" uses the host network: run it with --network none (or use clawnet run)`},
-		{stopped, `container "` + stopped + `" is not running`},
-		{"cn-no-such-container", `container "cn-no-such-container" not found`},
-	} {
-		r := w.D.CLI("attach", tc.target)
-		if r.OK() {
-			t.Errorf("clawnet attach %s succeeded; want a refusal", tc.target)
-			continue
-		}
-		msg := strings.TrimSpace(r.Stderr)
-		if !strings.Contains(msg, tc.want) || strings.Count(msg, "\n") > 0 {
-			t.Errorf("clawnet attach %s: stderr %q; want one line containing %q", tc.target, msg, tc.want)
-		}
-	}
-	if got := w.D.List(t); len(got) != 0 {
-		t.Errorf("clawnet ls after refusals = %+v; want no agent", got)
-	}
+	w.CheckRefusals(t, []enginetest.Refusal{
+		{Target: hosted, Want: `container "` + hosted + `" uses the host network: run it with --network none (or use clawnet run)`},
+		{Target: stopped, Want: `container "` + stopped + `" is not running`},
+		{Target: "cn-no-such-container", Want: `container "cn-no-such-container" not found`},
+	}...)
 }
 
 // TestPodmanLifecycle: the daemon follows Podman's events. A restarted
