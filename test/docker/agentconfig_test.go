@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/clawnet/clawnet/test/canary/canarylog"
+	"github.com/clawnet/clawnet/test/enginetest"
 )
 
 // TestDockerRunAgentConfig: `clawnet run --agent-config openclaw.json` is
@@ -19,11 +20,11 @@ import (
 // runs under; a name its config does not mention does not resolve.
 func TestDockerRunAgentConfig(t *testing.T) {
 	requireDocker(t)
-	raceHolder(t)
-	w := newWorld(t)
-	img := testImage(t)
-	name := uniq("cn-cfg")
-	t.Cleanup(func() { removeContainers(t, name) })
+	enginetest.RaceHolder(t)
+	w := enginetest.NewWorld(t, docker)
+	img := docker.TestImage(t)
+	name := enginetest.Uniq("cn-cfg")
+	t.Cleanup(func() { docker.Remove(name) })
 	cfg := filepath.Join(t.TempDir(), "openclaw.json")
 	if err := os.WriteFile(cfg, []byte(`{
   agents: { defaults: { model: { primary: "lab/big-model" } } },
@@ -33,34 +34,34 @@ func TestDockerRunAgentConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	r := w.d.CLI("run", "--name", name, "--agent-config", cfg, "--policy-dir", w.d.PolicyDir, "-d", "--", img, "sleep", "3600")
+	r := w.D.CLI("run", "--name", name, "--agent-config", cfg, "--policy-dir", w.D.PolicyDir, "-d", "--", img, "sleep", "3600")
 	if !r.OK() {
 		t.Fatalf("clawnet run --agent-config: %v", r)
 	}
-	pol, err := os.ReadFile(filepath.Join(w.d.PolicyDir, name+".yaml"))
+	pol, err := os.ReadFile(filepath.Join(w.D.PolicyDir, name+".yaml"))
 	if err != nil || !strings.Contains(string(pol), "domains: [canary.test]") || strings.Contains(string(pol), "SECRET") {
 		t.Fatalf("policy written by clawnet run --agent-config: %v\n%s", err, pol)
 	}
-	if a := w.waitAgent(t, name, true, 5*time.Second); a.Policy != name {
+	if a := w.WaitAgent(t, name, true, 5*time.Second); a.Policy != name {
 		t.Errorf("agent %s runs under policy %q; want the generated %q", name, a.Policy, name)
 	}
 
-	token := "/v1/" + uniq("models")
-	if r := inside(name, "probe", "http", "http://canary.test"+token); !r.OK() || !strings.HasPrefix(r.Stdout, "200 ") {
+	token := "/v1/" + enginetest.Uniq("models")
+	if r := docker.Inside(name, "probe", "http", "http://canary.test"+token); !r.OK() || !strings.HasPrefix(r.Stdout, "200 ") {
 		t.Fatalf("probe http to the provider inside %s: %v", name, r)
 	}
-	w.in.WaitFor(t, 5*time.Second, "the request to the provider", func(e canarylog.Entry) bool {
+	w.In.WaitFor(t, 5*time.Second, "the request to the provider", func(e canarylog.Entry) bool {
 		return e.Service == canarylog.ServiceHTTP && e.Event == canarylog.EventRequest && e.Path == token && e.Host == "canary.test"
 	})
 	// The default policy allows the echo by address; the generated one
 	// does not.
-	failsFast(t, inside(name, "probe", "tcp", netip.AddrPortFrom(w.in.Server4, 7).String()), time.Second, "echo by address under the generated policy")
-	if r := inside(name, "probe", "lookup", "other.canary.test"); r.OK() {
+	enginetest.FailsFast(t, docker.Inside(name, "probe", "tcp", netip.AddrPortFrom(w.In.Server4, 7).String()), time.Second, "echo by address under the generated policy")
+	if r := docker.Inside(name, "probe", "lookup", "other.canary.test"); r.OK() {
 		t.Errorf("lookup of a name the config does not mention worked: %v", r)
 	}
 	// Run again with the same config: the policy on disk is up to date.
-	r = w.d.CLI("run", "--name", name+"-2", "--agent-config", cfg, "--policy", name, "--policy-dir", w.d.PolicyDir, "--rm", "--", img, "true")
-	t.Cleanup(func() { removeContainers(t, name+"-2") })
+	r = w.D.CLI("run", "--name", name+"-2", "--agent-config", cfg, "--policy", name, "--policy-dir", w.D.PolicyDir, "--rm", "--", img, "true")
+	t.Cleanup(func() { docker.Remove(name + "-2") })
 	if !r.OK() || !strings.Contains(r.Stderr, "up to date") {
 		t.Errorf("second clawnet run --agent-config with the same policy: %v", r)
 	}
@@ -73,8 +74,8 @@ func TestDockerRunAgentConfig(t *testing.T) {
 // by name, and not the echo the default policy would let it reach.
 func TestDockerAgentConfigLabel(t *testing.T) {
 	requireDocker(t)
-	w := newWorld(t)
-	name := uniq("cn-label")
+	w := enginetest.NewWorld(t, docker)
+	name := enginetest.Uniq("cn-label")
 	cfg := filepath.Join(t.TempDir(), "openclaw.json")
 	if err := os.WriteFile(cfg, []byte(`{
   agents: { defaults: { model: { primary: "lab/big-model" } } },
@@ -83,20 +84,20 @@ func TestDockerAgentConfigLabel(t *testing.T) {
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	startContainer(t, name, "--network", "none", "--label", "io.clawnet.agent-config="+cfg)
-	if r := w.d.CLI("attach", name); !r.OK() || !strings.Contains(r.Stdout, " policy="+name+" ") {
+	docker.Start(t, name, "--network", "none", "--label", "io.clawnet.agent-config="+cfg)
+	if r := w.D.CLI("attach", name); !r.OK() || !strings.Contains(r.Stdout, " policy="+name+" ") {
 		t.Fatalf("clawnet attach %s (labelled, no --policy): %v", name, r)
 	}
-	pol, err := os.ReadFile(filepath.Join(w.d.PolicyDir, name+".yaml"))
+	pol, err := os.ReadFile(filepath.Join(w.D.PolicyDir, name+".yaml"))
 	if err != nil || !strings.Contains(string(pol), "domains: [canary.test]") || strings.Contains(string(pol), "SECRET") {
 		t.Fatalf("policy clawnetd generated from the label: %v\n%s", err, pol)
 	}
-	token := "/v1/" + uniq("models")
-	if r := inside(name, "probe", "http", "http://canary.test"+token); !r.OK() || !strings.HasPrefix(r.Stdout, "200 ") {
+	token := "/v1/" + enginetest.Uniq("models")
+	if r := docker.Inside(name, "probe", "http", "http://canary.test"+token); !r.OK() || !strings.HasPrefix(r.Stdout, "200 ") {
 		t.Fatalf("probe http to the provider inside %s: %v", name, r)
 	}
-	w.in.WaitFor(t, 5*time.Second, "the request to the provider", func(e canarylog.Entry) bool {
+	w.In.WaitFor(t, 5*time.Second, "the request to the provider", func(e canarylog.Entry) bool {
 		return e.Service == canarylog.ServiceHTTP && e.Event == canarylog.EventRequest && e.Path == token && e.Host == "canary.test"
 	})
-	failsFast(t, inside(name, "probe", "tcp", netip.AddrPortFrom(w.in.Server4, 7).String()), time.Second, "echo by address under the generated policy")
+	enginetest.FailsFast(t, docker.Inside(name, "probe", "tcp", netip.AddrPortFrom(w.In.Server4, 7).String()), time.Second, "echo by address under the generated policy")
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/clawnet/clawnet/container"
 	"github.com/clawnet/clawnet/test/canary/canarylog"
+	"github.com/clawnet/clawnet/test/enginetest"
 	"github.com/clawnet/clawnet/test/harness"
 )
 
@@ -104,9 +105,9 @@ func TestDockerClientInspect(t *testing.T) {
 	requireDocker(t)
 	c := engineClient(t)
 	ctx := context.Background()
-	none, bridged := uniq("cn-insp-none"), uniq("cn-insp-bridge")
-	startContainer(t, none, "--network", "none")
-	startContainer(t, bridged)
+	none, bridged := enginetest.Uniq("cn-insp-none"), enginetest.Uniq("cn-insp-bridge")
+	docker.Start(t, none, "--network", "none")
+	docker.Start(t, bridged)
 
 	info, err := c.Inspect(ctx, none)
 	if err != nil {
@@ -136,8 +137,8 @@ func TestDockerClientInspect(t *testing.T) {
 // and removal with the real daemon behind the Attacher seam.
 func TestDockerWatcher(t *testing.T) {
 	requireDocker(t)
-	w := newWorld(t)
-	at := &cliAttacher{d: w.d, names: map[string]string{}}
+	w := enginetest.NewWorld(t, docker)
+	at := &cliAttacher{d: w.D, names: map[string]string{}}
 	wt := container.NewWatcher(container.WatcherConfig{Client: engineClient(t), Attacher: at})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -147,40 +148,40 @@ func TestDockerWatcher(t *testing.T) {
 		t.Fatal("watcher never connected to the engine's events")
 	}
 
-	name := uniq("cn-watch")
-	startContainer(t, name, "--network", "none", "--dns", "127.0.0.11")
+	name := enginetest.Uniq("cn-watch")
+	docker.Start(t, name, "--network", "none", "--dns", "127.0.0.11")
 	if _, err := wt.Attach(ctx, name, "", "canary", nil); err != nil {
 		t.Fatalf("Attach(%s) = %v", name, err)
 	}
-	w.waitAgent(t, name, true, 5*time.Second)
-	checkAgentWorks(t, w, name) // also proves the loopback resolver was replaced
+	w.WaitAgent(t, name, true, 5*time.Second)
+	w.CheckAgentWorks(t, name) // also proves the loopback resolver was replaced
 
 	// A restart is a new init process in a new namespace. (Namespace inode
 	// numbers are recycled as soon as the old one is freed, so the PID is
 	// what tells the runs apart.)
-	pid1 := pidOf(t, name)
-	mustDocker(t, "restart", "-t", "0", name)
-	if pidOf(t, name) == pid1 {
+	pid1 := docker.PidOf(t, name)
+	docker.Must(t, "restart", "-t", "0", name)
+	if docker.PidOf(t, name) == pid1 {
 		t.Fatal("restart kept the init process")
 	}
 	if !harness.Poll(10*time.Second, 50*time.Millisecond, func() bool {
-		return slices.Contains(linesOf(inside(name, "probe", "ifaces").Stdout), "clawnet0")
+		return slices.Contains(enginetest.LinesOf(docker.Inside(name, "probe", "ifaces").Stdout), "clawnet0")
 	}) {
 		t.Fatalf("not re-attached 10s after restart; calls %v", at.calls())
 	}
-	w.echoWorks(t, name)
+	w.EchoWorks(t, name)
 
-	mustDocker(t, "stop", "-t", "0", name)
-	w.waitAgent(t, name, false, 10*time.Second)
-	mustDocker(t, "start", name)
-	w.waitAgent(t, name, true, 10*time.Second)
+	docker.Must(t, "stop", "-t", "0", name)
+	w.WaitAgent(t, name, false, 10*time.Second)
+	docker.Must(t, "start", name)
+	w.WaitAgent(t, name, true, 10*time.Second)
 
-	mustDocker(t, "rm", "-f", name)
-	w.waitAgent(t, name, false, 10*time.Second)
+	docker.Must(t, "rm", "-f", name)
+	w.WaitAgent(t, name, false, 10*time.Second)
 	if !harness.Poll(5*time.Second, 20*time.Millisecond, func() bool { return len(wt.Tracked()) == 0 }) {
 		t.Errorf("still following %+v after removal", wt.Tracked())
 	}
-	if st := w.d.MustStatus(t); st.Agents != 0 || st.Flows != 0 {
+	if st := w.D.MustStatus(t); st.Agents != 0 || st.Flows != 0 {
 		t.Errorf("daemon status after removal = %+v; want nothing left", st)
 	}
 	t.Logf("attacher calls: %v", at.calls())
@@ -191,21 +192,21 @@ func TestDockerWatcher(t *testing.T) {
 // instruction reaches the canary by name.
 func TestDockerRunLibrary(t *testing.T) {
 	requireDocker(t)
-	w := newWorld(t)
-	img := testImage(t)
-	probe, err := Probe()
+	w := enginetest.NewWorld(t, docker)
+	img := docker.TestImage(t)
+	probe, err := enginetest.Probe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := engineClient(t)
-	name := uniq("cn-runlib")
-	t.Cleanup(func() { removeContainers(t, name) })
+	name := enginetest.Uniq("cn-runlib")
+	t.Cleanup(func() { docker.Remove(name) })
 	attach := func(ctx context.Context, r container.AttachRequest) (container.AttachResult, error) {
 		info, err := c.Inspect(ctx, r.Container)
 		if err != nil {
 			return container.AttachResult{}, err
 		}
-		res := w.d.CLI("attach", "--pid", strconv.Itoa(info.Pid), "--name", r.Name, "--policy", r.Policy)
+		res := w.D.CLI("attach", "--pid", strconv.Itoa(info.Pid), "--name", r.Name, "--policy", r.Policy)
 		if !res.OK() {
 			return container.AttachResult{}, errors.New(strings.TrimSpace(res.Stderr))
 		}
@@ -215,7 +216,7 @@ func TestDockerRunLibrary(t *testing.T) {
 	}
 	run := func(t *testing.T, name string, cmd ...string) string {
 		t.Helper()
-		t.Cleanup(func() { removeContainers(t, name) })
+		t.Cleanup(func() { docker.Remove(name) })
 		var out, errb bytes.Buffer
 		code, err := container.Run(context.Background(), container.RunOptions{
 			Name: name, Policy: "canary", Image: img, DockerArgs: []string{"--rm", "--dns", "127.0.0.11"},
@@ -226,27 +227,27 @@ func TestDockerRunLibrary(t *testing.T) {
 		}
 		// --rm: the agent's container is gone, so Run removed the holder
 		// (or found a daemon's Watcher already removing it).
-		noneLeft(t, name)
+		docker.NoneLeft(t, name)
 		// The holder's removal took the namespace and TUN away; the
 		// daemon's own Watcher would detach it, here the test does.
-		w.d.CLI("detach", name)
-		w.waitAgent(t, name, false, 5*time.Second)
+		w.D.CLI("detach", name)
+		w.WaitAgent(t, name, false, 5*time.Second)
 		return out.String()
 	}
 
 	// The container's first and only instruction is the connection.
-	payload := uniq("first")
-	if out := run(t, name, "probe", "tcp", netip.AddrPortFrom(w.in.Server4, 7).String(), payload); out != payload {
+	payload := enginetest.Uniq("first")
+	if out := run(t, name, "probe", "tcp", netip.AddrPortFrom(w.In.Server4, 7).String(), payload); out != payload {
 		t.Errorf("first instruction echoed %q; want %q", out, payload)
 	}
-	w.sawEcho(t, payload)
+	w.SawEcho(t, payload)
 
 	t.Run("by name", func(t *testing.T) {
 		token := "/first-" + name
 		if out := run(t, name+"-dns", "probe", "http", "http://canary.test"+token); !strings.HasPrefix(out, "200 ") {
 			t.Errorf("first instruction by name printed %q; want 200", out)
 		}
-		w.in.WaitFor(t, 5*time.Second, "the first instruction's request", func(e canarylog.Entry) bool {
+		w.In.WaitFor(t, 5*time.Second, "the first instruction's request", func(e canarylog.Entry) bool {
 			return e.Service == canarylog.ServiceHTTP && e.Path == token
 		})
 	})

@@ -3,9 +3,6 @@ package dockertest
 import (
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
@@ -14,17 +11,9 @@ import (
 
 	"github.com/clawnet/clawnet/container"
 	"github.com/clawnet/clawnet/gateway/control"
+	"github.com/clawnet/clawnet/test/enginetest"
 	"github.com/clawnet/clawnet/test/harness"
 )
-
-// webPolicy lets the gateway host connect to the agent's port 8080, through
-// a published port, and nothing else in or out.
-const webPolicy = `version: v1
-name: web
-ingress:
-  - ports: [8080]
-    host: true
-`
 
 // TestDockerRunPublish: `clawnet run -p 127.0.0.1:PORT:8080` publishes the
 // agent's HTTP server on the host's loopback through the gateway, never
@@ -35,29 +24,23 @@ ingress:
 // goes for good when the container is removed.
 func TestDockerRunPublish(t *testing.T) {
 	requireDocker(t)
-	raceHolder(t)
-	in := harness.NewInternet(t)
-	cfg := harness.DaemonConfig{
-		Policies:      map[string]string{"canary": canaryPolicy(in), "web": webPolicy},
-		DefaultPolicy: "canary",
-		Internet:      in,
-	}
-	d := harness.StartDaemon(t, cfg)
-	w := world{in: in, d: d}
-	img := testImage(t)
-	name := uniq("cn-pub")
-	t.Cleanup(func() { removeContainers(t, name) })
+	enginetest.RaceHolder(t)
+	w := enginetest.NewWebWorld(t, docker)
+	in, d := w.In, w.D
+	img := docker.TestImage(t)
+	name := enginetest.Uniq("cn-pub")
+	t.Cleanup(func() { docker.Remove(name) })
 
-	port := freePort(t)
+	port := enginetest.FreePort(t)
 	spec := fmt.Sprintf("127.0.0.1:%d:8080", port)
-	token := uniq("served")
+	token := enginetest.Uniq("served")
 	path := "/" + token + ".txt"
 	r := d.CLI("run", "--name", name, "--policy", "web", "-d", "-p", spec, "--", img, "sh", "-c",
 		"mkdir -p /www && echo "+token+" > /www"+path+" && exec httpd -f -vv -p 8080 -h /www")
 	if !r.OK() {
 		t.Fatalf("clawnet run -p %s: %v", spec, r)
 	}
-	w.waitAgent(t, name, true, 5*time.Second)
+	w.WaitAgent(t, name, true, 5*time.Second)
 	if a := lsAgent(t, d, name); !slices.Contains(a.Published, spec+"/tcp") {
 		t.Fatalf("clawnet ls: agent %s publishes %q after clawnet run -p %s; want %s/tcp (publishing is not built yet?)", name, a.Published, spec, spec)
 	}
@@ -66,7 +49,7 @@ func TestDockerRunPublish(t *testing.T) {
 	// joins it, and neither has a port binding.
 	holder := container.HolderName(name)
 	for _, c := range []struct{ name, mode string }{{holder, "none"}, {name, "container:"}} {
-		got := mustDocker(t, "inspect", "--format", "{{.HostConfig.NetworkMode}} {{json .HostConfig.PortBindings}}", c.name)
+		got := docker.Must(t, "inspect", "--format", "{{.HostConfig.NetworkMode}} {{json .HostConfig.PortBindings}}", c.name)
 		mode, bindings, _ := strings.Cut(got, " ")
 		if !strings.HasPrefix(mode, c.mode) || (bindings != "{}" && bindings != "null") {
 			t.Errorf("docker inspect %s: network %s, port bindings %s; want %s and none", c.name, mode, bindings, c.mode)
@@ -77,7 +60,7 @@ func TestDockerRunPublish(t *testing.T) {
 	var body string
 	var err error
 	if !harness.Poll(10*time.Second, 100*time.Millisecond, func() bool {
-		body, err = httpGet("http://" + loop.String() + path)
+		body, err = enginetest.HTTPGet("http://" + loop.String() + path)
 		return err == nil
 	}) {
 		t.Fatalf("GET http://%s%s from the host: %v; want the agent's file", loop, path, err)
@@ -86,31 +69,31 @@ func TestDockerRunPublish(t *testing.T) {
 		t.Errorf("GET http://%s%s = %q; want %q, the file only the container has", loop, path, body, token+"\n")
 	}
 	if !harness.Poll(5*time.Second, 100*time.Millisecond, func() bool {
-		return strings.Contains(docker("logs", name).Stderr, "url:"+path)
+		return strings.Contains(docker.Run("logs", name).Stderr, "url:"+path)
 	}) {
-		t.Errorf("the agent's httpd never logged url:%s; docker logs: %s", path, docker("logs", name).Stderr)
+		t.Errorf("the agent's httpd never logged url:%s; docker logs: %s", path, docker.Run("logs", name).Stderr)
 	}
 
 	// Published on loopback only: the same port on the host's other
 	// addresses (another loopback address, the host's end of the test
 	// internet's link) refuses.
 	for _, a := range []netip.Addr{netip.MustParseAddr("127.0.0.2"), in.Host4} {
-		if err := dialRefused(netip.AddrPortFrom(a, port)); err != nil {
+		if err := enginetest.DialRefused(netip.AddrPortFrom(a, port)); err != nil {
 			t.Error(err)
 		}
 	}
 
 	// Stopped: the holder stays (docker start needs it), its listener does
 	// not. Started again: the port answers again.
-	mustDocker(t, "stop", "-t", "0", name)
-	if !harness.Poll(10*time.Second, 100*time.Millisecond, func() bool { return dialRefused(loop) == nil }) {
-		t.Errorf("%v 10s after docker stop %s; want the listener gone; clawnet ls: %+v", dialRefused(loop), name, lsAgent(t, d, name))
+	docker.Must(t, "stop", "-t", "0", name)
+	if !harness.Poll(10*time.Second, 100*time.Millisecond, func() bool { return enginetest.DialRefused(loop) == nil }) {
+		t.Errorf("%v 10s after docker stop %s; want the listener gone; clawnet ls: %+v", enginetest.DialRefused(loop), name, lsAgent(t, d, name))
 	}
 	if a := lsAgent(t, d, name); a.ContainerID == "" || len(a.Published) != 0 {
 		t.Errorf("clawnet ls after docker stop: %+v; want the holder attached and nothing published", a)
 	}
-	mustDocker(t, "start", name)
-	getWorks(t, loop, path, token, "after docker start "+name)
+	docker.Must(t, "start", name)
+	enginetest.GetWorks(t, loop, path, token, "after docker start "+name)
 	if a := lsAgent(t, d, name); !slices.Contains(a.Published, spec+"/tcp") {
 		t.Errorf("clawnet ls after docker start: agent publishes %q; want %s/tcp", a.Published, spec)
 	}
@@ -118,19 +101,19 @@ func TestDockerRunPublish(t *testing.T) {
 	// A clawnetd that dies takes its listeners with it; the next one attaches
 	// the running holder again and publishes the ports recorded on it.
 	d.Kill()
-	if err := dialRefused(loop); err != nil {
+	if err := enginetest.DialRefused(loop); err != nil {
 		t.Errorf("with no daemon: %v", err)
 	}
-	d = harness.StartDaemon(t, cfg)
-	w.d = d
-	w.waitAgent(t, name, true, 10*time.Second)
-	getWorks(t, loop, path, token, "after a clawnetd restart")
+	d = harness.StartDaemon(t, enginetest.DaemonConfig(in, map[string]string{"web": enginetest.WebPolicy}))
+	w.D = d
+	w.WaitAgent(t, name, true, 10*time.Second)
+	enginetest.GetWorks(t, loop, path, token, "after a clawnetd restart")
 
 	// Removed: the holder goes with it, and the listener with the agent.
-	mustDocker(t, "rm", "-f", name)
-	w.waitAgent(t, name, false, 10*time.Second)
-	noneLeft(t, name)
-	if err := dialRefused(loop); err != nil {
+	docker.Must(t, "rm", "-f", name)
+	w.WaitAgent(t, name, false, 10*time.Second)
+	docker.NoneLeft(t, name)
+	if err := enginetest.DialRefused(loop); err != nil {
 		t.Errorf("after docker rm: %v", err)
 	}
 }
@@ -141,104 +124,40 @@ func TestDockerRunPublish(t *testing.T) {
 // it is stopped (its agent is detached) or removed.
 func TestDockerAttachPublishFollowsRestarts(t *testing.T) {
 	requireDocker(t)
-	in := harness.NewInternet(t)
-	d := harness.StartDaemon(t, harness.DaemonConfig{
-		Policies:      map[string]string{"canary": canaryPolicy(in), "web": webPolicy},
-		DefaultPolicy: "canary",
-		Internet:      in,
-	})
-	w := world{in: in, d: d}
-	name := uniq("cn-apub")
-	token := uniq("served")
+	w := enginetest.NewWebWorld(t, docker)
+	d := w.D
+	name := enginetest.Uniq("cn-apub")
+	token := enginetest.Uniq("served")
 	path := "/" + token + ".txt"
-	mustDocker(t, "run", "-d", "--network", "none", "--name", name, testImage(t), "sh", "-c",
+	docker.Must(t, "run", "-d", "--network", "none", "--name", name, docker.TestImage(t), "sh", "-c",
 		"mkdir -p /www && echo "+token+" > /www"+path+" && exec httpd -f -vv -p 8080 -h /www")
-	t.Cleanup(func() { removeContainers(t, name) })
+	t.Cleanup(func() { docker.Remove(name) })
 
-	port := freePort(t)
+	port := enginetest.FreePort(t)
 	spec := fmt.Sprintf("127.0.0.1:%d:8080", port)
 	loop := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
 	d.MustCLI(t, "attach", "--policy", "web", "--publish", spec, name)
-	getWorks(t, loop, path, token, "after clawnet attach --publish")
+	enginetest.GetWorks(t, loop, path, token, "after clawnet attach --publish")
 
-	mustDocker(t, "restart", "-t", "0", name)
-	getWorks(t, loop, path, token, "after docker restart")
+	docker.Must(t, "restart", "-t", "0", name)
+	enginetest.GetWorks(t, loop, path, token, "after docker restart")
 	if a := lsAgent(t, d, name); !slices.Contains(a.Published, spec+"/tcp") {
 		t.Errorf("clawnet ls after docker restart: agent publishes %q; want %s/tcp", a.Published, spec)
 	}
 
-	mustDocker(t, "stop", "-t", "0", name)
-	w.waitAgent(t, name, false, 10*time.Second)
-	if err := dialRefused(loop); err != nil {
+	docker.Must(t, "stop", "-t", "0", name)
+	w.WaitAgent(t, name, false, 10*time.Second)
+	if err := enginetest.DialRefused(loop); err != nil {
 		t.Errorf("after docker stop: %v", err)
 	}
-	mustDocker(t, "start", name)
-	getWorks(t, loop, path, token, "after docker start")
+	docker.Must(t, "start", name)
+	enginetest.GetWorks(t, loop, path, token, "after docker start")
 
-	mustDocker(t, "rm", "-f", name)
-	w.waitAgent(t, name, false, 10*time.Second)
-	if err := dialRefused(loop); err != nil {
+	docker.Must(t, "rm", "-f", name)
+	w.WaitAgent(t, name, false, 10*time.Second)
+	if err := enginetest.DialRefused(loop); err != nil {
 		t.Errorf("after docker rm: %v", err)
 	}
-}
-
-// getWorks polls a GET of path through the published port at loop until it
-// answers the agent's file.
-func getWorks(t *testing.T, loop netip.AddrPort, path, token, when string) {
-	t.Helper()
-	var body string
-	var err error
-	if !harness.Poll(10*time.Second, 100*time.Millisecond, func() bool {
-		body, err = httpGet("http://" + loop.String() + path)
-		return err == nil
-	}) {
-		t.Fatalf("GET http://%s%s from the host %s: %v; want the agent's file", loop, path, when, err)
-	}
-	if body != token+"\n" {
-		t.Errorf("GET http://%s%s %s = %q; want %q", loop, path, when, body, token+"\n")
-	}
-}
-
-// freePort returns a TCP port nothing listens on, on any IPv4 address.
-func freePort(t *testing.T) uint16 {
-	t.Helper()
-	l, err := net.Listen("tcp4", "0.0.0.0:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return uint16(l.Addr().(*net.TCPAddr).Port)
-}
-
-// httpGet fetches url from the host, with a deadline.
-func httpGet(url string) (string, error) {
-	c := &http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("%s: %q", resp.Status, b)
-	}
-	return string(b), nil
-}
-
-// dialRefused is nil when a TCP connection to ap from the host is refused.
-func dialRefused(ap netip.AddrPort) error {
-	c, err := net.DialTimeout("tcp", ap.String(), 2*time.Second)
-	if err == nil {
-		c.Close()
-		return fmt.Errorf("%s accepts a connection; want it refused", ap)
-	}
-	if !harness.IsRefused(err) {
-		return fmt.Errorf("dial %s: %v; want it refused", ap, err)
-	}
-	return nil
 }
 
 // lsAgent returns clawnet ls --json's entry for name, published ports

@@ -1,15 +1,12 @@
 package podmantest
 
 import (
-	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/clawnet/clawnet/test/canary/canarylog"
+	"github.com/clawnet/clawnet/test/enginetest"
 	"github.com/clawnet/clawnet/test/harness"
 )
 
@@ -22,32 +19,21 @@ const createdNote = "note: DNS: the agent had no /etc/resolv.conf; created one n
 // none: the attach creates one, in the container's root, and says so.
 func TestPodmanAttach(t *testing.T) {
 	e := requirePodman(t)
-	w := newWorld(t, e)
-	name := uniq("cn-attach")
-	e.start(t, name, "--network", "none")
-	if r := e.inside(name, "cat", "/etc/resolv.conf"); r.OK() {
+	w := enginetest.NewWorld(t, e)
+	name := enginetest.Uniq("cn-attach")
+	e.Start(t, name, "--network", "none")
+	if r := e.Inside(name, "cat", "/etc/resolv.conf"); r.OK() {
 		t.Fatalf("the test container has a resolv.conf before attach (%q): the test would prove nothing", r.Stdout)
 	}
 
-	out := w.d.MustCLI(t, "attach", name)
+	out := w.D.MustCLI(t, "attach", name)
 	if !strings.Contains(out, "attached "+name) || !strings.Contains(out, createdNote) {
 		t.Errorf("clawnet attach %s printed %q; want the agent named after the container, and %q", name, out, createdNote)
 	}
-	a := w.waitAgent(t, name, true, 5*time.Second)
-	if a.Policy != "canary" || !strings.Contains(a.Target, name) {
-		t.Errorf("agent = %+v; want policy canary and a target naming the container", a)
-	}
-	if r := e.inside(name, "ls", "-ln", "/etc/resolv.conf"); !r.OK() || !strings.HasPrefix(r.Stdout, "-rw-r--r--") || !strings.Contains(r.Stdout, " 0 ") {
+	if r := e.Inside(name, "ls", "-ln", "/etc/resolv.conf"); !r.OK() || !strings.HasPrefix(r.Stdout, "-rw-r--r--") || !strings.Contains(r.Stdout, " 0 ") {
 		t.Errorf("ls -ln /etc/resolv.conf inside: %v; want a file readable by all, owned by the container's root", r)
 	}
-	checkAgentWorks(t, w, name)
-
-	w.d.MustCLI(t, "detach", name)
-	w.waitAgent(t, name, false, 5*time.Second)
-	r := e.inside(name, "probe", "ifaces")
-	if got := linesOf(r.Stdout); !slices.Equal(got, []string{"lo"}) {
-		t.Errorf("interfaces after detach = %q; want only lo", got)
-	}
+	w.CheckAttachedThenDetach(t, name)
 }
 
 // TestPodmanAttachReadOnly: a read-only root without resolv.conf is
@@ -55,18 +41,18 @@ func TestPodmanAttach(t *testing.T) {
 // naming the gateway mounted at /etc/resolv.conf) gives it names.
 func TestPodmanAttachReadOnly(t *testing.T) {
 	e := requirePodman(t)
-	w := newWorld(t, e)
-	name := uniq("cn-ro")
-	e.start(t, name, "--network", "none", "--read-only")
-	out := w.d.MustCLI(t, "attach", name)
+	w := enginetest.NewWorld(t, e)
+	name := enginetest.Uniq("cn-ro")
+	e.Start(t, name, "--network", "none", "--read-only")
+	out := w.D.MustCLI(t, "attach", name)
 	for _, want := range []string{"attached " + name, "note: DNS: the agent has no /etc/resolv.conf and its root filesystem is read-only",
 		`mount a file holding "nameserver 100.96.0.1" there (run the container with -v FILE:/etc/resolv.conf:ro)`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("clawnet attach %s printed %q; want %q", name, out, want)
 		}
 	}
-	w.echoWorks(t, name)
-	if r := e.inside(name, "probe", "lookup", "canary.test"); r.OK() {
+	w.EchoWorks(t, name)
+	if r := e.Inside(name, "probe", "lookup", "canary.test"); r.OK() {
 		t.Errorf("lookup without a resolv.conf: %v; want a failure", r)
 	}
 
@@ -76,13 +62,13 @@ func TestPodmanAttachReadOnly(t *testing.T) {
 	if err := os.WriteFile(rc, []byte("nameserver 100.96.0.1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	advised := uniq("cn-ro-rc")
-	e.start(t, advised, "--network", "none", "--read-only", "-v", rc+":/etc/resolv.conf:ro")
-	out = w.d.MustCLI(t, "attach", "--name", advised, "--pid", e.pidOf(t, advised))
+	advised := enginetest.Uniq("cn-ro-rc")
+	e.Start(t, advised, "--network", "none", "--read-only", "-v", rc+":/etc/resolv.conf:ro")
+	out = w.D.MustCLI(t, "attach", "--name", advised, "--pid", e.PidOf(t, advised))
 	if strings.Contains(out, "note: DNS") {
 		t.Errorf("clawnet attach %s printed %q; want no DNS note", advised, out)
 	}
-	if r := e.inside(advised, "probe", "lookup", "canary.test"); !r.OK() || !strings.Contains(r.Stdout, w.in.Server4.String()) {
+	if r := e.Inside(advised, "probe", "lookup", "canary.test"); !r.OK() || !strings.Contains(r.Stdout, w.In.Server4.String()) {
 		t.Errorf("lookup canary.test with the mounted resolv.conf: %v", r)
 	}
 }
@@ -93,31 +79,18 @@ func TestPodmanAttachReadOnly(t *testing.T) {
 // Podman's bridge would add firewall rules to the host.)
 func TestPodmanAttachRefusals(t *testing.T) {
 	e := requirePodman(t)
-	w := newWorld(t, e)
-	hosted := uniq("cn-host")
-	e.start(t, hosted, "--network", "host")
-	stopped := uniq("cn-stopped")
-	e.start(t, stopped, "--network", "none")
-	e.must(t, "stop", "-t", "0", stopped)
+	w := enginetest.NewWorld(t, e)
+	hosted := enginetest.Uniq("cn-host")
+	e.Start(t, hosted, "--network", "host")
+	stopped := enginetest.Uniq("cn-stopped")
+	e.Start(t, stopped, "--network", "none")
+	e.Must(t, "stop", "-t", "0", stopped)
 
-	for _, tc := range []struct{ target, want string }{
-		{hosted, `container "` + hosted + `" uses the host network: run it with --network none (or use clawnet run)`},
-		{stopped, `container "` + stopped + `" is not running`},
-		{"cn-no-such-container", `container "cn-no-such-container" not found`},
-	} {
-		r := w.d.CLI("attach", tc.target)
-		if r.OK() {
-			t.Errorf("clawnet attach %s succeeded; want a refusal", tc.target)
-			continue
-		}
-		msg := strings.TrimSpace(r.Stderr)
-		if !strings.Contains(msg, tc.want) || strings.Count(msg, "\n") > 0 {
-			t.Errorf("clawnet attach %s: stderr %q; want one line containing %q", tc.target, msg, tc.want)
-		}
-	}
-	if got := w.d.List(t); len(got) != 0 {
-		t.Errorf("clawnet ls after refusals = %+v; want no agent", got)
-	}
+	w.CheckRefusals(t, []enginetest.Refusal{
+		{Target: hosted, Want: `container "` + hosted + `" uses the host network: run it with --network none (or use clawnet run)`},
+		{Target: stopped, Want: `container "` + stopped + `" is not running`},
+		{Target: "cn-no-such-container", Want: `container "cn-no-such-container" not found`},
+	}...)
 }
 
 // TestPodmanLifecycle: the daemon follows Podman's events. A restarted
@@ -126,48 +99,8 @@ func TestPodmanAttachRefusals(t *testing.T) {
 // a removed one is detached for good.
 func TestPodmanLifecycle(t *testing.T) {
 	e := requirePodman(t)
-	w := newWorld(t, e)
-	name := uniq("cn-life")
-	e.start(t, name, "--network", "none")
-	w.d.MustCLI(t, "attach", "--name", "life", "--policy", "canary", name)
-	w.waitAgent(t, "life", true, 5*time.Second)
-
-	pid1 := e.pidOf(t, name)
-	e.must(t, "restart", "-t", "0", name)
-	pid2 := e.pidOf(t, name)
-	if pid2 == pid1 {
-		t.Fatal("restart kept the init process")
-	}
-	if !harness.Poll(10*time.Second, 5*time.Millisecond, func() bool {
-		return runTimeout(5*time.Second, "nsenter", "-t", pid2, "-n", "ip", "link", "show", "clawnet0").OK()
-	}) {
-		t.Fatalf("no clawnet0 inside %s 10s after restart; clawnet ls: %+v", name, w.d.List(t))
-	}
-	seen := time.Now()
-	if started, err := time.Parse(time.RFC3339Nano, e.must(t, "inspect", "--format", "{{.State.StartedAt.Format \"2006-01-02T15:04:05.999999999Z07:00\"}}", name)); err == nil {
-		t.Logf("restarted container had no network for at most %v (start to TUN seen)", seen.Sub(started).Round(time.Millisecond))
-	}
-	a := w.waitAgent(t, "life", true, 5*time.Second)
-	if a.Policy != "canary" {
-		t.Errorf("re-attached agent = %+v; want the same policy", a)
-	}
-	checkAgentWorks(t, w, name)
-
-	e.must(t, "stop", "-t", "0", name)
-	w.waitAgent(t, "life", false, 10*time.Second)
-	if st := w.d.MustStatus(t); st.Agents != 0 || st.Flows != 0 {
-		t.Errorf("status after stop = %+v; want no agent and no flow", st)
-	}
-
-	e.must(t, "start", name)
-	w.waitAgent(t, "life", true, 10*time.Second)
-	w.echoWorks(t, name)
-
-	e.must(t, "rm", "-f", "-t", "0", name)
-	w.waitAgent(t, "life", false, 10*time.Second)
-	if st := w.d.MustStatus(t); st.Agents != 0 || st.Flows != 0 {
-		t.Errorf("status after rm = %+v; want no agent and no flow", st)
-	}
+	w := enginetest.NewWorld(t, e)
+	w.CheckLifecycle(t)
 }
 
 // TestPodmanRun: `clawnet run` on Podman finds its holder image under the
@@ -176,48 +109,10 @@ func TestPodmanLifecycle(t *testing.T) {
 // leaves nothing behind.
 func TestPodmanRun(t *testing.T) {
 	e := requirePodman(t)
-	raceHolder(t)
-	w := newWorld(t, e)
-	img := e.testImage(t)
-	name := uniq("cn-run")
-	t.Cleanup(func() { e.remove(name, name+"-n", name+"-x", name+"-dns") })
-
-	payload := uniq("first")
-	r := w.d.CLI("run", "--name", name, "--policy", "canary", "--rm", "--",
-		img, "probe", "tcp", netip.AddrPortFrom(w.in.Server4, 7).String(), payload)
-	if !r.OK() || r.Stdout != payload {
-		t.Fatalf("clawnet run ... probe tcp (first instruction): %v", r)
-	}
-	w.sawEcho(t, payload)
-	w.waitAgent(t, name, false, 10*time.Second)
-	e.noneLeft(t, name)
-
-	t.Run("by name", func(t *testing.T) {
-		token := "/first-" + name
-		r := w.d.CLI("run", "--name", name+"-dns", "--policy", "canary", "--rm", "--", img, "probe", "http", "http://canary.test"+token)
-		if !r.OK() || !strings.HasPrefix(r.Stdout, "200 ") {
-			t.Fatalf("clawnet run ... probe http (first instruction, by name): %v", r)
-		}
-		w.in.WaitFor(t, 5*time.Second, "the first instruction's request", func(e canarylog.Entry) bool {
-			return e.Service == canarylog.ServiceHTTP && e.Path == token
-		})
-	})
-	t.Run("exit status", func(t *testing.T) {
-		r := w.d.CLI("run", "--name", name+"-x", "--rm", "--", img, "sh", "-c", "exit 7")
-		if r.Code != 7 {
-			t.Errorf("clawnet run ... exit 7 = %v; want exit 7", r)
-		}
-	})
-	t.Run("network option refused", func(t *testing.T) {
-		r := w.d.CLI("run", "--name", name+"-n", "--network", "host", "--", img, "true")
-		if r.OK() || !strings.Contains(r.Stderr, "--network") || strings.Count(strings.TrimSpace(r.Stderr), "\n") > 0 {
-			t.Errorf("clawnet run --network host = %v; want a one-line refusal naming --network", r)
-		}
-		if left := e.podman("ps", "-aq", "--filter", "label=io.clawnet.agent="+name+"-n"); strings.TrimSpace(left.Stdout) != "" {
-			t.Errorf("containers created for a refused run: %q", left.Stdout)
-		}
-	})
-	if imgs := e.must(t, "images", "--format", "{{.Repository}}", "--filter", "reference=*clawnet-holder*"); imgs != "localhost/clawnet-holder" {
+	enginetest.RaceHolder(t)
+	w := enginetest.NewWorld(t, e)
+	w.CheckRun(t)
+	if imgs := e.Must(t, "images", "--format", "{{.Repository}}", "--filter", "reference=*clawnet-holder*"); imgs != "localhost/clawnet-holder" {
 		t.Errorf("holder images: %q; want one, localhost/clawnet-holder", imgs)
 	}
 }
@@ -228,43 +123,7 @@ func TestPodmanRun(t *testing.T) {
 // and detaches the agent.
 func TestPodmanRunDetached(t *testing.T) {
 	e := requirePodman(t)
-	raceHolder(t)
-	w := newWorld(t, e)
-	img := e.testImage(t)
-	name := uniq("cn-rund")
-	t.Cleanup(func() { e.remove(name) })
-	r := w.d.CLI("run", "--name", name, "--policy", "canary", "-d", "--", img, "sleep", "3600")
-	if !r.OK() {
-		t.Fatalf("clawnet run -d: %v", r)
-	}
-	w.waitAgent(t, name, true, 5*time.Second)
-	checkAgentWorks(t, w, name)
-
-	// Restarting the agent's container keeps the holder's namespace (and
-	// its resolv.conf mount): the gateway is there from its first
-	// instruction again.
-	e.must(t, "restart", "-t", "0", name)
-	if r := e.inside(name, "probe", "ifaces"); !slices.Contains(linesOf(r.Stdout), "clawnet0") {
-		t.Errorf("after restarting the agent container: %v; want clawnet0 at once", r)
-	}
-	if r := e.inside(name, "probe", "lookup", "canary.test"); !r.OK() {
-		t.Errorf("lookup after restarting the agent container: %v", r)
-	}
-
-	// A clawnetd that dies takes the agent's TUN with it (fail closed); the
-	// next one finds the running holder and attaches it as it was.
-	w.d.Kill()
-	if r := e.inside(name, "probe", "ifaces"); slices.Contains(linesOf(r.Stdout), "clawnet0") {
-		t.Errorf("clawnet0 still there with no daemon: %v", r)
-	}
-	w.d = startDaemon(t, w.in)
-	a := w.waitAgent(t, name, true, 10*time.Second)
-	if a.Policy != "canary" {
-		t.Errorf("agent after a daemon restart = %+v; want policy canary", a)
-	}
-	w.echoWorks(t, name)
-
-	e.must(t, "rm", "-f", "-t", "0", name)
-	w.waitAgent(t, name, false, 10*time.Second)
-	e.noneLeft(t, name)
+	enginetest.RaceHolder(t)
+	w := enginetest.NewWorld(t, e)
+	w.CheckRunDetached(t)
 }

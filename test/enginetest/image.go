@@ -1,9 +1,4 @@
-// Package dockertest runs clawnet against a real Docker engine: it builds the
-// test image locally (no registry is ever involved) and holds the end to end
-// tests of `clawnet attach CONTAINER` and `clawnet run`. The tests run only
-// when CLAWNET_DOCKER_TESTS=1 and an engine answers (make docker-test;
-// scripts/docker-setup.sh starts one).
-package dockertest
+package enginetest
 
 import (
 	"archive/tar"
@@ -22,9 +17,6 @@ import (
 	"time"
 )
 
-// ImageRepo is the local repository of the test image.
-const ImageRepo = "clawnet-test"
-
 // ImageSpec is what goes into the test image besides busybox.
 type ImageSpec struct {
 	// Busybox is a statically linked busybox; its applets are linked in
@@ -35,12 +27,12 @@ type ImageSpec struct {
 	Binaries []string
 }
 
-// Rootfs makes the test image's root filesystem: busybox with its applets
+// rootfs makes the test image's root filesystem: busybox with its applets
 // linked in /bin, the binaries, /etc/passwd and /etc/group, and no
 // /etc/resolv.conf (Docker gives a container one; Podman writes none for a
 // container without network). It returns the tar, the same bytes for the same inputs,
-// and a tag made of its content hash. test/podman imports it too.
-func Rootfs(spec ImageSpec) (tarball []byte, tag string, err error) {
+// and a tag made of its content hash.
+func rootfs(spec ImageSpec) (tarball []byte, tag string, err error) {
 	bb := spec.Busybox
 	if bb == "" {
 		bb = "/bin/busybox"
@@ -66,16 +58,21 @@ func Rootfs(spec ImageSpec) (tarball []byte, tag string, err error) {
 	return buf.Bytes(), hex.EncodeToString(sum[:])[:16], nil
 }
 
-// BuildImage makes the root filesystem (Rootfs), imports it with `docker
-// import` as clawnet-test:<content hash> and tags it clawnet-test:latest
-// too. An image with the same content is reused. It returns the
-// content-hash reference.
-func BuildImage(spec ImageSpec) (string, error) {
-	tarball, tag, err := Rootfs(spec)
+// dockerImageRepo is the local repository of the test image in Docker.
+const dockerImageRepo = "clawnet-test"
+
+// buildDockerImage makes the root filesystem (rootfs), imports it with
+// `docker import` as clawnet-test:<content hash> and tags it
+// clawnet-test:latest too. An image with the same content is reused. It
+// returns the content-hash reference. Test images of earlier contents are
+// removed, so that changing the probe does not pile images up; one a
+// container still uses stays.
+func buildDockerImage(spec ImageSpec) (string, error) {
+	tarball, tag, err := rootfs(spec)
 	if err != nil {
 		return "", err
 	}
-	ref := ImageRepo + ":" + tag
+	ref := dockerImageRepo + ":" + tag
 	if exec.Command("docker", "image", "inspect", ref).Run() != nil {
 		cmd := exec.Command("docker", "import", "-", ref)
 		cmd.Stdin = bytes.NewReader(tarball)
@@ -83,25 +80,51 @@ func BuildImage(spec ImageSpec) (string, error) {
 			return "", fmt.Errorf("docker import: %v: %s", err, out)
 		}
 	}
-	if out, err := exec.Command("docker", "tag", ref, ImageRepo+":latest").CombinedOutput(); err != nil {
+	if out, err := exec.Command("docker", "tag", ref, dockerImageRepo+":latest").CombinedOutput(); err != nil {
 		return "", fmt.Errorf("docker tag: %v: %s", err, out)
 	}
-	pruneImages(ref)
+	out, err := exec.Command("docker", "images", dockerImageRepo, "--format", "{{.Repository}}:{{.Tag}}").Output()
+	if err == nil {
+		for _, t := range strings.Fields(string(out)) {
+			if t != ref && t != dockerImageRepo+":latest" {
+				exec.Command("docker", "rmi", t).Run()
+			}
+		}
+	}
 	return ref, nil
 }
 
-// pruneImages removes test images of earlier contents, so that changing the
-// probe does not pile images up; one a container still uses stays.
-func pruneImages(keep string) {
-	out, err := exec.Command("docker", "images", ImageRepo, "--format", "{{.Repository}}:{{.Tag}}").Output()
+// podmanImageRepo is the local repository of the test image in Podman,
+// which files a short name under localhost/ anyway.
+const podmanImageRepo = "localhost/clawnet-test"
+
+// buildPodmanImage imports the root filesystem (rootfs) into the Podman
+// service at url (unix://...) as localhost/clawnet-test:<content hash>,
+// unless it is there already, and returns that reference. Test images of
+// other contents are removed (one a container still uses stays).
+func buildPodmanImage(url string, spec ImageSpec) (string, error) {
+	tarball, tag, err := rootfs(spec)
 	if err != nil {
-		return
+		return "", err
 	}
-	for _, t := range strings.Fields(string(out)) {
-		if t != keep && t != ImageRepo+":latest" {
-			exec.Command("docker", "rmi", t).Run()
+	ref := podmanImageRepo + ":" + tag
+	if exec.Command("podman", "--url", url, "image", "exists", ref).Run() == nil {
+		return ref, nil
+	}
+	cmd := exec.Command("podman", "--url", url, "import", "--quiet", "-", ref)
+	cmd.Stdin = bytes.NewReader(tarball)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("podman import into %s: %v: %s", url, err, out)
+	}
+	out, err := exec.Command("podman", "--url", url, "images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", "reference="+podmanImageRepo).Output()
+	if err == nil {
+		for _, t := range strings.Fields(string(out)) {
+			if t != ref {
+				exec.Command("podman", "--url", url, "rmi", t).Run()
+			}
 		}
 	}
+	return ref, nil
 }
 
 // writeRootfs writes a deterministic tar: same inputs, same bytes, so the
