@@ -1,13 +1,12 @@
 package netstack
 
 import (
-	"time"
-
 	"errors"
 	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/time/rate"
 
