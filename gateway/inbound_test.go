@@ -455,6 +455,62 @@ func TestAgentToAgentUDP(t *testing.T) {
 	}
 }
 
+// TestAgentToAgentForgedSource (DESIGN.md invariants 1 and 8): alice's
+// kernel sends from carol's address; the gateway knows the flow is alice's
+// by the link it came on, and bob's servers, TCP and UDP, see it from
+// alice's own address, never from the one her packets claimed.
+func TestAgentToAgentForgedSource(t *testing.T) {
+	dnstest.LeakCheck(t)
+	at := newAgentsTest(t)
+	aliceAddr, carolAddr, bobAddr := at.alice.addrs[0].Addr(), at.carol.addrs[0].Addr(), at.bob.addrs[0].Addr()
+	forged := tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: tcpip.AddrFrom4(carolAddr.As4()).WithPrefix()}
+	if err := at.aliceK.AddProtocolAddress(1, forged, stack.AddressProperties{}); err != nil {
+		t.Fatalf("add carol's address to alice's kernel: %v", err)
+	}
+	from := fullAddr(netip.AddrPortFrom(carolAddr, 0))
+
+	plain := listenIn(t, at.bobK, netip.AddrPortFrom(bobAddr, 8080), false)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := gonet.DialTCPWithBind(ctx, at.aliceK, from, fullAddr(netip.AddrPortFrom(bobAddr, 8080)), ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatalf("alice as carol → bob:8080: %v", err)
+	}
+	io.WriteString(c, "alice as carol\n")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	reply, err := bufio.NewReader(c).ReadString('\n')
+	c.Close()
+	if err != nil || reply != "hi alice as carol\n" {
+		t.Fatalf("reply = %q, %v", reply, err)
+	}
+	if remotes, _ := plain.seen(); len(remotes) != 1 || !strings.HasPrefix(remotes[0], aliceAddr.String()+":") {
+		t.Errorf("bob's TCP server saw %v, want alice's own address %s", remotes, aliceAddr)
+	}
+
+	srv, err := gonet.DialUDP(at.bobK, ptrTo(fullAddr(netip.AddrPortFrom(bobAddr, 5353))), nil, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	u, err := gonet.DialUDP(at.aliceK, &from, ptrTo(fullAddr(netip.AddrPortFrom(bobAddr, 5353))), ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	if _, err := u.Write([]byte("alice as carol")); err != nil {
+		t.Fatal(err)
+	}
+	srv.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 64)
+	n, peer, err := srv.ReadFrom(buf)
+	if err != nil || string(buf[:n]) != "alice as carol" {
+		t.Fatalf("bob's UDP socket read %q, %v", buf[:n], err)
+	}
+	if got := peer.(*net.UDPAddr).AddrPort().Addr().Unmap(); got != aliceAddr {
+		t.Errorf("bob's UDP socket saw the datagram from %s, want alice's own address %s", got, aliceAddr)
+	}
+}
+
 // TestPublishUDP: a published UDP port carries a host client's datagrams
 // into the agent from the gateway's address, and the answers back.
 func TestPublishUDP(t *testing.T) {
