@@ -120,7 +120,8 @@ func TestSetPoliciesBadKeepsLastGood(t *testing.T) {
 // TestSetPoliciesDenyOverlay: tighten-only rules are laid over every
 // policy in force (files', the built-in one and the sources'), name their
 // own rule, and go when their source drops them; a set that allows
-// anything is refused.
+// anything is refused, and a refused new version of a set in force leaves
+// the last good one denying.
 func TestSetPoliciesDenyOverlay(t *testing.T) {
 	g, _ := dnsTestGateway(t, flowTestPolicy, []netip.Prefix{netip.MustParsePrefix("198.18.0.0/15")}, noUpstream)
 	coder := srcPolicy(t, "agents/coder", agentsCoder)
@@ -157,6 +158,24 @@ func TestSetPoliciesDenyOverlay(t *testing.T) {
 	}
 	if len(res.Changed) != 0 {
 		t.Errorf("a refused rule set changed %v", res.Changed)
+	}
+
+	// A new version of a rule set in force that is refused (here: one
+	// that would also allow) leaves its last good version denying: a bad
+	// update never opens what the overlay closed.
+	bad := srcPolicy(t, "ClusterAgentNetworkPolicy:no-server", "egress:\n  - cidrs: [198.18.0.2/32]\n    ports: [7]\n")
+	bad.Name = "no-server"
+	res, errs = g.SetPolicies("kubernetes", PolicySource{Policies: []*policy.File{coder}, Denies: []*policy.File{bad}})
+	if err := errs.Denies["no-server"]; err == nil || !strings.Contains(err.Error(), "may only deny") {
+		t.Errorf("a refused new version: %v, want refused", err)
+	}
+	if len(res.Changed) != 0 {
+		t.Errorf("a refused new version changed %v", res.Changed)
+	}
+	for _, n := range []string{"agents/coder", "dnstest"} {
+		if d := g.policies.Get(n).DecideFlow(server); d.Verdict != policy.Deny || d.Rule != "ClusterAgentNetworkPolicy:no-server deny[0]" {
+			t.Errorf("%s after a refused new version: %v, want the last good version's deny", n, d)
+		}
 	}
 
 	res, _ = g.SetPolicies("kubernetes", PolicySource{Policies: []*policy.File{coder}})
