@@ -195,12 +195,7 @@ func TestSetPoliciesRevokes(t *testing.T) {
 	ft := newRevokeTest(t, up.serve)
 	g := ft.a.g
 	denied := netip.AddrPortFrom(flowTestServer, 7)
-	c, err := ft.dial(t, denied)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	exchange(t, c, "before")
+	c := ft.live(t, denied, "before")
 
 	tight := srcPolicy(t, "ClusterAgentNetworkPolicy:no-server", "deny:\n  - cidrs: [198.18.0.2/32]\n")
 	tight.Name = "no-server"
@@ -235,12 +230,7 @@ func TestSetPoliciesRevokesSourcePolicy(t *testing.T) {
 	}
 	ft.a.policy = "agents/coder" // before its first flow
 	dst := netip.AddrPortFrom(flowTestServer, 7)
-	c, err := ft.dial(t, dst)
-	if err != nil {
-		t.Fatalf("under agents/coder: %v", err)
-	}
-	defer c.Close()
-	exchange(t, c, "allowed")
+	c := ft.live(t, dst, "allowed")
 	res, _ := g.SetPolicies("kubernetes", PolicySource{Policies: []*policy.File{srcPolicy(t, "agents/coder", "egress:\n  - cidrs: [198.18.0.0/15]\n    ports: [80]\n")}})
 	if !slices.Equal(res.Changed, []string{"agents/coder"}) {
 		t.Errorf("changed %v, want [agents/coder]", res.Changed)
