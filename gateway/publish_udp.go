@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/clawnet/clawnet/policy"
 )
@@ -56,7 +57,7 @@ func (l *published) serveUDP() {
 		}
 		f.down.Add(uint64(n))
 		f.a.bytesDown.Add(uint64(n))
-		f.last.Store(nowNanos())
+		f.last.Store(time.Now().UnixNano())
 	}
 }
 
@@ -98,7 +99,7 @@ func (a *Agent) openPublishedUDP(l *published, client netip.AddrPort) *flow {
 			}
 			f.up.Add(uint64(n))
 			a.bytesUp.Add(uint64(n))
-			f.last.Store(nowNanos())
+			f.last.Store(time.Now().UnixNano())
 		}
 		f.close()
 		f.audit(EventClose, d.Decision, nil)
