@@ -551,4 +551,20 @@ func TestPublishUDP(t *testing.T) {
 	if e := at.waitLine(t, "bob", EventOpen, netip.AddrPortFrom(bobAddr, 5354)); e.Direction != "in" || e.Peer != "host" || e.Proto != "udp" {
 		t.Errorf("bob's open line = %+v", e)
 	}
+	// A client whose flow ended (idle, revoked) gets a new one with its
+	// next datagram.
+	for _, f := range flowsTo(at.bob, netip.AddrPortFrom(bobAddr, 5354)) {
+		f.close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c.Write([]byte("again"))
+		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if n, err := c.Read(buf); err == nil && string(buf[:n]) == "re again" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no answer through a new flow 5s after the client's flow ended")
+		}
+	}
 }
