@@ -546,3 +546,26 @@ func TestReloadAnswer(t *testing.T) {
 		t.Fatalf("reload with nothing changed = %d %s", code, body)
 	}
 }
+
+// TestRevokePolicyRemoved: a reload that finds an agent's policy gone
+// (its file deleted) revokes the agent's live flows: no policy allows
+// nothing.
+func TestRevokePolicyRemoved(t *testing.T) {
+	dnstest.LeakCheck(t)
+	ft := newRevokeTest(t, echo)
+	g := ft.a.g
+	dst := netip.AddrPortFrom(flowTestServer, 7)
+	c := ft.live(t, dst, "before")
+	if err := os.Remove(filepath.Join(g.cfg.PolicyDir, "dnstest.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	res := reload(t, g)
+	if !slices.Equal(res.Changed, []string{"dnstest"}) {
+		t.Errorf("reload changed %v, want [dnstest]", res.Changed)
+	}
+	onlyRevoked(t, res, map[string]int{"flowtest": 1})
+	expectReset(t, c)
+	if e := ft.waitEvent(t, EventRevoke, dst); e.Verdict != "deny" || e.Rule != "builtin:policy-missing" {
+		t.Errorf("revoke line = %+v, want a deny for the missing policy", e)
+	}
+}
