@@ -273,5 +273,3 @@ func tryRead(c net.Conn, b []byte) (n int, err error, ok bool) {
 	}
 	return n, nil, true
 }
-
-func nowNanos() int64 { return time.Now().UnixNano() }

@@ -394,17 +394,16 @@ func TestAgentNames(t *testing.T) {
 	}
 }
 
-// TestAgentToAgentUDP: a UDP flow between agents needs both policies too,
-// and reaches bob's socket from alice's own address.
-func TestAgentToAgentUDP(t *testing.T) {
-	dnstest.LeakCheck(t)
-	at := newAgentsTest(t)
-	bobAddr := at.bob.addrs[0].Addr()
-	srv, err := gonet.DialUDP(at.bobK, ptrTo(fullAddr(netip.AddrPortFrom(bobAddr, 5353))), nil, ipv4.ProtocolNumber)
+// udpEchoIn runs a UDP socket at addr inside an agent's kernel (its side of
+// the link): it reports each datagram as "FROM PAYLOAD" and answers
+// "re PAYLOAD". It is closed when t ends.
+func udpEchoIn(t *testing.T, k *stack.Stack, addr netip.AddrPort) <-chan string {
+	t.Helper()
+	srv, err := gonet.DialUDP(k, ptrTo(fullAddr(addr)), nil, ipv4.ProtocolNumber)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer srv.Close()
+	t.Cleanup(func() { srv.Close() })
 	got := make(chan string, 4)
 	go func() {
 		buf := make([]byte, 512)
@@ -417,6 +416,16 @@ func TestAgentToAgentUDP(t *testing.T) {
 			srv.WriteTo(append([]byte("re "), buf[:n]...), from)
 		}
 	}()
+	return got
+}
+
+// TestAgentToAgentUDP: a UDP flow between agents needs both policies too,
+// and reaches bob's socket from alice's own address.
+func TestAgentToAgentUDP(t *testing.T) {
+	dnstest.LeakCheck(t)
+	at := newAgentsTest(t)
+	bobAddr := at.bob.addrs[0].Addr()
+	got := udpEchoIn(t, at.bobK, netip.AddrPortFrom(bobAddr, 5353))
 	send := func(k *stack.Stack) (*gonet.UDPConn, error) {
 		c, err := gonet.DialUDP(k, nil, ptrTo(fullAddr(netip.AddrPortFrom(bobAddr, 5353))), ipv4.ProtocolNumber)
 		if err != nil {
@@ -455,6 +464,57 @@ func TestAgentToAgentUDP(t *testing.T) {
 	}
 }
 
+// TestAgentToAgentForgedSource (DESIGN.md invariants 1 and 8): alice's
+// kernel sends from carol's address; the gateway knows the flow is alice's
+// by the link it came on, and bob's servers, TCP and UDP, see it from
+// alice's own address, never from the one her packets claimed.
+func TestAgentToAgentForgedSource(t *testing.T) {
+	dnstest.LeakCheck(t)
+	at := newAgentsTest(t)
+	aliceAddr, carolAddr, bobAddr := at.alice.addrs[0].Addr(), at.carol.addrs[0].Addr(), at.bob.addrs[0].Addr()
+	forged := tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: tcpip.AddrFrom4(carolAddr.As4()).WithPrefix()}
+	if err := at.aliceK.AddProtocolAddress(1, forged, stack.AddressProperties{}); err != nil {
+		t.Fatalf("add carol's address to alice's kernel: %v", err)
+	}
+	from := fullAddr(netip.AddrPortFrom(carolAddr, 0))
+
+	plain := listenIn(t, at.bobK, netip.AddrPortFrom(bobAddr, 8080), false)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := gonet.DialTCPWithBind(ctx, at.aliceK, from, fullAddr(netip.AddrPortFrom(bobAddr, 8080)), ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatalf("alice as carol → bob:8080: %v", err)
+	}
+	io.WriteString(c, "alice as carol\n")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	reply, err := bufio.NewReader(c).ReadString('\n')
+	c.Close()
+	if err != nil || reply != "hi alice as carol\n" {
+		t.Fatalf("reply = %q, %v", reply, err)
+	}
+	if remotes, _ := plain.seen(); len(remotes) != 1 || !strings.HasPrefix(remotes[0], aliceAddr.String()+":") {
+		t.Errorf("bob's TCP server saw %v, want alice's own address %s", remotes, aliceAddr)
+	}
+
+	got := udpEchoIn(t, at.bobK, netip.AddrPortFrom(bobAddr, 5353))
+	u, err := gonet.DialUDP(at.aliceK, &from, ptrTo(fullAddr(netip.AddrPortFrom(bobAddr, 5353))), ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	if _, err := u.Write([]byte("alice as carol")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case s := <-got:
+		if !strings.HasPrefix(s, aliceAddr.String()+":") || !strings.HasSuffix(s, " alice as carol") {
+			t.Errorf("bob's UDP socket saw %q, want alice's datagram from her own address %s", s, aliceAddr)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("bob's UDP socket got nothing from alice as carol")
+	}
+}
+
 // TestPublishUDP: a published UDP port carries a host client's datagrams
 // into the agent from the gateway's address, and the answers back.
 func TestPublishUDP(t *testing.T) {
@@ -462,23 +522,7 @@ func TestPublishUDP(t *testing.T) {
 	at := newAgentsTest(t)
 	t.Cleanup(at.bob.closeListeners)
 	bobAddr := at.bob.addrs[0].Addr()
-	srv, err := gonet.DialUDP(at.bobK, ptrTo(fullAddr(netip.AddrPortFrom(bobAddr, 5354))), nil, ipv4.ProtocolNumber)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	seen := make(chan string, 4)
-	go func() {
-		buf := make([]byte, 512)
-		for {
-			n, from, err := srv.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			seen <- from.String()
-			srv.WriteTo(append([]byte("re "), buf[:n]...), from)
-		}
-	}()
+	seen := udpEchoIn(t, at.bobK, netip.AddrPortFrom(bobAddr, 5354))
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -506,5 +550,21 @@ func TestPublishUDP(t *testing.T) {
 	}
 	if e := at.waitLine(t, "bob", EventOpen, netip.AddrPortFrom(bobAddr, 5354)); e.Direction != "in" || e.Peer != "host" || e.Proto != "udp" {
 		t.Errorf("bob's open line = %+v", e)
+	}
+	// A client whose flow ended (idle, revoked) gets a new one with its
+	// next datagram.
+	for _, f := range flowsTo(at.bob, netip.AddrPortFrom(bobAddr, 5354)) {
+		f.close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c.Write([]byte("again"))
+		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if n, err := c.Read(buf); err == nil && string(buf[:n]) == "re again" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no answer through a new flow 5s after the client's flow ended")
+		}
 	}
 }

@@ -51,18 +51,8 @@ func TestPhaseRun(t *testing.T) {
 	}
 	setupDst := netip.AddrPortFrom(flowTestServer, 7)
 	runDst := netip.AddrPortFrom(netip.MustParseAddr("198.18.0.3"), 7)
-	c, err := ft.dial(t, setupDst)
-	if err != nil {
-		t.Fatalf("setup-phase flow to %s: %v", setupDst, err)
-	}
-	defer c.Close()
-	exchange(t, c, "setup")
-	other, err := ft.dial(t, runDst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	exchange(t, other, "before")
+	c := ft.live(t, setupDst, "setup")
+	other := ft.live(t, runDst, "before")
 
 	if _, err := g.SetPhase("flowtest", "setup"); err == nil || !errors.Is(err, ErrBadRequest) {
 		t.Errorf("SetPhase(setup) = %v; want a bad request", err)
@@ -103,12 +93,7 @@ func TestPhaseTimeout(t *testing.T) {
 		t.Fatalf("phase %s, setup until %v; want setup with a deadline", ft.a.phase(), ft.a.setupDeadline())
 	}
 	setupDst := netip.AddrPortFrom(flowTestServer, 7)
-	c, err := ft.dial(t, setupDst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	exchange(t, c, "setup")
+	c := ft.live(t, setupDst, "setup")
 	expectResetWithin(t, c, 2*time.Second)
 	if e := ft.waitEvent(t, EventRevoke, setupDst); !strings.Contains(e.Reason, "setup timeout") {
 		t.Errorf("revoke line = %+v; want the timeout named", e)

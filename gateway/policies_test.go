@@ -120,7 +120,8 @@ func TestSetPoliciesBadKeepsLastGood(t *testing.T) {
 // TestSetPoliciesDenyOverlay: tighten-only rules are laid over every
 // policy in force (files', the built-in one and the sources'), name their
 // own rule, and go when their source drops them; a set that allows
-// anything is refused.
+// anything is refused, and a refused new version of a set in force leaves
+// the last good one denying.
 func TestSetPoliciesDenyOverlay(t *testing.T) {
 	g, _ := dnsTestGateway(t, flowTestPolicy, []netip.Prefix{netip.MustParsePrefix("198.18.0.0/15")}, noUpstream)
 	coder := srcPolicy(t, "agents/coder", agentsCoder)
@@ -159,6 +160,24 @@ func TestSetPoliciesDenyOverlay(t *testing.T) {
 		t.Errorf("a refused rule set changed %v", res.Changed)
 	}
 
+	// A new version of a rule set in force that is refused (here: one
+	// that would also allow) leaves its last good version denying: a bad
+	// update never opens what the overlay closed.
+	bad := srcPolicy(t, "ClusterAgentNetworkPolicy:no-server", "egress:\n  - cidrs: [198.18.0.2/32]\n    ports: [7]\n")
+	bad.Name = "no-server"
+	res, errs = g.SetPolicies("kubernetes", PolicySource{Policies: []*policy.File{coder}, Denies: []*policy.File{bad}})
+	if err := errs.Denies["no-server"]; err == nil || !strings.Contains(err.Error(), "may only deny") {
+		t.Errorf("a refused new version: %v, want refused", err)
+	}
+	if len(res.Changed) != 0 {
+		t.Errorf("a refused new version changed %v", res.Changed)
+	}
+	for _, n := range []string{"agents/coder", "dnstest"} {
+		if d := g.policies.Get(n).DecideFlow(server); d.Verdict != policy.Deny || d.Rule != "ClusterAgentNetworkPolicy:no-server deny[0]" {
+			t.Errorf("%s after a refused new version: %v, want the last good version's deny", n, d)
+		}
+	}
+
 	res, _ = g.SetPolicies("kubernetes", PolicySource{Policies: []*policy.File{coder}})
 	if len(res.Changed) != 3 || !g.policies.Get("dnstest").DecideFlow(server).Allowed() {
 		t.Errorf("overlay removed: changed %v, dnstest %v; want all changed and the server allowed again",
@@ -176,12 +195,7 @@ func TestSetPoliciesRevokes(t *testing.T) {
 	ft := newRevokeTest(t, up.serve)
 	g := ft.a.g
 	denied := netip.AddrPortFrom(flowTestServer, 7)
-	c, err := ft.dial(t, denied)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	exchange(t, c, "before")
+	c := ft.live(t, denied, "before")
 
 	tight := srcPolicy(t, "ClusterAgentNetworkPolicy:no-server", "deny:\n  - cidrs: [198.18.0.2/32]\n")
 	tight.Name = "no-server"
@@ -216,12 +230,7 @@ func TestSetPoliciesRevokesSourcePolicy(t *testing.T) {
 	}
 	ft.a.policy = "agents/coder" // before its first flow
 	dst := netip.AddrPortFrom(flowTestServer, 7)
-	c, err := ft.dial(t, dst)
-	if err != nil {
-		t.Fatalf("under agents/coder: %v", err)
-	}
-	defer c.Close()
-	exchange(t, c, "allowed")
+	c := ft.live(t, dst, "allowed")
 	res, _ := g.SetPolicies("kubernetes", PolicySource{Policies: []*policy.File{srcPolicy(t, "agents/coder", "egress:\n  - cidrs: [198.18.0.0/15]\n    ports: [80]\n")}})
 	if !slices.Equal(res.Changed, []string{"agents/coder"}) {
 		t.Errorf("changed %v, want [agents/coder]", res.Changed)

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/clawnet/clawnet/policy"
 )
@@ -35,15 +36,13 @@ func (l *published) serveUDP() {
 		mu.Lock()
 		f := flows[from]
 		if f == nil {
-			f = l.a.openPublishedUDP(l, from)
+			f = l.a.openPublishedUDP(l, from, func() {
+				mu.Lock()
+				delete(flows, from)
+				mu.Unlock()
+			})
 			if f != nil {
 				flows[from] = f
-				go func() {
-					<-f.done
-					mu.Lock()
-					delete(flows, from)
-					mu.Unlock()
-				}()
 			}
 		}
 		mu.Unlock()
@@ -56,14 +55,15 @@ func (l *published) serveUDP() {
 		}
 		f.down.Add(uint64(n))
 		f.a.bytesDown.Add(uint64(n))
-		f.last.Store(nowNanos())
+		f.last.Store(time.Now().UnixNano())
 	}
 }
 
 // openPublishedUDP decides a new client of a published UDP port and, when
 // the agent's ingress allows it, opens its flow into the agent and starts
-// carrying the agent's answers back. nil means refused (audited).
-func (a *Agent) openPublishedUDP(l *published, client netip.AddrPort) *flow {
+// carrying the agent's answers back; gone is called once the flow is
+// closed. nil means refused (audited).
+func (a *Agent) openPublishedUDP(l *published, client netip.AddrPort, gone func()) *flow {
 	peer := a.g.peerOf(client.Addr())
 	dst := netip.AddrPortFrom(a.agentAddr(false), l.spec.AgentPort)
 	f := a.inboundFlow(policy.ProtoUDP, client, dst, peer.String())
@@ -98,9 +98,10 @@ func (a *Agent) openPublishedUDP(l *published, client netip.AddrPort) *flow {
 			}
 			f.up.Add(uint64(n))
 			a.bytesUp.Add(uint64(n))
-			f.last.Store(nowNanos())
+			f.last.Store(time.Now().UnixNano())
 		}
 		f.close()
+		gone()
 		f.audit(EventClose, d.Decision, nil)
 	}()
 	return f

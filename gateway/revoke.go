@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/clawnet/clawnet/gateway/control"
@@ -58,12 +57,7 @@ func (g *Gateway) Reload() (*control.ReloadResult, error) {
 	g.log.Info("policies reloaded", "policies", res.Policies, "changed", res.Changed, "errors", len(errs))
 	g.metrics.reload(errors.Join(errs...))
 	_ = g.audit.Reopen() // so that clawnet reload after a rotation needs no signal
-	agents := make([]string, 0, len(res.Revoked))
-	for a := range res.Revoked {
-		agents = append(agents, a)
-	}
-	sort.Strings(agents)
-	for _, a := range agents {
+	for _, a := range sortedKeys(res.Revoked) {
 		g.log.Info("live flows revoked", "agent", a, "flows", res.Revoked[a])
 	}
 	return res, errors.Join(errs...)

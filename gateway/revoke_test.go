@@ -143,6 +143,19 @@ func newRevokeTest(t *testing.T, serve func(net.Conn)) *flowTest {
 	return ft
 }
 
+// live opens a TCP flow from ft's agent to dst and exchanges msg on it,
+// so that it is connected both ways; it is closed when t ends.
+func (ft *flowTest) live(t *testing.T, dst netip.AddrPort, msg string) net.Conn {
+	t.Helper()
+	c, err := ft.dial(t, dst)
+	if err != nil {
+		t.Fatalf("flow to %s: %v", dst, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	exchange(t, c, msg)
+	return c
+}
+
 // TestRevokeTightened: a deny rule added for a live TCP flow's address
 // resets it on the agent's side, closes its upstream and audits a revoke
 // line with the new rule; the agent's other flow is left alone.
@@ -153,18 +166,8 @@ func TestRevokeTightened(t *testing.T) {
 	g := ft.a.g
 	denied := netip.AddrPortFrom(flowTestServer, 7)
 	kept := netip.AddrPortFrom(netip.MustParseAddr("198.18.0.3"), 7)
-	c, err := ft.dial(t, denied)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	exchange(t, c, "before")
-	other, err := ft.dial(t, kept)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	exchange(t, other, "before")
+	c := ft.live(t, denied, "before")
+	other := ft.live(t, kept, "before")
 
 	writePolicy(t, g, "dnstest.yaml", flowTestPolicy+"deny:\n  - cidrs: [198.18.0.2/32]\n")
 	res := reload(t, g)
@@ -208,12 +211,7 @@ func TestRevokeLoosenedOrUnchanged(t *testing.T) {
 	ft := newRevokeTest(t, echo)
 	g := ft.a.g
 	dst := netip.AddrPortFrom(flowTestServer, 7)
-	c, err := ft.dial(t, dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	exchange(t, c, "before")
+	c := ft.live(t, dst, "before")
 	before := g.policies.Get("dnstest")
 
 	writePolicy(t, g, "dnstest.yaml", flowTestPolicy)
@@ -508,12 +506,7 @@ func TestWatchPolicies(t *testing.T) {
 	}
 	defer stop()
 	dst := netip.AddrPortFrom(flowTestServer, 7)
-	c, err := ft.dial(t, dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	exchange(t, c, "before")
+	c := ft.live(t, dst, "before")
 	writePolicy(t, g, "dnstest.yaml", flowTestPolicy+"deny:\n  - cidrs: [198.18.0.2/32]\n")
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil || !strings.Contains(err.Error(), "reset") {
@@ -530,12 +523,7 @@ func TestReloadAnswer(t *testing.T) {
 	ft := newRevokeTest(t, echo)
 	g := ft.a.g
 	dst := netip.AddrPortFrom(flowTestServer, 7)
-	c, err := ft.dial(t, dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	exchange(t, c, "before")
+	c := ft.live(t, dst, "before")
 	writePolicy(t, g, "dnstest.yaml", flowTestPolicy+"deny:\n  - cidrs: [198.18.0.2/32]\n")
 	writePolicy(t, g, "bad.yaml", "version: v1\nname: bad\negres: []\n")
 	code, body := call(t, g, "POST", "/v1/reload", "")
@@ -556,5 +544,28 @@ func TestReloadAnswer(t *testing.T) {
 	code, body = call(t, g, "POST", "/v1/reload", "")
 	if code != http.StatusOK || body != `{"policies":["default","dnstest"]}`+"\n" {
 		t.Fatalf("reload with nothing changed = %d %s", code, body)
+	}
+}
+
+// TestRevokePolicyRemoved: a reload that finds an agent's policy gone
+// (its file deleted) revokes the agent's live flows: no policy allows
+// nothing.
+func TestRevokePolicyRemoved(t *testing.T) {
+	dnstest.LeakCheck(t)
+	ft := newRevokeTest(t, echo)
+	g := ft.a.g
+	dst := netip.AddrPortFrom(flowTestServer, 7)
+	c := ft.live(t, dst, "before")
+	if err := os.Remove(filepath.Join(g.cfg.PolicyDir, "dnstest.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	res := reload(t, g)
+	if !slices.Equal(res.Changed, []string{"dnstest"}) {
+		t.Errorf("reload changed %v, want [dnstest]", res.Changed)
+	}
+	onlyRevoked(t, res, map[string]int{"flowtest": 1})
+	expectReset(t, c)
+	if e := ft.waitEvent(t, EventRevoke, dst); e.Verdict != "deny" || e.Rule != "builtin:policy-missing" {
+		t.Errorf("revoke line = %+v, want a deny for the missing policy", e)
 	}
 }

@@ -15,8 +15,9 @@ import (
 
 // Timeouts of the control API's server. Clients are local and their
 // requests small; an idle keep-alive connection is closed rather than held
-// for ever, and control.max_connections bounds how many are held at once. There is no read or write timeout on a whole request: an attach
-// may wait on the container engine, a CPU profile runs for its seconds.
+// for ever, and control.max_connections bounds how many are held at once.
+// There is no read or write timeout on a whole request: an attach may wait
+// on the container engine, a CPU profile runs for its seconds.
 var (
 	controlReadHeaderTimeout = 10 * time.Second
 	controlIdleTimeout       = 30 * time.Second

@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
 // TestUDPBudget: past UDPPacketsPerSecond (and its burst) a datagram is
@@ -33,6 +35,35 @@ func TestUDPBudget(t *testing.T) {
 	}
 	if got := udp.Load(); got != 3 {
 		t.Fatalf("%d of 10 datagrams reached the stack, want the burst of 3", got)
+	}
+}
+
+// TestUDPBudgetExtensionHeaders: an IPv6 datagram behind extension headers
+// (a destination options header here; a raw socket in the agent can add
+// one) counts against the UDP budget as a plain one does.
+func TestUDPBudgetExtensionHeaders(t *testing.T) {
+	var udp, syn atomic.Int32
+	_, ch := newTestStack(t, Config{
+		UDPPacketsPerSecond: 0.001, UDPPacketBurst: 3,
+		PacketsPerSecond: 1e6, PacketBurst: 1e6,
+		UDP: func(*UDPRequest) bool { udp.Add(1); return false },
+		TCP: func(r *TCPRequest) { syn.Add(1); r.Reject() },
+	})
+	drain(t, ch.Inbound)
+	dst := netip.AddrPortFrom(farAddr6, 9)
+	for i := range 10 {
+		src := netip.AddrPortFrom(agentAddr6, uint16(40000+i))
+		ch.Outbound <- ip6(src.Addr(), dst.Addr(), header.UDPProtocolNumber, udpDgram(src, dst, []byte("x")),
+			optsExt6(header.IPv6DestinationOptionsExtHdrIdentifier, nil))
+	}
+	// The barrier: a SYN read after them reaches the stack after them.
+	ch.Outbound <- tcpSYN(netip.AddrPortFrom(agentAddr, 41000), netip.AddrPortFrom(farAddr, 80))
+	deadline := time.Now().Add(5 * time.Second)
+	for syn.Load() < 1 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := udp.Load(); got != 3 {
+		t.Fatalf("%d of 10 datagrams behind a destination options header reached the stack, want the burst of 3", got)
 	}
 }
 

@@ -1,13 +1,12 @@
 package netstack
 
 import (
-	"time"
-
 	"errors"
 	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/time/rate"
 
@@ -168,15 +167,36 @@ func (e *endpoint) isForeignEcho(pkt []byte) bool {
 	return true
 }
 
-// isUDP reports whether pkt, a whole IP packet, carries UDP (for IPv6,
-// directly after the fixed header, as every datagram the agent's kernel
-// sends does).
+// isUDP reports whether pkt, a whole IP packet, carries UDP: for IPv6,
+// after any extension headers, which the stack walks too (an agent with a
+// raw socket can put some before a datagram to pass the UDP budget).
 func isUDP(pkt []byte) bool {
 	switch header.IPVersion(pkt) {
 	case header.IPv4Version:
 		return len(pkt) >= header.IPv4MinimumSize && pkt[9] == uint8(header.UDPProtocolNumber)
 	case header.IPv6Version:
-		return len(pkt) >= header.IPv6MinimumSize && pkt[6] == uint8(header.UDPProtocolNumber)
+		if len(pkt) < header.IPv6MinimumSize {
+			return false
+		}
+		// Each step moves at least 8 bytes on: the walk ends at the
+		// packet's end at the latest.
+		nh, off := pkt[6], header.IPv6MinimumSize
+		for {
+			switch header.IPv6ExtensionHeaderIdentifier(nh) {
+			case header.IPv6HopByHopOptionsExtHdrIdentifier, header.IPv6RoutingExtHdrIdentifier, header.IPv6DestinationOptionsExtHdrIdentifier:
+				if len(pkt) < off+2 {
+					return false
+				}
+				nh, off = pkt[off], off+8*(int(pkt[off+1])+1)
+			case header.IPv6FragmentExtHdrIdentifier:
+				if len(pkt) < off+1 {
+					return false
+				}
+				nh, off = pkt[off], off+header.IPv6FragmentHeaderSize
+			default:
+				return nh == uint8(header.UDPProtocolNumber)
+			}
+		}
 	}
 	return false
 }

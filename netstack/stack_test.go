@@ -1,6 +1,7 @@
 package netstack
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"testing"
 	"time"
@@ -168,6 +169,39 @@ func TestDNSHookSeesEveryPort53AndAnswers(t *testing.T) {
 		if checksum.Checksum(u[:u.Length()], sum) != 0xffff {
 			t.Errorf("answer has a bad UDP checksum")
 		}
+	}
+}
+
+// TestWriteUDPZeroChecksum: an IPv6 datagram whose checksum computes to
+// zero goes out with all ones, which means the same: zero would say "no
+// checksum", which IPv6 forbids, and the agent's kernel would drop the
+// answer (RFC 8200 8.1).
+func TestWriteUDPZeroChecksum(t *testing.T) {
+	s, ch := newTestStack(t, Config{})
+	src, dst := netip.MustParseAddrPort("[fd00::1]:53"), netip.MustParseAddrPort("[fd00::2]:5353")
+	// The last two bytes of the payload make the one's complement sum of
+	// the datagram all ones, so that its checksum computes to zero.
+	payload := []byte("answer\x00\x00")
+	sa, da := tcpip.AddrFrom16(src.Addr().As16()), tcpip.AddrFrom16(dst.Addr().As16())
+	udpLen := uint16(header.UDPMinimumSize + len(payload))
+	u := make(header.UDP, udpLen)
+	u.Encode(&header.UDPFields{SrcPort: src.Port(), DstPort: dst.Port(), Length: udpLen})
+	copy(u.Payload(), payload)
+	sum := checksum.Checksum(u, header.PseudoHeaderChecksum(header.UDPProtocolNumber, sa, da, udpLen))
+	binary.BigEndian.PutUint16(payload[len(payload)-2:], ^sum)
+
+	errc := make(chan error, 1)
+	go func() { errc <- s.WriteUDP(src, dst, payload) }()
+	p := <-ch.Inbound
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	got := header.UDP(header.IPv6(p).Payload())
+	if string(got.Payload()) != string(payload) {
+		t.Fatalf("payload %q, want %q", got.Payload(), payload)
+	}
+	if got.Checksum() != 0xffff {
+		t.Errorf("checksum %#04x, want 0xffff for a sum that computes to zero", got.Checksum())
 	}
 }
 

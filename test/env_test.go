@@ -126,30 +126,43 @@ func (a *agent) addr(family int) netip.Addr {
 func (e *env) attach(name, policy string) *agent {
 	e.t.Helper()
 	ns := harness.NewNetNS(e.t, "agent")
-	info := e.d.Attach(e.t, ns, name, policy)
+	return e.attachedAgent(ns, name, e.d.Attach(e.t, ns, name, policy))
+}
+
+// attachedAgent is ns, attached as name (info), with the addresses clawnet
+// gave its TUN: a global IPv4 and IPv6 address each, or t fails.
+func (e *env) attachedAgent(ns *harness.NetNS, name string, info harness.Agent) *agent {
+	e.t.Helper()
 	a := &agent{name: name, ns: ns, info: info}
+	a.v4, a.v6 = tunAddrs(e.t, ns)
+	if !a.v4.IsValid() || !a.v6.IsValid() {
+		links, _ := ns.Links()
+		e.t.Fatalf("attached %s, but its %s has no global IPv4 and IPv6 address: %+v", name, tunName, links)
+	}
+	return a
+}
+
+// tunAddrs reads the global addresses clawnet gave ns's TUN.
+func tunAddrs(t *testing.T, ns *harness.NetNS) (v4, v6 netip.Addr) {
+	t.Helper()
 	links, err := ns.Links()
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	for _, l := range links {
 		if l.Name != tunName {
 			continue
 		}
 		for _, ad := range l.Addrs {
-			p := ad.Prefix()
-			switch {
+			switch p := ad.Prefix(); {
 			case p.Addr().Is4():
-				a.v4 = p.Addr()
+				v4 = p.Addr()
 			case ad.Scope == "global":
-				a.v6 = p.Addr()
+				v6 = p.Addr()
 			}
 		}
 	}
-	if !a.v4.IsValid() || !a.v6.IsValid() {
-		e.t.Fatalf("attached %s, but its %s has no global IPv4 and IPv6 address: %+v", name, tunName, links)
-	}
-	return a
+	return v4, v6
 }
 
 func ctxTimeout(t *testing.T, d time.Duration) context.Context {

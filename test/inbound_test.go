@@ -98,28 +98,7 @@ func (e *env) attachPublish(name, policy string, publish ...string) *agent {
 	if !ok {
 		e.t.Fatalf("attached %s but clawnet ls does not list it", name)
 	}
-	a := &agent{name: name, ns: ns, info: info}
-	links, err := ns.Links()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for _, l := range links {
-		for _, ad := range l.Addrs {
-			if l.Name != tunName {
-				continue
-			}
-			switch p := ad.Prefix(); {
-			case p.Addr().Is4():
-				a.v4 = p.Addr()
-			case ad.Scope == "global":
-				a.v6 = p.Addr()
-			}
-		}
-	}
-	if !a.v4.IsValid() || !a.v6.IsValid() {
-		e.t.Fatalf("attached %s, but its %s has no global IPv4 and IPv6 address: %+v", name, tunName, links)
-	}
-	return a
+	return e.attachedAgent(ns, name, info)
 }
 
 // freePort returns a TCP port of the host's loopback nothing listens on

@@ -208,9 +208,8 @@ func TestRestartReattaches(t *testing.T) {
 		}
 	}
 	// The namespace's own view of its addresses.
-	re := e.attachedAgent(byNetns.ns, byNetns.name)
-	if re.v4 != byNetns.v4 || re.v6 != byNetns.v6 {
-		t.Errorf("%s's TUN has %s and %s after the restart, %s and %s before", byNetns.name, re.v4, re.v6, byNetns.v4, byNetns.v6)
+	if v4, v6 := tunAddrs(t, byNetns.ns); v4 != byNetns.v4 || v6 != byNetns.v6 {
+		t.Errorf("%s's TUN has %s and %s after the restart, %s and %s before", byNetns.name, v4, v6, byNetns.v4, byNetns.v6)
 	}
 
 	// The published port is open again.
@@ -263,30 +262,6 @@ func TestRestartReattaches(t *testing.T) {
 	if ok, names := onlyLo(ns2); !ok {
 		t.Errorf("the detached by-pid was attached again: its namespace has %v", names)
 	}
-}
-
-// attachedAgent reads the addresses clawnet gave a namespace's TUN.
-func (e *env) attachedAgent(ns *harness.NetNS, name string) *agent {
-	e.t.Helper()
-	a := &agent{name: name, ns: ns}
-	links, err := ns.Links()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for _, l := range links {
-		if l.Name != tunName {
-			continue
-		}
-		for _, ad := range l.Addrs {
-			switch p := ad.Prefix(); {
-			case p.Addr().Is4():
-				a.v4 = p.Addr()
-			case ad.Scope == "global":
-				a.v6 = p.Addr()
-			}
-		}
-	}
-	return a
 }
 
 // TestRestartWindow measures how long an agent has no network across a

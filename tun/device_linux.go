@@ -39,6 +39,8 @@ type Device struct {
 	// IPv6 reports whether IPv6 addresses could be configured (a namespace
 	// can have IPv6 disabled).
 	IPv6 bool
+
+	file *fileDevice // the embedded device, for WriteVectored
 }
 
 // vectorWriter is what netstack's link endpoint looks for to write a
@@ -49,24 +51,11 @@ type vectorWriter interface {
 
 var _ vectorWriter = (*Device)(nil)
 
-// WriteVectored writes the concatenation of parts as one packet: with one
-// writev(2) on the plain device, else copied into one buffer first. (The
-// embedded interface does not promote it: without this method, the
-// endpoint would never see the device's own.)
+// WriteVectored writes the concatenation of parts as one packet, with one
+// writev(2). (The embedded interface does not promote it: without this
+// method, the endpoint would never see the device's own.)
 func (d *Device) WriteVectored(parts [][]byte) error {
-	if vw, ok := d.Device.(vectorWriter); ok {
-		return vw.WriteVectored(parts)
-	}
-	n := 0
-	for _, p := range parts {
-		n += len(p)
-	}
-	b := make([]byte, 0, n)
-	for _, p := range parts {
-		b = append(b, p...)
-	}
-	_, err := d.Device.Write([][]byte{b}, 0)
-	return err
+	return d.file.WriteVectored(parts)
 }
 
 // ErrExists is returned when the namespace already has an interface of the
@@ -94,7 +83,7 @@ func Create(ns *Netns, cfg Config) (*Device, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	d := &Device{Device: dev, IfName: cfg.Name}
+	d := &Device{Device: dev, IfName: cfg.Name, file: dev}
 	if err := configure(ns, d, cfg); err != nil {
 		dev.Close()
 		return nil, err

@@ -22,6 +22,13 @@ type fileDevice struct {
 	mtu    int
 	events chan wgtun.Event
 	once   sync.Once
+
+	// The state of WriteVectored, kept here so that a write allocates
+	// nothing: a closure passed to rc.Write would be, once a packet.
+	wmu    sync.Mutex
+	parts  [][]byte              // the packet being written; guarded by wmu
+	werr   error                 // what writev returned; guarded by wmu
+	writev func(fd uintptr) bool // d.writevFD, bound once
 }
 
 var _ wgtun.Device = (*fileDevice)(nil)
@@ -35,7 +42,9 @@ func newFileDevice(fd int, name string, mtu int) (*fileDevice, error) {
 	}
 	f := os.NewFile(uintptr(fd), "/dev/net/tun")
 	rc, _ := f.SyscallConn() // fails only for a nil *os.File
-	return &fileDevice{f: f, rc: rc, name: name, mtu: mtu, events: make(chan wgtun.Event)}, nil
+	d := &fileDevice{f: f, rc: rc, name: name, mtu: mtu, events: make(chan wgtun.Event)}
+	d.writev = d.writevFD
+	return d, nil
 }
 
 func (d *fileDevice) File() *os.File { return d.f }
@@ -64,11 +73,13 @@ func (d *fileDevice) Write(bufs [][]byte, offset int) (int, error) {
 // writev(2) and no copy in user space: a packet built by the stack is a
 // header view and a payload view, and the payload may be 64 KiB.
 func (d *fileDevice) WriteVectored(parts [][]byte) error {
-	var werr error
-	if err := d.rc.Write(func(fd uintptr) bool {
-		_, werr = unix.Writev(int(fd), parts)
-		return werr != unix.EAGAIN
-	}); err != nil {
+	d.wmu.Lock()
+	defer d.wmu.Unlock()
+	d.parts, d.werr = parts, nil
+	err := d.rc.Write(d.writev)
+	werr := d.werr
+	d.parts, d.werr = nil, nil
+	if err != nil {
 		// The poller's only refusal is a closed file; say it as Write
 		// does.
 		return fmt.Errorf("%w: %v", os.ErrClosed, err)
@@ -77,6 +88,13 @@ func (d *fileDevice) WriteVectored(parts [][]byte) error {
 		return &os.PathError{Op: "writev", Path: d.f.Name(), Err: werr}
 	}
 	return nil
+}
+
+// writevFD is WriteVectored's step on the file descriptor, which the
+// poller repeats until the device takes the packet.
+func (d *fileDevice) writevFD(fd uintptr) bool {
+	_, d.werr = unix.Writev(int(fd), d.parts)
+	return d.werr != unix.EAGAIN
 }
 
 func (d *fileDevice) MTU() (int, error)          { return d.mtu, nil }
