@@ -148,10 +148,11 @@ func (e *endpoint) isForeignEcho(pkt []byte) bool {
 		dst = netip.AddrFrom4(ip.DestinationAddress().As4())
 	case header.IPv6Version:
 		ip := header.IPv6(pkt)
-		if !ip.IsValid(len(pkt)) || ip.TransportProtocol() != header.ICMPv6ProtocolNumber {
+		proto, off, ok := transport6(pkt)
+		if !ip.IsValid(len(pkt)) || !ok || proto != uint8(header.ICMPv6ProtocolNumber) {
 			return false
 		}
-		icmp := header.ICMPv6(ip.Payload())
+		icmp := header.ICMPv6(pkt[off:])
 		if len(icmp) < header.ICMPv6MinimumSize || icmp.Type() != header.ICMPv6EchoRequest {
 			return false
 		}
@@ -167,38 +168,46 @@ func (e *endpoint) isForeignEcho(pkt []byte) bool {
 	return true
 }
 
-// isUDP reports whether pkt, a whole IP packet, carries UDP: for IPv6,
-// after any extension headers, which the stack walks too (an agent with a
-// raw socket can put some before a datagram to pass the UDP budget).
+// isUDP reports whether pkt, a whole IP packet, carries UDP.
 func isUDP(pkt []byte) bool {
 	switch header.IPVersion(pkt) {
 	case header.IPv4Version:
 		return len(pkt) >= header.IPv4MinimumSize && pkt[9] == uint8(header.UDPProtocolNumber)
 	case header.IPv6Version:
-		if len(pkt) < header.IPv6MinimumSize {
-			return false
-		}
-		// Each step moves at least 8 bytes on: the walk ends at the
-		// packet's end at the latest.
-		nh, off := pkt[6], header.IPv6MinimumSize
-		for {
-			switch header.IPv6ExtensionHeaderIdentifier(nh) {
-			case header.IPv6HopByHopOptionsExtHdrIdentifier, header.IPv6RoutingExtHdrIdentifier, header.IPv6DestinationOptionsExtHdrIdentifier:
-				if len(pkt) < off+2 {
-					return false
-				}
-				nh, off = pkt[off], off+8*(int(pkt[off+1])+1)
-			case header.IPv6FragmentExtHdrIdentifier:
-				if len(pkt) < off+1 {
-					return false
-				}
-				nh, off = pkt[off], off+header.IPv6FragmentHeaderSize
-			default:
-				return nh == uint8(header.UDPProtocolNumber)
-			}
-		}
+		proto, _, ok := transport6(pkt)
+		return ok && proto == uint8(header.UDPProtocolNumber)
 	}
 	return false
+}
+
+// transport6 walks the extension headers of pkt, an IPv6 packet, as the
+// stack does, to its transport header: its protocol and offset. The checks
+// above look there, not at the fixed header's next header, or an agent
+// with a raw socket would pass them by putting an extension header first.
+// ok is false when the chain runs past the packet (the stack drops it).
+func transport6(pkt []byte) (proto uint8, off int, ok bool) {
+	if len(pkt) < header.IPv6MinimumSize {
+		return 0, 0, false
+	}
+	// Each step moves at least 8 bytes on: the walk ends at the packet's
+	// end at the latest.
+	proto, off = pkt[6], header.IPv6MinimumSize
+	for {
+		switch header.IPv6ExtensionHeaderIdentifier(proto) {
+		case header.IPv6HopByHopOptionsExtHdrIdentifier, header.IPv6RoutingExtHdrIdentifier, header.IPv6DestinationOptionsExtHdrIdentifier:
+			if len(pkt) < off+2 {
+				return 0, 0, false
+			}
+			proto, off = pkt[off], off+8*(int(pkt[off+1])+1)
+		case header.IPv6FragmentExtHdrIdentifier:
+			if len(pkt) < off+1 {
+				return 0, 0, false
+			}
+			proto, off = pkt[off], off+header.IPv6FragmentHeaderSize
+		default:
+			return proto, off, off <= len(pkt)
+		}
+	}
 }
 
 // wait takes n packets from the agent's budget, sleeping while it is

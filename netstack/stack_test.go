@@ -222,6 +222,30 @@ func TestEchoOnlyForTheGateway(t *testing.T) {
 	}
 }
 
+// TestForeignEchoBehindExtensionHeaders: an IPv6 ping to a far address
+// behind a destination options header (a raw socket in the agent can add
+// one) is dropped like a plain one, not answered.
+func TestForeignEchoBehindExtensionHeaders(t *testing.T) {
+	_, ch := newTestStack(t, Config{})
+	body := append([]byte{0, 7, 0, 1}, "ping"...)
+	icmp := icmpMsg(agentAddr6, farAddr6, uint8(header.ICMPv6EchoRequest), 0, body)
+	// The channel TUN hands packets over unbuffered, and a reply is
+	// written before the next packet is read: send from another goroutine.
+	go func() {
+		ch.Outbound <- ip6(agentAddr6, farAddr6, header.ICMPv6ProtocolNumber, icmp, optsExt6(header.IPv6DestinationOptionsExtHdrIdentifier, nil))
+		// The barrier: a ping to the gateway, answered after it.
+		ch.Outbound <- echoRequest(agentAddr, gwAddr)
+	}()
+	if p := <-ch.Inbound; header.IPVersion(p) != header.IPv4Version || header.IPv4(p).SourceAddress().As4() != gwAddr.As4() {
+		t.Fatalf("first packet back % x; want only the gateway's echo reply", p)
+	}
+	select {
+	case p := <-ch.Inbound:
+		t.Fatalf("unexpected second packet % x", p)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
 // TestTCPOptions: the stack runs the TCP options tune sets: SACK, loss
 // recovery without RACK-TLP, reno pinned, no TIME-WAIT (see stack.go).
 func TestTCPOptions(t *testing.T) {
