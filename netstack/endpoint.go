@@ -64,17 +64,28 @@ func newEndpoint(dev wgtun.Device, mtu uint32, gw []netip.Addr, stats *Stats) *e
 	return &endpoint{dev: dev, mtu: mtu, gw: gw, stats: stats, done: make(chan struct{})}
 }
 
-// readLoop delivers packets from the device until it is closed.
+// handOver is the shortest packet read from the device that is handed to the
+// stack in the view it was read into; a shorter one is copied into a view of
+// its own size, so a small segment never pins a 64 KiB chunk in a receive
+// queue (gVisor accounts a segment by its bytes, not its chunk), and the read
+// view is kept for the next packet. At or above it the chunk is at most twice
+// what it holds, and a bulk upload's 64 KiB segments cross without a copy.
+const handOver = maxPacket / 2
+
+// readLoop delivers packets from the device until it is closed. Each read
+// lands in a pooled gVisor view, so a large packet becomes the stack's
+// packet buffer as it is.
 func (e *endpoint) readLoop() {
 	defer close(e.done)
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	bufs := [][]byte{*bp}
+	v := buffer.NewViewSize(maxPacket)
+	defer func() { v.Release() }()
+	bufs := [][]byte{v.AsSlice()}
 	sizes := []int{0}
 	for {
 		n, err := e.dev.Read(bufs, sizes, 0)
-		for i := 0; i < n; i++ {
-			e.deliver(bufs[i][:sizes[i]])
+		if n > 0 && e.deliver(v, sizes[0]) {
+			v = buffer.NewViewSize(maxPacket)
+			bufs[0] = v.AsSlice()
 		}
 		if e.pace != nil && n > 0 {
 			e.wait(n)
@@ -93,9 +104,13 @@ func (e *endpoint) readLoop() {
 	}
 }
 
-func (e *endpoint) deliver(pkt []byte) {
+// deliver hands the packet in the first n bytes of v to the stack. It
+// reports whether it took v itself (a packet of handOver bytes or more),
+// which the caller must then replace; otherwise v is untouched and reusable.
+func (e *endpoint) deliver(v *buffer.View, n int) (took bool) {
+	pkt := v.AsSlice()[:n]
 	if len(pkt) == 0 {
-		return
+		return false
 	}
 	var proto tcpip.NetworkProtocolNumber
 	switch header.IPVersion(pkt) {
@@ -105,15 +120,15 @@ func (e *endpoint) deliver(pkt []byte) {
 		proto = header.IPv6ProtocolNumber
 	default:
 		e.stats.Dropped.Add(1)
-		return
+		return false
 	}
 	if e.isForeignEcho(pkt) {
 		e.stats.Dropped.Add(1)
-		return
+		return false
 	}
 	if e.udpPace != nil && isUDP(pkt) && !e.udpPace.Allow() {
 		e.stats.Dropped.Add(1)
-		return
+		return false
 	}
 	e.stats.PacketsIn.Add(1)
 	e.stats.BytesIn.Add(uint64(len(pkt)))
@@ -121,13 +136,20 @@ func (e *endpoint) deliver(pkt []byte) {
 	d := e.dispatcher
 	e.mu.RUnlock()
 	if d == nil {
-		return
+		return false
+	}
+	payload := v
+	if took = n >= handOver; took {
+		v.CapLength(n)
+	} else {
+		payload = buffer.NewViewWithData(pkt)
 	}
 	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{
-		Payload: buffer.MakeWithView(buffer.NewViewWithData(pkt)),
+		Payload: buffer.MakeWithView(payload),
 	})
 	d.DeliverNetworkPacket(proto, pb)
 	pb.DecRef()
+	return took
 }
 
 // isForeignEcho reports an ICMP echo request to any address but the
