@@ -117,7 +117,8 @@ func (f *flow) spliceTCP() {
 	<-down
 }
 
-// pipe copies src to dst. On EOF it half-closes dst; on any error it closes
+// pipe copies src to dst (by the direct path of direct.go between the
+// netstack and a host TCP socket, with no copy buffer). On EOF it half-closes dst; on any error it closes
 // the whole flow so the other direction ends too. It takes a copy buffer only
 // once src is readable, so an idle flow holds none. A flow closed from
 // outside (a revocation resets it) never passes an EOF on as a half-close.
@@ -127,6 +128,9 @@ func (f *flow) spliceTCP() {
 // instead of a readiness probe and a read), and only if nothing is there
 // does the pipe wait without a buffer again.
 func (f *flow) pipe(dst, src net.Conn, n, total *atomic.Uint64) {
+	if f.pipeDirect(dst, src, n, total) {
+		return
+	}
 	full := false
 	for {
 		var bp *[]byte

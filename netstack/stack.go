@@ -272,20 +272,7 @@ type TCPConn struct {
 // or done is closed. A proxy waits here before taking a buffer, so an idle
 // flow holds none.
 func (c *TCPConn) WaitReadable(done <-chan struct{}) {
-	const mask = waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr
-	if c.ep.Readiness(mask) != 0 {
-		return
-	}
-	e, ch := waiter.NewChannelEntry(mask)
-	c.wq.EventRegister(&e)
-	defer c.wq.EventUnregister(&e)
-	if c.ep.Readiness(mask) != 0 {
-		return
-	}
-	select {
-	case <-ch:
-	case <-done:
-	}
+	c.wait(waiter.ReadableEvents|waiter.EventHUp|waiter.EventErr, done)
 }
 
 // Abort resets the connection: the agent sees a reset, not an orderly close.
