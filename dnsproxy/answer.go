@@ -323,8 +323,11 @@ func containsAddr(list []netip.Addr, a netip.Addr) bool {
 }
 
 // special says why ip must not be handed to an agent, or "" if it may be.
+// The class is the one the policy gives flows (ClassifyPublic:
+// treat_as_public applied, metadata never public), so answers and flows
+// agree on what is public.
 func (r *Answerer) special(ip netip.Addr, isHost func(netip.Addr) bool) string {
-	info := policy.ClassifyAddr(ip)
+	info := policy.ClassifyPublic(ip, r.public)
 	if info.Class == policy.ClassMetadata {
 		return ip.String() + " (" + info.What + ")"
 	}
@@ -333,11 +336,6 @@ func (r *Answerer) special(ip netip.Addr, isHost func(netip.Addr) bool) string {
 	}
 	if !info.Class.Special() {
 		return ""
-	}
-	for _, p := range r.public {
-		if p.Contains(ip) || info.Inner.IsValid() && p.Contains(info.Inner) {
-			return ""
-		}
 	}
 	return ip.String() + " (" + info.What + ")"
 }

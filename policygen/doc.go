@@ -18,5 +18,6 @@
 // not know stays unknown), never run a command a configuration names, and
 // never copy a secret (API keys, tokens, env values, headers, credentials or
 // queries in URLs) into a policy, a warning or an error. It reads files only
-// through the ReadFile function its caller passes in.
+// through the ReadFile function its caller passes in, and writes one only
+// through the WriteNew function a caller passes to Provision.
 package policygen

@@ -101,18 +101,6 @@ func (e *env) attachPublish(name, policy string, publish ...string) *agent {
 	return e.attachedAgent(ns, name, info)
 }
 
-// freePort returns a TCP port of the host's loopback nothing listens on
-// right now.
-func freePort(t *testing.T) uint16 {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return uint16(ln.Addr().(*net.TCPAddr).Port)
-}
-
 var loopback4 = netip.MustParseAddr("127.0.0.1")
 
 // exchange sends a fresh marker on c, checks the server's answer and
@@ -197,7 +185,7 @@ func expectConnClosed(t *testing.T, c net.Conn, what string) {
 // may not.
 func TestPublishedPortLoopbackOnly(t *testing.T) {
 	e := newEnv(t, bIn)
-	p, named := freePort(t), freePort(t)
+	p, named := harness.FreePort(t), harness.FreePort(t)
 	b := e.attachPublish("b", "b-in",
 		fmt.Sprintf("%d:%d", p, portPlain), // loopback by default
 		fmt.Sprintf("%s:%d:%d", e.in.Host4, named, portPlain))
@@ -485,7 +473,7 @@ func recvTCP(ps *harness.PacketSocket, src netip.AddrPort, timeout time.Duration
 // on the host's loopback, and the header's addresses are the caller's.
 func TestInboundProxyV2(t *testing.T) {
 	e := newEnv(t, bIn, aOut)
-	p := freePort(t)
+	p := harness.FreePort(t)
 	b := e.attachPublish("b", "b-in", fmt.Sprintf("127.0.0.1:%d:%d", p, portProxy))
 	a := e.attach("a", "a-out")
 	srv := b.ns.Serve(t, fmt.Sprintf(":%d", portProxy), true)
@@ -536,7 +524,7 @@ func TestPublishGoneAtDetach(t *testing.T) {
 	for _, held := range []bool{false, true} {
 		name := map[bool]string{false: "idle", true: "busy"}[held]
 		t.Run(name, func(t *testing.T) {
-			p := freePort(t)
+			p := harness.FreePort(t)
 			b := e.attachPublish(name, "b-in", fmt.Sprintf("%d:%d", p, portPlain))
 			srv := b.ns.Serve(t, fmt.Sprintf(":%d", portPlain), false)
 			at := ap(loopback4, p)
@@ -619,7 +607,7 @@ func TestPublishBadInput(t *testing.T) {
 	}
 	defer taken.Close()
 	q := taken.Addr().(*net.TCPAddr).Port
-	free := freePort(t)
+	free := harness.FreePort(t)
 	ns := harness.NewNetNS(t, "agent")
 	for _, tc := range []struct {
 		name    string

@@ -125,7 +125,7 @@ func TestMetrics(t *testing.T) {
 	harness.RequireRoot(t)
 	in := harness.NewInternet(t)
 	name, body := echoOnly(in)
-	listen := netip.AddrPortFrom(loopback4, freePort(t)).String()
+	listen := netip.AddrPortFrom(loopback4, harness.FreePort(t)).String()
 	d := harness.StartDaemon(t, harness.DaemonConfig{Internet: in, Policies: map[string]string{name: body},
 		ExtraConfig: "metrics:\n  listen: " + listen + "\n"})
 	e := &env{t: t, in: in, d: d}

@@ -150,7 +150,7 @@ func (a *agent) echoOnce(t *testing.T, e *env) func(canarylog.Entry) bool {
 // not attached; neither is kept in the state file.
 func TestRestartReattaches(t *testing.T) {
 	e, stateDir := restartEnv(t, echoOnly, echoIn)
-	hostPort := freePort(t)
+	hostPort := harness.FreePort(t)
 	byNetns := e.attachPublish("by-netns", "echo-in", fmt.Sprintf("%d:%d", hostPort, portPlain))
 	srv := byNetns.ns.Serve(t, fmt.Sprintf(":%d", portPlain), false)
 

@@ -115,10 +115,7 @@ func existingPolicy(file string) (*policy.File, error) {
 // generatePolicy reads the configuration files and writes their policy,
 // with each warning on stderr.
 func generatePolicy(e *env, files []string, o policygen.GenerateOptions) ([]byte, error) {
-	opts := policygen.Options{ReadFile: os.ReadFile}
-	opts.Dir, _ = os.Getwd()
-	opts.Home, _ = os.UserHomeDir()
-	gen, warnings, err := policygen.FromFiles(files, opts, o)
+	gen, warnings, err := policygen.FromFiles(files, configOptions(), o)
 	if err != nil {
 		return nil, err
 	}
@@ -126,4 +123,13 @@ func generatePolicy(e *env, files []string, o policygen.GenerateOptions) ([]byte
 		fmt.Fprintln(e.stderr, "warning:", w)
 	}
 	return gen, nil
+}
+
+// configOptions read the agent's configuration files from the disk, with
+// relative names relative to the working directory.
+func configOptions() policygen.Options {
+	opts := policygen.Options{ReadFile: os.ReadFile}
+	opts.Dir, _ = os.Getwd()
+	opts.Home, _ = os.UserHomeDir()
+	return opts
 }

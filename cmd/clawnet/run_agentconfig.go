@@ -9,7 +9,6 @@ import (
 	"slices"
 
 	"github.com/clawnet/clawnet/container"
-	"github.com/clawnet/clawnet/policy"
 	"github.com/clawnet/clawnet/policygen"
 )
 
@@ -37,36 +36,32 @@ func agentConfigPolicy(ctx context.Context, e *env, o container.RunOptions) (str
 		dir = defaultPolicyDir
 	}
 	file := filepath.Join(dir, name+".yaml")
-	existing, err := existingPolicy(file)
+	p, err := policygen.Provision(policygen.ProvisionArgs{
+		File:     file,
+		Files:    o.AgentConfig,
+		Options:  configOptions(),
+		Generate: policygen.GenerateOptions{Name: name},
+		WriteNew: func(file string, data []byte) error { return os.WriteFile(file, data, 0o644) },
+	})
+	for _, w := range p.Warnings {
+		fmt.Fprintln(e.stderr, "warning:", w)
+	}
+	var ne *policygen.NameError
+	if errors.As(err, &ne) {
+		return "", usageError{fmt.Errorf("the policy for --agent-config cannot be named %q: %v", name, ne.Err)}
+	}
 	if err != nil {
 		return "", err
 	}
-	gen, err := generatePolicy(e, o.AgentConfig, policygen.GenerateOptions{Name: name, Existing: existing})
-	if err != nil {
-		return "", err
-	}
-	// Generate writes what parses and compiles; a bad name is the one way
-	// to fail here, and it is better told before the file is written.
-	if f, errs := policy.ParseAll(file, gen); len(errs) > 0 {
-		return "", usageError{fmt.Errorf("the policy for --agent-config cannot be named %q: %v", name, errs[0])}
-	} else if _, err := policy.Compile(f, policy.Options{}); err != nil {
-		return "", err
-	}
-	old, err := os.ReadFile(file)
-	switch {
-	case err == nil && policygen.Equivalent(old, gen):
+	switch p.State {
+	case policygen.UpToDate:
 		fmt.Fprintf(e.stderr, "clawnet: %s is up to date with the agent's configuration\n", file)
-	case err == nil:
-		fmt.Fprint(e.stderr, policygen.Diff(file, old, "generated", gen))
+	case policygen.Differs:
+		fmt.Fprint(e.stderr, policygen.Diff(file, p.Old, "generated", p.Gen))
 		return "", fmt.Errorf("%s already exists and differs from what the agent's configuration calls for (above): "+
 			"review it, then remove it or update it with clawnet policy generate ... --out %s, or pick another --policy", file, file)
-	case errors.Is(err, os.ErrNotExist):
-		if err := os.WriteFile(file, gen, 0o644); err != nil {
-			return "", err
-		}
+	case policygen.Written:
 		fmt.Fprintf(e.stderr, "clawnet: wrote %s from the agent's configuration\n", file)
-	default:
-		return "", err
 	}
 	res, err := e.client().Reload(ctx)
 	if err != nil {

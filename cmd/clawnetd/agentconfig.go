@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 
-	"github.com/clawnet/clawnet/policy"
 	"github.com/clawnet/clawnet/policygen"
 )
 
@@ -25,36 +24,24 @@ func (a *attacher) configPolicy(_ context.Context, agent string, files []string)
 	}
 	name := agent
 	file := filepath.Join(a.policyDir, name+".yaml")
-	old, err := os.ReadFile(file)
-	var existing *policy.File
-	switch {
-	case err == nil:
-		if existing, err = policy.Parse(file, old); err != nil {
-			return "", err
-		}
-	case !errors.Is(err, os.ErrNotExist):
-		return "", err
-	}
 	// Relative names have no meaning for the daemon: the label names
 	// absolute paths, and the user's own files are not project scope.
-	opts := policygen.Options{ReadFile: os.ReadFile, Dir: "/"}
-	gen, _, err := policygen.FromFiles(files, opts, policygen.GenerateOptions{Name: name, Existing: existing})
+	p, err := policygen.Provision(policygen.ProvisionArgs{
+		File:     file,
+		Files:    files,
+		Options:  policygen.Options{ReadFile: os.ReadFile, Dir: "/"},
+		Generate: policygen.GenerateOptions{Name: name},
+		WriteNew: writeNew,
+	})
+	var ne *policygen.NameError
+	if errors.As(err, &ne) {
+		return "", fmt.Errorf("the agent's name %q cannot name a policy: %v", agent, ne.Err)
+	}
 	if err != nil {
 		return "", err
 	}
-	if f, errs := policy.ParseAll(file, gen); len(errs) > 0 {
-		return "", fmt.Errorf("the agent's name %q cannot name a policy: %v", agent, errs[0])
-	} else if _, err := policy.Compile(f, policy.Options{}); err != nil {
-		return "", err
-	}
-	switch {
-	case existing != nil && policygen.Equivalent(old, gen):
-	case existing != nil:
+	if p.State == policygen.Differs {
 		return "", fmt.Errorf("%s already exists and says something else than %v call for: review it with clawnet policy generate --diff %s, then remove or update it", file, files, file)
-	default:
-		if err := writeNew(file, gen); err != nil {
-			return "", err
-		}
 	}
 	res, err := a.g.Reload()
 	if res == nil || !slices.Contains(res.Policies, name) {

@@ -1,45 +1,22 @@
 package cnitest
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/clawnet/clawnet/test/harness"
 )
 
-// run runs a host command with a timeout and captures what it did.
+// run runs a host command with env added to the test's environment, and
+// captures what it did (harness.RunCmd).
 func run(timeout time.Duration, env []string, name string, args ...string) harness.Result {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
+	cmd := exec.Command(name, args...)
 	cmd.Env = append(os.Environ(), env...)
-	return result(ctx, cmd, timeout)
-}
-
-// result runs cmd (made with ctx) and captures what it did.
-func result(ctx context.Context, cmd *exec.Cmd, timeout time.Duration) harness.Result {
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := harness.Result{Stdout: out.String(), Stderr: errb.String()}
-	var ee *exec.ExitError
-	switch {
-	case ctx.Err() != nil:
-		r.Code, r.Err = -1, fmt.Errorf("%s timed out after %v", strings.Join(cmd.Args, " "), timeout)
-	case errors.As(err, &ee):
-		r.Code = ee.ExitCode()
-	case err != nil:
-		r.Code, r.Err = -1, err
-	}
-	return r
+	return harness.RunCmd(cmd, timeout)
 }
 
 // inNetns returns a runIn that runs scripts with the host's busybox inside
@@ -56,11 +33,8 @@ func inNetns(t *testing.T, ns *harness.NetNS) runIn {
 		}
 	}
 	return func(t *testing.T, script string) harness.Result {
-		const timeout = 30 * time.Second
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		cmd := ns.Command(ctx, "/bin/busybox", "sh", "-c", script)
+		cmd := ns.Command(context.Background(), "/bin/busybox", "sh", "-c", script)
 		cmd.Env = []string{"PATH=" + dir}
-		return result(ctx, cmd, timeout)
+		return harness.RunCmd(cmd, 30*time.Second)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -61,17 +60,6 @@ func kubeletPath(t *testing.T) string {
 	return p
 }
 
-// freePort is a loopback TCP port nothing listens on now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // kernelTunables are the sysctls kubelet sets at start unless told to
 // refuse to run (protectKernelDefaults); the test puts back what it found.
 var kernelTunables = []string{"vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops", "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes"}
@@ -96,7 +84,7 @@ func startKubeletWith(t *testing.T, c *containerd, kubeconfig string) *kubelet {
 		dir:       filepath.Join(c.dir, "kubelet"),
 		root:      filepath.Join("/var/lib/clawnet-ci", id+"-kubelet"),
 		manifests: filepath.Join(c.dir, "manifests"),
-		port:      freePort(t),
+		port:      int(harness.FreePort(t)),
 	}
 	for _, d := range []string{k.dir, k.root, k.manifests, filepath.Join(k.dir, "pod-logs")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -134,7 +122,7 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 makeIPTablesUtilChains: false
 localStorageCapacityIsolation: false
-`, sock, k.manifests, k.port, freePort(t), filepath.Join(k.dir, "pod-logs"))
+`, sock, k.manifests, k.port, harness.FreePort(t), filepath.Join(k.dir, "pod-logs"))
 	if err := os.WriteFile(filepath.Join(k.dir, "kubelet.yaml"), []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}

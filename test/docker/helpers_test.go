@@ -2,6 +2,7 @@ package dockertest
 
 import (
 	"os"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -25,7 +26,7 @@ func requireDocker(t *testing.T) {
 		t.Skipf("Docker tests run only with %s=1 (make docker-test)", EnvDockerTests)
 	}
 	harness.RequireRoot(t)
-	if r := enginetest.RunTimeout(30*time.Second, "docker", "info", "--format", "{{.ServerVersion}}"); !r.OK() {
+	if r := harness.RunCmd(exec.Command("docker", "info", "--format", "{{.ServerVersion}}"), 30*time.Second); !r.OK() {
 		t.Fatalf("%s=1 but no Docker engine answers (run scripts/docker-setup.sh): %v", EnvDockerTests, r)
 	}
 }

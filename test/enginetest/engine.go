@@ -6,12 +6,8 @@
 package enginetest
 
 import (
-	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
-	"fmt"
 	"os/exec"
 	"strings"
 	"sync"
@@ -63,29 +59,8 @@ func Podman(url string) *Engine {
 	}
 }
 
-// RunTimeout runs a host command with a timeout and captures its output.
-func RunTimeout(timeout time.Duration, name string, args ...string) harness.Result {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := harness.Result{Stdout: out.String(), Stderr: errb.String()}
-	var ee *exec.ExitError
-	switch {
-	case ctx.Err() != nil:
-		r.Code, r.Err = -1, fmt.Errorf("%s %s timed out after %v", name, strings.Join(args, " "), timeout)
-	case errors.As(err, &ee):
-		r.Code = ee.ExitCode()
-	case err != nil:
-		r.Code, r.Err = -1, err
-	}
-	return r
-}
-
 func (e *Engine) run(timeout time.Duration, args ...string) harness.Result {
-	return RunTimeout(timeout, e.cli, append(append([]string(nil), e.flags...), args...)...)
+	return harness.RunCmd(exec.Command(e.cli, append(append([]string(nil), e.flags...), args...)...), timeout)
 }
 
 // Run runs the engine's CLI with args.

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"regexp"
 	"slices"
 	"strconv"
@@ -282,7 +283,7 @@ func (w World) CheckLifecycle(t *testing.T) {
 	// Watch the new namespace from the host, and measure the window in
 	// which the restarted container ran with no network (only lo).
 	if !harness.Poll(10*time.Second, 5*time.Millisecond, func() bool {
-		return RunTimeout(5*time.Second, "nsenter", "-t", pid2, "-n", "ip", "link", "show", "clawnet0").OK()
+		return harness.RunCmd(exec.Command("nsenter", "-t", pid2, "-n", "ip", "link", "show", "clawnet0"), 5*time.Second).OK()
 	}) {
 		t.Fatalf("no clawnet0 inside %s 10s after restart; clawnet ls: %+v", name, w.D.List(t))
 	}

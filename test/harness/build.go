@@ -117,7 +117,7 @@ func doBuild(race bool, pkgs []string) ([]string, error) {
 	args = append(args, pkgs...)
 	cmd := exec.Command(gobin, args...)
 	cmd.Dir, cmd.Env = root, env
-	r := runCmd(cmd, 15*time.Minute)
+	r := RunCmd(cmd, 15*time.Minute)
 	if !r.OK() {
 		return nil, fmt.Errorf("go %v: %s%s", args, r.Stderr, errString(r.Err))
 	}

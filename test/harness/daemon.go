@@ -268,7 +268,7 @@ func tail(path string, n int) string {
 func (d *Daemon) CLI(args ...string) Result {
 	cmd := exec.Command(d.Bins.Clawnet, args...)
 	cmd.Env = append(os.Environ(), "CLAWNET_SOCKET="+d.Socket)
-	return runCmd(cmd, 30*time.Second)
+	return RunCmd(cmd, 30*time.Second)
 }
 
 // MustCLI runs the CLI and fails t unless it exits 0; it returns stdout.

@@ -16,6 +16,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -176,8 +177,11 @@ func (r Result) String() string {
 	return fmt.Sprintf("%s\nstdout: %s\nstderr: %s", s, strings.TrimSpace(r.Stdout), strings.TrimSpace(r.Stderr))
 }
 
-// runCmd runs cmd to completion with a timeout and captures its output.
-func runCmd(cmd *exec.Cmd, timeout time.Duration) Result {
+// RunCmd runs cmd to completion, killing it when timeout passes first,
+// and returns what it did: its output, its exit status, and an error
+// naming the command when it did not start or timed out.
+// Tests run host commands through it so none can hang a tier.
+func RunCmd(cmd *exec.Cmd, timeout time.Duration) Result {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Start(); err != nil {
@@ -206,9 +210,21 @@ func runCmd(cmd *exec.Cmd, timeout time.Duration) Result {
 	return r
 }
 
+// FreePort returns a TCP port of the host's loopback (127.0.0.1) nothing
+// listens on right now, for a server the test starts next.
+func FreePort(t testing.TB) uint16 {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return uint16(ln.Addr().(*net.TCPAddr).Port)
+}
+
 // run runs a host command and returns an error carrying its output.
 func run(name string, args ...string) error {
-	r := runCmd(exec.Command(name, args...), time.Minute)
+	r := RunCmd(exec.Command(name, args...), time.Minute)
 	if !r.OK() {
 		return fmt.Errorf("%s %s: %s", name, strings.Join(args, " "), strings.TrimSpace(r.Stderr+" "+errString(r.Err)))
 	}

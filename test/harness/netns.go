@@ -202,7 +202,7 @@ func (ns *NetNS) Command(ctx context.Context, name string, args ...string) *exec
 
 // Run runs a command inside the namespace and returns what it did.
 func (ns *NetNS) Run(timeout time.Duration, name string, args ...string) Result {
-	return runCmd(ns.Command(context.Background(), name, args...), timeout)
+	return RunCmd(ns.Command(context.Background(), name, args...), timeout)
 }
 
 // MustRun runs a command inside the namespace and fails t unless it exits 0.
@@ -253,7 +253,7 @@ func (l Link) Up() bool {
 
 // Links lists the namespace's interfaces with their addresses.
 func (ns *NetNS) Links() ([]Link, error) {
-	r := runCmd(exec.Command("ip", "-n", ns.Name, "-json", "addr", "show"), time.Minute)
+	r := RunCmd(exec.Command("ip", "-n", ns.Name, "-json", "addr", "show"), time.Minute)
 	if !r.OK() {
 		return nil, fmt.Errorf("list links of %s: %v", ns.Name, r)
 	}
@@ -281,7 +281,7 @@ func (ns *NetNS) LinkNames(t testing.TB) []string {
 // Routes returns the namespace's routes of one family ("-4" or "-6") as ip
 // prints them, one per line, for assertions and failure messages.
 func (ns *NetNS) Routes(family string) (string, error) {
-	r := runCmd(exec.Command("ip", "-n", ns.Name, family, "route", "show"), time.Minute)
+	r := RunCmd(exec.Command("ip", "-n", ns.Name, family, "route", "show"), time.Minute)
 	if !r.OK() {
 		return "", fmt.Errorf("list routes of %s: %v", ns.Name, r)
 	}
