@@ -72,20 +72,39 @@ func newEndpoint(dev wgtun.Device, mtu uint32, gw []netip.Addr, stats *Stats) *e
 // what it holds, and a bulk upload's 64 KiB segments cross without a copy.
 const handOver = maxPacket / 2
 
-// readLoop delivers packets from the device until it is closed. Each read
-// lands in a pooled gVisor view, so a large packet becomes the stack's
-// packet buffer as it is.
+// readLoop delivers packets from the device until it is closed. An agent
+// starts on a plain pooled buffer, whose untouched pages cost nothing while
+// it is idle (a gVisor view is zeroed whole when taken); from its first
+// packet of handOver bytes or more, it reads into gVisor views, and a large
+// packet becomes the stack's packet buffer as it is.
 func (e *endpoint) readLoop() {
 	defer close(e.done)
-	v := buffer.NewViewSize(maxPacket)
-	defer func() { v.Release() }()
-	bufs := [][]byte{v.AsSlice()}
+	bp := bufPool.Get().(*[]byte)
+	var v *buffer.View // once set, reads land in it, and bp is given back
+	defer func() {
+		if v != nil {
+			v.Release()
+		} else {
+			bufPool.Put(bp)
+		}
+	}()
+	bufs := [][]byte{*bp}
 	sizes := []int{0}
 	for {
 		n, err := e.dev.Read(bufs, sizes, 0)
-		if n > 0 && e.deliver(v, sizes[0]) {
-			v = buffer.NewViewSize(maxPacket)
-			bufs[0] = v.AsSlice()
+		if n > 0 {
+			switch {
+			case v == nil:
+				e.deliver(bufs[0][:sizes[0]], nil)
+				if sizes[0] >= handOver {
+					bufPool.Put(bp)
+					v = buffer.NewViewSize(maxPacket)
+					bufs[0] = v.AsSlice()
+				}
+			case e.deliver(bufs[0][:sizes[0]], v):
+				v = buffer.NewViewSize(maxPacket)
+				bufs[0] = v.AsSlice()
+			}
 		}
 		if e.pace != nil && n > 0 {
 			e.wait(n)
@@ -104,11 +123,11 @@ func (e *endpoint) readLoop() {
 	}
 }
 
-// deliver hands the packet in the first n bytes of v to the stack. It
-// reports whether it took v itself (a packet of handOver bytes or more),
-// which the caller must then replace; otherwise v is untouched and reusable.
-func (e *endpoint) deliver(v *buffer.View, n int) (took bool) {
-	pkt := v.AsSlice()[:n]
+// deliver hands pkt to the stack. When v is set, pkt is the start of v's
+// bytes, and a packet of handOver bytes or more is handed over in v itself:
+// deliver then reports that it took v, which the caller must replace;
+// otherwise v is untouched and reusable.
+func (e *endpoint) deliver(pkt []byte, v *buffer.View) (took bool) {
 	if len(pkt) == 0 {
 		return false
 	}
@@ -139,8 +158,8 @@ func (e *endpoint) deliver(v *buffer.View, n int) (took bool) {
 		return false
 	}
 	payload := v
-	if took = n >= handOver; took {
-		v.CapLength(n)
+	if took = v != nil && len(pkt) >= handOver; took {
+		v.CapLength(len(pkt))
 	} else {
 		payload = buffer.NewViewWithData(pkt)
 	}
