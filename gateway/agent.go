@@ -103,7 +103,7 @@ func (g *Gateway) attach(ctx context.Context, s attachSpec) (*Agent, error) {
 	if ifname == "" {
 		ifname = g.cfg.Network.Interface
 	}
-	dev, err := tun.Create(s.ns, tun.Config{Name: ifname, MTU: g.cfg.Network.MTU, Addrs: []netip.Prefix{p4, p6}})
+	dev, err := tun.Create(s.ns, tun.Config{Name: ifname, MTU: g.cfg.Network.MTU, Addrs: []netip.Prefix{p4, p6}, Checksum: true})
 	if err != nil {
 		g.pool.put(idx)
 		if errors.Is(err, tun.ErrExists) {

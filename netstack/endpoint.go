@@ -40,6 +40,12 @@ type endpoint struct {
 
 	writeMu sync.Mutex // serialises writes so batches are not interleaved
 
+	// partial, when set, takes TCP and UDP packets with their checksum
+	// left partial: the stack sums none it sends (TX checksum offload), and
+	// the agent's kernel, which trusts a partial checksum on local
+	// delivery, verifies none either.
+	partial partialWriter
+
 	stats *Stats
 	done  chan struct{}
 	// pace, when set, bounds the packets a second the agent can make the
@@ -61,7 +67,11 @@ type Stats struct {
 }
 
 func newEndpoint(dev wgtun.Device, mtu uint32, gw []netip.Addr, stats *Stats) *endpoint {
-	return &endpoint{dev: dev, mtu: mtu, gw: gw, stats: stats, done: make(chan struct{})}
+	e := &endpoint{dev: dev, mtu: mtu, gw: gw, stats: stats, done: make(chan struct{})}
+	if p, ok := dev.(partialWriter); ok && p.PartialChecksum() {
+		e.partial = p
+	}
+	return e
 }
 
 // handOver is the shortest packet read from the device that is handed to the
@@ -296,6 +306,16 @@ type vectorWriter interface {
 	WriteVectored(parts [][]byte) error
 }
 
+// udpChecksumOffset is where a UDP header keeps its checksum.
+const udpChecksumOffset = 6
+
+// partialWriter is a device that takes packets whose transport checksum is
+// left partial (tun's Device opened with Checksum).
+type partialWriter interface {
+	PartialChecksum() bool
+	WriteVectoredPartial(csumStart, csumOffset uint16, parts [][]byte) error
+}
+
 // write writes pkt to the device: from its views as they are when the
 // device takes a vector, else copied into one buffer.
 func (e *endpoint) write(vw vectorWriter, pkt *stack.PacketBuffer) (int, error) {
@@ -303,6 +323,11 @@ func (e *endpoint) write(vw vectorWriter, pkt *stack.PacketBuffer) (int, error) 
 	n := 0
 	for _, s := range parts {
 		n += len(s)
+	}
+	if e.partial != nil {
+		if start, off, ok := setPseudoChecksum(pkt); ok {
+			return n, e.partial.WriteVectoredPartial(start, off, parts)
+		}
 	}
 	if vw != nil {
 		return n, vw.WriteVectored(parts)
@@ -317,7 +342,69 @@ func (e *endpoint) write(vw vectorWriter, pkt *stack.PacketBuffer) (int, error) 
 	return n, err
 }
 
-func (e *endpoint) MTU() uint32                             { return e.mtu }
+// setPseudoChecksum readies a TCP segment or UDP datagram the stack sent
+// unsummed for a partial checksum: it puts the pseudo-header's sum in the
+// checksum field and returns where summing starts and where the field is.
+// ok is false for anything else, which goes out as the stack made it.
+func setPseudoChecksum(pkt *stack.PacketBuffer) (start, off uint16, ok bool) {
+	nh, th := pkt.NetworkHeader().Slice(), pkt.TransportHeader().Slice()
+	var src, dst tcpip.Address
+	switch pkt.NetworkProtocolNumber {
+	case header.IPv4ProtocolNumber:
+		ip := header.IPv4(nh)
+		if len(nh) < header.IPv4MinimumSize || ip.More() || ip.FragmentOffset() != 0 {
+			return 0, 0, false
+		}
+		src, dst = ip.SourceAddress(), ip.DestinationAddress()
+	case header.IPv6ProtocolNumber:
+		// The stack's own packets carry no extension headers; a
+		// fragment does, and is left alone.
+		if len(nh) != header.IPv6MinimumSize {
+			return 0, 0, false
+		}
+		ip := header.IPv6(nh)
+		src, dst = ip.SourceAddress(), ip.DestinationAddress()
+	default:
+		return 0, 0, false
+	}
+	switch pkt.TransportProtocolNumber {
+	case header.TCPProtocolNumber:
+		if len(th) < header.TCPMinimumSize {
+			return 0, 0, false
+		}
+		off = header.TCPChecksumOffset
+	case header.UDPProtocolNumber:
+		if len(th) < header.UDPMinimumSize {
+			return 0, 0, false
+		}
+		off = udpChecksumOffset
+	default:
+		return 0, 0, false
+	}
+	tlen := pkt.Size() - len(nh)
+	sum := header.PseudoHeaderChecksum(pkt.TransportProtocolNumber, src, dst, uint16(tlen))
+	th[off], th[off+1] = byte(sum>>8), byte(sum)
+	return uint16(len(nh)), off, true
+}
+
+// unfragmentedMTU is the stack's MTU when checksums are left partial: the
+// largest IPv6 packet (its payload length is 16 bits), and more than any
+// IPv4 packet, so the stack never fragments towards the agent. A fragment
+// cannot carry a partial checksum, and the stack, offloading checksums,
+// would send a fragmented UDP datagram with none, which IPv6 forbids. The
+// agent's kernel takes a packet longer than its interface's MTU from the
+// TUN (tun's TestOversizePacketsDelivered); TCP never sends one, as both
+// ends' MSS come from that MTU.
+const unfragmentedMTU = header.IPv6MinimumSize + 0xffff
+
+// MTU is the link's MTU as the stack sees it (see unfragmentedMTU).
+func (e *endpoint) MTU() uint32 {
+	if e.partial != nil {
+		return unfragmentedMTU
+	}
+	return e.mtu
+}
+
 func (e *endpoint) SetMTU(mtu uint32)                       { e.mtu = mtu }
 func (e *endpoint) MaxHeaderLength() uint16                 { return 0 }
 func (e *endpoint) LinkAddress() tcpip.LinkAddress          { return "" }
@@ -330,6 +417,9 @@ func (e *endpoint) SetOnCloseAction(func())                 {}
 // Capabilities: packets come from the local kernel, which checksums them, so
 // the stack need not verify them again.
 func (e *endpoint) Capabilities() stack.LinkEndpointCapabilities {
+	if e.partial != nil {
+		return stack.CapabilityRXChecksumOffload | stack.CapabilityTXChecksumOffload
+	}
 	return stack.CapabilityRXChecksumOffload
 }
 

@@ -10,6 +10,7 @@ import (
 	wgtun "golang.zx2c4.com/wireguard/tun"
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
@@ -98,5 +99,97 @@ func TestLargeAndSmallPacketsArriveWhole(t *testing.T) {
 		if !bytes.Equal(buf[:n], w) {
 			t.Fatalf("datagram %d: got %d bytes starting %q, want %d bytes of %q", i, n, buf[:min(n, 4)], len(w), w[:1])
 		}
+	}
+}
+
+// partialTUN is a channel TUN that takes packets with a partial checksum,
+// as tun's Device opened with Checksum does, and finishes the checksum as
+// the kernel would before passing the packet on.
+type partialTUN struct {
+	wgtun.Device
+	partial atomic.Int32
+}
+
+func (p *partialTUN) PartialChecksum() bool { return true }
+
+func (p *partialTUN) WriteVectoredPartial(start, off uint16, parts [][]byte) error {
+	p.partial.Add(1)
+	var b []byte
+	for _, s := range parts {
+		b = append(b, s...)
+	}
+	sum := ^checksum.Checksum(b[start:], 0)
+	b[int(start+off)], b[int(start+off)+1] = byte(sum>>8), byte(sum)
+	_, err := p.Device.Write([][]byte{b}, 0)
+	return err
+}
+
+// With a device that takes partial checksums, the stack sums no TCP or UDP
+// packet it sends (the device is told where to), the checksum the kernel
+// finishes from what the stack left is right, and a UDP datagram larger
+// than the interface's MTU goes out whole: a fragment cannot carry a
+// partial checksum.
+func TestPartialChecksums(t *testing.T) {
+	ch := tuntest.NewChannelTUN()
+	dev := &partialTUN{Device: ch.TUN()}
+	conns := make(chan *gonet.UDPConn, 1)
+	s, err := New(Config{Device: dev, MTU: 65520, Gateway: []netip.Addr{gwAddr},
+		TCP: func(r *TCPRequest) { r.Reject() },
+		UDP: func(r *UDPRequest) bool {
+			c, err := r.Accept()
+			if err != nil {
+				t.Error(err)
+				return false
+			}
+			conns <- c
+			return true
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+
+	// TCP: the stack's reset to a refused SYN.
+	src, dst := netip.AddrPortFrom(agentAddr, 40000), netip.AddrPortFrom(farAddr, 443)
+	ch.Outbound <- tcpSYN(src, dst)
+	ip := recv(t, ch)
+	tcp := header.TCP(ip.Payload())
+	if ip.TransportProtocol() != header.TCPProtocolNumber || tcp.Flags()&header.TCPFlagRst == 0 {
+		t.Fatalf("want the stack's RST, got % x", []byte(ip))
+	}
+	if !tcp.IsChecksumValid(ip.SourceAddress(), ip.DestinationAddress(), checksum.Checksum(tcp.Payload(), 0), uint16(len(tcp.Payload()))) {
+		t.Error("the RST's finished checksum is wrong")
+	}
+	if dev.partial.Load() != 1 {
+		t.Fatalf("%d packets written with a partial checksum, want the RST", dev.partial.Load())
+	}
+
+	// UDP: a reply on an accepted flow, small and then larger than the MTU.
+	usrc, udst := netip.AddrPortFrom(agentAddr, 40001), netip.AddrPortFrom(farAddr, 9999)
+	ch.Outbound <- udpPacket(usrc, udst, []byte("q"))
+	c := <-conns
+	defer c.Close()
+	for _, n := range []int{5, 65500} {
+		payload := bytes.Repeat([]byte{'r'}, n)
+		// The channel TUN takes a packet only as it is received.
+		go func() {
+			if _, err := c.Write(payload); err != nil {
+				t.Error(err)
+			}
+		}()
+		ip := recv(t, ch)
+		if ip.FragmentOffset() != 0 || ip.More() {
+			t.Fatalf("a %d-byte datagram went out fragmented", n)
+		}
+		u := header.UDP(ip.Payload())
+		if ip.TransportProtocol() != header.UDPProtocolNumber || !bytes.Equal(u.Payload(), payload) {
+			t.Fatalf("want the %d-byte reply whole, got a %d-byte packet", n, len(ip))
+		}
+		if !u.IsChecksumValid(ip.SourceAddress(), ip.DestinationAddress(), checksum.Checksum(u.Payload(), 0)) {
+			t.Errorf("the %d-byte reply's finished checksum is wrong", n)
+		}
+	}
+	if got := dev.partial.Load(); got != 3 {
+		t.Errorf("%d packets written with a partial checksum, want 3", got)
 	}
 }

@@ -17,7 +17,7 @@ func TestWriteVectored(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(fds[1])
-	d, err := newFileDevice(fds[0], "test0", 1500)
+	d, err := newFileDevice(fds[0], "test0", 1500, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,5 +41,67 @@ func TestWriteVectored(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("WriteVectored allocates %v times a packet, want 0", allocs)
+	}
+}
+
+// With virtio-net headers, every packet written goes behind a header (all
+// zero, or saying where a partial checksum is to be finished), reads give
+// the packet without its header, and neither allocates.
+func TestVnetHeaders(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[1])
+	f, err := newFileDevice(fds[0], "test0", 1500, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Device{Device: f, file: f}
+	defer d.Close()
+	parts := [][]byte{[]byte("header|"), []byte("payload")}
+	buf := make([]byte, 64)
+	for _, c := range []struct {
+		name  string
+		write func() error
+		hdr   []byte
+	}{
+		{"WriteVectored", func() error { return d.WriteVectored(parts) }, make([]byte, vnetHdrLen)},
+		{"WriteVectoredPartial", func() error { return d.WriteVectoredPartial(20, 16, parts) }, []byte{1, 0, 0, 0, 0, 0, 20, 0, 16, 0}},
+		{"Write", func() error { _, err := d.Write([][]byte{[]byte("xxheader|payload")}, 2); return err }, make([]byte, vnetHdrLen)},
+	} {
+		if err := c.write(); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		n, err := unix.Read(fds[1], buf)
+		want := append(append([]byte(nil), c.hdr...), "header|payload"...)
+		if err != nil || !bytes.Equal(buf[:n], want) {
+			t.Fatalf("%s: read % x, %v; want % x", c.name, buf[:n], err, want)
+		}
+	}
+	in := append(make([]byte, vnetHdrLen), "from the agent"...)
+	if _, err := unix.Write(fds[1], in); err != nil {
+		t.Fatal(err)
+	}
+	bufs, sizes := [][]byte{make([]byte, 64)}, []int{0}
+	if n, err := d.Read(bufs, sizes, 4); err != nil || n != 1 || string(bufs[0][4:4+sizes[0]]) != "from the agent" {
+		t.Fatalf("Read = %d, %v, %q; want the packet without its header", n, err, bufs[0][4:4+sizes[0]])
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		if err := d.WriteVectoredPartial(20, 16, parts); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := unix.Read(fds[1], buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := unix.Write(fds[1], in); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.Read(bufs, sizes, 0); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("a partial write and a read allocate %v times, want 0", allocs)
 	}
 }
