@@ -59,6 +59,16 @@ func (f *flow) directDown(dst *netstack.TCPConn, src *net.TCPConn, n, total *ato
 		f.close()
 		return
 	}
+	// Urgent data stays in the stream (SO_OOBINLINE): SIOCINQ counts the
+	// urgent byte, and a read would otherwise skip it and come up short.
+	// A proxy cannot pass urgency on anyway; the byte itself it can.
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_OOBINLINE, 1)
+	}); err != nil || serr != nil {
+		f.close()
+		return
+	}
 	var r sockReader
 	for {
 		dst.WaitWritable(f.done)

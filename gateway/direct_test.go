@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/clawnet/clawnet/dnsproxy/dnstest"
 )
 
@@ -80,4 +82,35 @@ func randomBytes(n int, seed uint64) []byte {
 		b[i] = byte(r.Uint32())
 	}
 	return b
+}
+
+// Urgent data from the upstream (TCP's URG, MSG_OOB) reaches the agent in
+// the stream, and the flow goes on: the direct path reads as many bytes as
+// the socket says it holds, urgent byte included.
+func TestFlowDirectUrgentData(t *testing.T) {
+	dnstest.LeakCheck(t)
+	ft := newFlowTest(t, 0, func(c net.Conn) {
+		tc := c.(*loggedConn).Conn.(*net.TCPConn)
+		tc.Write([]byte("before|"))
+		time.Sleep(50 * time.Millisecond)
+		rc, _ := tc.SyscallConn()
+		rc.Write(func(fd uintptr) bool {
+			unix.Sendto(int(fd), []byte("!"), unix.MSG_OOB, nil)
+			return true
+		})
+		time.Sleep(50 * time.Millisecond)
+		tc.Write([]byte("|after"))
+		tc.CloseWrite()
+		io.ReadAll(tc)
+	}, nil)
+	dst := netip.AddrPortFrom(flowTestServer, 80)
+	c, err := ft.dial(t, dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "before|!|after" {
+		t.Fatalf("agent read %q, %v; want every byte, the urgent one in its place, then EOF", got, err)
+	}
 }
