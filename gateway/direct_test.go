@@ -109,6 +109,7 @@ func TestFlowDirectUrgentData(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	got, err := io.ReadAll(c)
 	if err != nil || string(got) != "before|!|after" {
 		t.Fatalf("agent read %q, %v; want every byte, the urgent one in its place, then EOF", got, err)
