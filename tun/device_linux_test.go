@@ -95,7 +95,8 @@ func udpPacket(src, dst netip.AddrPort, payload []byte, partial, bad bool) (pkt 
 // locally, takes them without summing (a whole checksum that is wrong is
 // still dropped); it takes packets longer than the interface's MTU too,
 // which the gateway's stack sends rather than fragment (netstack's
-// unfragmentedMTU). Reads come without the virtio-net header.
+// unfragmentedMTU). Reads come without the virtio-net header, and the
+// agent's kernel leaves its own checksums partial.
 func TestPartialChecksumAndOversizeDelivered(t *testing.T) {
 	ns := newTestNetns(t)
 	agent4, agent6 := netip.MustParseAddr("10.77.0.2"), netip.MustParseAddr("fd77::2")
@@ -187,6 +188,11 @@ func TestPartialChecksumAndOversizeDelivered(t *testing.T) {
 		if len(p) >= 28 && p[0] == 0x45 && p[9] == 17 && bytes.HasSuffix(p, []byte("from the agent")) {
 			if got := binary.BigEndian.Uint16(p[2:]); int(got) != len(p) {
 				t.Fatalf("read a %d-byte packet whose IPv4 length says %d: the header was not taken off", len(p), got)
+			}
+			// TUN_F_CSUM: the agent's kernel left the checksum for the
+			// gateway, which, trusting it, never sums it.
+			if d.file.rhdr[0]&vnetNeedsCsum == 0 {
+				t.Errorf("the agent's datagram came with header % x, want its checksum left partial (NEEDS_CSUM)", d.file.rhdr)
 			}
 			return
 		}
