@@ -72,41 +72,50 @@ func (f *flow) directDown(dst *netstack.TCPConn, src *net.TCPConn, n, total *ato
 	var r sockReader
 	for {
 		dst.WaitWritable(f.done)
-		var moved int
 		var rerr error
 		if err := rc.Read(func(fd uintptr) bool {
-			q, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ)
-			if err != nil {
-				rerr = os.NewSyscallError("ioctl SIOCINQ", err)
-				return true
-			}
-			if q == 0 {
-				// Nothing queued: wait for data, or say why not.
-				var b [1]byte
-				m, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-				switch {
-				case err == unix.EAGAIN:
-					return false
-				case err == unix.EINTR:
-				case err != nil:
-					rerr = os.NewSyscallError("recvfrom", err)
-				case m == 0:
-					rerr = io.EOF
+			for {
+				q, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+				if err != nil {
+					rerr = os.NewSyscallError("ioctl SIOCINQ", err)
+					return true
 				}
-				return true
+				if q == 0 {
+					// Nothing queued: wait for data, or say why
+					// not.
+					wait, err := peekSocket(fd)
+					rerr = err
+					return !wait
+				}
+				r = sockReader{fd: int(fd), n: min(q, maxMove)}
+				moved, err := dst.WriteFrom(&r)
+				f.moved(moved, n, total)
+				if err != nil {
+					rerr = err
+					if r.err != nil {
+						// The batch read so far is gone
+						// with the error: the agent must
+						// not take the stream as whole.
+						dst.Abort()
+					}
+					return true
+				}
+				if moved < q {
+					return true // the send buffer is full: wait for room
+				}
+				// All of it taken: ask only whether more came (or
+				// the upstream's EOF, which may have come with the
+				// last bytes) before waiting, not SIOCINQ and then
+				// the same question.
+				wait, err := peekSocket(fd)
+				if wait || err != nil {
+					rerr = err
+					return !wait
+				}
 			}
-			r = sockReader{fd: int(fd), n: min(q, maxMove)}
-			moved, rerr = dst.WriteFrom(&r)
-			if rerr != nil && r.err != nil {
-				// The batch read so far is gone with the error: the
-				// agent must not take the stream as whole.
-				dst.Abort()
-			}
-			return true
 		}); err != nil && rerr == nil {
 			rerr = err
 		}
-		f.moved(moved, n, total)
 		if rerr != nil {
 			f.endPipe(dst, rerr)
 			return
@@ -150,6 +159,25 @@ func (f *flow) directUp(dst *net.TCPConn, src *netstack.TCPConn, n, total *atomi
 			return
 		}
 	}
+}
+
+// peekSocket says whether a host socket with nothing counted in it has
+// nothing to read yet (wait), or why there is nothing: its EOF or an error.
+// Neither (a byte raced in) means read it.
+func peekSocket(fd uintptr) (wait bool, err error) {
+	var b [1]byte
+	m, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	switch {
+	case err == unix.EAGAIN:
+		return true, nil
+	case err == unix.EINTR:
+		return false, nil
+	case err != nil:
+		return false, os.NewSyscallError("recvfrom", err)
+	case m == 0:
+		return false, io.EOF
+	}
+	return false, nil
 }
 
 func (f *flow) moved(m int, n, total *atomic.Uint64) {
