@@ -2,8 +2,6 @@ package gateway
 
 import (
 	"context"
-	"errors"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -117,43 +115,24 @@ func (f *flow) spliceTCP() {
 	<-down
 }
 
-// pipe copies src to dst (by the direct path of direct.go between the
-// netstack and a host TCP socket, with no copy buffer). On EOF it half-closes dst; on any error it closes
-// the whole flow so the other direction ends too. It takes a copy buffer only
-// once src is readable, so an idle flow holds none. A flow closed from
-// outside (a revocation resets it) never passes an EOF on as a half-close.
-//
-// A read that filled the buffer says more is likely queued: the next one is
-// tried at once without blocking (one syscall per buffer on a host socket
-// instead of a readiness probe and a read), and only if nothing is there
-// does the pipe wait without a buffer again.
+// pipe copies src to dst: by the direct path (direct.go) between the
+// netstack and a host TCP socket, which every flow with a host side takes,
+// else through a pooled copy buffer (flows between agents). On EOF it
+// half-closes dst; on any error it closes the whole flow so the other
+// direction ends too. It takes a copy buffer only once src is readable, so
+// an idle flow holds none. A flow closed from outside (a revocation resets
+// it) never passes an EOF on as a half-close.
 func (f *flow) pipe(dst, src net.Conn, n, total *atomic.Uint64) {
 	if f.pipeDirect(dst, src, n, total) {
 		return
 	}
-	full := false
 	for {
-		var bp *[]byte
-		var nr int
-		var rerr error
-		if full {
-			bp = copyBufs.Get().(*[]byte)
-			var ok bool
-			if nr, rerr, ok = tryRead(src, *bp); !ok {
-				copyBufs.Put(bp)
-				full = false
-				continue
-			}
-		} else {
-			waitReadable(src, f.done)
-			bp = copyBufs.Get().(*[]byte)
-			nr, rerr = src.Read(*bp)
-		}
-		buf := *bp
-		full = nr == len(buf)
+		waitReadable(src, f.done)
+		bp := copyBufs.Get().(*[]byte)
+		nr, rerr := src.Read(*bp)
 		if nr > 0 {
 			f.last.Store(time.Now().UnixNano())
-			nw, werr := dst.Write(buf[:nr])
+			nw, werr := dst.Write((*bp)[:nr])
 			n.Add(uint64(nw))
 			total.Add(uint64(nw))
 			if werr != nil {
@@ -164,12 +143,7 @@ func (f *flow) pipe(dst, src net.Conn, n, total *atomic.Uint64) {
 		}
 		copyBufs.Put(bp)
 		if rerr != nil {
-			if errors.Is(rerr, io.EOF) && !f.closing() {
-				if hc, ok := dst.(halfCloser); ok && hc.CloseWrite() == nil {
-					return
-				}
-			}
-			f.close()
+			f.endPipe(dst, rerr)
 			return
 		}
 	}
@@ -251,34 +225,4 @@ func waitReadable(c net.Conn, done <-chan struct{}) {
 			return err != unix.EAGAIN
 		})
 	}
-}
-
-// tryRead reads from c without blocking when c is a host TCP socket; ok is
-// false when nothing was there (or c is of another kind: the netstack's
-// readiness check costs no syscall anyway).
-func tryRead(c net.Conn, b []byte) (n int, err error, ok bool) {
-	tc, isTCP := c.(*net.TCPConn)
-	if !isTCP {
-		return 0, nil, false
-	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return 0, nil, false
-	}
-	var rerr error
-	if err := rc.Read(func(fd uintptr) bool {
-		n, rerr = unix.Read(int(fd), b)
-		return true
-	}); err != nil {
-		return 0, nil, false
-	}
-	switch {
-	case rerr == unix.EAGAIN || rerr == unix.EINTR:
-		return 0, nil, false
-	case rerr != nil:
-		return 0, &os.SyscallError{Syscall: "read", Err: rerr}, true
-	case n == 0:
-		return 0, io.EOF, true
-	}
-	return n, nil, true
 }
