@@ -5,8 +5,6 @@ import (
 	"net"
 	"net/netip"
 	"testing"
-
-	"golang.org/x/sys/unix"
 )
 
 func TestNth(t *testing.T) {
@@ -135,32 +133,5 @@ func TestDialNoBroadcast(t *testing.T) {
 		t.Fatalf("dial(udp, 127.0.0.1:9) = %v: unicast must still work", err)
 	} else {
 		c.Close()
-	}
-}
-
-// TestDialKeepsUrgentDataInLine: every upstream TCP socket the gateway
-// dials keeps urgent data in the stream (SO_OOBINLINE), whichever path its
-// bytes then take (direct.go counts on it).
-func TestDialKeepsUrgentDataInLine(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	g := &Gateway{}
-	c, err := g.dial(context.Background(), "tcp", netip.MustParseAddrPort(ln.Addr().String()), 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	rc, err := c.(*net.TCPConn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v int
-	var gerr error
-	rc.Control(func(fd uintptr) { v, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_OOBINLINE) })
-	if gerr != nil || v != 1 {
-		t.Fatalf("SO_OOBINLINE on a dialled upstream = %d, %v; want 1", v, gerr)
 	}
 }

@@ -61,7 +61,9 @@ func (f *flow) directDown(dst *netstack.TCPConn, src *net.TCPConn, n, total *ato
 	}
 	// Urgent data stays in the stream (SO_OOBINLINE): SIOCINQ counts the
 	// urgent byte, and a read would otherwise skip it and come up short.
-	// A proxy cannot pass urgency on anyway; the byte itself it can.
+	// A proxy cannot pass urgency on anyway; the byte itself it can. Set
+	// here, on every host socket the path reads (dialled upstreams and
+	// clients accepted on a published port alike), and nowhere else.
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
 		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_OOBINLINE, 1)

@@ -171,8 +171,9 @@ func (g *Gateway) dial(ctx context.Context, network string, dst netip.AddrPort, 
 // receive and send buffers fixed at buf (so the kernel holds no more for
 // the flow than its reservation, and the window scale fits), and, on UDP,
 // SO_BROADCAST off (Go turns it on for every UDP socket), so the kernel
-// itself refuses a broadcast address should a check above ever miss one;
-// on TCP, urgent data kept in line (SO_OOBINLINE).
+// itself refuses a broadcast address should a check above ever miss one.
+// (Urgent data is kept in line by the direct path, on every host socket it
+// reads, dialled or accepted.)
 func upstreamSockopts(rc syscall.RawConn, udp bool, buf int) error {
 	var serr error
 	set := func(fd int, opt, v int, name string) {
@@ -185,10 +186,6 @@ func upstreamSockopts(rc syscall.RawConn, udp bool, buf int) error {
 	if err := rc.Control(func(fd uintptr) {
 		if udp {
 			set(int(fd), unix.SO_BROADCAST, 0, "SO_BROADCAST")
-		} else {
-			// Urgent data stays in the stream, as the direct path
-			// needs (direct.go), on every path alike.
-			set(int(fd), unix.SO_OOBINLINE, 1, "SO_OOBINLINE")
 		}
 		if buf > 0 {
 			// The kernel doubles what it is given, for its own
