@@ -13,6 +13,7 @@ import (
 	wgtun "golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -325,7 +326,7 @@ func (e *endpoint) write(vw vectorWriter, pkt *stack.PacketBuffer) (int, error) 
 		n += len(s)
 	}
 	if e.partial != nil {
-		if start, off, ok := setPseudoChecksum(pkt); ok {
+		if start, off, ok := setPseudoChecksum(pkt, n); ok {
 			return n, e.partial.WriteVectoredPartial(start, off, parts)
 		}
 	}
@@ -342,11 +343,11 @@ func (e *endpoint) write(vw vectorWriter, pkt *stack.PacketBuffer) (int, error) 
 	return n, err
 }
 
-// setPseudoChecksum readies a TCP segment or UDP datagram the stack sent
-// unsummed for a partial checksum: it puts the pseudo-header's sum in the
+// setPseudoChecksum readies a TCP segment or UDP datagram (a packet of size
+// bytes) the stack sent unsummed for a partial checksum: it puts the pseudo-header's sum in the
 // checksum field and returns where summing starts and where the field is.
 // ok is false for anything else, which goes out as the stack made it.
-func setPseudoChecksum(pkt *stack.PacketBuffer) (start, off uint16, ok bool) {
+func setPseudoChecksum(pkt *stack.PacketBuffer, size int) (start, off uint16, ok bool) {
 	nh, th := pkt.NetworkHeader().Slice(), pkt.TransportHeader().Slice()
 	var src, dst tcpip.Address
 	switch pkt.NetworkProtocolNumber {
@@ -381,9 +382,8 @@ func setPseudoChecksum(pkt *stack.PacketBuffer) (start, off uint16, ok bool) {
 	default:
 		return 0, 0, false
 	}
-	tlen := pkt.Size() - len(nh)
-	sum := header.PseudoHeaderChecksum(pkt.TransportProtocolNumber, src, dst, uint16(tlen))
-	th[off], th[off+1] = byte(sum>>8), byte(sum)
+	sum := header.PseudoHeaderChecksum(pkt.TransportProtocolNumber, src, dst, uint16(size-len(nh)))
+	checksum.Put(th[off:], sum)
 	return uint16(len(nh)), off, true
 }
 

@@ -56,15 +56,12 @@ func TestWritesVectors(t *testing.T) {
 	}
 }
 
-// Packets read from the device are handed to the stack in the view they were
-// read into when large, and copied when small: every datagram of a run that
-// mixes both, still queued unread when the next ones are read, arrives
-// whole and in order (a read view reused while the stack still held it
-// would overwrite the earlier ones).
-func TestLargeAndSmallPacketsArriveWhole(t *testing.T) {
-	ch := tuntest.NewChannelTUN()
+// newUDPAcceptingStack runs a stack at MTU 65520 on dev that refuses TCP
+// and accepts every UDP flow, handing the agent's side of each on conns.
+func newUDPAcceptingStack(t *testing.T, dev wgtun.Device) <-chan *gonet.UDPConn {
+	t.Helper()
 	conns := make(chan *gonet.UDPConn, 1)
-	s, err := New(Config{Device: ch.TUN(), MTU: 65520, Gateway: []netip.Addr{gwAddr},
+	s, err := New(Config{Device: dev, MTU: 65520, Gateway: []netip.Addr{gwAddr},
 		TCP: func(r *TCPRequest) { r.Reject() },
 		UDP: func(r *UDPRequest) bool {
 			c, err := r.Accept()
@@ -79,6 +76,17 @@ func TestLargeAndSmallPacketsArriveWhole(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Close)
+	return conns
+}
+
+// Packets read from the device are handed to the stack in the view they were
+// read into when large, and copied when small: every datagram of a run that
+// mixes both, still queued unread when the next ones are read, arrives
+// whole and in order (a read view reused while the stack still held it
+// would overwrite the earlier ones).
+func TestLargeAndSmallPacketsArriveWhole(t *testing.T) {
+	ch := tuntest.NewChannelTUN()
+	conns := newUDPAcceptingStack(t, ch.TUN())
 	src, dst := netip.AddrPortFrom(agentAddr, 40000), netip.AddrPortFrom(farAddr, 9999)
 	sizes := []int{handOver + 100, 200, maxPacket - header.IPv4MinimumSize - header.UDPMinimumSize, handOver - 100, 40000, 1}
 	var want [][]byte
@@ -132,22 +140,7 @@ func (p *partialTUN) WriteVectoredPartial(start, off uint16, parts [][]byte) err
 func TestPartialChecksums(t *testing.T) {
 	ch := tuntest.NewChannelTUN()
 	dev := &partialTUN{Device: ch.TUN()}
-	conns := make(chan *gonet.UDPConn, 1)
-	s, err := New(Config{Device: dev, MTU: 65520, Gateway: []netip.Addr{gwAddr},
-		TCP: func(r *TCPRequest) { r.Reject() },
-		UDP: func(r *UDPRequest) bool {
-			c, err := r.Accept()
-			if err != nil {
-				t.Error(err)
-				return false
-			}
-			conns <- c
-			return true
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
+	conns := newUDPAcceptingStack(t, dev)
 
 	// TCP: the stack's reset to a refused SYN.
 	src, dst := netip.AddrPortFrom(agentAddr, 40000), netip.AddrPortFrom(farAddr, 443)

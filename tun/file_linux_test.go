@@ -7,27 +7,35 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// A packet written from several parts arrives whole, as one packet, and
-// the write allocates nothing: it is the gateway's every packet to an
-// agent. A SOCK_SEQPACKET pair stands in for the TUN: it keeps packet
-// boundaries and is polled as the device is.
-func TestWriteVectored(t *testing.T) {
+// newPairDevice is a device on one end of a SOCK_SEQPACKET pair, which
+// stands in for the TUN: it keeps packet boundaries and is polled as the
+// device is. peer is the other end, the agent's side.
+func newPairDevice(t *testing.T, vnet bool) (d *fileDevice, peer int) {
+	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Close(fds[1])
-	d, err := newFileDevice(fds[0], "test0", 1500, false)
+	t.Cleanup(func() { unix.Close(fds[1]) })
+	d, err = newFileDevice(fds[0], "test0", 1500, vnet)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.Close()
+	t.Cleanup(func() { d.Close() })
+	return d, fds[1]
+}
+
+// A packet written from several parts arrives whole, as one packet, and
+// the write allocates nothing: it is the gateway's every packet to an
+// agent.
+func TestWriteVectored(t *testing.T) {
+	d, peer := newPairDevice(t, false)
 	parts := [][]byte{[]byte("header|"), []byte("payload")}
 	buf := make([]byte, 64)
 	if err := d.WriteVectored(parts); err != nil {
 		t.Fatal(err)
 	}
-	n, err := unix.Read(fds[1], buf)
+	n, err := unix.Read(peer, buf)
 	if err != nil || !bytes.Equal(buf[:n], []byte("header|payload")) {
 		t.Fatalf("read %q, %v; want the parts as one packet", buf[:n], err)
 	}
@@ -35,7 +43,7 @@ func TestWriteVectored(t *testing.T) {
 		if err := d.WriteVectored(parts); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := unix.Read(fds[1], buf); err != nil {
+		if _, err := unix.Read(peer, buf); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -48,17 +56,8 @@ func TestWriteVectored(t *testing.T) {
 // zero, or saying where a partial checksum is to be finished), reads give
 // the packet without its header, and neither allocates.
 func TestVnetHeaders(t *testing.T) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fds[1])
-	f, err := newFileDevice(fds[0], "test0", 1500, true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, peer := newPairDevice(t, true)
 	d := &Device{Device: f, file: f}
-	defer d.Close()
 	parts := [][]byte{[]byte("header|"), []byte("payload")}
 	buf := make([]byte, 64)
 	for _, c := range []struct {
@@ -73,14 +72,14 @@ func TestVnetHeaders(t *testing.T) {
 		if err := c.write(); err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
-		n, err := unix.Read(fds[1], buf)
+		n, err := unix.Read(peer, buf)
 		want := append(append([]byte(nil), c.hdr...), "header|payload"...)
 		if err != nil || !bytes.Equal(buf[:n], want) {
 			t.Fatalf("%s: read % x, %v; want % x", c.name, buf[:n], err, want)
 		}
 	}
 	in := append(make([]byte, vnetHdrLen), "from the agent"...)
-	if _, err := unix.Write(fds[1], in); err != nil {
+	if _, err := unix.Write(peer, in); err != nil {
 		t.Fatal(err)
 	}
 	bufs, sizes := [][]byte{make([]byte, 64)}, []int{0}
@@ -91,10 +90,10 @@ func TestVnetHeaders(t *testing.T) {
 		if err := d.WriteVectoredPartial(20, 16, parts); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := unix.Read(fds[1], buf); err != nil {
+		if _, err := unix.Read(peer, buf); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := unix.Write(fds[1], in); err != nil {
+		if _, err := unix.Write(peer, in); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := d.Read(bufs, sizes, 0); err != nil {
