@@ -31,7 +31,7 @@ func TestDockerRunPublish(t *testing.T) {
 	name := enginetest.Uniq("cn-pub")
 	t.Cleanup(func() { docker.Remove(name) })
 
-	port := enginetest.FreePort(t)
+	port := harness.FreePortOn(t, "0.0.0.0")
 	spec := fmt.Sprintf("127.0.0.1:%d:8080", port)
 	token := enginetest.Uniq("served")
 	path := "/" + token + ".txt"
@@ -133,7 +133,7 @@ func TestDockerAttachPublishFollowsRestarts(t *testing.T) {
 		"mkdir -p /www && echo "+token+" > /www"+path+" && exec httpd -f -vv -p 8080 -h /www")
 	t.Cleanup(func() { docker.Remove(name) })
 
-	port := enginetest.FreePort(t)
+	port := harness.FreePortOn(t, "0.0.0.0")
 	spec := fmt.Sprintf("127.0.0.1:%d:8080", port)
 	loop := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
 	d.MustCLI(t, "attach", "--policy", "web", "--publish", spec, name)

@@ -433,17 +433,6 @@ func GetWorks(t *testing.T, loop netip.AddrPort, path, token, when string) {
 	}
 }
 
-// FreePort returns a TCP port nothing listens on, on any IPv4 address.
-func FreePort(t *testing.T) uint16 {
-	t.Helper()
-	l, err := net.Listen("tcp4", "0.0.0.0:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return uint16(l.Addr().(*net.TCPAddr).Port)
-}
-
 // HTTPGet fetches url from the host, with a deadline.
 func HTTPGet(url string) (string, error) {
 	c := &http.Client{Timeout: 5 * time.Second}

@@ -214,7 +214,14 @@ func RunCmd(cmd *exec.Cmd, timeout time.Duration) Result {
 // listens on right now, for a server the test starts next.
 func FreePort(t testing.TB) uint16 {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return FreePortOn(t, "127.0.0.1")
+}
+
+// FreePortOn returns a TCP port nothing listens on right now at ip ("0.0.0.0"
+// for every IPv4 address, as an engine publishing a port binds).
+func FreePortOn(t testing.TB, ip string) uint16 {
+	t.Helper()
+	ln, err := net.Listen("tcp4", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,7 @@ func TestPodmanRunPublish(t *testing.T) {
 	name := enginetest.Uniq("cn-pub")
 	t.Cleanup(func() { e.Remove(name) })
 
-	port := enginetest.FreePort(t)
+	port := harness.FreePortOn(t, "0.0.0.0")
 	spec := fmt.Sprintf("127.0.0.1:%d:8080", port)
 	token := enginetest.Uniq("served")
 	path := "/" + token + ".txt"
