@@ -86,6 +86,16 @@ func TestVnetHeaders(t *testing.T) {
 	if n, err := d.Read(bufs, sizes, 4); err != nil || n != 1 || string(bufs[0][4:4+sizes[0]]) != "from the agent" {
 		t.Fatalf("Read = %d, %v, %q; want the packet without its header", n, err, bufs[0][4:4+sizes[0]])
 	}
+	// A GSO super-packet (an agent with NET_RAW can make one through a
+	// packet socket with PACKET_VNET_HDR on its TUN) is many segments in
+	// one: it is dropped, never handed on as one packet.
+	gso := append([]byte{0, 1 /* VIRTIO_NET_HDR_GSO_TCPV4 */, 0, 0, 0x40, 0x05}, make([]byte, 4)...)
+	if _, err := unix.Write(peer, append(gso, "super-packet"...)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := d.Read(bufs, sizes, 0); err != nil || n != 0 {
+		t.Fatalf("Read of a GSO packet = %d, %v; want no packet and no error", n, err)
+	}
 	allocs := testing.AllocsPerRun(100, func() {
 		if err := d.WriteVectoredPartial(20, 16, parts); err != nil {
 			t.Fatal(err)
