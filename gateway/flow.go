@@ -204,22 +204,12 @@ type readableConn interface {
 	WaitReadable(done <-chan struct{})
 }
 
-// waitReadable blocks until a Read on c would not block, or done closes.
-// Host sockets are polled with a one-byte MSG_PEEK, so waiting needs no
-// buffer; connections of other kinds are read at once.
+// waitReadable blocks until a Read on c would not block, or done closes:
+// the netstack's connections say so without a buffer; others are read at
+// once. (Host sockets are read by the direct path, which waits on them
+// itself.)
 func waitReadable(c net.Conn, done <-chan struct{}) {
-	switch c := c.(type) {
-	case readableConn:
+	if c, ok := c.(readableConn); ok {
 		c.WaitReadable(done)
-	case syscall.Conn:
-		rc, err := c.SyscallConn()
-		if err != nil {
-			return
-		}
-		var b [1]byte
-		_ = rc.Read(func(fd uintptr) bool {
-			_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-			return err != unix.EAGAIN
-		})
 	}
 }
